@@ -1,0 +1,1 @@
+"""MongoDB social-timeline service: one HTTP API, three fan-out strategies."""

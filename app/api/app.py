@@ -1,0 +1,69 @@
+"""`create_app(settings)`: the ASGI application and its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.api.errors import EXCEPTION_HANDLERS
+from app.api.openapi import build_openapi
+from app.api.routes import ENDPOINTS
+from app.context import AppContext, build_context
+from app.db import connect
+from app.settings import Settings
+
+log = logging.getLogger("timeline.api")
+
+
+class State(TypedDict):
+    ctx: AppContext
+
+
+def create_app(
+    settings: Settings, *, embedded: bool = False, run_worker: bool = False
+) -> Starlette:
+    """The API for `settings.mongodb_url` (required here: the CLI starts the embedded server and
+    passes its URL). With `run_worker`, the fanout worker runs in the same event loop."""
+    if settings.mongodb_url is None:
+        raise ValueError("create_app needs settings.mongodb_url")
+    url = settings.mongodb_url
+    openapi = build_openapi()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        database = await connect(url, settings.mongodb_db, embedded=embedded)
+        ctx = await build_context(settings, database)
+        app.state.ctx = ctx
+        worker_task = None
+        worker = None
+        if run_worker:
+            from fanout.worker import Worker  # the API itself never depends on the worker
+
+            worker = Worker(ctx)
+            worker_task = asyncio.create_task(worker.run(), name="fanout-worker")
+        try:
+            yield {"ctx": ctx}
+        finally:
+            if worker is not None and worker_task is not None:
+                worker.handle_exit()
+                await worker_task
+            await database.close()
+
+    async def openapi_json(request: Request) -> JSONResponse:
+        return JSONResponse(openapi)
+
+    routes = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in ENDPOINTS]
+    routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
+    return Starlette(
+        routes=routes,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,57 @@
+"""Every error becomes `{"error": {"code", "message"}}`: the one place errors meet HTTP."""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo.errors import PyMongoError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.db import domain_error_from_pymongo
+from app.errors import DomainError
+
+log = logging.getLogger("timeline.api")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+async def domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def database_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PyMongoError)
+    mapped = domain_error_from_pymongo(exc)
+    if mapped is not None:
+        return error_response(mapped.status, mapped.code, mapped.message)
+    log.exception("database error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal error")
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal error")
+
+
+EXCEPTION_HANDLERS = {
+    DomainError: domain_error,
+    HTTPException: http_error,
+    PyMongoError: database_error,
+    Exception: unexpected_error,
+}

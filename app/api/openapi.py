@@ -1,0 +1,107 @@
+"""The OpenAPI 3.1 document, generated from the endpoint table and the pydantic schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from app.api import schemas as s
+from app.api.routes import ENDPOINTS
+
+_REASONS = {
+    400: "malformed JSON or parameters",
+    401: "missing or invalid bearer token",
+    403: "not allowed",
+    404: "not found (also where existence would leak private data)",
+    409: "conflict",
+    413: "body too large",
+    415: "body is not application/json",
+    422: "validation failed",
+    503: "database unavailable",
+}
+
+
+def build_openapi() -> dict[str, Any]:
+    models: set[type[BaseModel]] = {s.ErrorOut}
+    for ep in ENDPOINTS:
+        models.update(m for m in (ep.body, ep.response) if m is not None)
+    ordered = sorted(models, key=lambda m: m.__name__)
+    keyed, defs = models_json_schema(
+        [
+            (m, "validation" if m in {ep.body for ep in ENDPOINTS} else "serialization")
+            for m in ordered
+        ],
+        ref_template="#/components/schemas/{model}",
+    )
+
+    def ref(model: type[BaseModel], mode: str) -> dict[str, Any]:
+        return dict(keyed[(model, mode)])  # type: ignore[index]
+
+    def mode_of(model: type[BaseModel]) -> str:
+        return "validation" if model in {ep.body for ep in ENDPOINTS} else "serialization"
+
+    error = {"application/json": {"schema": ref(s.ErrorOut, mode_of(s.ErrorOut))}}
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in ENDPOINTS:
+        op: dict[str, Any] = {
+            "operationId": f"{ep.method.lower()}_{ep.path.strip('/').replace('/', '_')}".replace(
+                "{", ""
+            )
+            .replace("}", "")
+            .replace("-", "_")
+            or "root",
+            "summary": ep.summary,
+            "parameters": [
+                {
+                    "name": p.name,
+                    "in": p.where,
+                    "required": p.required or p.where == "path",
+                    "description": p.description,
+                    "schema": p.schema,
+                }
+                for p in ep.params
+            ],
+            "responses": {},
+        }
+        if ep.auth:
+            op["security"] = [{"bearer": []}]
+        if ep.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(ep.body, "validation")}},
+            }
+        ok: dict[str, Any] = {"description": "success"}
+        if ep.response is not None:
+            ok["content"] = {"application/json": {"schema": ref(ep.response, mode_of(ep.response))}}
+        op["responses"][str(ep.ok)] = ok
+        if ep.path == "/friend-requests" and ep.method == "POST":
+            op["responses"]["200"] = {
+                "description": "already friends, or a crossing request was accepted",
+                "content": ok["content"],
+            }
+        if ep.path == "/statuses" and ep.method == "POST":
+            op["responses"]["200"] = {
+                "description": "a replay of an earlier request with the same Idempotency-Key",
+                "content": ok["content"],
+            }
+        codes = set(ep.errors) | {503}
+        if ep.auth:
+            codes.add(401)
+        for code in sorted(codes):
+            op["responses"][str(code)] = {"description": _REASONS[code], "content": error}
+        paths.setdefault(ep.path, {})[ep.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Timeline service",
+            "version": "1.0.0",
+            "description": "A social timeline on MongoDB; see README.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,85 @@
+"""Turning a request into validated values, or into a clear 4xx. Nothing is written before this."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from bson import ObjectId
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from app import cursors
+from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+M = TypeVar("M", bound=BaseModel)
+
+# Largest request body. The biggest valid body is a 5,000-character status; escaped as
+# \uXXXX\uXXXX surrogate pairs that is 60 KB of JSON. Anything larger is refused unread.
+MAX_BODY_BYTES = 64 * 1024
+# Page sizes: the contract's 1–100, default 20.
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length is not a number", code="bad_content_length")
+        if int(declared) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def json_body(request: Request, model: type[M]) -> M:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise UnsupportedMediaType("send the body as application/json")
+    raw = await read_body(request)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest("the body is not valid JSON", code="malformed_json") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ValidationFailed(f"{where}: {first['msg']}") from None
+
+
+def limit_param(request: Request, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise BadRequest(f"limit must be an integer from 1 to {maximum}", code="invalid_limit")
+    return int(raw)
+
+
+def cursor_param(request: Request, name: str) -> ObjectId | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    return cursors.decode(raw, param=name)
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255:
+        raise BadRequest(
+            "Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key"
+        )
+    return key

@@ -1,0 +1,200 @@
+"""The `timeline` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from app.context import AppContext, build_context
+from app.db import SERVER_SELECTION_TIMEOUT_MS, connect
+from app.embedded import EmbeddedServer, EmbeddedServerError
+from app.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("timeline")
+
+
+class StartupError(Exception):
+    """Printed as one line, then exit 2."""
+
+
+def _check_reachable(url: str) -> None:
+    try:
+        client: MongoClient[dict[str, object]] = MongoClient(
+            url, serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS
+        )
+        with client:
+            client.admin.command("ping")
+    except PyMongoError as exc:
+        first = str(exc).split(",")[0].split("\n")[0]
+        raise StartupError(f"MONGODB_URL: cannot reach the database ({first})") from None
+    except Exception as exc:
+        raise StartupError(f"MONGODB_URL: {exc}") from None
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[tuple[Settings, bool]]:
+    """Settings with a reachable MONGODB_URL: the configured one, or an embedded server's."""
+    if settings.mongodb_url is not None:
+        _check_reachable(settings.mongodb_url)
+        yield settings, False
+        return
+    server = EmbeddedServer(settings.timeline_data_dir / "db")
+    try:
+        server.start()
+    except EmbeddedServerError as exc:
+        raise StartupError(str(exc)) from None
+    log.info("embedded database at %s (data in %s)", server.url, server.data_dir)
+    try:
+        yield settings.model_copy(update={"mongodb_url": server.url}), True
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def open_context(settings: Settings, embedded: bool) -> AsyncIterator[AppContext]:
+    assert settings.mongodb_url is not None
+    database = await connect(settings.mongodb_url, settings.mongodb_db, embedded=embedded)
+    try:
+        yield await build_context(settings, database)
+    finally:
+        await database.close()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.api import create_app
+
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    with database_url(settings) as (resolved, embedded):
+        app = create_app(resolved, embedded=embedded, run_worker=not args.no_worker)
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from fanout.worker import Worker
+
+    async def run(resolved: Settings, embedded: bool) -> None:
+        async with open_context(resolved, embedded) as ctx:
+            worker = Worker(ctx)
+            worker.install_signal_handlers()
+            await worker.run()
+
+    with database_url(settings) as (resolved, embedded):
+        asyncio.run(run(resolved, embedded))
+    return 0
+
+
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    server = EmbeddedServer(settings.timeline_data_dir / "db", port=args.port)
+    try:
+        server.start()
+    except EmbeddedServerError as exc:
+        raise StartupError(str(exc)) from None
+    print(f"MONGODB_URL={server.url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and server.process and server.process.poll() is None:
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from app import maintenance
+
+    async def run(resolved: Settings, embedded: bool) -> int:
+        async with open_context(resolved, embedded) as ctx:
+            if args.user and not await maintenance.user_ids(args.user):
+                raise StartupError(f"--user: no user {args.user!r}")
+            with Progress() as progress:
+                task = progress.add_task(f"rebuilding ({ctx.strategy.name})", total=None)
+
+                def step(done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                changed = await maintenance.rebuild(ctx, args.user, step)
+            print(f"rebuilt {ctx.strategy.name}: {changed} documents changed")
+            return 0
+
+    with database_url(settings) as (resolved, embedded):
+        return asyncio.run(run(resolved, embedded))
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from app import maintenance
+
+    async def run(resolved: Settings, embedded: bool) -> int:
+        async with open_context(resolved, embedded) as ctx:
+            report = await maintenance.check(ctx, args.sample)
+        for d in report.drifted:
+            print(
+                f"drift for {d.handle}: {len(d.missing)} missing {d.missing[:5]}, "
+                f"{len(d.extra)} extra {d.extra[:5]}"
+            )
+        print(
+            f"checked {report.checked} timelines ({settings.timeline_strategy}): "
+            f"{len(report.drifted)} drifted"
+        )
+        return 0 if report.ok else 1
+
+    with database_url(settings) as (resolved, embedded):
+        return asyncio.run(run(resolved, embedded))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="timeline", description="MongoDB social-timeline service")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="the API (and, unless --no-worker, the fanout worker)")
+    serve.add_argument("--host", default=None, help="listen address (default: $HOST)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (default: $PORT)")
+    serve.add_argument("--no-worker", action="store_true", help="do not run the fanout worker")
+    sub.add_parser("worker", help="the fanout worker alone")
+    db = sub.add_parser("db", help="the embedded database alone, printing its MONGODB_URL")
+    db.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    rebuild = sub.add_parser("rebuild", help="recompute derived timeline data from the truth")
+    rebuild.add_argument("--user", default=None, help="only this handle")
+    check = sub.add_parser("check", help="compare materialized timelines with the truth")
+    check.add_argument("--sample", type=int, default=None, help="check N random users")
+    return p
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "worker": cmd_worker,
+    "db": cmd_db,
+    "rebuild": cmd_rebuild,
+    "check": cmd_check,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings()
+        code = COMMANDS[args.command](settings, args)
+    except (ConfigError, StartupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code)

@@ -1,0 +1,174 @@
+"""Friend requests and friendships. Friendship is mutual and needs the other side's consent."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from app import graph, outbox
+from app.context import AppContext
+from app.db import Session
+from app.errors import Conflict, NotFound, ValidationFailed
+from app.models import FriendRequest, Friendship, User, utcnow
+from app.users import by_handle, friend_count, handles_by_id
+
+# GET /friend-requests lists at most this many each way: a UI shows a handful, and it bounds
+# the response size for an account that is spammed with requests.
+MAX_LISTED_REQUESTS = 500
+
+
+def _uid(user: User) -> ObjectId:
+    assert user.id is not None
+    return user.id
+
+
+async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: ObjectId) -> bool:
+    """Turn the pending request `request_from` → other into a friendship. False: no such request."""
+    requests = FriendRequest.get_pymongo_collection()
+    edges = Friendship.get_pymongo_collection()
+    other = b if request_from == a else a
+
+    async def change(session: Session) -> bool:
+        deleted = await requests.delete_one(
+            {"from_id": request_from, "to_id": other}, session=session
+        )
+        if deleted.deleted_count == 0:
+            return False
+        # A crossing request the other way is settled by the same friendship.
+        await requests.delete_one({"from_id": other, "to_id": request_from}, session=session)
+        now = utcnow()
+        for x, y in ((a, b), (b, a)):
+            await edges.update_one(
+                {"user_id": x, "friend_id": y},
+                {"$setOnInsert": {"user_id": x, "friend_id": y, "since": now}},
+                upsert=True,
+                session=session,
+            )
+        return True
+
+    done = await outbox.commit_with_events(ctx.database, outbox.friendship_events(a, b), change)
+    if done:
+        ctx.events_recorded.set()
+    return done
+
+
+async def request(
+    ctx: AppContext, me: User, to_handle: str
+) -> tuple[Literal["pending", "accepted"], bool]:
+    """Send a friend request. Returns (status, created)."""
+    other = await by_handle(to_handle)
+    my_id, other_id = _uid(me), _uid(other)
+    if my_id == other_id:
+        raise ValidationFailed("you cannot befriend yourself", code="self_request")
+    if await graph.are_friends(my_id, other_id):
+        return "accepted", False
+    requests = FriendRequest.get_pymongo_collection()
+    if await requests.find_one({"from_id": other_id, "to_id": my_id}, {"_id": 1}) and (
+        await _befriend(ctx, my_id, other_id, request_from=other_id)
+    ):
+        return "accepted", False
+    for uid in (my_id, other_id):
+        if await friend_count(uid) >= graph.MAX_FRIENDS:
+            raise Conflict(
+                f"a user may have at most {graph.MAX_FRIENDS} friends", code="friend_limit"
+            )
+    try:
+        await requests.update_one(
+            {"from_id": my_id, "to_id": other_id},
+            {"$setOnInsert": {"from_id": my_id, "to_id": other_id, "created_at": utcnow()}},
+            upsert=True,
+        )
+    except DuplicateKeyError:
+        pass  # the same request sent twice at once
+    # Requests crossing at the same moment: whoever sees both settles them.
+    if await requests.find_one({"from_id": other_id, "to_id": my_id}, {"_id": 1}) and (
+        await _befriend(ctx, my_id, other_id, request_from=other_id)
+    ):
+        return "accepted", False
+    if await graph.are_friends(my_id, other_id):
+        return "accepted", False
+    return "pending", True
+
+
+async def accept(ctx: AppContext, me: User, from_handle: str) -> None:
+    other = await by_handle(from_handle)
+    if not await _befriend(ctx, _uid(me), _uid(other), request_from=_uid(other)):
+        raise NotFound(f"no pending request from {from_handle!r}", code="request_not_found")
+
+
+async def withdraw(me: User, handle: str) -> None:
+    """Decline an incoming request or cancel an outgoing one; nothing pending is fine too."""
+    other = await by_handle(handle)
+    my_id, other_id = _uid(me), _uid(other)
+    await FriendRequest.get_pymongo_collection().delete_many(
+        {"$or": [{"from_id": my_id, "to_id": other_id}, {"from_id": other_id, "to_id": my_id}]}
+    )
+
+
+async def pending(me: User) -> dict[str, list[dict[str, Any]]]:
+    coll = FriendRequest.get_pymongo_collection()
+    my_id = _uid(me)
+    incoming = await coll.find({"to_id": my_id}).sort("created_at", -1).to_list(MAX_LISTED_REQUESTS)
+    outgoing = (
+        await coll.find({"from_id": my_id}).sort("created_at", -1).to_list(MAX_LISTED_REQUESTS)
+    )
+    users = await handles_by_id([r["from_id"] for r in incoming] + [r["to_id"] for r in outgoing])
+    return {
+        "incoming": [
+            {"from": users[r["from_id"]].handle, "created_at": r["created_at"]}
+            for r in incoming
+            if r["from_id"] in users
+        ],
+        "outgoing": [
+            {"to": users[r["to_id"]].handle, "created_at": r["created_at"]}
+            for r in outgoing
+            if r["to_id"] in users
+        ],
+    }
+
+
+async def list_friends(
+    me: User, limit: int, before: ObjectId | None
+) -> tuple[list[dict[str, Any]], ObjectId | None]:
+    """A page of friends, most recent friendship first; returns (items, next edge id)."""
+    flt: dict[str, Any] = {"user_id": _uid(me)}
+    if before is not None:
+        flt["_id"] = {"$lt": before}
+    edges = (
+        await Friendship.get_pymongo_collection()
+        .find(flt)
+        .sort("_id", -1)
+        .limit(limit + 1)
+        .to_list()
+    )
+    more = len(edges) > limit
+    edges = edges[:limit]
+    users = await handles_by_id([e["friend_id"] for e in edges])
+    items = [
+        {
+            "handle": users[e["friend_id"]].handle,
+            "display_name": users[e["friend_id"]].display_name,
+            "since": e["since"],
+        }
+        for e in edges
+        if e["friend_id"] in users
+    ]
+    return items, (edges[-1]["_id"] if more and edges else None)
+
+
+async def unfriend(ctx: AppContext, me: User, handle: str) -> None:
+    other = await by_handle(handle)
+    a, b = _uid(me), _uid(other)
+    if a == b or not await graph.are_friends(a, b):
+        return  # idempotent: nothing to end
+
+    async def change(session: Session) -> None:
+        await Friendship.get_pymongo_collection().delete_many(
+            {"$or": [{"user_id": a, "friend_id": b}, {"user_id": b, "friend_id": a}]},
+            session=session,
+        )
+
+    await outbox.commit_with_events(ctx.database, outbox.friendship_events(a, b), change)
+    ctx.events_recorded.set()

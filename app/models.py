@@ -1,0 +1,201 @@
+"""Beanie documents: the source of truth (users, friendships, statuses), the derived data of the
+strategies (timeline entries, audience watermarks) and the machinery (events, idempotency keys).
+
+Strategy code reads and writes derived data through the raw PyMongo collections of these models
+(`Model.get_pymongo_collection()`), because the hot paths are bulk writes and projected reads;
+the documents remain the single place where collection names and indexes are declared.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from beanie import Document, PydanticObjectId
+from pydantic import Field
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+# Idempotency keys are kept this long; a retry after that creates a new status.
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# Applied events are kept this long for inspection, then MongoDB's TTL monitor removes them.
+DONE_EVENT_TTL_SECONDS = 3600
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class User(Document):
+    handle: str
+    display_name: str | None = None
+    # sha256 of the bearer token; the token itself is never stored.
+    token_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "users"
+        indexes = [
+            IndexModel([("handle", ASCENDING)], unique=True),
+            IndexModel([("token_hash", ASCENDING)], unique=True),
+        ]
+
+
+class FriendRequest(Document):
+    from_id: PydanticObjectId
+    to_id: PydanticObjectId
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "friend_requests"
+        indexes = [
+            IndexModel([("from_id", ASCENDING), ("to_id", ASCENDING)], unique=True),
+            IndexModel([("to_id", ASCENDING), ("created_at", DESCENDING)]),
+        ]
+
+
+class Friendship(Document):
+    """One directed edge; a friendship is the pair of edges, written together."""
+
+    user_id: PydanticObjectId
+    friend_id: PydanticObjectId
+    since: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "friendships"
+        indexes = [
+            IndexModel([("user_id", ASCENDING), ("friend_id", ASCENDING)], unique=True),
+            # GET /friends pages by edge id, newest friendship first.
+            IndexModel([("user_id", ASCENDING), ("_id", DESCENDING)]),
+        ]
+
+
+class Status(Document):
+    """A status, stored once. `audience` is present only under recipients_embedded."""
+
+    author_id: PydanticObjectId
+    author: str  # the author's handle, denormalized: handles never change
+    text: str
+    created_at: datetime = Field(default_factory=utcnow)
+    audience: list[PydanticObjectId] | None = None
+
+    class Settings:
+        name = "statuses"
+        keep_nulls = False
+        indexes = [
+            # fanout_on_read's page query and every "an author's newest statuses" query.
+            IndexModel([("author_id", ASCENDING), ("_id", DESCENDING)]),
+        ]
+
+
+class TimelineEntry(Document):
+    """receiver_copies: one entry per (owner, status), carrying what a page shows."""
+
+    owner_id: PydanticObjectId
+    status_id: PydanticObjectId
+    author_id: PydanticObjectId
+    author: str
+    text: str
+    created_at: datetime
+
+    class Settings:
+        name = "timeline_entries"
+        indexes = [
+            # Natural key (idempotent upserts) and the page index: equality on owner, order by id.
+            IndexModel([("owner_id", ASCENDING), ("status_id", DESCENDING)], unique=True),
+            # A deleted status leaves every timeline.
+            IndexModel([("status_id", ASCENDING)]),
+            # Unfriend removes one author's entries from one owner's timeline.
+            IndexModel([("owner_id", ASCENDING), ("author_id", ASCENDING)]),
+        ]
+
+
+class TimelineMeta(Document):
+    """receiver_copies: whether an owner's timeline was ever trimmed (then removals must refill)."""
+
+    owner_id: PydanticObjectId
+    trimmed: bool = False
+
+    class Settings:
+        name = "timeline_meta"
+        indexes = [IndexModel([("owner_id", ASCENDING)], unique=True)]
+
+
+class AudienceWatermark(Document):
+    """recipients_embedded: statuses of `author_id` with id >= `complete_from` carry the full
+    audience (author + current friends). Older ones may lack friends added later; they are only
+    completed when deletes slide the author's newest-TIMELINE_MAX window down onto them."""
+
+    author_id: PydanticObjectId
+    complete_from: PydanticObjectId
+
+    class Settings:
+        name = "audience_watermarks"
+        indexes = [IndexModel([("author_id", ASCENDING)], unique=True)]
+
+
+EventKind = Literal["status_posted", "status_deleted", "friendship_changed"]
+EventState = Literal["staged", "pending", "done", "dead"]
+
+
+class Event(Document):
+    """A durable outbox entry, written in the same write path as the change it describes.
+
+    Every event is keyed by the author whose statuses' derived data it affects (`author_id`):
+    status events by the status's author, and a friendship change between A and B as two events,
+    one keyed by A (A's statuses towards B) and one by B. Handlers reconcile to current state,
+    so applying an event twice or out of order converges.
+    """
+
+    kind: EventKind
+    author_id: PydanticObjectId
+    status_id: PydanticObjectId | None = None
+    other_id: PydanticObjectId | None = None
+    state: EventState = "pending"
+    attempts: int = 0
+    lease_until: datetime | None = None
+    lease_owner: str | None = None
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    done_at: datetime | None = None
+
+    class Settings:
+        name = "events"
+        indexes = [
+            IndexModel([("state", ASCENDING), ("_id", ASCENDING)]),
+            IndexModel([("author_id", ASCENDING), ("state", ASCENDING)]),
+            IndexModel(
+                [("done_at", ASCENDING)],
+                expireAfterSeconds=DONE_EVENT_TTL_SECONDS,
+                partialFilterExpression={"state": "done"},
+            ),
+        ]
+
+
+class IdempotencyRecord(Document):
+    user_id: PydanticObjectId
+    key: str
+    body_hash: str
+    state: Literal["in_flight", "done"] = "in_flight"
+    status_id: PydanticObjectId | None = None
+    response: dict[str, Any] | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "idempotency_keys"
+        indexes = [
+            IndexModel([("user_id", ASCENDING), ("key", ASCENDING)], unique=True),
+            IndexModel([("created_at", ASCENDING)], expireAfterSeconds=IDEMPOTENCY_TTL_SECONDS),
+        ]
+
+
+DOCUMENT_MODELS: list[type[Document]] = [
+    User,
+    FriendRequest,
+    Friendship,
+    Status,
+    TimelineEntry,
+    TimelineMeta,
+    AudienceWatermark,
+    Event,
+    IdempotencyRecord,
+]

@@ -1,0 +1,46 @@
+"""The one settings object. No other module reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+StrategyName = Literal["fanout_on_read", "recipients_embedded", "receiver_copies"]
+STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
+
+
+class Settings(BaseSettings):
+    """Configuration from environment variables (and an optional `.env`), see README."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    timeline_strategy: StrategyName = "receiver_copies"
+    mongodb_url: str | None = None
+    timeline_data_dir: Path = Path("./data")
+    mongodb_db: str = Field("timeline", min_length=1, max_length=60)
+    # How many of the newest reachable statuses a timeline holds.
+    timeline_max: int = Field(1000, ge=1, le=100_000)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line that names the variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, with explicit overrides (used by tests and the CLI)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        variable = str(err["loc"][0]).upper() if err["loc"] else "configuration"
+        if variable == "TIMELINE_STRATEGY":
+            raise ConfigError(
+                f"TIMELINE_STRATEGY: unknown strategy {err.get('input')!r}; "
+                f"choose one of {', '.join(STRATEGY_NAMES)}"
+            ) from None
+        raise ConfigError(f"{variable}: {err['msg']} (got {err.get('input')!r})") from None

@@ -1,0 +1,178 @@
+"""Posting, reading and deleting statuses; `Idempotency-Key` handling."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from app import graph, outbox
+from app.context import AppContext
+from app.cursors import parse_id
+from app.db import Session
+from app.errors import Conflict, NotFound, ValidationFailed
+from app.models import IdempotencyRecord, Status, User, utcnow
+from app.timefmt import rfc3339
+
+# A request holding an Idempotency-Key longer than this is presumed dead (its process crashed
+# between claiming the key and committing); a retry may then take the key over.
+IN_FLIGHT_STALE_S = 30
+
+
+def status_json(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(doc["_id"]),
+        "author": doc["author"],
+        "text": doc["text"],
+        "created_at": rfc3339(doc["created_at"]),
+    }
+
+
+def _uid(user: User) -> ObjectId:
+    assert user.id is not None
+    return user.id
+
+
+async def _claim_key(user_id: ObjectId, key: str, body_hash: str) -> dict[str, Any] | None:
+    """Claim the key for this request. Returns a stored response to replay, or None if claimed."""
+    coll = IdempotencyRecord.get_pymongo_collection()
+    now = utcnow()
+    try:
+        await coll.insert_one(
+            {
+                "user_id": user_id,
+                "key": key,
+                "body_hash": body_hash,
+                "state": "in_flight",
+                "status_id": None,
+                "response": None,
+                "created_at": now,
+            }
+        )
+        return None
+    except DuplicateKeyError:
+        pass
+    rec = await coll.find_one({"user_id": user_id, "key": key})
+    if rec is None:  # expired between the two calls: claim again
+        return await _claim_key(user_id, key, body_hash)
+    if rec["body_hash"] != body_hash:
+        raise ValidationFailed(
+            "this Idempotency-Key was used with a different body", code="idempotency_key_reused"
+        )
+    if rec["state"] == "done":
+        return dict(rec["response"])
+    created = rec["created_at"]
+    if created < now - timedelta(seconds=IN_FLIGHT_STALE_S):
+        taken = await coll.update_one(
+            {"_id": rec["_id"], "state": "in_flight", "created_at": created},
+            {"$set": {"created_at": now}},
+        )
+        if taken.modified_count == 1:
+            return None
+    raise Conflict(
+        "a request with this Idempotency-Key is still in progress", code="idempotency_in_flight"
+    )
+
+
+async def post(
+    ctx: AppContext, me: User, text: str, idempotency_key: str | None
+) -> tuple[dict[str, Any], bool]:
+    """Create a status. Returns (status object, created); created is False for a replay."""
+    user_id = _uid(me)
+    keys = IdempotencyRecord.get_pymongo_collection()
+    if idempotency_key is not None:
+        body_hash = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        replay = await _claim_key(user_id, idempotency_key, body_hash)
+        if replay is not None:
+            return replay, False
+    status: dict[str, Any] = {
+        "_id": ObjectId(),
+        "author_id": user_id,
+        "author": me.handle,
+        "text": text,
+        "created_at": utcnow(),
+    }
+    response = status_json(status)
+    strategy = ctx.strategy
+
+    async def change(session: Session) -> None:
+        doc = dict(status)
+        await strategy.prepare_status(doc, session=session)
+        await Status.get_pymongo_collection().insert_one(doc, session=session)
+        await strategy.status_created(doc, session=session)
+        if idempotency_key is not None:
+            await keys.update_one(
+                {"user_id": user_id, "key": idempotency_key},
+                {"$set": {"state": "done", "status_id": status["_id"], "response": response}},
+                session=session,
+            )
+
+    events = [outbox.status_event("status_posted", user_id, status["_id"])]
+    try:
+        await outbox.commit_with_events(ctx.database, events, change)
+    except BaseException:
+        if idempotency_key is not None:
+            # Free the key so that the client's retry is not answered 409 until it goes stale.
+            try:
+                await keys.delete_one(
+                    {"user_id": user_id, "key": idempotency_key, "state": "in_flight"}
+                )
+            except Exception:
+                pass
+        raise
+    ctx.events_recorded.set()
+    return response, True
+
+
+async def _visible(me: User, status_id: str) -> dict[str, Any]:
+    oid = parse_id(status_id)
+    doc = None
+    if oid is not None:
+        doc = await Status.get_pymongo_collection().find_one({"_id": oid}, {"audience": 0})
+    # Not yours and not a friend's: the same 404 as a missing id, so existence does not leak.
+    if doc is None or not await graph.can_see(_uid(me), doc["author_id"]):
+        raise NotFound("no such status", code="status_not_found")
+    return dict(doc)
+
+
+async def get(me: User, status_id: str) -> dict[str, Any]:
+    return status_json(await _visible(me, status_id))
+
+
+async def delete(ctx: AppContext, me: User, status_id: str) -> None:
+    doc = await _visible(me, status_id)
+    if doc["author_id"] != _uid(me):
+        raise NotFound("no such status", code="status_not_found")
+    strategy = ctx.strategy
+
+    async def change(session: Session) -> None:
+        await Status.get_pymongo_collection().delete_one({"_id": doc["_id"]}, session=session)
+        await strategy.status_deleted(doc, session=session)
+
+    events = [outbox.status_event("status_deleted", doc["author_id"], doc["_id"])]
+    await outbox.commit_with_events(ctx.database, events, change)
+    ctx.events_recorded.set()
+
+
+async def by_author(
+    me: User, author: User, limit: int, before: ObjectId | None
+) -> tuple[list[dict[str, Any]], ObjectId | None]:
+    author_id = _uid(author)
+    if not await graph.can_see(_uid(me), author_id):
+        raise NotFound("no such user", code="user_not_found")
+    flt: dict[str, Any] = {"author_id": author_id}
+    if before is not None:
+        flt["_id"] = {"$lt": before}
+    docs = (
+        await Status.get_pymongo_collection()
+        .find(flt, {"audience": 0})
+        .sort("_id", -1)
+        .limit(limit + 1)
+        .to_list()
+    )
+    more = len(docs) > limit
+    docs = docs[:limit]
+    return [status_json(d) for d in docs], (docs[-1]["_id"] if more and docs else None)

@@ -1,0 +1,163 @@
+"""The timeline strategy interface.
+
+A strategy owns the *derived* data that makes `GET /timeline` fast (nothing, audiences, or
+per-receiver copies). The source of truth is always the `statuses` and `friendships`
+collections. Every strategy must present the same timeline once its events are applied:
+
+    timeline(U) = the TIMELINE_MAX newest statuses (by id) that exist and whose author is U or a
+                  current friend of U, newest first.
+
+Event handlers (`apply_*`) are called by the fanout worker, possibly more than once and in any
+order relative to events of *other* authors; events of one author are applied one at a time.
+Each handler reconciles towards the current source of truth rather than replaying a delta, so a
+repeated or late event changes nothing that is already right.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from bson import ObjectId
+from pymongo.asynchronous.collection import AsyncCollection
+
+from app.db import Session
+from app.settings import StrategyName
+
+PAGE_PROJECTION_FIELDS = ("author", "text", "created_at")
+
+
+@dataclass(frozen=True)
+class StatusView:
+    id: ObjectId
+    author: str
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[StatusView]
+    has_older: bool  # a `before` page after the last item would not be empty
+    gap: bool  # an `after` page left out newer items than `limit`
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """The one query behind a first timeline page; the benchmark explains it."""
+
+    collection: AsyncCollection[Any]
+    filter: dict[str, Any]
+    sort: list[tuple[str, int]]
+    limit: int
+    projection: dict[str, int]
+
+
+class TimelineStrategy(ABC):
+    name: ClassVar[StrategyName]
+    #: where a page's items live, and the field holding the status id there
+    id_field: ClassVar[str] = "_id"
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+
+    # -- set-up --------------------------------------------------------------------------------
+    async def ensure_indexes(self) -> None:
+        """Create indexes only this strategy needs (shared ones are on the Beanie models)."""
+
+    @abstractmethod
+    def collection(self) -> AsyncCollection[Any]:
+        """The collection a timeline page is read from."""
+
+    # -- synchronous part of writes, inside the API's transaction ------------------------------
+    async def prepare_status(self, status: dict[str, Any], *, session: Session) -> None:
+        """Called before `status` is inserted: may add fields (e.g. its audience)."""
+
+    async def status_created(self, status: dict[str, Any], *, session: Session) -> None:
+        """Called after `status` is inserted. Must make it visible to its author at once."""
+
+    async def status_deleted(self, status: dict[str, Any], *, session: Session) -> None:
+        """Called after `status` is deleted. Must remove it from its author's timeline at once."""
+
+    # -- worker handlers -----------------------------------------------------------------------
+    async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
+        """Make status `status_id` reach the current friends of its author (if it still exists)."""
+
+    async def apply_deleted(self, author_id: ObjectId, status_id: ObjectId) -> None:
+        """Make the (already deleted) status leave every timeline, keeping each one full."""
+
+    async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
+        """Reconcile what `other_id` sees of `author_id`'s statuses with whether they are friends
+        *now*: backfill the author's newest statuses, or remove all of them."""
+
+    async def rebuild(self, user_id: ObjectId) -> int:
+        """Recompute the derived data owned by `user_id` from the source of truth. Returns the
+        number of documents changed. Idempotent."""
+        return 0
+
+    # -- reading -------------------------------------------------------------------------------
+    @abstractmethod
+    async def scope(self, user_id: ObjectId) -> dict[str, Any]:
+        """The filter selecting every item of `user_id`'s timeline in `collection()`."""
+
+    def _projection(self) -> dict[str, int]:
+        return {self.id_field: 1, **dict.fromkeys(PAGE_PROJECTION_FIELDS, 1)}
+
+    async def _find(
+        self, scope: dict[str, Any], id_range: dict[str, ObjectId] | None, limit: int
+    ) -> list[StatusView]:
+        flt = dict(scope) if id_range is None else {**scope, self.id_field: id_range}
+        cursor = (
+            self.collection().find(flt, self._projection()).sort(self.id_field, -1).limit(limit)
+        )
+        return [
+            StatusView(d[self.id_field], d["author"], d["text"], d["created_at"])
+            async for d in cursor
+        ]
+
+    async def first_page_query(self, user_id: ObjectId, limit: int) -> PageQuery:
+        return PageQuery(
+            self.collection(),
+            await self.scope(user_id),
+            [(self.id_field, -1)],
+            min(limit, self.max_items),
+            self._projection(),
+        )
+
+    async def read(
+        self,
+        user_id: ObjectId,
+        *,
+        limit: int,
+        before: ObjectId | None = None,
+        after: ObjectId | None = None,
+    ) -> Page:
+        """A page of the timeline. Items beyond the `max_items` newest are never returned."""
+        scope = await self.scope(user_id)
+        cap = self.max_items
+        if after is not None:
+            # Refresh: the newest items above `after`; a gap if more arrived than fit.
+            items = await self._find(scope, {"$gt": after}, min(limit + 1, cap))
+            gap = len(items) > limit
+            return Page(items[:limit], has_older=gap, gap=gap)
+        remaining = cap
+        id_range = None
+        if before is not None:
+            # Items at or above the cursor use up part of the TIMELINE_MAX window.
+            above = await self.collection().count_documents(
+                {**scope, self.id_field: {"$gte": before}}, limit=cap
+            )
+            remaining = cap - above
+            if remaining <= 0:
+                return Page([], has_older=False, gap=False)
+            id_range = {"$lt": before}
+        fetch = min(limit + 1, remaining)
+        items = await self._find(scope, id_range, fetch)
+        return Page(items[:limit], has_older=len(items) > limit, gap=False)
+
+    async def timeline_ids(self, user_id: ObjectId) -> list[ObjectId]:
+        """The whole materialized timeline (what reads serve), newest first: for checks."""
+        items = await self._find(await self.scope(user_id), None, self.max_items)
+        return [item.id for item in items]

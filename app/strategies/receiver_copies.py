@@ -1,0 +1,192 @@
+"""per-receiver copies (fan-out-on-write): one entry per (owner, status) in `timeline_entries`,
+carrying what a page shows, so a page is one query over the unique `(owner_id, status_id)` index.
+
+The worker writes the copies with unordered bulk upserts keyed on that unique pair, so a repeated
+or resumed fan-out inserts nothing twice. Each owner's entries are trimmed to TIMELINE_MAX now
+and then (see TRIM_EVERY); a trimmed timeline that loses entries to an unfriend or a delete is
+refilled from the source of truth, so it never shows fewer than it should.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from bson import ObjectId
+from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+
+from app import graph
+from app.db import Session
+from app.models import Status, TimelineEntry, TimelineMeta
+from app.strategies.base import TimelineStrategy
+from app.strategies.common import newest_statuses, truth_timeline
+
+# Entries per unordered bulk write. 1,000 keeps each command well under the 16 MB message limit
+# (an entry is ~250 B plus text of up to 5,000 chars) and lets a resumed fan-out redo at most one
+# batch, while amortizing the round trip (drivers split bigger batches anyway).
+FANOUT_BATCH = 1000
+# Trimming an owner costs one query over TIMELINE_MAX index keys, so it is done on about one
+# insert in TRIM_EVERY (chosen by a hash, deterministic). Reads never show more than
+# TIMELINE_MAX, so the bound on storage is TIMELINE_MAX + ~TRIM_EVERY entries per owner.
+TRIM_EVERY = 16
+
+
+def _entry(owner_id: ObjectId, status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "owner_id": owner_id,
+        "status_id": status["_id"],
+        "author_id": status["author_id"],
+        "author": status["author"],
+        "text": status["text"],
+        "created_at": status["created_at"],
+    }
+
+
+def _upsert(owner_id: ObjectId, status: dict[str, Any]) -> UpdateOne:
+    return UpdateOne(
+        {"owner_id": owner_id, "status_id": status["_id"]},
+        {"$setOnInsert": _entry(owner_id, status)},
+        upsert=True,
+    )
+
+
+def _should_trim(owner_id: ObjectId, status_id: ObjectId) -> bool:
+    return zlib.crc32(owner_id.binary + status_id.binary) % TRIM_EVERY == 0
+
+
+class ReceiverCopies(TimelineStrategy):
+    name = "receiver_copies"
+    id_field = "status_id"
+
+    def collection(self) -> AsyncCollection[Any]:
+        return TimelineEntry.get_pymongo_collection()
+
+    async def scope(self, user_id: ObjectId) -> dict[str, Any]:
+        return {"owner_id": user_id}
+
+    # -- synchronous part ----------------------------------------------------------------------
+    async def status_created(self, status: dict[str, Any], *, session: Session) -> None:
+        await self.collection().insert_one(_entry(status["author_id"], status), session=session)
+
+    async def status_deleted(self, status: dict[str, Any], *, session: Session) -> None:
+        await self.collection().delete_one(
+            {"owner_id": status["author_id"], "status_id": status["_id"]}, session=session
+        )
+
+    # -- bulk writes ---------------------------------------------------------------------------
+    async def _bulk_upsert(self, ops: Iterable[UpdateOne]) -> int:
+        """Unordered bulk upserts in FANOUT_BATCH-sized batches; returns entries inserted."""
+        inserted = 0
+        batch: list[UpdateOne] = []
+        for op in ops:
+            batch.append(op)
+            if len(batch) >= FANOUT_BATCH:
+                inserted += (
+                    await self.collection().bulk_write(batch, ordered=False)
+                ).upserted_count
+                batch = []
+        if batch:
+            inserted += (await self.collection().bulk_write(batch, ordered=False)).upserted_count
+        return inserted
+
+    async def fan_out(self, status: dict[str, Any], receivers: Sequence[ObjectId]) -> int:
+        inserted = await self._bulk_upsert(_upsert(r, status) for r in receivers)
+        for owner in receivers:
+            if _should_trim(owner, status["_id"]):
+                await self.trim(owner)
+        return inserted
+
+    async def trim(self, owner_id: ObjectId) -> int:
+        """Drop entries beyond the owner's TIMELINE_MAX newest."""
+        coll = self.collection()
+        cursor = (
+            coll.find({"owner_id": owner_id}, {"status_id": 1})
+            .sort("status_id", -1)
+            .skip(self.max_items)
+            .limit(1)
+        )
+        beyond = await cursor.to_list()
+        if not beyond:
+            return 0
+        result = await coll.delete_many(
+            {"owner_id": owner_id, "status_id": {"$lte": beyond[0]["status_id"]}}
+        )
+        await TimelineMeta.get_pymongo_collection().update_one(
+            {"owner_id": owner_id}, {"$set": {"trimmed": True}}, upsert=True
+        )
+        return result.deleted_count
+
+    async def _refill_trimmed(self, owners: Sequence[ObjectId]) -> None:
+        """Owners that lost entries and were trimmed before may now miss older statuses."""
+        if not owners:
+            return
+        cursor = TimelineMeta.get_pymongo_collection().find(
+            {"owner_id": {"$in": list(owners)}, "trimmed": True}, {"owner_id": 1}
+        )
+        async for meta in cursor:
+            await self.rebuild(meta["owner_id"])
+
+    # -- worker handlers -----------------------------------------------------------------------
+    async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
+        status = await Status.get_pymongo_collection().find_one({"_id": status_id}, {"audience": 0})
+        if status is None:
+            return  # deleted meanwhile: its delete event removes whatever copies exist
+        receivers = [author_id, *await graph.friend_ids(author_id)]
+        await self.fan_out(status, receivers)
+
+    async def apply_deleted(self, author_id: ObjectId, status_id: ObjectId) -> None:
+        coll = self.collection()
+        owners = [d["owner_id"] async for d in coll.find({"status_id": status_id}, {"owner_id": 1})]
+        await coll.delete_many({"status_id": status_id})
+        await self._refill_trimmed(owners)
+
+    async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
+        if await graph.are_friends(author_id, other_id):
+            statuses = await newest_statuses(author_id, self.max_items)
+            inserted = await self._bulk_upsert(_upsert(other_id, s) for s in statuses)
+            if inserted:
+                await self.trim(other_id)
+        else:
+            result = await self.collection().delete_many(
+                {"owner_id": other_id, "author_id": author_id}
+            )
+            if result.deleted_count:
+                await self._refill_trimmed([other_id])
+
+    async def rebuild(self, user_id: ObjectId) -> int:
+        """Make `user_id`'s entries exactly the truth, safely against concurrent handlers: an
+        entry is only removed for a reason that stays true (its author is no longer a friend, the
+        status is gone, or it is below the TIMELINE_MAX window), re-checked after writing."""
+        coll = self.collection()
+        friends = await graph.friend_ids(user_id)
+        truth = await truth_timeline(user_id, friends, self.max_items)
+        changed = await self._bulk_upsert(_upsert(user_id, s) for s in truth)
+        # Re-read the graph after writing: an unfriend or delete that raced with the upserts
+        # above either saw them (and removed them) or is seen here.
+        allowed = [user_id, *await graph.friend_ids(user_id)]
+        changed += (
+            await coll.delete_many({"owner_id": user_id, "author_id": {"$nin": allowed}})
+        ).deleted_count
+        ids = [d["status_id"] async for d in coll.find({"owner_id": user_id}, {"status_id": 1})]
+        existing = {
+            d["_id"]
+            async for d in Status.get_pymongo_collection().find({"_id": {"$in": ids}}, {"_id": 1})
+        }
+        gone = [i for i in ids if i not in existing]
+        if gone:
+            changed += (
+                await coll.delete_many({"owner_id": user_id, "status_id": {"$in": gone}})
+            ).deleted_count
+        if len(truth) >= self.max_items:
+            changed += (
+                await coll.delete_many(
+                    {"owner_id": user_id, "status_id": {"$lt": truth[-1]["_id"]}}
+                )
+            ).deleted_count
+            # Older statuses are cut off now: later removals must refill this timeline.
+            await TimelineMeta.get_pymongo_collection().update_one(
+                {"owner_id": user_id}, {"$set": {"trimmed": True}}, upsert=True
+            )
+        return changed

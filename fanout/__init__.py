@@ -1,0 +1,5 @@
+"""The fanout worker: a thin runner that claims outbox events and applies them (app.events)."""
+
+from fanout.worker import Worker
+
+__all__ = ["Worker"]
