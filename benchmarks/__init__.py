@@ -1,0 +1,1 @@
+"""Benchmark CLI: `python -m benchmarks {run,fanout,load}`."""

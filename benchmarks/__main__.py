@@ -1,0 +1,35 @@
+"""`python -m benchmarks COMMAND ...`; each command lives in its own module, imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "run": ("benchmarks.run", "what each strategy costs, side by side (reads, writes, storage)"),
+    "fanout": ("benchmarks.fanout", "worker fan-out throughput versus raw insert_many"),
+    "load": ("benchmarks.load", "HTTP load against a running service, then a loss check"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m benchmarks COMMAND [options]   (COMMAND --help for its options)", ""]
+    lines += [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if args[0] not in COMMANDS:
+        print(f"unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    code: int = module.main(args[1:])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

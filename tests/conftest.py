@@ -1,0 +1,43 @@
+"""One embedded SecantusDB for the whole session (its stop takes ~2 s); each test gets its own
+database. Set TEST_MONGODB_URL to run the suite against a real MongoDB instead."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from app.embedded import EmbeddedServer
+from app.settings import STRATEGY_NAMES
+from tests.harness import Harness, running, test_settings
+
+
+@pytest.fixture(scope="session")
+def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("TEST_MONGODB_URL")
+    if url:
+        yield url
+        return
+    data = Path(tmp_path_factory.mktemp("secantus"))
+    with EmbeddedServer(data / "db", log_path=data / "server.log") as server:
+        yield server.url
+
+
+@pytest.fixture(params=STRATEGY_NAMES)
+def strategy(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def timeline_max() -> int:
+    """Override with @pytest.mark.parametrize("timeline_max", [...]) to test the bound."""
+    return 1000
+
+
+@pytest.fixture
+async def h(mongo_url: str, strategy: str, timeline_max: int) -> AsyncIterator[Harness]:
+    async with running(test_settings(mongo_url, strategy, timeline_max)) as harness:
+        yield harness

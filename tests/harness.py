@@ -1,0 +1,107 @@
+"""Driving the service through its HTTP API in-process (httpx + ASGI), against a real server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+
+from app.api import create_app
+from app.context import AppContext
+from app.settings import Settings
+from fanout.worker import Worker
+
+
+@dataclass
+class Harness:
+    client: httpx.AsyncClient
+    app: Starlette
+    ctx: AppContext
+    worker: Worker
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def auth(self, handle: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[handle]}"}
+
+    async def user(self, handle: str, display_name: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"handle": handle}
+        if display_name is not None:
+            body["display_name"] = display_name
+        r = await self.client.post("/users", json=body)
+        assert r.status_code == 201, r.text
+        data: dict[str, Any] = r.json()
+        self.tokens[handle] = data["token"]
+        return data
+
+    async def befriend(self, a: str, b: str) -> None:
+        r = await self.client.post("/friend-requests", json={"to": b}, headers=self.auth(a))
+        assert r.status_code in (200, 201), r.text
+        r = await self.client.post(f"/friend-requests/{a}/accept", headers=self.auth(b))
+        assert r.status_code in (200, 404), r.text  # 404: it was already accepted
+
+    async def unfriend(self, a: str, b: str) -> None:
+        r = await self.client.delete(f"/friends/{b}", headers=self.auth(a))
+        assert r.status_code == 204, r.text
+
+    async def post(self, handle: str, text: str, **headers: str) -> dict[str, Any]:
+        r = await self.client.post(
+            "/statuses", json={"text": text}, headers={**self.auth(handle), **headers}
+        )
+        assert r.status_code == 201, r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    async def delete(self, handle: str, status_id: str) -> None:
+        r = await self.client.delete(f"/statuses/{status_id}", headers=self.auth(handle))
+        assert r.status_code == 204, r.text
+
+    async def timeline(self, handle: str, **params: Any) -> dict[str, Any]:
+        r = await self.client.get("/timeline", params=params, headers=self.auth(handle))
+        assert r.status_code == 200, r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    async def timeline_ids(self, handle: str, page: int = 100) -> list[str]:
+        """The whole timeline, following next_cursor."""
+        ids: list[str] = []
+        params: dict[str, Any] = {"limit": page}
+        while True:
+            data = await self.timeline(handle, **params)
+            ids += [item["id"] for item in data["items"]]
+            if data["next_cursor"] is None:
+                return ids
+            params = {"limit": page, "before": data["next_cursor"]}
+
+    async def drain(self) -> int:
+        return await self.worker.drain()
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Harness]:
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            ctx: AppContext = app.state.ctx
+            try:
+                yield Harness(client=client, app=app, ctx=ctx, worker=Worker(ctx))
+            finally:
+                await ctx.database.client.drop_database(settings.mongodb_db)
+
+
+def test_settings(url: str, strategy: str, timeline_max: int = 1000, **extra: Any) -> Settings:
+    """Settings for one test: its own database; nothing read from a developer's .env."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        mongodb_url=url,
+        mongodb_db=f"t_{uuid.uuid4().hex[:16]}",
+        timeline_strategy=strategy,  # type: ignore[arg-type]
+        timeline_max=timeline_max,
+        **extra,
+    )
