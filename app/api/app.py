@@ -10,12 +10,13 @@ from typing import TypedDict
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.openapi import build_openapi
-from app.api.routes import ENDPOINTS
+from app.api.parsing import check_query
+from app.api.routes import ENDPOINTS, Endpoint, Handler
 from app.context import AppContext, build_context
 from app.db import connect
 from app.settings import Settings
@@ -25,6 +26,33 @@ log = logging.getLogger("timeline.api")
 
 class State(TypedDict):
     ctx: AppContext
+
+
+def _dispatch(endpoints: dict[str, Endpoint]) -> Handler:
+    allowed = {
+        method: frozenset(p.name for p in ep.params if p.where == "query")
+        for method, ep in endpoints.items()
+    }
+
+    async def endpoint(request: Request) -> Response:
+        # HEAD is answered like GET (Starlette allows HEAD wherever GET is; no body is sent).
+        method = "GET" if request.method == "HEAD" else request.method
+        check_query(request, allowed[method])
+        return await endpoints[method].handler(request)
+
+    return endpoint
+
+
+def build_routes() -> list[Route]:
+    """One route per path carrying all of its methods, so that a 405 lists every allowed method
+    in `Allow` (one route per method would make Starlette list only the first route's)."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for ep in ENDPOINTS:
+        by_path.setdefault(ep.path, {})[ep.method] = ep
+    return [
+        Route(path, _dispatch(endpoints), methods=list(endpoints))
+        for path, endpoints in by_path.items()
+    ]
 
 
 def create_app(
@@ -60,7 +88,7 @@ def create_app(
     async def openapi_json(request: Request) -> JSONResponse:
         return JSONResponse(openapi)
 
-    routes = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in ENDPOINTS]
+    routes = build_routes()
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     return Starlette(
         routes=routes,

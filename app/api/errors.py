@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException
@@ -17,10 +18,14 @@ log = logging.getLogger("timeline.api")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    extra = dict(headers or {})
+    if status == 401:
+        extra["WWW-Authenticate"] = "Bearer"
     return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+        {"error": {"code": code, "message": message}}, status_code=status, headers=extra or None
     )
 
 
@@ -32,7 +37,8 @@ async def domain_error(request: Request, exc: Exception) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    # Keep Starlette's headers: a 405 must say which methods are allowed (`Allow`, RFC 9110).
+    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
 
 async def database_error(request: Request, exc: Exception) -> Response:

@@ -11,7 +11,7 @@ from app.api import schemas as s
 from app.api.routes import ENDPOINTS
 
 _REASONS = {
-    400: "malformed JSON or parameters",
+    400: "malformed JSON or parameters (unknown or repeated query parameters too)",
     401: "missing or invalid bearer token",
     403: "not allowed",
     404: "not found (also where existence would leak private data)",
@@ -86,7 +86,8 @@ def build_openapi() -> dict[str, Any]:
                 "description": "a replay of an earlier request with the same Idempotency-Key",
                 "content": ok["content"],
             }
-        codes = set(ep.errors) | {503}
+        # 400: any operation refuses unknown or repeated query parameters (app.api.parsing).
+        codes = set(ep.errors) | {400, 503}
         if ep.auth:
             codes.add(401)
         for code in sorted(codes):

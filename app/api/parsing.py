@@ -20,6 +20,22 @@ MAX_BODY_BYTES = 64 * 1024
 # Page sizes: the contract's 1–100, default 20.
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+# The shape of every cursor we issue: unpadded urlsafe base64 of "v1:" + a 24-hex-digit id
+# (27 bytes, 36 characters). Documented in the OpenAPI document; decoding checks the rest.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{36}$"
+
+
+def check_query(request: Request, allowed: frozenset[str]) -> None:
+    """Refuse unknown and repeated query parameters: a typo (`?befor=`) would otherwise be
+    silently ignored, and a repeated one (`?limit=1&limit=500`) read differently by a proxy and
+    by us (parameter pollution)."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name not in allowed:
+            raise BadRequest(f"unknown query parameter {name[:40]!r}", code="unknown_parameter")
+        if name in seen:
+            raise BadRequest(f"query parameter {name!r} given twice", code="repeated_parameter")
+        seen.add(name)
 
 
 async def read_body(request: Request) -> bytes:

@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from bson import ObjectId
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app import cursors
 from app.api import friends, health, statuses, timeline, users
 from app.api import schemas as s
+from app.api.parsing import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -39,22 +42,56 @@ class Endpoint:
     errors: tuple[int, ...] = ()
 
 
-HANDLE = Param("handle", "path", "a user's handle", required=True)
-STATUS_ID = Param("id", "path", "a status id", required=True)
+# Path and query parameters are described as precisely as the parsers check them, so that a
+# schema-valid value is accepted and a schema-invalid one is refused (the fuzzing test holds
+# the API to both).
+HANDLE = Param(
+    "handle",
+    "path",
+    "a user's handle",
+    {"type": "string", "pattern": s.HANDLE_PATTERN, "example": "alice"},
+    required=True,
+)
+STATUS_ID = Param(
+    "id",
+    "path",
+    "a status id (24 hex digits); any other string is simply not found",
+    {"type": "string", "example": "000000000000000000000000"},
+    required=True,
+)
 LIMIT = Param(
     "limit",
     "query",
-    "page size, 1–100 (default 20)",
-    {"type": "integer", "minimum": 1, "maximum": 100},
+    f"page size, 1–{MAX_LIMIT} (default {DEFAULT_LIMIT})",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
 )
-CURSOR = Param("cursor", "query", "next_cursor of the previous page")
-BEFORE = Param("before", "query", "a cursor: return older items")
-AFTER = Param("after", "query", "a cursor (newest_cursor): return only newer items")
+
+
+def _cursor(name: str, description: str) -> Param:
+    # Cursors are opaque: a string of the documented shape can still be refused (400
+    # invalid_cursor) if it was not issued by this service.
+    return Param(
+        name,
+        "query",
+        f"{description}; opaque, as returned by an earlier page",
+        {
+            "type": "string",
+            "pattern": CURSOR_PATTERN,
+            "example": cursors.encode(ObjectId("000000000000000000000000")),
+        },
+    )
+
+
+CURSOR = _cursor("cursor", "next_cursor of the previous page")
+BEFORE = _cursor("before", "a cursor: return older items")
+AFTER = _cursor(
+    "after", "a cursor (newest_cursor): return only newer items; not together with before"
+)
 IDEMPOTENCY = Param(
     "Idempotency-Key",
     "header",
-    "retry-safe key, 1–255 characters",
-    {"type": "string", "minLength": 1, "maxLength": 255},
+    "retry-safe key, 1–255 characters; kept for 24 hours",
+    {"type": "string", "minLength": 1, "maxLength": s.MAX_IDEMPOTENCY_KEY_CHARS},
 )
 
 ENDPOINTS: tuple[Endpoint, ...] = (
