@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
+from bson import ObjectId
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
@@ -16,6 +17,7 @@ from app.context import AppContext, build_context
 from app.db import SERVER_SELECTION_TIMEOUT_MS, connect
 from app.embedded import EmbeddedServer, EmbeddedServerError
 from app.settings import ConfigError, Settings, load_settings
+from fanout.worker import LEASE_S as WORKER_LEASE_S
 
 log = logging.getLogger("timeline")
 
@@ -85,7 +87,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run(resolved: Settings, embedded: bool) -> None:
         async with open_context(resolved, embedded) as ctx:
-            worker = Worker(ctx)
+            worker = Worker(ctx, name=args.name, lease_s=args.lease_seconds)
             worker.install_signal_handlers()
             await worker.run()
 
@@ -160,6 +162,45 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(run(resolved, embedded))
 
 
+def _object_ids(values: list[str]) -> list[ObjectId]:
+    bad = [v for v in values if not ObjectId.is_valid(v)]
+    if bad:
+        raise StartupError(f"not an event id: {bad[0]!r}")
+    return [ObjectId(v) for v in values]
+
+
+def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
+    from fanout import deadletter
+
+    if args.events_command == "retry":
+        if bool(args.all) == bool(args.ids):
+            raise StartupError("events retry: give event ids or --all (not both)")
+        ids = None if args.all else _object_ids(args.ids)
+
+    async def run(resolved: Settings, embedded: bool) -> int:
+        async with open_context(resolved, embedded):
+            if args.events_command == "retry":
+                n = await deadletter.retry(ids)
+                print(f"re-queued {n} dead event(s)")
+                return 0 if ids is None or n == len(ids) else 1
+            state = "dead" if args.dead else args.state
+            shown = await deadletter.list_events(state)
+            for e in shown:
+                print(
+                    f"{e['_id']} {e['kind']} author={e['author_id']} attempts={e['attempts']} "
+                    f"created={e['created_at']:%Y-%m-%dT%H:%M:%SZ} error={e.get('last_error')}"
+                )
+            total = await deadletter.count(state)
+            print(
+                f"{total} {state} event(s)"
+                + (f", first {len(shown)} shown" if total > len(shown) else "")
+            )
+            return 0
+
+    with database_url(settings) as (resolved, embedded):
+        return asyncio.run(run(resolved, embedded))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="timeline", description="MongoDB social-timeline service")
     sub = p.add_subparsers(dest="command", required=True)
@@ -167,13 +208,31 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="listen address (default: $HOST)")
     serve.add_argument("--port", type=int, default=None, help="listen port (default: $PORT)")
     serve.add_argument("--no-worker", action="store_true", help="do not run the fanout worker")
-    sub.add_parser("worker", help="the fanout worker alone")
+    worker = sub.add_parser("worker", help="the fanout worker alone (run several if you like)")
+    worker.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=WORKER_LEASE_S,
+        help=f"how long a crashed worker's events wait before another takes them "
+        f"(default {WORKER_LEASE_S:g})",
+    )
+    worker.add_argument("--name", default=None, help="worker name in leases (default host:pid)")
     db = sub.add_parser("db", help="the embedded database alone, printing its MONGODB_URL")
     db.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     rebuild = sub.add_parser("rebuild", help="recompute derived timeline data from the truth")
     rebuild.add_argument("--user", default=None, help="only this handle")
     check = sub.add_parser("check", help="compare materialized timelines with the truth")
     check.add_argument("--sample", type=int, default=None, help="check N random users")
+    events = sub.add_parser("events", help="inspect the outbox; re-queue dead events")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    listing = events_sub.add_parser("list", help="list events of one state (oldest first)")
+    listing.add_argument("--dead", action="store_true", help="dead events (same as --state dead)")
+    listing.add_argument(
+        "--state", default="pending", choices=["staged", "pending", "done", "dead"]
+    )
+    retry = events_sub.add_parser("retry", help="re-queue dead events with a fresh attempt budget")
+    retry.add_argument("ids", nargs="*", help="event ids (from `events list --dead`)")
+    retry.add_argument("--all", action="store_true", help="every dead event")
     return p
 
 
@@ -183,6 +242,7 @@ COMMANDS = {
     "db": cmd_db,
     "rebuild": cmd_rebuild,
     "check": cmd_check,
+    "events": cmd_events,
 }
 
 

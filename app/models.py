@@ -156,7 +156,13 @@ class Event(Document):
     lease_owner: str | None = None
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    # When the current (or last) attempt was claimed; with done_at it shows that no two events
+    # of one author ever ran at the same time.
+    started_at: datetime | None = None
     done_at: datetime | None = None
+    # A resumable handler's progress (receiver_copies: receivers up to this id are done), so a
+    # fan-out cut short by a crash resumes after the last batch it wrote (see app.checkpoint).
+    resume_after: PydanticObjectId | None = None
 
     class Settings:
         name = "events"
@@ -169,6 +175,31 @@ class Event(Document):
                 partialFilterExpression={"state": "done"},
             ),
         ]
+
+
+class AuthorLease(Document):
+    """Per-author mutual exclusion between workers: whoever holds `{_id: author_id}` with
+    `until` in the future is the only one applying that author's events (fanout.leases)."""
+
+    id: PydanticObjectId  # the author's id, not a fresh one
+    owner: str
+    until: datetime
+
+    class Settings:
+        name = "author_leases"
+
+
+class ServiceConfig(Document):
+    """Singleton settings stored in the database (`_id: "service"`): the strategy whose derived
+    data serves reads, and the strategies whose derived data has been built (app.switch)."""
+
+    id: str  # type: ignore[assignment]
+    active_strategy: str
+    built: list[str] = Field(default_factory=list)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "service_config"
 
 
 class IdempotencyRecord(Document):
@@ -197,5 +228,7 @@ DOCUMENT_MODELS: list[type[Document]] = [
     TimelineMeta,
     AudienceWatermark,
     Event,
+    AuthorLease,
+    ServiceConfig,
     IdempotencyRecord,
 ]

@@ -1,5 +1,7 @@
-"""`python -m fanout` is `timeline worker`."""
+"""`python -m fanout [--lease-seconds S] [--name N]` is `timeline worker ...`."""
+
+import sys
 
 from app.cli import main
 
-main(["worker"])
+main(["worker", *sys.argv[1:]])

@@ -1,9 +1,18 @@
-"""Claims events from the durable `events` collection and applies them.
+"""Claims events from the durable `events` collection and applies them; N workers may share it.
 
-A claim is a lease: `find_one_and_update` marks the oldest claimable event with this worker's
-name and a deadline. If the worker dies, the lease expires and another worker (or this one,
-restarted) takes the event again; handlers are idempotent, so a second application is harmless.
-A failing event is retried with exponential backoff and parked as `dead` after MAX_ATTEMPTS.
+Claiming is two leases (fanout.leases has the argument for the first):
+1. the *author* lease: only one worker at a time applies events of one author (the handlers
+   are written for that); events of different authors run in parallel on different workers;
+2. the *event* lease (`lease_owner`, `lease_until` on the event): holding the author lease, the
+   worker takes that author's oldest waiting event, so each author's events run in `_id` order.
+
+While an event runs, a heartbeat renews both leases every LEASE_S / RENEWALS_PER_LEASE; if a
+renewal finds a lease taken over (this worker stalled past LEASE_S), the handler is cancelled
+and the event left to its new owner. If the worker dies, its leases expire after LEASE_S and
+another worker (or this one, restarted) takes the event again: handlers are idempotent, and a
+long fan-out resumes after its last saved batch (app.checkpoint, `resume_after`). A failing
+event is retried with exponential backoff and parked as `dead` after MAX_ATTEMPTS failures, or
+after MAX_CLAIMS claims that never finished (a worker crashing on it every time).
 """
 
 from __future__ import annotations
@@ -15,70 +24,203 @@ import os
 import signal
 import socket
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import PyMongoError
 
+from app import checkpoint
 from app.context import AppContext
 from app.events import apply_event
+from app.metrics import EVENTS_APPLIED, EVENTS_DEAD, EVENTS_FAILED
 from app.models import Event, utcnow
 from app.outbox import STAGED_GRACE_S
+from fanout import leases
 
 log = logging.getLogger("timeline.worker")
 
-# An event whose worker has not finished within this time is presumed abandoned. A fan-out to
-# 5,000 friends takes well under a second, so a minute is ample and a crash costs a minute.
-LEASE_S = 60
-# A poison event is parked after this many attempts (with backoff, ~2 minutes in all).
+# An event whose worker has not renewed its lease within this time is presumed abandoned. Live
+# workers renew several times per lease, so only a crash or a stall this long hands an event
+# over; a crash costs at most this much delay. (`timeline worker --lease-seconds` overrides it.)
+LEASE_S = 30.0
+# Renewals per lease period: a worker may miss a couple (a slow database) and keep its lease.
+RENEWALS_PER_LEASE = 3
+# A poison event is parked after this many failed attempts (with backoff, ~2 minutes in all).
 MAX_ATTEMPTS = 8
+# An event claimed this often without ever finishing or failing kills (or stalls) its worker
+# each time: park it rather than crash-loop every worker on it.
+MAX_CLAIMS = 2 * MAX_ATTEMPTS
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 60.0
 # Without a wake-up from this process, look for events written by other processes this often.
 POLL_INTERVAL_S = 0.2
 # While the database is unreachable, wait this long between attempts.
 OUTAGE_BACKOFF_S = 1.0
+# How many of the oldest claimable events a claim looks at to find an author no other worker
+# holds. Authors held by others are excluded by the query itself, so this only needs to cover
+# authors whose oldest event is backing off.
+CLAIM_CANDIDATES = 50
+# Log throughput at most this often.
+REPORT_EVERY_S = 10.0
 
 
 def backoff_s(attempts: int) -> float:
     return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
 
 
+class LeaseLost(Exception):
+    """This worker no longer holds the event (it stalled past its lease); another one does."""
+
+
+def _waiting(now: datetime) -> dict[str, Any]:
+    """Events not yet applied. A young staged event is a write still in flight (app.outbox)."""
+    grace = now - timedelta(seconds=STAGED_GRACE_S)
+    return {"$or": [{"state": "pending"}, {"state": "staged", "created_at": {"$lt": grace}}]}
+
+
+def _claimable(now: datetime) -> dict[str, Any]:
+    grace = now - timedelta(seconds=STAGED_GRACE_S)
+    return {
+        "$or": [
+            {"state": "pending", "lease_until": None},
+            {"state": "pending", "lease_until": {"$lt": now}},
+            {"state": "staged", "created_at": {"$lt": grace}},
+        ]
+    }
+
+
 class Worker:
-    def __init__(self, ctx: AppContext, *, name: str | None = None) -> None:
+    def __init__(
+        self, ctx: AppContext, *, name: str | None = None, lease_s: float = LEASE_S
+    ) -> None:
         self.ctx = ctx
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.lease_s = lease_s
         self.should_exit = False
         self.applied = 0
         self.failed = 0
+        # The author whose lease this worker kept after an event, to take its next one cheaply.
+        self._held: ObjectId | None = None
 
-    def _claimable(self) -> dict[str, Any]:
-        now = utcnow()
-        return {
-            "$or": [
-                {"state": "pending", "lease_until": None},
-                {"state": "pending", "lease_until": {"$lt": now}},
-                {"state": "staged", "created_at": {"$lt": now - timedelta(seconds=STAGED_GRACE_S)}},
-            ]
-        }
-
+    # -- claiming ------------------------------------------------------------------------------
     async def claim(self) -> dict[str, Any] | None:
+        """Lease an author no one else holds and claim that author's oldest waiting event."""
         now = utcnow()
-        doc: dict[str, Any] | None = await Event.get_pymongo_collection().find_one_and_update(
-            self._claimable(),
+        if self._held is not None:
+            author, self._held = self._held, None
+            if await leases.renew(author, self.name, now, self.lease_s):
+                event = await self._claim_first_of(author, now)
+                if event is not None:
+                    return event
+            await leases.release(author, self.name)
+        flt = _claimable(now)
+        busy = await leases.held(now)
+        if busy:
+            flt = {"$and": [flt, {"author_id": {"$nin": busy}}]}
+        candidates = (
+            await Event.get_pymongo_collection()
+            .find(flt, {"author_id": 1})
+            .sort("_id", 1)
+            .limit(CLAIM_CANDIDATES)
+            .to_list()
+        )
+        tried: set[ObjectId] = set()
+        for candidate in candidates:
+            author = candidate["author_id"]
+            if author in tried:
+                continue
+            tried.add(author)
+            if not await leases.acquire(author, self.name, now, self.lease_s):
+                continue  # another worker took it since we looked
+            event = await self._claim_first_of(author, now)
+            if event is not None:
+                return event
+            await leases.release(author, self.name)
+        return None
+
+    async def _claim_first_of(self, author: ObjectId, now: datetime) -> dict[str, Any] | None:
+        """Claim `author`'s oldest waiting event, unless that one is backing off after a failure
+        (then the author waits too: its events are applied in order)."""
+        events = Event.get_pymongo_collection()
+        first = await events.find_one({"author_id": author, **_waiting(now)}, sort=[("_id", 1)])
+        if first is None:
+            return None
+        until = first.get("lease_until")
+        if first["state"] == "pending" and until is not None and until >= now:
+            return None
+        doc: dict[str, Any] | None = await events.find_one_and_update(
+            {"_id": first["_id"], "state": first["state"], "lease_until": until},
             {
                 "$set": {
                     "state": "pending",
-                    "lease_until": now + timedelta(seconds=LEASE_S),
+                    "lease_until": now + timedelta(seconds=self.lease_s),
                     "lease_owner": self.name,
+                    "started_at": now,
                 },
                 "$inc": {"attempts": 1},
             },
-            sort=[("_id", 1)],
             return_document=ReturnDocument.AFTER,
         )
         return doc
+
+    # -- applying ------------------------------------------------------------------------------
+    async def _renew(self, event: dict[str, Any], resume_after: ObjectId | None = None) -> bool:
+        now = utcnow()
+        sets: dict[str, Any] = {"lease_until": now + timedelta(seconds=self.lease_s)}
+        if resume_after is not None:
+            sets["resume_after"] = resume_after
+        result = await Event.get_pymongo_collection().update_one(
+            {"_id": event["_id"], "state": "pending", "lease_owner": self.name}, {"$set": sets}
+        )
+        if result.matched_count != 1:
+            return False
+        return await leases.renew(event["author_id"], self.name, now, self.lease_s)
+
+    async def _heartbeat(self, event: dict[str, Any]) -> None:
+        """Renew the leases while the handler runs; return only when they were lost."""
+        while True:
+            await asyncio.sleep(self.lease_s / RENEWALS_PER_LEASE)
+            try:
+                if not await self._renew(event):
+                    return
+            except PyMongoError as exc:  # the next renewal may succeed before the lease ends
+                log.warning("could not renew the lease of event %s: %r", event["_id"], exc)
+
+    async def _apply(self, event: dict[str, Any]) -> None:
+        """Apply `event` with a checkpoint and a heartbeat; LeaseLost if the lease was lost."""
+
+        async def save(last_done: ObjectId) -> None:
+            if not await self._renew(event, resume_after=last_done):
+                raise LeaseLost(f"event {event['_id']}")
+
+        token = checkpoint.current.set(checkpoint.Checkpoint(event.get("resume_after"), save))
+        try:  # the handler's task copies the context, checkpoint included, when created
+            handler = asyncio.create_task(apply_event(self.ctx.strategy, event))
+        finally:
+            checkpoint.current.reset(token)
+        heartbeat = asyncio.create_task(self._heartbeat(event))
+        try:
+            await asyncio.wait({handler, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (handler, heartbeat):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        if not handler.cancelled():
+            handler.result()  # the handler's own exception, if any
+            return
+        raise LeaseLost(f"event {event['_id']}")
+
+    async def _park(self, event: dict[str, Any], error: str) -> None:
+        await Event.get_pymongo_collection().update_one(
+            {"_id": event["_id"], "lease_owner": self.name},
+            {"$set": {"state": "dead", "last_error": error[:2000], "lease_until": None}},
+        )
+        EVENTS_DEAD.labels(event["kind"]).inc()
+        log.error("event %s (%s) parked as dead: %s", event["_id"], event["kind"], error)
 
     async def process_one(self) -> bool:
         """Claim and apply one event. False when there was nothing to claim."""
@@ -86,29 +228,49 @@ class Worker:
         if event is None:
             return False
         events = Event.get_pymongo_collection()
+        author, kind = event["author_id"], event["kind"]
+        if event["attempts"] > MAX_CLAIMS:
+            await self._park(event, f"claimed {event['attempts']} times without finishing")
+            await leases.release(author, self.name)
+            return True
         try:
-            await apply_event(self.ctx.strategy, event)
+            await self._apply(event)
+        except LeaseLost:
+            log.warning("lost the lease of event %s (%s) to another worker", event["_id"], kind)
+            return True
         except Exception as exc:
             self.failed += 1
-            dead = event["attempts"] >= MAX_ATTEMPTS
-            log.warning("event %s (%s) failed: %r", event["_id"], event["kind"], exc)
-            await events.update_one(
-                {"_id": event["_id"], "lease_owner": self.name},
-                {
-                    "$set": {
-                        "state": "dead" if dead else "pending",
-                        "last_error": repr(exc)[:2000],
-                        "lease_until": utcnow() + timedelta(seconds=backoff_s(event["attempts"])),
-                    }
-                },
-            )
+            EVENTS_FAILED.labels(kind).inc()
+            log.warning("event %s (%s) failed: %r", event["_id"], kind, exc)
+            if event["attempts"] >= MAX_ATTEMPTS:
+                await self._park(event, repr(exc))
+            else:
+                await events.update_one(
+                    {"_id": event["_id"], "lease_owner": self.name},
+                    {
+                        "$set": {
+                            "state": "pending",
+                            "last_error": repr(exc)[:2000],
+                            "lease_until": utcnow()
+                            + timedelta(seconds=backoff_s(event["attempts"])),
+                        }
+                    },
+                )
+            await leases.release(author, self.name)
             return True
         await events.update_one(
             {"_id": event["_id"], "lease_owner": self.name},
             {"$set": {"state": "done", "done_at": utcnow(), "lease_until": None}},
         )
+        EVENTS_APPLIED.labels(kind).inc()
         self.applied += 1
+        self._held = author  # its next event, if any, is taken without a new search
         return True
+
+    async def release_leases(self) -> None:
+        if self._held is not None:
+            author, self._held = self._held, None
+            await leases.release(author, self.name)
 
     async def drain(self) -> int:
         """Apply events until none is claimable; returns how many were applied."""
@@ -119,7 +281,12 @@ class Worker:
 
     async def run(self) -> None:
         """Loop until `should_exit`; the event being applied is always finished first."""
-        log.info("worker %s started (strategy %s)", self.name, self.ctx.strategy.name)
+        log.info(
+            "worker %s started (strategy %s, lease %.0fs)",
+            self.name,
+            self.ctx.strategy.name,
+            self.lease_s,
+        )
         last_report, applied_then = time.monotonic(), 0
         wake = self.ctx.events_recorded
         while not self.should_exit:
@@ -129,14 +296,17 @@ class Worker:
                 log.warning("database unavailable, backing off: %r", exc)
                 await asyncio.sleep(OUTAGE_BACKOFF_S)
                 continue
-            if time.monotonic() - last_report >= 10 and self.applied != applied_then:
-                rate = (self.applied - applied_then) / (time.monotonic() - last_report)
+            elapsed = time.monotonic() - last_report
+            if elapsed >= REPORT_EVERY_S and self.applied != applied_then:
+                rate = (self.applied - applied_then) / elapsed
                 log.info("applied %d events (%.1f/s)", self.applied, rate)
                 last_report, applied_then = time.monotonic(), self.applied
             if not worked:
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), POLL_INTERVAL_S)
+        with contextlib.suppress(PyMongoError):
+            await self.release_leases()
         log.info("worker %s stopped after %d events", self.name, self.applied)
 
     def install_signal_handlers(self) -> None:

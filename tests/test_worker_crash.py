@@ -1,0 +1,116 @@
+"""The worker under SIGKILL: real `python -m fanout` processes killed in the middle of large
+fan-outs (seeded random points), restarted, and the result compared with a reference model."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from bson import ObjectId
+
+from app import maintenance
+from app.models import AuthorLease, Event
+from tests import harness
+from tests.harness import running
+from tests.worker_workload import (
+    bulk_befriend,
+    bulk_users,
+    copies_by_owner,
+    kill,
+    reference_timelines,
+    set_friends,
+    start_worker,
+    stop,
+    unfinished_events,
+)
+
+SEED = 20240603
+FRIENDS = 2000  # two FANOUT_BATCH batches per status: a kill can land between them
+KILLS = 4
+# Short leases so a killed worker's events are taken over quickly (production default: 30 s).
+LEASE_S = 1.0
+# Safety bound for waiting on subprocesses, so a broken worker fails the test instead of hanging.
+WAIT_LIMIT_S = 180.0
+
+
+async def wait_for(what: str, probe: Callable[[], Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while not await probe():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.slow
+async def test_sigkill_in_the_middle_of_fanouts(mongo_url: str, tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    settings = harness.test_settings(mongo_url, "receiver_copies", timeline_max=4)
+    events = Event.get_pymongo_collection
+    async with running(settings) as h:
+        author = ObjectId((await h.user("author"))["id"])
+        friends = await bulk_users(FRIENDS, "f")
+        rng.shuffle(friends)  # the graph returns friends in no useful order
+        await bulk_befriend(author, friends)
+        # A workload of one big author: posts, unfriends, a delete, re-friends, more posts.
+        posted = [await h.post("author", f"status {i}") for i in range(3)]
+        dropped = rng.sample(friends, 10)
+        for f in dropped:
+            await set_friends(h.ctx, author, f, False)
+        posted += [await h.post("author", f"status {i}") for i in range(3, 5)]
+        await h.delete("author", posted[1]["id"])
+        for f in dropped[:5]:
+            await set_friends(h.ctx, author, f, True)
+        posted.append(await h.post("author", "status 5"))
+
+        interrupted = []
+        procs = []
+        try:
+            for i in range(KILLS):
+                name = f"killed{i}"
+                proc = start_worker(settings, name, tmp_path, LEASE_S)
+                procs.append(proc)
+
+                async def claimed_or_idle(name: str = name) -> bool:
+                    mine = await events().find_one({"lease_owner": name, "state": "pending"})
+                    return mine is not None or not await unfinished_events()
+
+                await wait_for(f"{name} to claim an event", claimed_or_idle)
+                await asyncio.sleep(rng.uniform(0.05, 0.5))
+                kill(proc)
+                left = await events().find_one({"lease_owner": name, "state": "pending"})
+                if left is not None:
+                    interrupted.append((left["kind"], left.get("resume_after") is not None))
+            final = start_worker(settings, "final", tmp_path, LEASE_S)
+            procs.append(final)
+
+            async def drained() -> bool:
+                return not await unfinished_events()
+
+            await wait_for("the restarted worker to drain the outbox", drained)
+            assert stop(final) == 0, (tmp_path / "final.log").read_text()
+        finally:
+            for p in procs:
+                kill(p)
+
+        # The kills did land in the middle of work (at least one of them in a fan-out).
+        assert interrupted, "no kill interrupted an event: the test did not test anything"
+        assert any(kind == "status_posted" for kind, _ in interrupted), interrupted
+        # No event stuck: every one applied, none leased, none parked.
+        assert await unfinished_events() == []
+        assert await events().count_documents({"lease_until": {"$ne": None}}) == 0
+        owners = {d["owner"] async for d in AuthorLease.get_pymongo_collection().find()}
+        assert "final" not in owners  # a clean stop releases its leases; killed ones expire
+        # Every timeline equals the reference model, with no duplicate entry.
+        expected = await reference_timelines(settings.timeline_max)
+        copies, total, distinct = await copies_by_owner(settings.timeline_max)
+        assert total == distinct
+        wrong = [u for u, ids in expected.items() if copies.get(u, []) != ids]
+        assert wrong == [], f"{len(wrong)} timelines differ from the reference"
+        assert len(expected) == FRIENDS + 1
+        # ... and the service's own drift check agrees, through the strategy's reads.
+        report = await maintenance.check(h.ctx, sample=50)
+        assert report.ok and report.checked == 50

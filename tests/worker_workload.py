@@ -1,0 +1,144 @@
+"""Shared by the worker, maintenance and switch tests: bulk set-up of large friend graphs,
+friendship changes through the real outbox, worker subprocesses, and a reference model of
+every timeline computed in Python from the source of truth."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bson import ObjectId
+
+from app import outbox
+from app.context import AppContext
+from app.db import Session
+from app.models import Event, Friendship, Status, TimelineEntry, User, utcnow
+from app.settings import Settings
+from app.users import hash_token
+
+
+async def bulk_users(n: int, prefix: str) -> list[ObjectId]:
+    """Insert `n` users directly (no tokens anyone knows): fast set-up for big graphs."""
+    docs = [
+        {
+            "_id": ObjectId(),
+            "handle": f"{prefix}{i}",
+            "token_hash": hash_token(secrets.token_hex(8)),
+            "created_at": utcnow(),
+        }
+        for i in range(n)
+    ]
+    await User.get_pymongo_collection().insert_many(docs)
+    return [d["_id"] for d in docs]
+
+
+async def bulk_befriend(a: ObjectId, others: list[ObjectId]) -> None:
+    """Both edges of each friendship, without events: only valid before anyone has posted."""
+    now = utcnow()
+    edges = [{"user_id": a, "friend_id": b, "since": now} for b in others]
+    edges += [{"user_id": b, "friend_id": a, "since": now} for b in others]
+    await Friendship.get_pymongo_collection().insert_many(edges)
+
+
+async def set_friends(ctx: AppContext, a: ObjectId, b: ObjectId, friends: bool) -> None:
+    """Befriend or unfriend through the outbox, as the API does (two events)."""
+    edges = Friendship.get_pymongo_collection()
+
+    async def change(session: Session) -> None:
+        if friends:
+            now = utcnow()
+            for x, y in ((a, b), (b, a)):
+                await edges.update_one(
+                    {"user_id": x, "friend_id": y},
+                    {"$setOnInsert": {"user_id": x, "friend_id": y, "since": now}},
+                    upsert=True,
+                    session=session,
+                )
+        else:
+            await edges.delete_many(
+                {"$or": [{"user_id": a, "friend_id": b}, {"user_id": b, "friend_id": a}]},
+                session=session,
+            )
+
+    await outbox.commit_with_events(ctx.database, outbox.friendship_events(a, b), change)
+
+
+async def reference_timelines(max_items: int) -> dict[ObjectId, list[ObjectId]]:
+    """The semantics of ../shared/API.md computed in Python for every user: the `max_items`
+    newest existing statuses by the user or a current friend, newest first."""
+    by_author: dict[ObjectId, list[ObjectId]] = defaultdict(list)
+    async for s in Status.get_pymongo_collection().find({}, {"author_id": 1}):
+        by_author[s["author_id"]].append(s["_id"])
+    friends: dict[ObjectId, list[ObjectId]] = defaultdict(list)
+    async for e in Friendship.get_pymongo_collection().find({}, {"user_id": 1, "friend_id": 1}):
+        friends[e["user_id"]].append(e["friend_id"])
+    result = {}
+    async for u in User.get_pymongo_collection().find({}, {"_id": 1}):
+        uid = u["_id"]
+        ids = [s for a in (uid, *friends[uid]) for s in by_author[a]]
+        result[uid] = sorted(ids, reverse=True)[:max_items]
+    return result
+
+
+async def copies_by_owner(max_items: int) -> tuple[dict[ObjectId, list[ObjectId]], int, int]:
+    """receiver_copies' materialized timelines as reads see them (capped), plus the number of
+    entries and of distinct (owner, status) pairs (equal unless there are duplicates)."""
+    owners: dict[ObjectId, list[ObjectId]] = defaultdict(list)
+    total = 0
+    pairs = set()
+    async for e in TimelineEntry.get_pymongo_collection().find({}, {"owner_id": 1, "status_id": 1}):
+        total += 1
+        pairs.add((e["owner_id"], e["status_id"]))
+        owners[e["owner_id"]].append(e["status_id"])
+    capped = {o: sorted(ids, reverse=True)[:max_items] for o, ids in owners.items()}
+    return capped, total, len(pairs)
+
+
+async def unfinished_events() -> list[dict[str, Any]]:
+    cursor = Event.get_pymongo_collection().find({"state": {"$ne": "done"}})
+    return await cursor.to_list()
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    assert settings.mongodb_url is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIMELINE_", "MONGODB_"))}
+    env.update(
+        MONGODB_URL=settings.mongodb_url,
+        MONGODB_DB=settings.mongodb_db,
+        TIMELINE_STRATEGY=settings.timeline_strategy,
+        TIMELINE_MAX=str(settings.timeline_max),
+    )
+    return env
+
+
+def start_worker(
+    settings: Settings, name: str, log_dir: Path, lease_s: float
+) -> subprocess.Popen[bytes]:
+    """`python -m fanout` as a real process (its own interpreter, its own client)."""
+    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 (the child keeps it open)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fanout", "--name", name, "--lease-seconds", str(lease_s)],
+        env=worker_env(settings),
+        cwd=log_dir,  # no developer .env is read from here
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout_s)
