@@ -20,9 +20,15 @@ MAX_BODY_BYTES = 64 * 1024
 # Page sizes: the contract's 1–100, default 20.
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+# A limit is at most this many digits ("0000000000000020" is still 20); longer is refused.
+MAX_LIMIT_DIGITS = 16
 # The shape of every cursor we issue: unpadded urlsafe base64 of "v1:" + a 24-hex-digit id
 # (27 bytes, 36 characters). Documented in the OpenAPI document; decoding checks the rest.
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{36}$"
+
+
+def _is_decimal(value: str) -> bool:
+    return value.isascii() and value.isdigit()
 
 
 def check_query(request: Request, allowed: frozenset[str]) -> None:
@@ -41,9 +47,11 @@ def check_query(request: Request, allowed: frozenset[str]) -> None:
 async def read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not _is_decimal(declared):
             raise BadRequest("Content-Length is not a number", code="bad_content_length")
-        if int(declared) > MAX_BODY_BYTES:
+        # Compared by length first: int() of thousands of digits raises (CPython's 4,300-digit
+        # cap), and any number that long is over the limit anyway.
+        if len(declared.lstrip("0")) > len(str(MAX_BODY_BYTES)) or int(declared) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -78,7 +86,8 @@ def limit_param(request: Request, *, default: int = DEFAULT_LIMIT, maximum: int 
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    # ASCII digits only (str.isdigit() also accepts "１" and "²"), and short enough for int().
+    if not _is_decimal(raw) or len(raw) > MAX_LIMIT_DIGITS or not 1 <= int(raw) <= maximum:
         raise BadRequest(f"limit must be an integer from 1 to {maximum}", code="invalid_limit")
     return int(raw)
 
