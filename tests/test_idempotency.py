@@ -1,0 +1,137 @@
+"""`Idempotency-Key` on POST /statuses under concurrency: one status per (user, key), replays
+answered 200 with the same object, a different body refused with 422, keys scoped per user,
+stale in-flight claims taken over, and records kept for a documented 24 hours."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from app.models import IDEMPOTENCY_TTL_SECONDS, Event, IdempotencyRecord, Status, utcnow
+from app.statuses import IN_FLIGHT_STALE_S
+from tests.harness import Harness
+
+# Concurrent requests per burst: enough to interleave every step of the claim several times.
+CONCURRENT = 20
+
+
+async def statuses_of(h: Harness, handle: str) -> list[dict[str, Any]]:
+    return await Status.get_pymongo_collection().find({"author": handle}).to_list()
+
+
+async def posted_events(h: Harness) -> int:
+    return await Event.get_pymongo_collection().count_documents({"kind": "status_posted"})
+
+
+async def send(h: Harness, handle: str, text: str, key: str) -> httpx.Response:
+    return await h.client.post(
+        "/statuses", json={"text": text}, headers={**h.auth(handle), "Idempotency-Key": key}
+    )
+
+
+async def test_concurrent_retries_create_exactly_one_status(h: Harness) -> None:
+    await h.user("alice")
+    responses = await asyncio.gather(*(send(h, "alice", "once", "k1") for _ in range(CONCURRENT)))
+    codes = Counter(r.status_code for r in responses)
+    assert codes[201] == 1, codes
+    assert set(codes) <= {201, 200, 409}, codes
+    created = next(r.json() for r in responses if r.status_code == 201)
+    for r in responses:
+        if r.status_code == 200:
+            assert r.json() == created
+        if r.status_code == 409:
+            assert r.json()["error"]["code"] == "idempotency_in_flight"
+    assert [str(s["_id"]) for s in await statuses_of(h, "alice")] == [created["id"]]
+    assert await posted_events(h) == 1
+    # Once the first has finished, every retry is a replay.
+    again = await asyncio.gather(*(send(h, "alice", "once", "k1") for _ in range(CONCURRENT)))
+    assert all(r.status_code == 200 and r.json() == created for r in again)
+    assert len(await statuses_of(h, "alice")) == 1
+    await h.drain()
+    assert await h.timeline_ids("alice") == [created["id"]]
+
+
+async def test_a_different_body_with_the_same_key_is_refused(h: Harness) -> None:
+    await h.user("alice")
+    texts = ["same"] * (CONCURRENT - 1) + ["different"]
+    responses = await asyncio.gather(*(send(h, "alice", t, "k2") for t in texts))
+    winners = [(t, r) for t, r in zip(texts, responses, strict=True) if r.status_code == 201]
+    assert len(winners) == 1
+    winning_text = winners[0][0]
+    for text, r in zip(texts, responses, strict=True):
+        if text != winning_text:
+            # Whichever body claimed the key first, the other body is refused, in flight or not.
+            assert r.status_code == 422, r.text
+            assert r.json()["error"]["code"] == "idempotency_key_reused"
+        else:
+            assert r.status_code in (200, 201, 409)
+    assert len(await statuses_of(h, "alice")) == 1
+    r = await send(h, "alice", "yet another text", "k2")
+    assert r.status_code == 422
+
+
+async def test_keys_are_scoped_per_user(h: Harness) -> None:
+    for name in ("alice", "bob"):
+        await h.user(name)
+    responses = await asyncio.gather(
+        *(send(h, name, "hello", "shared-key") for name in ("alice", "bob") for _ in range(5))
+    )
+    created = [r.json() for r in responses if r.status_code == 201]
+    assert sorted(s["author"] for s in created) == ["alice", "bob"]
+    assert len({s["id"] for s in created}) == 2
+    for name in ("alice", "bob"):
+        assert len(await statuses_of(h, name)) == 1
+
+
+async def test_a_stale_in_flight_claim_is_taken_over(h: Harness) -> None:
+    """A claim whose request died (crash between claim and commit) blocks retries with 409
+    only for IN_FLIGHT_STALE_S; then a retry takes it over. The clock is faked by ageing the
+    claim's created_at."""
+    await h.user("alice")
+    first = await h.post("alice", "warm-up")
+    keys = IdempotencyRecord.get_pymongo_collection()
+    user_id = (await h.ctx.database.db["users"].find_one({"handle": "alice"}))["_id"]
+    body_hash = hashlib.sha256(b"crashed").hexdigest()
+    await keys.insert_one(
+        {
+            "user_id": user_id,
+            "key": "k3",
+            "body_hash": body_hash,
+            "state": "in_flight",
+            "status_id": None,
+            "response": None,
+            "created_at": utcnow(),
+        }
+    )
+    r = await send(h, "alice", "crashed", "k3")
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "idempotency_in_flight")
+    await keys.update_one(
+        {"user_id": user_id, "key": "k3"},
+        {"$set": {"created_at": utcnow() - timedelta(seconds=IN_FLIGHT_STALE_S + 1)}},
+    )
+    # Many retries race for the stale claim: exactly one takes it over.
+    responses = await asyncio.gather(*(send(h, "alice", "crashed", "k3") for _ in range(10)))
+    codes = Counter(r.status_code for r in responses)
+    assert codes[201] == 1 and set(codes) <= {200, 201, 409}, codes
+    assert len(await statuses_of(h, "alice")) == 2
+    taken = next(r.json() for r in responses if r.status_code == 201)
+    assert await h.timeline_ids("alice") == [taken["id"], first["id"]]
+
+
+async def test_keys_expire_after_a_documented_time(h: Harness) -> None:
+    await h.user("alice")
+    indexes = await IdempotencyRecord.get_pymongo_collection().index_information()
+    ttl = [i for i in indexes.values() if i.get("key") == [("created_at", 1)]]
+    assert [i["expireAfterSeconds"] for i in ttl] == [IDEMPOTENCY_TTL_SECONDS]
+    assert IDEMPOTENCY_TTL_SECONDS == 24 * 3600
+    first = (await send(h, "alice", "daily", "k4")).json()
+    # What MongoDB's TTL monitor does once the record is older than the TTL:
+    await IdempotencyRecord.get_pymongo_collection().delete_many({"key": "k4"})
+    r = await send(h, "alice", "daily", "k4")
+    assert r.status_code == 201
+    assert r.json()["id"] != first["id"]
