@@ -1,0 +1,95 @@
+"""Three `python -m fanout` processes share one outbox while a random workload of many authors
+runs through the API: afterwards every timeline equals the reference model, every event was
+applied exactly once, and no two events of one author ever ran at the same time."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.models import Event
+from tests import harness
+from tests.harness import Harness, running
+from tests.worker_workload import (
+    copies_by_owner,
+    kill,
+    reference_timelines,
+    start_worker,
+    stop,
+    unfinished_events,
+)
+
+SEED = 77
+USERS = 24
+OPERATIONS = 300
+WORKERS = 3
+WAIT_LIMIT_S = 180.0
+
+
+async def random_workload(h: Harness, rng: random.Random) -> None:
+    handles = [f"user{i}" for i in range(USERS)]
+    for handle in handles:
+        await h.user(handle)
+    mine: dict[str, list[str]] = defaultdict(list)
+    friends: set[frozenset[str]] = set()
+    for i in range(OPERATIONS):
+        a, b = rng.sample(handles, 2)
+        roll = rng.random()
+        if roll < 0.4:
+            mine[a].append((await h.post(a, f"{a} #{i}"))["id"])
+        elif roll < 0.55 and mine[a]:
+            await h.delete(a, mine[a].pop(rng.randrange(len(mine[a]))))
+        elif roll < 0.8:
+            await h.befriend(a, b)
+            friends.add(frozenset((a, b)))
+        elif friends:
+            x, y = sorted(rng.choice(sorted(friends, key=sorted)))
+            await h.unfriend(x, y)
+            friends.discard(frozenset((x, y)))
+
+
+def overlaps_within_author(events: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    by_author: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        by_author[e["author_id"]].append(e)
+    bad = []
+    for evs in by_author.values():
+        evs.sort(key=lambda e: e["started_at"])
+        bad += [(x["_id"], y["_id"]) for x, y in pairwise(evs) if y["started_at"] < x["done_at"]]
+    return bad
+
+
+@pytest.mark.slow
+async def test_three_workers_share_a_random_workload(mongo_url: str, tmp_path: Path) -> None:
+    settings = harness.test_settings(mongo_url, "receiver_copies", timeline_max=5)
+    async with running(settings) as h:
+        procs = [start_worker(settings, f"w{i}", tmp_path, lease_s=30) for i in range(WORKERS)]
+        try:
+            await random_workload(h, random.Random(SEED))
+            deadline = time.monotonic() + WAIT_LIMIT_S
+            while await unfinished_events():
+                assert time.monotonic() < deadline, "the workers did not drain the outbox"
+                await asyncio.sleep(0.05)
+            codes = [stop(p) for p in procs]
+        finally:
+            for p in procs:
+                kill(p)
+        assert codes == [0] * WORKERS
+        events = await Event.get_pymongo_collection().find().to_list()
+        assert len(events) > OPERATIONS  # friendship changes are two events each
+        assert {e["state"] for e in events} == {"done"}
+        assert {e["attempts"] for e in events} == {1}  # each applied once
+        workers = {e["lease_owner"] for e in events}
+        assert len(workers) >= 2, f"only {workers} did any work"
+        assert overlaps_within_author(events) == []
+        expected = await reference_timelines(settings.timeline_max)
+        copies, total, distinct = await copies_by_owner(settings.timeline_max)
+        assert total == distinct
+        assert {u: ids for u, ids in expected.items() if ids} == copies
