@@ -59,9 +59,9 @@ async def release(author_id: ObjectId, owner: str) -> None:
     await _coll().delete_one({"_id": author_id, "owner": owner})
 
 
-async def held(now: datetime) -> list[ObjectId]:
-    """Authors whose lease is live (anyone's): their events are not worth looking at."""
-    cursor = _coll().find({"until": {"$gt": now}}, {"_id": 1})
+async def held(now: datetime, by_others_than: str) -> list[ObjectId]:
+    """Authors whose lease another owner holds: their events are not worth looking at."""
+    cursor = _coll().find({"until": {"$gt": now}, "owner": {"$ne": by_others_than}}, {"_id": 1})
     return [d["_id"] async for d in cursor]
 
 

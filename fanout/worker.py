@@ -116,7 +116,7 @@ class Worker:
                     return event
             await leases.release(author, self.name)
         flt = _claimable(now)
-        busy = await leases.held(now)
+        busy = await leases.held(now, by_others_than=self.name)
         if busy:
             flt = {"$and": [flt, {"author_id": {"$nin": busy}}]}
         candidates = (
