@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from types import FrameType
 
 from bson import ObjectId
 from pymongo import MongoClient
@@ -76,10 +78,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
+    # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler and raises the
+    # signal again. With the default handler the process would die right there, before
+    # `database_url` stops the embedded server (an orphan holding the data directory); this
+    # handler turns that second SIGTERM into a clean exit that runs every `finally`.
+    signal.signal(signal.SIGTERM, _exit_after_shutdown)
     with database_url(settings) as (resolved, embedded):
         app = create_app(resolved, embedded=embedded, run_worker=not args.no_worker)
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
     return 0
+
+
+def _exit_after_shutdown(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:

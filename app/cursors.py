@@ -23,7 +23,12 @@ def decode(cursor: str, *, param: str = "cursor") -> ObjectId:
         raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
         if not raw.startswith(_PREFIX):
             raise ValueError(raw)
-        return ObjectId(raw[len(_PREFIX) :])
+        oid = ObjectId(raw[len(_PREFIX) :])
+        # The decoder skips characters outside the alphabet ("<cursor>!" would pass): accept
+        # only the exact text we issue.
+        if encode(oid) != cursor:
+            raise ValueError(cursor)
+        return oid
     except (ValueError, UnicodeError, binascii.Error, InvalidId):
         raise BadRequest(f"{param} is not a valid cursor", code="invalid_cursor") from None
 

@@ -24,18 +24,23 @@ def _uid(user: User) -> ObjectId:
     return user.id
 
 
+class _NoPendingRequest(Exception):
+    """Raised inside the friendship transaction to abort it, events included, when the request is
+    gone: a failed accept must record nothing (no events for the worker to apply)."""
+
+
 async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: ObjectId) -> bool:
     """Turn the pending request `request_from` → other into a friendship. False: no such request."""
     requests = FriendRequest.get_pymongo_collection()
     edges = Friendship.get_pymongo_collection()
     other = b if request_from == a else a
 
-    async def change(session: Session) -> bool:
+    async def change(session: Session) -> None:
         deleted = await requests.delete_one(
             {"from_id": request_from, "to_id": other}, session=session
         )
         if deleted.deleted_count == 0:
-            return False
+            raise _NoPendingRequest
         # A crossing request the other way is settled by the same friendship.
         await requests.delete_one({"from_id": other, "to_id": request_from}, session=session)
         now = utcnow()
@@ -46,12 +51,13 @@ async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: Obj
                 upsert=True,
                 session=session,
             )
-        return True
 
-    done = await outbox.commit_with_events(ctx.database, outbox.friendship_events(a, b), change)
-    if done:
-        ctx.events_recorded.set()
-    return done
+    try:
+        await outbox.commit_with_events(ctx.database, outbox.friendship_events(a, b), change)
+    except _NoPendingRequest:
+        return False
+    ctx.events_recorded.set()
+    return True
 
 
 async def request(
