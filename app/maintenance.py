@@ -66,8 +66,9 @@ async def check(ctx: AppContext, sample: int | None = None) -> CheckReport:
     for uid, handle in users:
         truth = await truth_ids(ctx, uid)
         seen = await ctx.strategy.timeline_ids(uid)
-        missing = [str(i) for i in truth if i not in set(seen)]
-        extra = [str(i) for i in seen if i not in set(truth)]
+        truth_set, seen_set = set(truth), set(seen)
+        missing = [str(i) for i in truth if i not in seen_set]
+        extra = [str(i) for i in seen if i not in truth_set]
         if missing or extra:
             drifted.append(Drift(handle, missing, extra))
     return CheckReport(checked=len(users), drifted=drifted)

@@ -16,10 +16,11 @@ import pytest
 
 from app.models import Event
 from tests import harness
-from tests.harness import Harness, running
+from tests.harness import running
 from tests.worker_workload import (
     copies_by_owner,
     kill,
+    random_workload,
     reference_timelines,
     start_worker,
     stop,
@@ -31,28 +32,6 @@ USERS = 24
 OPERATIONS = 300
 WORKERS = 3
 WAIT_LIMIT_S = 180.0
-
-
-async def random_workload(h: Harness, rng: random.Random) -> None:
-    handles = [f"user{i}" for i in range(USERS)]
-    for handle in handles:
-        await h.user(handle)
-    mine: dict[str, list[str]] = defaultdict(list)
-    friends: set[frozenset[str]] = set()
-    for i in range(OPERATIONS):
-        a, b = rng.sample(handles, 2)
-        roll = rng.random()
-        if roll < 0.4:
-            mine[a].append((await h.post(a, f"{a} #{i}"))["id"])
-        elif roll < 0.55 and mine[a]:
-            await h.delete(a, mine[a].pop(rng.randrange(len(mine[a]))))
-        elif roll < 0.8:
-            await h.befriend(a, b)
-            friends.add(frozenset((a, b)))
-        elif friends:
-            x, y = sorted(rng.choice(sorted(friends, key=sorted)))
-            await h.unfriend(x, y)
-            friends.discard(frozenset((x, y)))
 
 
 def overlaps_within_author(events: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
@@ -72,7 +51,7 @@ async def test_three_workers_share_a_random_workload(mongo_url: str, tmp_path: P
     async with running(settings) as h:
         procs = [start_worker(settings, f"w{i}", tmp_path, lease_s=30) for i in range(WORKERS)]
         try:
-            await random_workload(h, random.Random(SEED))
+            await random_workload(h, random.Random(SEED), USERS, OPERATIONS)
             deadline = time.monotonic() + WAIT_LIMIT_S
             while await unfinished_events():
                 assert time.monotonic() < deadline, "the workers did not drain the outbox"

@@ -5,6 +5,7 @@ every timeline computed in Python from the source of truth."""
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from app.db import Session
 from app.models import Event, Friendship, Status, TimelineEntry, User, utcnow
 from app.settings import Settings
 from app.users import hash_token
+from tests.harness import Harness
 
 
 async def bulk_users(n: int, prefix: str) -> list[ObjectId]:
@@ -142,3 +144,31 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout_s)
+
+
+async def random_workload(
+    h: Harness, rng: random.Random, users: int, operations: int, *, drain_every: int = 0
+) -> None:
+    """Random posts, deletes, friend and unfriend between `users` users, through the API.
+    With `drain_every`, the harness's own worker drains the outbox that often."""
+    handles = [f"user{i}" for i in range(users)]
+    for handle in handles:
+        await h.user(handle)
+    mine: dict[str, list[str]] = defaultdict(list)
+    friends: set[frozenset[str]] = set()
+    for i in range(operations):
+        a, b = rng.sample(handles, 2)
+        roll = rng.random()
+        if roll < 0.4:
+            mine[a].append((await h.post(a, f"{a} #{i}"))["id"])
+        elif roll < 0.55 and mine[a]:
+            await h.delete(a, mine[a].pop(rng.randrange(len(mine[a]))))
+        elif roll < 0.8:
+            await h.befriend(a, b)
+            friends.add(frozenset((a, b)))
+        elif friends:
+            x, y = sorted(rng.choice(sorted(friends, key=sorted)))
+            await h.unfriend(x, y)
+            friends.discard(frozenset((x, y)))
+        if drain_every and i % drain_every == drain_every - 1:
+            await h.drain()

@@ -1,0 +1,153 @@
+"""`timeline check` finds injected drift and `timeline rebuild` repairs it, on a database
+filled by a random workload (receiver_copies: copies; recipients_embedded: audiences)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bson import ObjectId
+
+from app import maintenance
+from app.models import Friendship, Status, TimelineEntry, User
+from tests.harness import Harness
+from tests.worker_workload import random_workload, worker_env
+
+SEED = 5
+USERS = 10
+OPERATIONS = 150
+
+
+def cli(h: Harness, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=worker_env(h.ctx.settings),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def user_id(handle: str) -> ObjectId:
+    doc = await User.get_pymongo_collection().find_one({"handle": handle})
+    assert doc is not None
+    return ObjectId(doc["_id"])
+
+
+async def friends_of(uid: ObjectId) -> set[ObjectId]:
+    edges = Friendship.get_pymongo_collection().find({"user_id": uid})
+    return {e["friend_id"] async for e in edges}
+
+
+async def filled(h: Harness) -> None:
+    await random_workload(h, random.Random(SEED), USERS, OPERATIONS, drain_every=25)
+    await h.drain()
+    report = await maintenance.check(h.ctx)
+    assert report.ok and report.checked == USERS
+
+
+async def a_user_with_a_timeline(h: Harness, at_least: int) -> tuple[str, ObjectId, list[str]]:
+    for i in range(USERS):
+        ids = await h.timeline_ids(f"user{i}") if f"user{i}" in h.tokens else []
+        if len(ids) >= at_least:
+            return f"user{i}", await user_id(f"user{i}"), ids
+    raise AssertionError("the workload left no timeline long enough")
+
+
+@pytest.mark.parametrize("strategy", ["receiver_copies"])
+async def test_copies_drift_is_reported_and_rebuilt(h: Harness, tmp_path: Path) -> None:
+    await filled(h)
+    entries = TimelineEntry.get_pymongo_collection()
+    handle, uid, ids = await a_user_with_a_timeline(h, 3)
+    # Drift 1: two copies lost.
+    lost = [ObjectId(i) for i in ids[:2]]
+    await entries.delete_many({"owner_id": uid, "status_id": {"$in": lost}})
+    # Drift 2: a copy of a status that does not exist, and one of a stranger's status.
+    other = "user0" if handle != "user0" else "user1"
+    oid = await user_id(other)
+    allowed = {oid, *await friends_of(oid)}
+    stranger = await Status.get_pymongo_collection().find_one(
+        {"author_id": {"$nin": list(allowed)}}
+    )
+    assert stranger is not None
+    bogus = [
+        {"_id": ObjectId(), "author_id": oid, "author": other, "text": "never posted"},
+        stranger,
+    ]
+    await entries.insert_many(
+        [
+            {
+                "owner_id": oid,
+                "status_id": s["_id"],
+                "author_id": s["author_id"],
+                "author": s["author"],
+                "text": s["text"],
+                "created_at": s["_id"].generation_time,
+            }
+            for s in bogus
+        ]
+    )
+    report = await maintenance.check(h.ctx)
+    drift = {d.handle: (sorted(d.missing), sorted(d.extra)) for d in report.drifted}
+    assert drift == {
+        handle: (sorted(map(str, lost)), []),
+        other: ([], sorted(str(s["_id"]) for s in bogus)),
+    }
+    # The commands, as an operator runs them.
+    checked = await asyncio.to_thread(cli, h, tmp_path, "check")
+    assert checked.returncode == 1, checked.stderr
+    assert f"drift for {handle}: 2 missing" in checked.stdout
+    assert f"drift for {other}: 0 missing" in checked.stdout and "2 extra" in checked.stdout
+    assert f"checked {USERS} timelines (receiver_copies): 2 drifted" in checked.stdout
+    sampled = await asyncio.to_thread(cli, h, tmp_path, "check", "--sample", "3")
+    assert "checked 3 timelines" in sampled.stdout
+    unknown = await asyncio.to_thread(cli, h, tmp_path, "rebuild", "--user", "nobody")
+    assert unknown.returncode == 2 and "no user 'nobody'" in unknown.stderr
+    rebuilt = await asyncio.to_thread(cli, h, tmp_path, "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "rebuilt receiver_copies: 4 documents changed" in rebuilt.stdout
+    again = await asyncio.to_thread(cli, h, tmp_path, "check")
+    assert again.returncode == 0, again.stdout
+    assert f"checked {USERS} timelines (receiver_copies): 0 drifted" in again.stdout
+    assert await maintenance.rebuild(h.ctx) == 0  # idempotent
+
+
+@pytest.mark.parametrize("strategy", ["recipients_embedded"])
+async def test_audience_drift_is_reported_and_rebuilt(h: Harness) -> None:
+    await filled(h)
+    statuses = Status.get_pymongo_collection()
+    # Drift 1: a friend stripped from the audience of a status (the friend misses it).
+    victim = await statuses.find_one({"audience.1": {"$exists": True}}, sort=[("_id", -1)])
+    assert victim is not None
+    friend = next(a for a in victim["audience"] if a != victim["author_id"])
+    await statuses.update_one({"_id": victim["_id"]}, {"$pull": {"audience": friend}})
+    # Drift 2: a stranger added to the audience of another status (the stranger sees it).
+    target = await statuses.find_one({"_id": {"$ne": victim["_id"]}}, sort=[("_id", -1)])
+    assert target is not None
+    allowed = {target["author_id"], *await friends_of(target["author_id"])}
+    users = User.get_pymongo_collection().find({"_id": {"$nin": list(allowed)}})
+    stranger = (await users.to_list())[0]
+    await statuses.update_one({"_id": target["_id"]}, {"$push": {"audience": stranger["_id"]}})
+    handles = {
+        u["_id"]: u["handle"] async for u in User.get_pymongo_collection().find({}, {"handle": 1})
+    }
+    report = await maintenance.check(h.ctx)
+    drift = {d.handle: (d.missing, d.extra) for d in report.drifted}
+    assert drift == {
+        handles[friend]: ([str(victim["_id"])], []),
+        handles[stranger["_id"]]: ([], [str(target["_id"])]),
+    }
+    # Rebuilding one author repairs that author's statuses only.
+    await maintenance.rebuild(h.ctx, handles[victim["author_id"]])
+    left = await maintenance.check(h.ctx)
+    assert [d.handle for d in left.drifted] == [handles[stranger["_id"]]]
+    progress: list[tuple[int, int]] = []
+    assert await maintenance.rebuild(h.ctx, None, lambda i, n: progress.append((i, n))) > 0
+    assert progress[-1] == (USERS, USERS)
+    assert (await maintenance.check(h.ctx)).ok
+    assert await maintenance.rebuild(h.ctx) == 0  # idempotent
