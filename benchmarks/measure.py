@@ -1,0 +1,262 @@
+"""Measuring one strategy on its loaded database: the mixed workload (reads, posts, deletes,
+friend and unfriend, each write followed by a worker drain), `explain` of page queries, storage,
+and the friend-count sweep. Every operation goes through the domain functions the API calls."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from bson import ObjectId
+
+from app import friends, statuses
+from app.models import User
+from benchmarks.config import PAGE_LIMIT, SWEEP_BUDGET_S, RunConfig
+from benchmarks.explain import Explained, explain_page
+from benchmarks.loader import StrategyDb
+from benchmarks.monitor import Window
+from benchmarks.stats import Stopwatch, mean, ms, percentile, rounded
+from benchmarks.workload import Op, Workload
+from fanout.worker import Worker
+
+# First-page reads of the mix that are also explained: explain re-runs the query, so this bounds
+# the extra time while still covering readers of many friend counts.
+EXPLAIN_SAMPLE = 40
+
+Tick = Callable[[int], None]
+T = TypeVar("T")
+
+
+@dataclass
+class WriteSample:
+    api_s: float
+    visible_s: float
+    window: Window
+
+
+@dataclass
+class Samples:
+    read_s: list[float] = field(default_factory=list)
+    read_round_trips: list[int] = field(default_factory=list)
+    read_queries: list[int] = field(default_factory=list)
+    refresh_s: list[float] = field(default_factory=list)
+    refresh_round_trips: list[int] = field(default_factory=list)
+    explained: list[Explained] = field(default_factory=list)
+    writes: dict[str, list[WriteSample]] = field(default_factory=dict)
+
+
+class StrategyBench:
+    def __init__(self, sdb: StrategyDb, work: Workload, config: RunConfig) -> None:
+        self.sdb = sdb
+        self.ctx = sdb.ctx
+        self.strategy = sdb.ctx.strategy
+        self.work = work
+        self.config = config
+        self.worker = Worker(sdb.ctx, name=f"bench-{self.strategy.name}")
+        self._users: dict[int, User] = {}
+        self._newest: dict[int, ObjectId] = {}
+
+    async def user(self, u: int) -> User:
+        """The User document, as the API's authentication would have loaded it (not timed)."""
+        if u not in self._users:
+            found = await User.get(self.work.user_ids[u])
+            assert found is not None, self.work.handles[u]
+            self._users[u] = found
+        return self._users[u]
+
+    # -- reads -----------------------------------------------------------------------------------
+    async def read_page(self, u: int, *, after: ObjectId | None = None) -> tuple[float, Window]:
+        uid = self.work.user_ids[u]
+        with self.sdb.counter.window() as w, Stopwatch() as sw:
+            page = await self.strategy.read(uid, limit=PAGE_LIMIT, after=after)
+        if page.items:
+            self._newest[u] = page.items[0].id
+        return sw.seconds, w
+
+    async def explain(self, u: int) -> Explained:
+        query = await self.strategy.first_page_query(self.work.user_ids[u], PAGE_LIMIT)
+        return await explain_page(self.sdb.db, query)
+
+    # -- writes ----------------------------------------------------------------------------------
+    async def _write(self, kind: str, op: Callable[[], Any]) -> WriteSample:
+        """Run a write as the API does, then drain the worker: `visible` is when every timeline
+        it affects shows it. Counts cover both parts."""
+        with self.sdb.counter.window() as w, Stopwatch() as total:
+            with Stopwatch() as api:
+                await op()
+            await self.worker.drain()
+        return WriteSample(api.seconds, total.seconds, w)
+
+    async def post(self, u: int, text: str) -> WriteSample:
+        me = await self.user(u)
+        return await self._write("post", lambda: statuses.post(self.ctx, me, text, None))
+
+    async def write(self, op: Op) -> tuple[str, WriteSample]:
+        me = await self.user(op.user)
+        if op.kind == "post":
+            return "post", await self.post(op.user, f"mix post by {me.handle}")
+        if op.kind == "delete":
+            sid = str(self.work.status_ids[op.other])
+            return "delete", await self._write("delete", lambda: statuses.delete(self.ctx, me, sid))
+        other = await self.user(op.other)
+        if op.kind == "friend":
+
+            async def befriend() -> None:
+                await friends.request(self.ctx, me, other.handle)
+                await friends.accept(self.ctx, other, me.handle)
+
+            return "friend", await self._write("friend", befriend)
+        assert op.kind == "unfriend", op
+        return "unfriend", await self._write(
+            "unfriend", lambda: friends.unfriend(self.ctx, me, other.handle)
+        )
+
+    # -- the mix ---------------------------------------------------------------------------------
+    async def run_mix(self, tick: Tick) -> Samples:
+        out = Samples()
+        page_coll = self.strategy.collection().name
+        explained_users: set[int] = set()
+        for op in self.work.ops:
+            if op.kind == "read":
+                seconds, w = await self.read_page(op.user)
+                out.read_s.append(seconds)
+                out.read_round_trips.append(w.round_trips)
+                out.read_queries.append(w.queries(page_coll))
+                if len(explained_users) < EXPLAIN_SAMPLE and op.user not in explained_users:
+                    explained_users.add(op.user)
+                    out.explained.append(await self.explain(op.user))
+            elif op.kind == "refresh":
+                seconds, w = await self.read_page(op.user, after=self._newest.get(op.user))
+                out.refresh_s.append(seconds)
+                out.refresh_round_trips.append(w.round_trips)
+            else:
+                kind, sample = await self.write(op)
+                out.writes.setdefault(kind, []).append(sample)
+            tick(1)
+        return out
+
+    # -- storage ---------------------------------------------------------------------------------
+    async def storage(self) -> dict[str, Any]:
+        db = self.sdb.db
+        stats = await db.command("dbStats")
+        collections: dict[str, Any] = {}
+        for name in sorted(await db.list_collection_names()):
+            cs = await db.command("collStats", name)
+            collections[name] = {
+                "count": int(cs.get("count", 0)),
+                "data_bytes": int(cs.get("size", 0)),
+                "index_bytes": int(cs.get("totalIndexSize", 0)),
+            }
+        return {
+            "data_bytes": int(stats.get("dataSize", 0)),
+            "index_bytes": int(stats.get("indexSize", 0)),
+            "collections": collections,
+        }
+
+    # -- the sweep -------------------------------------------------------------------------------
+    async def sweep_level(self, friends_count: int) -> dict[str, Any]:
+        """A reader/author with exactly `friends_count` friends: page reads and posts."""
+        u = self.work.probes[friends_count]
+        page_coll = self.strategy.collection().name
+        reads = await repeat(self.config.repeats, lambda i: self.read_page(u))
+        ex = await self.explain(u)
+        posts = await repeat(
+            self.config.repeats,
+            lambda i: self.post(u, f"sweep post {i} at {friends_count} friends"),
+        )
+        return {
+            "strategy": self.strategy.name,
+            "friends": friends_count,
+            "read_keys_examined": ex.keys_examined,
+            "read_docs_examined": ex.docs_examined,
+            "read_plan": ex.plan,
+            "read_blocking_sort": ex.blocking_sort,
+            "read_round_trips": rounded(mean([w.round_trips for _, w in reads])),
+            "read_queries": rounded(mean([w.queries(page_coll) for _, w in reads])),
+            "read_p50_ms": ms(percentile([s for s, _ in reads], 50)),
+            "write_docs": rounded(mean([p.window.docs_written for p in posts])),
+            "write_bytes": rounded(mean([p.window.bytes_written for p in posts]), 0),
+            "write_p50_ms": ms(percentile([p.api_s for p in posts], 50)),
+            "write_visible_p50_ms": ms(percentile([p.visible_s for p in posts], 50)),
+        }
+
+
+async def repeat(times: int, fn: Callable[[int], Awaitable[T]]) -> list[T]:
+    """`fn(i)` up to `times` times, stopping early once SWEEP_BUDGET_S is spent (at least once)."""
+    out: list[T] = []
+    started = time.monotonic()
+    while len(out) < times and (not out or time.monotonic() - started < SWEEP_BUDGET_S):
+        out.append(await fn(len(out)))
+    return out
+
+
+def read_summary(
+    read_s: list[float], round_trips: list[int], explained: list[Explained]
+) -> dict[str, Any]:
+    plans = Counter(e.plan for e in explained)
+    plan = plans.most_common(1)[0][0] if plans else None
+    return {
+        "p50_ms": ms(percentile(read_s, 50)),
+        "p95_ms": ms(percentile(read_s, 95)),
+        "p99_ms": ms(percentile(read_s, 99)),
+        "keys_examined_per_read": rounded(mean([e.keys_examined for e in explained])),
+        "docs_examined_per_read": rounded(mean([e.docs_examined for e in explained])),
+        "round_trips_per_read": rounded(mean([float(r) for r in round_trips])),
+        "plan": plan,
+        "blocking_sort": any(e.blocking_sort for e in explained),
+        "plans": dict(plans),
+        "reads": len(read_s),
+        "explained": len(explained),
+    }
+
+
+def per_op(samples: list[WriteSample]) -> dict[str, Any]:
+    by_coll: Counter[str] = Counter()
+    for s in samples:
+        by_coll.update(s.window.docs_by_collection)
+    n = len(samples)
+    return {
+        "count": n,
+        "p50_ms": ms(percentile([s.api_s for s in samples], 50)),
+        "p99_ms": ms(percentile([s.api_s for s in samples], 99)),
+        "visible_p50_ms": ms(percentile([s.visible_s for s in samples], 50)),
+        "visible_p99_ms": ms(percentile([s.visible_s for s in samples], 99)),
+        "docs": rounded(mean([s.window.docs_written for s in samples])),
+        "bytes": rounded(mean([s.window.bytes_written for s in samples]), 0),
+        "docs_by_collection": {k: round(v / n, 2) for k, v in sorted(by_coll.items())} if n else {},
+    }
+
+
+def summarize_strategy(samples: Samples, storage: dict[str, Any]) -> dict[str, Any]:
+    read = read_summary(samples.read_s, samples.read_round_trips, samples.explained)
+    read["queries_per_read"] = rounded(mean([float(q) for q in samples.read_queries]))
+    read["refresh"] = {
+        "p50_ms": ms(percentile(samples.refresh_s, 50)),
+        "p95_ms": ms(percentile(samples.refresh_s, 95)),
+        "round_trips_per_read": rounded(mean([float(r) for r in samples.refresh_round_trips])),
+    }
+    ops = {kind: per_op(s) for kind, s in samples.writes.items()}
+    post = ops.get("post") or per_op([])
+    return {
+        "read": read,
+        "write": {
+            "p50_ms": post["p50_ms"],
+            "p99_ms": post["p99_ms"],
+            "visible_p50_ms": post["visible_p50_ms"],
+            "visible_p99_ms": post["visible_p99_ms"],
+            "docs_written_per_post": post["docs"],
+            "bytes_written_per_post": post["bytes"],
+            "docs_by_collection": post["docs_by_collection"],
+            "posts": post["count"],
+        },
+        "reconcile": {
+            "docs_per_friend": (ops.get("friend") or per_op([]))["docs"],
+            "docs_per_unfriend": (ops.get("unfriend") or per_op([]))["docs"],
+            "docs_per_delete": (ops.get("delete") or per_op([]))["docs"],
+            "operations": {k: v for k, v in ops.items() if k != "post"},
+        },
+        "storage": storage,
+    }

@@ -1,0 +1,101 @@
+"""Counting what the driver sends: commands (round trips) and documents/bytes written.
+
+A PyMongo `CommandListener` registered on the benchmark's own client sees every command the
+domain code sends while Beanie is bound to that client. The benchmark runs one operation at a
+time, so a counting window around an operation attributes exactly its commands to it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+from pymongo import monitoring
+
+WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
+# Commands that are not part of an operation: the driver's session housekeeping.
+IGNORED_COMMANDS = frozenset({"endSessions", "hello", "isMaster", "ismaster"})
+
+
+@dataclass
+class Window:
+    """What one operation (or a group of them) sent."""
+
+    round_trips: int = 0
+    # (command name, collection) -> count, e.g. ("find", "statuses") or ("getMore", "friendships")
+    commands: Counter[tuple[str, str]] = field(default_factory=Counter)
+    docs_written: int = 0
+    bytes_written: int = 0
+    docs_by_collection: Counter[str] = field(default_factory=Counter)
+
+    def queries(self, collection: str) -> int:
+        """`find` and `aggregate` commands on `collection` (a cursor's getMores not included)."""
+        return self.commands[("find", collection)] + self.commands[("aggregate", collection)]
+
+
+def _payload_bytes(name: str, command: Mapping[str, Any]) -> int:
+    """BSON bytes of the documents a write command carries (inserted documents, update specs)."""
+    if name == "insert":
+        return sum(len(bson.encode(d)) for d in command.get("documents", []))
+    if name == "update":
+        return sum(len(bson.encode(u["u"])) for u in command.get("updates", []) if "u" in u)
+    if name == "findAndModify" and isinstance(command.get("update"), Mapping):
+        return len(bson.encode(command["update"]))
+    return 0
+
+
+def _docs_written(name: str, reply: Mapping[str, Any]) -> int:
+    if name == "findAndModify":
+        return int(reply.get("lastErrorObject", {}).get("n", 0))
+    if name == "update":
+        # `n` counts matched documents (upserts included); count only real changes.
+        return int(reply.get("nModified", 0)) + len(reply.get("upserted", []))
+    return int(reply.get("n", 0))
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Accumulates into the innermost open window; commands outside any window are ignored."""
+
+    def __init__(self) -> None:
+        self._windows: list[Window] = []
+        self._started: dict[int, tuple[str, str, int]] = {}
+
+    @contextmanager
+    def window(self) -> Iterator[Window]:
+        w = Window()
+        self._windows.append(w)
+        try:
+            yield w
+        finally:
+            self._windows.remove(w)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        if not self._windows or name in IGNORED_COMMANDS:
+            return
+        cmd = event.command
+        target = cmd.get(name)
+        collection = str(cmd.get("collection", "")) if name == "getMore" else str(target)
+        for w in self._windows:
+            w.round_trips += 1
+            w.commands[(name, collection)] += 1
+        if name in WRITE_COMMANDS:
+            self._started[event.request_id] = (name, collection, _payload_bytes(name, cmd))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        started = self._started.pop(event.request_id, None)
+        if started is None:
+            return
+        name, collection, nbytes = started
+        docs = _docs_written(name, event.reply)
+        for w in self._windows:
+            w.docs_written += docs
+            w.bytes_written += nbytes
+            w.docs_by_collection[collection] += docs
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._started.pop(event.request_id, None)

@@ -1,0 +1,192 @@
+"""One benchmark run: the floor, then each strategy in its own database (load, derive, measure,
+sweep), the naive baseline beside the first one, and the results document."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from app.db import CONNECT_TIMEOUT_MS, SERVER_SELECTION_TIMEOUT_MS
+from benchmarks.baselines import NaiveOnRead, measure_floor
+from benchmarks.config import PAGE_LIMIT, RunConfig
+from benchmarks.loader import derive, load_truth, open_strategy, spot_check, truth_size
+from benchmarks.measure import EXPLAIN_SAMPLE, StrategyBench, repeat, summarize_strategy
+from benchmarks.monitor import CommandCounter, Window
+from benchmarks.stats import mean, ms, percentile, rounded
+from benchmarks.workload import Workload, generate
+
+# The floor's raw insert_many writes this many entries when the sweep is empty.
+DEFAULT_FLOOR_ENTRIES = 1000
+
+
+class Phases(Protocol):
+    """Progress reporting: `start` returns the tick function of a new phase of `total` steps."""
+
+    def start(self, label: str, total: int) -> Callable[[int], None]: ...
+
+    def note(self, text: str) -> None: ...
+
+
+async def backend_name(client: AsyncMongoClient[Any], embedded: bool) -> tuple[str, str]:
+    info = await client.admin.command("buildInfo")
+    if "secantusVersion" in info:
+        kind = "SecantusDB (embedded)" if embedded else "SecantusDB"
+        return kind, str(info["secantusVersion"])
+    return "MongoDB", str(info.get("version", "?"))
+
+
+def _meta(config: RunConfig, work: Workload, backend: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "backend": backend[0],
+        "backend_version": backend[1],
+        "users": len(work.user_ids),
+        "avg_friends": config.avg_friends,
+        "friendships": len(work.friendships),
+        "statuses": len(work.status_ids),
+        "reads": config.reads,
+        "writes": sum(op.kind not in ("read", "refresh") for op in work.ops),
+        "seed": config.seed,
+        "quick": config.quick,
+        "sweep": list(config.sweep),
+        "repeats": config.repeats,
+        "timeline_max": config.timeline_max,
+        "page_limit": PAGE_LIMIT,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+
+
+async def _naive(
+    bench: StrategyBench, counter: CommandCounter, config: RunConfig
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    work = bench.work
+    naive = NaiveOnRead(bench.sdb.db, counter)
+    readers = [work.user_ids[op.user] for op in work.ops if op.kind == "read"]
+    summary = await naive.measure(readers, EXPLAIN_SAMPLE)
+    rows = []
+    for level in config.sweep:
+        uid = work.user_ids[work.probes[level]]
+
+        async def timed(_: int, uid: ObjectId = uid) -> tuple[float, Window]:
+            return await naive.timed_page(uid)
+
+        reads = await repeat(config.repeats, timed)
+        ex = await naive.explain(uid)
+        rows.append(
+            {
+                "strategy": "naive_on_read",
+                "friends": level,
+                "read_keys_examined": ex.keys_examined,
+                "read_docs_examined": ex.docs_examined,
+                "read_plan": ex.plan,
+                "read_blocking_sort": ex.blocking_sort,
+                "read_round_trips": rounded(mean([float(w.round_trips) for _, w in reads])),
+                "read_queries": rounded(mean([float(w.queries("statuses")) for _, w in reads])),
+                "read_p50_ms": ms(percentile([s for s, _ in reads], 50)),
+                "write_docs": None,
+                "write_bytes": None,
+                "write_p50_ms": None,
+                "write_visible_p50_ms": None,
+            }
+        )
+    return summary, rows
+
+
+def add_floor_ratios(results: dict[str, Any]) -> None:
+    """Each strategy against the floor: read p50 over the floor's, and in the sweep, the time
+    until a post is visible over the time raw insert_many needs for one entry per receiver."""
+    floor = results["baselines"].get("floor")
+    if not floor:
+        return
+    base, rate = floor["read_p50_ms"], floor["insert_many_entries_per_s"]
+    entries = [*results["strategies"].values(), results["baselines"].get("naive_on_read")]
+    for entry in entries:
+        if entry and entry["read"]["p50_ms"] and base:
+            entry["vs_floor"] = {"read_p50": round(entry["read"]["p50_ms"] / base, 2)}
+    for row in results["scaling"]:
+        floor_ms = (row["friends"] + 1) / rate * 1000 if rate else None
+        row["write_floor_ms"] = rounded(floor_ms, 3)
+        visible = row.get("write_visible_p50_ms")
+        row["write_vs_floor"] = rounded(visible / floor_ms) if visible and floor_ms else None
+        if row.get("read_p50_ms") and base:
+            row["read_vs_floor"] = rounded(row["read_p50_ms"] / base)
+
+
+async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) -> dict[str, Any]:
+    started = time.monotonic()
+    counter = CommandCounter()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(
+        url,
+        event_listeners=[counter],
+        tz_aware=True,
+        serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
+        connectTimeoutMS=CONNECT_TIMEOUT_MS,
+    )
+    try:
+        work = generate(config)
+        results: dict[str, Any] = {
+            "meta": _meta(config, work, await backend_name(client, embedded)),
+            "strategies": {},
+            "baselines": {},
+            "scaling": [],
+            "checks": {},
+        }
+        floor_db = f"{config.db_prefix}_floor"
+        entries = max(config.sweep, default=DEFAULT_FLOOR_ENTRIES) + 1
+        tick = phases.start("floor: reads and insert_many", 200 + 3)
+        results["baselines"]["floor"] = await measure_floor(
+            client[floor_db], counter, entries, tick
+        )
+        if not config.keep_data:
+            await client.drop_database(floor_db)
+        for i, name in enumerate(config.strategies):
+            db_name = f"{config.db_prefix}_{name}"
+            await client.drop_database(db_name)
+            sdb = await open_strategy(
+                client,
+                counter,
+                url=url,
+                strategy=name,
+                db_name=db_name,
+                timeline_max=config.timeline_max,
+                embedded=embedded,
+            )
+            await load_truth(
+                sdb, work, config.seed, phases.start(f"{name}: load", truth_size(work))
+            )
+            await derive(sdb, work, phases.start(f"{name}: derive", len(work.status_ids)))
+            wrong = await spot_check(sdb, work)
+            results["checks"][name] = {"timelines_differing_from_truth": wrong}
+            if wrong:
+                phases.note(f"[red]{name}: timelines differ from the truth: {', '.join(wrong)}")
+            bench = StrategyBench(sdb, work, config)
+            storage = await bench.storage()
+            samples = await bench.run_mix(phases.start(f"{name}: mix", len(work.ops)))
+            results["strategies"][name] = summarize_strategy(samples, storage)
+            tick = phases.start(f"{name}: sweep", len(config.sweep))
+            for level in config.sweep:
+                results["scaling"].append(await bench.sweep_level(level))
+                tick(1)
+            if i == 0:
+                phases.start("naive_on_read baseline", 1)
+                naive, rows = await _naive(bench, counter, config)
+                results["baselines"]["naive_on_read"] = {"read": naive}
+                results["scaling"] += rows
+            if not config.keep_data:
+                await client.drop_database(db_name)
+        add_floor_ratios(results)
+        results["meta"]["duration_s"] = round(time.monotonic() - started, 1)
+        return results
+    finally:
+        await client.close()

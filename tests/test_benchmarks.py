@@ -1,0 +1,208 @@
+"""`python -m benchmarks run`: one small run against the session's server (in a subprocess, as a
+user runs it), then its outputs' schema and the invariants that hold on any backend. No test
+here asserts a time: times depend on the machine, counts do not."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.explain import stage_chain, summarize
+from benchmarks.run import parser
+
+# Smaller than --quick: two sweep levels are enough to see growth with friend count, and 100
+# friends keep the friend list in one batch (101 documents), so round trips are exact.
+SWEEP = (10, 100)
+ARGS = [
+    "--quick",
+    "--users=150",
+    "--avg-friends=3",
+    "--statuses=300",
+    "--reads=24",
+    f"--sweep={','.join(map(str, SWEEP))}",
+    "--repeats=2",
+]
+# The run is a few seconds of work; this only stops a hung one.
+RUN_TIMEOUT_S = 300
+PAGE_LIMIT = 20
+
+READ_KEYS = {
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "keys_examined_per_read",
+    "docs_examined_per_read",
+    "round_trips_per_read",
+    "plan",
+}
+SCALING_KEYS = {
+    "strategy",
+    "friends",
+    "read_keys_examined",
+    "read_p50_ms",
+    "write_docs",
+    "write_p50_ms",
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    prefix = f"bench_t{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, "-m", "benchmarks", "run", *ARGS]
+    cmd += [f"--mongodb-url={mongo_url}", f"--db-prefix={prefix}", f"--out={out}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "read p50 ms" in proc.stdout  # the summary table
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(run_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((run_dir / "results.json").read_text())
+    return data
+
+
+def rows(results: dict[str, Any], strategy: str) -> dict[int, dict[str, Any]]:
+    return {r["friends"]: r for r in results["scaling"] if r["strategy"] == strategy}
+
+
+def test_outputs_exist(run_dir: Path) -> None:
+    for png in ("latency.png", "scaling.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    report = (run_dir / "report.md").read_text()
+    assert "## Conclusions" in report and "## Scaling sweep" in report
+    assert "![latency.png](latency.png)" in report
+
+
+def test_results_schema(results: dict[str, Any]) -> None:
+    meta = results["meta"]
+    assert {"backend", "users", "statuses", "reads", "seed", "started_at"} <= set(meta)
+    assert meta["statuses"] == 300 and meta["reads"] == 24 and meta["seed"] == 1
+    assert set(results["strategies"]) == {
+        "fanout_on_read",
+        "recipients_embedded",
+        "receiver_copies",
+    }
+    for name, s in results["strategies"].items():
+        assert set(s["read"]) >= READ_KEYS, name
+        assert {
+            "p50_ms",
+            "p99_ms",
+            "visible_p99_ms",
+            "docs_written_per_post",
+            "bytes_written_per_post",
+        } <= set(s["write"]), name
+        assert {"docs_per_friend", "docs_per_unfriend"} <= set(s["reconcile"]), name
+        assert {"data_bytes", "index_bytes"} <= set(s["storage"]), name
+        assert s["storage"]["data_bytes"] > 0 and s["storage"]["index_bytes"] > 0
+        assert s["write"]["docs_written_per_post"] >= 1
+        assert s["write"]["bytes_written_per_post"] > 0
+    assert set(results["baselines"]["naive_on_read"]["read"]) >= READ_KEYS
+    assert {"read_p50_ms", "insert_many_entries_per_s"} <= set(results["baselines"]["floor"])
+    names = {r["strategy"] for r in results["scaling"]}
+    assert names == {*results["strategies"], "naive_on_read"}
+    for row in results["scaling"]:
+        assert set(row) >= SCALING_KEYS
+    assert {r["friends"] for r in results["scaling"]} == set(SWEEP)
+
+
+def test_derived_data_matched_the_ground_truth(results: dict[str, Any]) -> None:
+    for name, check in results["checks"].items():
+        assert check["timelines_differing_from_truth"] == [], name
+
+
+def test_receiver_copies_reads_a_page_in_one_query(results: dict[str, Any]) -> None:
+    assert results["strategies"]["receiver_copies"]["read"]["round_trips_per_read"] == 1
+    for friends, row in rows(results, "receiver_copies").items():
+        assert row["read_round_trips"] == 1, friends
+
+
+def test_fanout_on_read_one_statuses_query_naive_one_per_friend(results: dict[str, Any]) -> None:
+    assert results["strategies"]["fanout_on_read"]["read"]["queries_per_read"] == 1
+    fanout, naive = rows(results, "fanout_on_read"), rows(results, "naive_on_read")
+    for friends in SWEEP:
+        # The friend list, then one statuses query; naive: the list, then one per author.
+        assert fanout[friends]["read_queries"] == 1
+        assert fanout[friends]["read_round_trips"] == 2
+        assert naive[friends]["read_queries"] == friends + 1
+        assert naive[friends]["read_round_trips"] == friends + 2
+
+
+def test_docs_written_per_post_grow_with_friends_only_for_copies(results: dict[str, Any]) -> None:
+    small, big = SWEEP
+    copies = rows(results, "receiver_copies")
+    assert copies[big]["write_docs"] - copies[small]["write_docs"] >= big - small
+    for name in ("fanout_on_read", "recipients_embedded"):
+        mine = rows(results, name)
+        assert mine[big]["write_docs"] == mine[small]["write_docs"], name
+
+
+def test_keys_examined_bounded_where_the_index_gives_the_order(results: dict[str, Any]) -> None:
+    """Where the winning plan has no blocking SORT, the order comes from the index and a page
+    examines at most limit + 1 keys (on mongod: receiver_copies and recipients_embedded)."""
+    reads = [(n, s["read"]) for n, s in results["strategies"].items()]
+    reads.append(("floor", results["baselines"]["floor"]["read"]))
+    checked = 0
+    for name, read in reads:
+        if "IXSCAN" in read["plan"] and not read["blocking_sort"]:
+            assert read["keys_examined_per_read"] <= PAGE_LIMIT + 1, name
+            checked += 1
+    for row in results["scaling"]:
+        if row["strategy"] != "naive_on_read" and not row["read_blocking_sort"]:
+            assert row["read_keys_examined"] <= PAGE_LIMIT + 1, row
+            checked += 1
+    assert checked >= 1  # the floor's read always qualifies
+
+
+def test_plan_chains_of_mongod_shapes() -> None:
+    """mongod merges per-value index scans for `$in` + sort (not blocking) and falls back to a
+    blocking SORT; the chain shows both, leaf first."""
+    ixscan = {"stage": "IXSCAN", "keyPattern": {"author_id": 1, "_id": -1}}
+    merged = {
+        "stage": "LIMIT",
+        "inputStage": {
+            "stage": "FETCH",
+            "inputStage": {"stage": "SORT_MERGE", "inputStages": [ixscan, ixscan, ixscan]},
+        },
+    }
+    assert stage_chain(merged) == "3×(IXSCAN)>SORT_MERGE>FETCH>LIMIT"
+    explain = {
+        "queryPlanner": {"winningPlan": merged},
+        "executionStats": {"totalKeysExamined": 23, "totalDocsExamined": 20, "nReturned": 20},
+    }
+    assert summarize(explain).blocking_sort is False
+    blocking = {"stage": "SORT", "inputStage": {"stage": "FETCH", "inputStage": ixscan}}
+    sbe = {"queryPlanner": {"winningPlan": {"queryPlan": blocking}}, "executionStats": {}}
+    assert summarize(sbe).plan == "IXSCAN>FETCH>SORT"
+    assert summarize(sbe).blocking_sort is True
+
+
+def test_help_explains_every_option() -> None:
+    text = parser().format_help()
+    for option in (
+        "--quick",
+        "--strategies",
+        "--users",
+        "--avg-friends",
+        "--statuses",
+        "--reads",
+        "--seed",
+        "--mongodb-url",
+        "--out",
+        "--sweep",
+    ):
+        assert option in text, option
+
+
+def test_bad_options_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parser().parse_args(["--out", "x", "--strategies", "nope"])
+    assert exc.value.code == 2
+    assert "unknown strategy nope" in capsys.readouterr().err
