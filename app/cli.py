@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from types import FrameType
 
 from bson import ObjectId
@@ -18,10 +19,13 @@ from pymongo.errors import PyMongoError
 from app.context import AppContext, build_context
 from app.db import SERVER_SELECTION_TIMEOUT_MS, connect
 from app.embedded import EmbeddedServer, EmbeddedServerError
-from app.settings import ConfigError, Settings, load_settings
+from app.settings import STRATEGY_NAMES, ConfigError, Settings, load_settings
 from fanout.worker import LEASE_S as WORKER_LEASE_S
 
 log = logging.getLogger("timeline")
+
+# The project's Beanie migrations (a directory beside the packages, see docs/operations.md).
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 class StartupError(Exception):
@@ -71,6 +75,26 @@ async def open_context(settings: Settings, embedded: bool) -> AsyncIterator[AppC
         await database.close()
 
 
+async def ensure_strategy_ready(strategy: str) -> None:
+    """Refuse to serve a strategy whose derived data this database never had built."""
+    from app import maintenance
+
+    try:
+        warning = await maintenance.ensure_ready(strategy)
+    except maintenance.StrategyNotBuilt as exc:
+        raise StartupError(str(exc)) from None
+    if warning:
+        log.warning("%s", warning)
+
+
+def _guard(resolved: Settings, embedded: bool) -> None:
+    async def run() -> None:
+        async with open_context(resolved, embedded) as ctx:
+            await ensure_strategy_ready(ctx.strategy.name)
+
+    asyncio.run(run())
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -84,6 +108,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # handler turns that second SIGTERM into a clean exit that runs every `finally`.
     signal.signal(signal.SIGTERM, _exit_after_shutdown)
     with database_url(settings) as (resolved, embedded):
+        _guard(resolved, embedded)
         app = create_app(resolved, embedded=embedded, run_worker=not args.no_worker)
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
     return 0
@@ -98,6 +123,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run(resolved: Settings, embedded: bool) -> None:
         async with open_context(resolved, embedded) as ctx:
+            await ensure_strategy_ready(ctx.strategy.name)
             worker = Worker(ctx, name=args.name, lease_s=args.lease_seconds)
             worker.install_signal_handlers()
             await worker.run()
@@ -168,6 +194,71 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
             f"{len(report.drifted)} drifted"
         )
         return 0 if report.ok else 1
+
+    with database_url(settings) as (resolved, embedded):
+        return asyncio.run(run(resolved, embedded))
+
+
+def cmd_switch_strategy(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from fanout import switch
+
+    async def run(resolved: Settings, embedded: bool) -> int:
+        async with open_context(resolved, embedded) as ctx:
+            try:
+                if args.retire:
+                    await switch.retire(args.retire)
+                    print(f"{args.retire} is no longer maintained")
+                    return 0
+                with Progress() as progress:
+                    task = progress.add_task(f"building {args.to}", total=None)
+
+                    def step(done: int, total: int) -> None:
+                        progress.update(task, completed=done, total=total)
+
+                    changed = await switch.switch_to(ctx, args.to, step)
+            except switch.SwitchError as exc:
+                raise StartupError(str(exc)) from None
+        print(f"{args.to} is built ({changed} documents written) and active.")
+        print(f"Restart the API and the workers with TIMELINE_STRATEGY={args.to}, then run")
+        print("`timeline switch-strategy --retire OLD` to stop maintaining the old strategy.")
+        return 0
+
+    with database_url(settings) as (resolved, embedded):
+        return asyncio.run(run(resolved, embedded))
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    """Beanie's migration runner (what `beanie migrate -uri URL -db DB -p migrations` does) on
+    the configured database, without transactions where the server has none."""
+    from beanie.migrations.database import DBHandler
+    from beanie.migrations.models import RunningDirections, RunningMode
+    from beanie.migrations.runner import MigrationNode
+
+    path = Path(args.path)
+    if not path.is_dir():
+        raise StartupError(f"--path: no migrations directory {path}")
+
+    async def run(resolved: Settings, embedded: bool) -> int:
+        assert resolved.mongodb_url is not None
+        async with open_context(resolved, embedded) as ctx:
+            use_transaction = ctx.database.supports_transactions
+        DBHandler.set_db(resolved.mongodb_url, resolved.mongodb_db)  # type: ignore[no-untyped-call]
+        try:
+            root = await MigrationNode.build(path)
+            direction = RunningDirections.BACKWARD if args.backward else RunningDirections.FORWARD
+            await root.run(
+                mode=RunningMode(direction=direction, distance=args.distance),
+                allow_index_dropping=False,
+                use_transaction=use_transaction,
+            )
+        finally:
+            client = DBHandler.get_cli()  # type: ignore[no-untyped-call]
+            if client is not None:
+                await client.close()
+        print(f"migrations {'rolled back' if args.backward else 'applied'} from {path}")
+        return 0
 
     with database_url(settings) as (resolved, embedded):
         return asyncio.run(run(resolved, embedded))
@@ -244,6 +335,21 @@ def parser() -> argparse.ArgumentParser:
     retry = events_sub.add_parser("retry", help="re-queue dead events with a fresh attempt budget")
     retry.add_argument("ids", nargs="*", help="event ids (from `events list --dead`)")
     retry.add_argument("--all", action="store_true", help="every dead event")
+    switch = sub.add_parser(
+        "switch-strategy",
+        help="build another strategy's derived data on a live database and make it active",
+    )
+    which = switch.add_mutually_exclusive_group(required=True)
+    which.add_argument("--to", choices=STRATEGY_NAMES, help="the strategy to switch to")
+    which.add_argument(
+        "--retire", choices=STRATEGY_NAMES, help="stop maintaining a former strategy's data"
+    )
+    migrate = sub.add_parser("migrate", help="run the Beanie migrations in migrations/")
+    migrate.add_argument("--backward", action="store_true", help="roll back instead")
+    migrate.add_argument("--distance", type=int, default=0, help="how many (default: all)")
+    migrate.add_argument(
+        "--path", default=str(MIGRATIONS_DIR), help=f"migrations directory ({MIGRATIONS_DIR})"
+    )
     return p
 
 
@@ -254,6 +360,8 @@ COMMANDS = {
     "rebuild": cmd_rebuild,
     "check": cmd_check,
     "events": cmd_events,
+    "switch-strategy": cmd_switch_strategy,
+    "migrate": cmd_migrate,
 }
 
 

@@ -1,17 +1,28 @@
-"""Rebuilding derived data and checking it against the ground truth."""
+"""Rebuilding derived data, checking it against the ground truth, and knowing which strategy's
+derived data a database holds (the `service_config` document; see docs/operations.md)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bson import ObjectId
 
 from app import graph
 from app.context import AppContext
-from app.models import User
+from app.models import ServiceConfig, Status, TimelineEntry, User, utcnow
 from app.strategies.common import truth_timeline
+
+CONFIG_ID = "service"
+# Strategies with no derived data: always ready to serve any database.
+ALWAYS_BUILT = ("fanout_on_read",)
+
+
+class StrategyNotBuilt(Exception):
+    """The configured strategy has no derived data in this database; serving it would show
+    empty or wrong timelines. One line that names the variable."""
 
 
 @dataclass
@@ -72,3 +83,60 @@ async def check(ctx: AppContext, sample: int | None = None) -> CheckReport:
         if missing or extra:
             drifted.append(Drift(handle, missing, extra))
     return CheckReport(checked=len(users), drifted=drifted)
+
+
+async def infer_built() -> list[str]:
+    """For a database from before `service_config` existed: which strategies' data is there."""
+    built = set(ALWAYS_BUILT)
+    if await TimelineEntry.get_pymongo_collection().find_one({}, {"_id": 1}):
+        built.add("receiver_copies")
+    statuses = Status.get_pymongo_collection()
+    if await statuses.find_one({"audience": {"$exists": True}}, {"_id": 1}):
+        built.add("recipients_embedded")
+    return sorted(built)
+
+
+async def service_config() -> dict[str, Any] | None:
+    return await ServiceConfig.get_pymongo_collection().find_one({"_id": CONFIG_ID})
+
+
+async def ensure_ready(strategy: str) -> str | None:
+    """Refuse a strategy whose derived data was never built in this database; record the
+    strategy of a new database. Returns a warning when `strategy` is built but not the active
+    one (the moments around a switch, while processes are restarted one by one)."""
+    config = ServiceConfig.get_pymongo_collection()
+    doc = await service_config()
+    if doc is None:
+        empty = await Status.get_pymongo_collection().find_one({}, {"_id": 1}) is None
+        built = sorted({*ALWAYS_BUILT, strategy}) if empty else await infer_built()
+        if strategy not in built:
+            raise StrategyNotBuilt(
+                f"TIMELINE_STRATEGY: {strategy}'s derived data is not in this database (it has "
+                f"{', '.join(built)}); run `timeline switch-strategy --to {strategy}` first"
+            )
+        await config.update_one(
+            {"_id": CONFIG_ID},
+            {
+                "$setOnInsert": {
+                    "active_strategy": strategy,
+                    "built": built,
+                    "maintained": [strategy],
+                    "updated_at": utcnow(),
+                }
+            },
+            upsert=True,
+        )
+        doc = await service_config()
+        assert doc is not None
+    if strategy not in doc["built"]:
+        raise StrategyNotBuilt(
+            f"TIMELINE_STRATEGY: {strategy}'s derived data was never built in this database "
+            f"(it serves {doc['active_strategy']}); run `timeline switch-strategy --to "
+            f"{strategy}` first"
+        )
+    if strategy != doc["active_strategy"]:
+        return (
+            f"TIMELINE_STRATEGY is {strategy} but the database's active strategy is "
+            f"{doc['active_strategy']}: restart every process with the same one"
+        )
+    return None

@@ -191,11 +191,14 @@ class AuthorLease(Document):
 
 class ServiceConfig(Document):
     """Singleton settings stored in the database (`_id: "service"`): the strategy whose derived
-    data serves reads, and the strategies whose derived data has been built (app.switch)."""
+    data serves reads, the strategies whose derived data is complete (`built`), and those the
+    workers keep up to date (`maintained`; more than one during a switch). See
+    app.maintenance.ensure_ready and fanout.switch."""
 
     id: str  # type: ignore[assignment]
     active_strategy: str
     built: list[str] = Field(default_factory=list)
+    maintained: list[str] = Field(default_factory=list)
     updated_at: datetime = Field(default_factory=utcnow)
 
     class Settings:

@@ -34,9 +34,12 @@ from pymongo.errors import PyMongoError
 from app import checkpoint
 from app.context import AppContext
 from app.events import apply_event
+from app.maintenance import CONFIG_ID
 from app.metrics import EVENTS_APPLIED, EVENTS_DEAD, EVENTS_FAILED
-from app.models import Event, utcnow
+from app.models import Event, ServiceConfig, utcnow
 from app.outbox import STAGED_GRACE_S
+from app.settings import STRATEGY_NAMES
+from app.strategies import TimelineStrategy, build_strategy
 from fanout import leases
 
 log = logging.getLogger("timeline.worker")
@@ -64,6 +67,9 @@ OUTAGE_BACKOFF_S = 1.0
 CLAIM_CANDIDATES = 50
 # Log throughput at most this often.
 REPORT_EVERY_S = 10.0
+# How often a worker re-reads which strategies it must keep up to date (`service_config.
+# maintained`): a switch waits twice this long before it relies on every worker knowing.
+CONFIG_REFRESH_S = 2.0
 
 
 def backoff_s(attempts: int) -> float:
@@ -103,6 +109,34 @@ class Worker:
         self.failed = 0
         # The author whose lease this worker kept after an event, to take its next one cheaply.
         self._held: ObjectId | None = None
+        self.config_refresh_s = CONFIG_REFRESH_S
+        self._config_read_at: float | None = None
+        # Other strategies whose derived data is being built or kept (during a switch).
+        self._also: dict[str, TimelineStrategy] = {}
+
+    async def strategies(self) -> list[TimelineStrategy]:
+        """The configured strategy plus any other that `service_config` says to maintain."""
+        now = time.monotonic()
+        if self._config_read_at is None or now - self._config_read_at >= self.config_refresh_s:
+            doc = await ServiceConfig.get_pymongo_collection().find_one(
+                {"_id": CONFIG_ID}, {"maintained": 1}
+            )
+            own = self.ctx.strategy.name
+            names = [
+                n for n in (doc or {}).get("maintained", []) if n != own and n in STRATEGY_NAMES
+            ]
+            also = {}
+            for name in names:
+                if name not in self._also:
+                    log.info("also maintaining %s's derived data", name)
+                    strategy = build_strategy(name, self.ctx.settings.timeline_max)
+                    await strategy.ensure_indexes()
+                    also[name] = strategy
+                else:
+                    also[name] = self._also[name]
+            self._also = also
+            self._config_read_at = now
+        return [self.ctx.strategy, *self._also.values()]
 
     # -- claiming ------------------------------------------------------------------------------
     async def claim(self) -> dict[str, Any] | None:
@@ -195,9 +229,15 @@ class Worker:
             if not await self._renew(event, resume_after=last_done):
                 raise LeaseLost(f"event {event['_id']}")
 
+        strategies = await self.strategies()
+
+        async def apply_all() -> None:
+            for strategy in strategies:
+                await apply_event(strategy, event)
+
         token = checkpoint.current.set(checkpoint.Checkpoint(event.get("resume_after"), save))
         try:  # the handler's task copies the context, checkpoint included, when created
-            handler = asyncio.create_task(apply_event(self.ctx.strategy, event))
+            handler = asyncio.create_task(apply_all())
         finally:
             checkpoint.current.reset(token)
         heartbeat = asyncio.create_task(self._heartbeat(event))

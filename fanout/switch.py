@@ -1,0 +1,115 @@
+"""`timeline switch-strategy --to NAME`: build a strategy's derived data on a live database.
+
+While the old strategy keeps serving reads:
+1. NAME is added to `service_config.maintained`; from then on every worker applies each event
+   with its own strategy *and* NAME (workers re-read the list every CONFIG_REFRESH_S).
+2. After twice that long, every event recorded before that moment is applied (this command
+   applies them itself too, as one more worker), so no event is left that only the old
+   strategy saw, except those whose effect the rebuild reads from the source of truth.
+3. NAME's indexes are created and its derived data rebuilt for every user, each under the
+   user's author lease, so a rebuild never interleaves with that author's events.
+4. NAME is recorded as built and active. API processes and workers are then restarted with
+   TIMELINE_STRATEGY=NAME; until they are, the old ones keep serving the old strategy, whose
+   data is still maintained. `--retire OLD` afterwards stops maintaining the old one.
+No reader ever sees an empty or half-built timeline: reads switch only when processes restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from bson import ObjectId
+
+from app import maintenance
+from app.context import AppContext
+from app.models import Event, ServiceConfig, utcnow
+from app.settings import StrategyName
+from app.strategies import build_strategy
+from fanout import leases
+from fanout.worker import CONFIG_REFRESH_S, LEASE_S, Worker
+
+# While waiting for another worker's author lease or for older events, look again this often.
+POLL_S = 0.05
+
+
+class SwitchError(Exception):
+    pass
+
+
+async def _config_update(update: dict[str, dict[str, object]]) -> None:
+    sets = {**update.get("$set", {}), "updated_at": utcnow()}
+    await ServiceConfig.get_pymongo_collection().update_one(
+        {"_id": maintenance.CONFIG_ID}, {**update, "$set": sets}
+    )
+
+
+async def _apply_events_before(ctx: AppContext, cutoff: ObjectId) -> None:
+    """Wait until every event recorded before `cutoff` is applied, applying them as a worker."""
+    worker = Worker(ctx, name=f"switch:{ObjectId()}")
+    worker.config_refresh_s = 0.0  # always the current list of strategies
+    events = Event.get_pymongo_collection()
+    older = {"_id": {"$lt": cutoff}, "state": {"$in": ["staged", "pending"]}}
+    try:
+        while await events.find_one(older, {"_id": 1}) is not None:
+            if not await worker.process_one():
+                await asyncio.sleep(POLL_S)  # the rest are leased by other workers
+    finally:
+        await worker.release_leases()
+
+
+async def _acquire_waiting(author: ObjectId, owner: str, lease_s: float) -> None:
+    """The author's lease, once the worker applying one of its events lets go."""
+    while True:
+        if await leases.acquire(author, owner, utcnow(), lease_s):
+            return
+        await asyncio.sleep(POLL_S)
+
+
+async def switch_to(
+    ctx: AppContext,
+    target: StrategyName,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    refresh_s: float = CONFIG_REFRESH_S,
+    lease_s: float = LEASE_S,
+) -> int:
+    """Build `target`'s derived data while the configured strategy serves; make it active.
+    Returns the number of documents the rebuild changed."""
+    if await maintenance.service_config() is None:
+        # A database from before service_config: record what serves it now (TIMELINE_STRATEGY).
+        await maintenance.ensure_ready(ctx.strategy.name)
+    await _config_update({"$addToSet": {"maintained": target}})
+    await asyncio.sleep(2 * refresh_s)
+    await _apply_events_before(ctx, ObjectId.from_datetime(utcnow()))
+    strategy = build_strategy(target, ctx.settings.timeline_max)
+    await strategy.ensure_indexes()
+    users = await maintenance.user_ids()
+    owner = f"switch:{ObjectId()}"
+    changed = 0
+    for i, (uid, _) in enumerate(users, 1):
+        await _acquire_waiting(uid, owner, lease_s)
+        try:
+            changed += await strategy.rebuild(uid)
+        finally:
+            await leases.release(uid, owner)
+        if progress:
+            progress(i, len(users))
+    await _config_update(
+        {"$addToSet": {"built": target, "maintained": target}, "$set": {"active_strategy": target}}
+    )
+    return changed
+
+
+async def retire(name: StrategyName) -> None:
+    """Stop maintaining `name`'s derived data (it must not be the active strategy). Its data
+    stays where it is but goes stale; switching back to it rebuilds it."""
+    doc = await maintenance.service_config()
+    if doc is None:
+        raise SwitchError("this database has no service_config yet: nothing to retire")
+    if doc["active_strategy"] == name:
+        raise SwitchError(f"{name} is the active strategy; switch to another one first")
+    if name in maintenance.ALWAYS_BUILT:  # nothing to go stale: it stays ready
+        await _config_update({"$pull": {"maintained": name}})
+    else:
+        await _config_update({"$pull": {"maintained": name, "built": name}})

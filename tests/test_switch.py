@@ -1,0 +1,136 @@
+"""Live strategy switch: from each strategy to each other one, on a database filled by a random
+workload, with writes going on during the switch. Reads under the old strategy stay right
+throughout; afterwards every timeline under the new strategy equals the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bson import ObjectId
+
+from app import maintenance
+from app.settings import STRATEGY_NAMES
+from fanout import switch
+from tests import harness
+from tests.harness import Harness, running
+from tests.worker_workload import random_workload, worker_env
+
+USERS = 8
+OPERATIONS = 80
+PAIRS = [(a, b) for a in STRATEGY_NAMES for b in STRATEGY_NAMES if a != b]
+
+
+async def expect_truth(h: Harness, handles: list[str]) -> None:
+    """Every listed user's timeline, read through the API, is the ground truth."""
+    for handle in handles:
+        uid = ObjectId((await h.client.get(f"/users/{handle}")).json()["id"])
+        truth = [str(i) for i in await maintenance.truth_ids(h.ctx, uid)]
+        assert await h.timeline_ids(handle) == truth, f"{handle} under {h.ctx.strategy.name}"
+
+
+async def live_writes(h: Harness, rng: random.Random, handles: list[str]) -> None:
+    a, b = rng.sample(handles, 2)
+    roll = rng.random()
+    if roll < 0.5:
+        mine = await h.post(a, "during the switch")
+        assert (await h.timeline_ids(a))[0] == mine["id"]  # own status at once
+    elif roll < 0.75:
+        await h.befriend(a, b)
+    else:
+        await h.unfriend(a, b)
+    await h.drain()
+
+
+@pytest.mark.parametrize(("source", "target"), PAIRS, ids=[f"{a}-to-{b}" for a, b in PAIRS])
+async def test_switch_on_a_live_database(mongo_url: str, source: str, target: str) -> None:
+    rng = random.Random(f"{source}{target}")
+    old = harness.test_settings(mongo_url, source, timeline_max=6)
+    handles = [f"user{i}" for i in range(USERS)]
+    async with running(old) as hx:
+        assert await maintenance.ensure_ready(source) is None  # what `timeline serve` does
+        if target != "fanout_on_read":
+            with pytest.raises(maintenance.StrategyNotBuilt):
+                await maintenance.ensure_ready(target)
+        hx.worker.config_refresh_s = 0.0
+        await random_workload(hx, rng, USERS, OPERATIONS, drain_every=20)
+        await hx.drain()
+        await expect_truth(hx, handles)
+
+        building = asyncio.create_task(switch.switch_to(hx.ctx, target, refresh_s=0.05))
+        writes = 0
+        while not building.done() or writes < 3:
+            await live_writes(hx, rng, handles)
+            await expect_truth(hx, rng.sample(handles, 2))  # the old strategy keeps serving
+            writes += 1
+        await building
+
+        config = await maintenance.service_config()
+        assert config is not None and config["active_strategy"] == target
+        assert {source, target} <= set(config["built"]) & set(config["maintained"])
+        assert await maintenance.ensure_ready(target) is None
+        assert "active strategy is" in (await maintenance.ensure_ready(source) or "")
+
+        new = old.model_copy(update={"timeline_strategy": target})
+        async with running(new) as hy:
+            hy.tokens = hx.tokens
+            hy.worker.config_refresh_s = 0.0
+            await expect_truth(hy, handles)
+            assert (await maintenance.check(hy.ctx)).ok
+            # Both stay maintained until the old one is retired.
+            for _ in range(4):
+                await live_writes(hy, rng, handles)
+            await expect_truth(hy, handles)
+            await expect_truth(hx, handles)
+            await switch.retire(source)  # type: ignore[arg-type]
+            config = await maintenance.service_config()
+            assert config is not None and source not in config["maintained"]
+            with pytest.raises(switch.SwitchError):
+                await switch.retire(target)  # type: ignore[arg-type]
+
+
+def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("strategy", ["fanout_on_read"])
+async def test_commands_migrate_refuse_and_switch(h: Harness, tmp_path: Path) -> None:
+    await random_workload(h, random.Random(3), 5, 30)
+    await h.drain()
+    env = worker_env(h.ctx.settings)
+    migrated = await asyncio.to_thread(cli, env, tmp_path, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    # The migration recorded what this (pre-existing) database holds.
+    config = await maintenance.service_config()
+    assert config is not None and config["built"] == ["fanout_on_read"]
+    again = await asyncio.to_thread(cli, env, tmp_path, "migrate")
+    assert again.returncode == 0, again.stderr  # nothing left to apply
+    refused = await asyncio.to_thread(
+        cli, {**env, "TIMELINE_STRATEGY": "receiver_copies"}, tmp_path, "worker"
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: TIMELINE_STRATEGY: receiver_copies's derived data")
+    switched = await asyncio.to_thread(
+        cli, env, tmp_path, "switch-strategy", "--to", "receiver_copies"
+    )
+    assert switched.returncode == 0, switched.stderr
+    assert "receiver_copies is built" in switched.stdout
+    back = await asyncio.to_thread(cli, env, tmp_path, "migrate", "--backward", "--distance", "1")
+    assert back.returncode == 0, back.stderr
+    assert await maintenance.service_config() is None
+    # (Last: the second harness re-binds the models to its own client and drops the database.)
+    new = h.ctx.settings.model_copy(update={"timeline_strategy": "receiver_copies"})
+    async with running(new) as hy:
+        hy.tokens = h.tokens
+        await expect_truth(hy, [f"user{i}" for i in range(5)])
