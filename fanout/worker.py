@@ -277,6 +277,7 @@ class Worker:
             await self._apply(event)
         except LeaseLost:
             log.warning("lost the lease of event %s (%s) to another worker", event["_id"], kind)
+            await leases.release(author, self.name)  # a no-op if the new owner holds it
             return True
         except Exception as exc:
             self.failed += 1

@@ -3,6 +3,7 @@ per-author order, fencing of a worker that lost its lease, and the resumable fan
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -132,3 +133,47 @@ async def test_a_fanout_resumes_after_its_last_batch(h: Harness) -> None:
     assert await entries.count_documents({"status_id": status}) == len(friends) + 1
     owners = {e["owner_id"] async for e in entries.find({"status_id": status})}
     assert owners == {author, *friends}
+
+
+async def test_the_heartbeat_keeps_a_long_event_and_gives_up_a_lost_one(h: Harness) -> None:
+    await h.user("ann")
+    await h.post("ann", "slow")
+    await h.post("ann", "slower")
+    release = asyncio.Event()
+    started = asyncio.Event()
+    cancelled = []
+
+    async def slow(author_id: ObjectId, status_id: ObjectId) -> None:
+        started.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cancelled.append(status_id)
+            raise
+
+    h.ctx.strategy.apply_posted = slow  # type: ignore[method-assign]
+    lease_s = 0.3
+    worker = Worker(h.ctx, name="slow", lease_s=lease_s)
+    other = Worker(h.ctx, name="other", lease_s=lease_s)
+    first = asyncio.create_task(worker.process_one())
+    await started.wait()
+    # Several lease periods later the event is still this worker's: the heartbeat renewed it.
+    for _ in range(4):
+        await asyncio.sleep(lease_s)
+        assert await other.claim() is None
+    release.set()
+    assert await first
+    done = await Event.get_pymongo_collection().count_documents({"state": "done"})
+    assert done == 1
+    # Now the lease is taken away while the handler runs: the heartbeat notices and cancels it.
+    release.clear()
+    started.clear()
+    second = asyncio.create_task(worker.process_one())
+    await started.wait()
+    await Event.get_pymongo_collection().update_one(
+        {"state": "pending"}, {"$set": {"lease_owner": "thief"}}
+    )
+    assert await second  # it handled the loss (no exception), without marking anything
+    assert len(cancelled) == 1
+    stored = await Event.get_pymongo_collection().find_one({"state": "pending"})
+    assert stored is not None and stored["lease_owner"] == "thief"
