@@ -159,6 +159,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from app import maintenance
+    from fanout import switch
 
     async def run(resolved: Settings, embedded: bool) -> int:
         async with open_context(resolved, embedded) as ctx:
@@ -170,7 +171,9 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
                 def step(done: int, total: int) -> None:
                     progress.update(task, completed=done, total=total)
 
-                changed = await maintenance.rebuild(ctx, args.user, step)
+                # Under author leases: safe beside running workers.
+                users = await maintenance.user_ids(args.user)
+                changed = await switch.rebuild_leased(ctx.strategy, users, step)
             print(f"rebuilt {ctx.strategy.name}: {changed} documents changed")
             return 0
 

@@ -25,7 +25,7 @@ from app import maintenance
 from app.context import AppContext
 from app.models import Event, ServiceConfig, utcnow
 from app.settings import StrategyName
-from app.strategies import build_strategy
+from app.strategies import TimelineStrategy, build_strategy
 from fanout import leases
 from fanout.worker import CONFIG_REFRESH_S, LEASE_S, Worker
 
@@ -66,6 +66,27 @@ async def _acquire_waiting(author: ObjectId, owner: str, lease_s: float) -> None
         await asyncio.sleep(POLL_S)
 
 
+async def rebuild_leased(
+    strategy: TimelineStrategy,
+    users: list[tuple[ObjectId, str]],
+    progress: Callable[[int, int], None] | None = None,
+    lease_s: float = LEASE_S,
+) -> int:
+    """`strategy.rebuild` for each user while holding that user's author lease, so that it
+    never interleaves with a worker applying that author's events. Returns documents changed."""
+    owner = f"rebuild:{ObjectId()}"
+    changed = 0
+    for i, (uid, _) in enumerate(users, 1):
+        await _acquire_waiting(uid, owner, lease_s)
+        try:
+            changed += await strategy.rebuild(uid)
+        finally:
+            await leases.release(uid, owner)
+        if progress:
+            progress(i, len(users))
+    return changed
+
+
 async def switch_to(
     ctx: AppContext,
     target: StrategyName,
@@ -84,17 +105,7 @@ async def switch_to(
     await _apply_events_before(ctx, ObjectId.from_datetime(utcnow()))
     strategy = build_strategy(target, ctx.settings.timeline_max)
     await strategy.ensure_indexes()
-    users = await maintenance.user_ids()
-    owner = f"switch:{ObjectId()}"
-    changed = 0
-    for i, (uid, _) in enumerate(users, 1):
-        await _acquire_waiting(uid, owner, lease_s)
-        try:
-            changed += await strategy.rebuild(uid)
-        finally:
-            await leases.release(uid, owner)
-        if progress:
-            progress(i, len(users))
+    changed = await rebuild_leased(strategy, await maintenance.user_ids(), progress, lease_s)
     await _config_update(
         {"$addToSet": {"built": target, "maintained": target}, "$set": {"active_strategy": target}}
     )
