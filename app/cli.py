@@ -306,6 +306,16 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(run(resolved, embedded))
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="timeline", description="MongoDB social-timeline service")
     sub = p.add_subparsers(dest="command", required=True)
@@ -316,7 +326,7 @@ def parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="the fanout worker alone (run several if you like)")
     worker.add_argument(
         "--lease-seconds",
-        type=float,
+        type=_positive_seconds,
         default=WORKER_LEASE_S,
         help=f"how long a crashed worker's events wait before another takes them "
         f"(default {WORKER_LEASE_S:g})",
