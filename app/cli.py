@@ -125,6 +125,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         async with open_context(resolved, embedded) as ctx:
             await ensure_strategy_ready(ctx.strategy.name)
             worker = Worker(ctx, name=args.name, lease_s=args.lease_seconds)
+            if args.metrics_port is not None:
+                from prometheus_client import start_http_server
+
+                # The worker's own counters (events applied/failed/dead, batch sizes); the
+                # API's /metrics only has those of its in-process worker.
+                start_http_server(args.metrics_port, addr=args.metrics_host)
+                log.info("metrics on http://%s:%d/", args.metrics_host, args.metrics_port)
             worker.install_signal_handlers()
             await worker.run()
 
@@ -332,6 +339,15 @@ def parser() -> argparse.ArgumentParser:
         f"(default {WORKER_LEASE_S:g})",
     )
     worker.add_argument("--name", default=None, help="worker name in leases (default host:pid)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve this worker's Prometheus metrics on this port (default: not served)",
+    )
+    worker.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for --metrics-port (127.0.0.1)"
+    )
     db = sub.add_parser("db", help="the embedded database alone, printing its MONGODB_URL")
     db.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     rebuild = sub.add_parser("rebuild", help="recompute derived timeline data from the truth")

@@ -12,8 +12,10 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from app.embedded import free_port
 from app.models import Event
 from tests import harness
 from tests.harness import running
@@ -49,13 +51,17 @@ def overlaps_within_author(events: list[dict[str, Any]]) -> list[tuple[Any, Any]
 async def test_three_workers_share_a_random_workload(mongo_url: str, tmp_path: Path) -> None:
     settings = harness.test_settings(mongo_url, "receiver_copies", timeline_max=5)
     async with running(settings) as h:
-        procs = [start_worker(settings, f"w{i}", tmp_path, lease_s=30) for i in range(WORKERS)]
+        port = free_port()  # w0 also serves its Prometheus metrics
+        procs = [start_worker(settings, "w0", tmp_path, 30, "--metrics-port", str(port))]
+        procs += [start_worker(settings, f"w{i}", tmp_path, 30) for i in range(1, WORKERS)]
         try:
             await random_workload(h, random.Random(SEED), USERS, OPERATIONS)
             deadline = time.monotonic() + WAIT_LIMIT_S
             while await unfinished_events():
                 assert time.monotonic() < deadline, "the workers did not drain the outbox"
                 await asyncio.sleep(0.05)
+            async with httpx.AsyncClient() as client:
+                scraped = (await client.get(f"http://127.0.0.1:{port}/")).text
             codes = [stop(p) for p in procs]
         finally:
             for p in procs:
@@ -66,6 +72,12 @@ async def test_three_workers_share_a_random_workload(mongo_url: str, tmp_path: P
         assert {e["state"] for e in events} == {"done"}
         assert {e["attempts"] for e in events} == {1}  # each applied once
         workers = {e["lease_owner"] for e in events}
+        # w0's own metrics count exactly the events it applied, by kind.
+        w0 = [e for e in events if e["lease_owner"] == "w0"]
+        for kind in ("status_posted", "friendship_changed"):
+            line = f'timeline_events_applied_total{{kind="{kind}"}} '
+            counted = sum(float(x.split()[-1]) for x in scraped.splitlines() if x.startswith(line))
+            assert counted == sum(e["kind"] == kind for e in w0), kind
         assert len(workers) >= 2, f"only {workers} did any work"
         assert overlaps_within_author(events) == []
         expected = await reference_timelines(settings.timeline_max)

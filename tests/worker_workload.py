@@ -120,12 +120,12 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 def start_worker(
-    settings: Settings, name: str, log_dir: Path, lease_s: float
+    settings: Settings, name: str, log_dir: Path, lease_s: float, *extra: str
 ) -> subprocess.Popen[bytes]:
     """`python -m fanout` as a real process (its own interpreter, its own client)."""
     log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 (the child keeps it open)
     return subprocess.Popen(
-        [sys.executable, "-m", "fanout", "--name", name, "--lease-seconds", str(lease_s)],
+        [sys.executable, "-m", "fanout", "--name", name, "--lease-seconds", str(lease_s), *extra],
         env=worker_env(settings),
         cwd=log_dir,  # no developer .env is read from here
         stdout=log,
