@@ -134,7 +134,7 @@ def _sweep_lines(results: dict[str, Any]) -> list[str]:
             f" and docs written per post {_n(first['write_docs'])} → {_n(last['write_docs'])}"
             f" from {first['friends']:,} to {last['friends']:,} friends"
         )
-        verdict = "; ".join(parts) if parts else "no breakdown within the sweep"
+        verdict = "; ".join(parts) if parts else "no breakdown within the sweep on this backend"
         lines.append(f"{name}: {growth}; {verdict}.")
     return lines
 

@@ -14,7 +14,7 @@ PAGE_LIMIT = 20
 # while still holding 5,000 ordinary users, so that one probe user can have 5,000 friends.
 FULL_USERS = 5200
 FULL_AVG_FRIENDS = 6
-FULL_STATUSES = 9000
+FULL_STATUSES = 6000
 FULL_READS = 300
 FULL_SWEEP = (10, 100, 1000, 5000)
 FULL_REPEATS = 5

@@ -12,13 +12,23 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
 
 DPI = 110
+# One colour per strategy in every panel, whichever strategies a run measured.
+COLORS = {
+    "fanout_on_read": "tab:blue",
+    "recipients_embedded": "tab:green",
+    "receiver_copies": "tab:red",
+    "naive_on_read": "tab:orange",
+    "floor": "tab:gray",
+}
+MARKERS = {"fanout_on_read": "o", "recipients_embedded": "s", "receiver_copies": "^"}
 
 
 def _bars(ax: Any, groups: Sequence[str], series: dict[str, list[float | None]]) -> None:
     width = 0.8 / max(1, len(series))
     for k, (label, values) in enumerate(series.items()):
         xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(groups))]
-        ax.bar(xs, [v or 0 for v in values], width, label=label)
+        bars = ax.bar(xs, [v or 0 for v in values], width, label=label)
+        ax.bar_label(bars, fmt="%.3g", fontsize=6, padding=1)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=15, ha="right", fontsize=8)
     ax.legend(fontsize=8)
@@ -64,7 +74,12 @@ def _lines(ax: Any, rows: list[dict[str, Any]], key: str, title: str, ylabel: st
     for name in dict.fromkeys(r["strategy"] for r in rows):
         pts = [(r["friends"], r[key]) for r in rows if r["strategy"] == name and r.get(key)]
         if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+            ax.plot(
+                *zip(*pts, strict=True),
+                marker=MARKERS.get(name, "D"),
+                color=COLORS.get(name),
+                label=name,
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("friends")
@@ -76,16 +91,18 @@ def _lines(ax: Any, rows: list[dict[str, Any]], key: str, title: str, ylabel: st
 
 def scaling_plot(results: dict[str, Any], path: Path) -> Path:
     rows = results["scaling"]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
     _lines(axes[0][0], rows, "read_keys_examined", "Index keys examined per page", "keys")
-    _lines(axes[0][1], rows, "read_p50_ms", "Page read p50", "ms")
+    _lines(axes[0][1], rows, "read_round_trips", "Round trips per page", "commands")
+    _lines(axes[0][2], rows, "read_p50_ms", "Page read p50", "ms")
     _lines(axes[1][0], rows, "write_docs", "Documents written per post (with fan-out)", "docs")
-    _lines(axes[1][1], rows, "write_visible_p50_ms", "Post until visible, p50", "ms")
+    _lines(axes[1][1], rows, "write_bytes", "BSON bytes written per post", "bytes")
+    _lines(axes[1][2], rows, "write_visible_p50_ms", "Post until visible, p50", "ms")
     floor = [(r["friends"], r["write_floor_ms"]) for r in rows if r.get("write_floor_ms")]
     if floor:
         xs, ys = zip(*sorted(set(floor)), strict=True)
-        axes[1][1].plot(xs, ys, "k--", label="floor: insert_many of friends+1")
-        axes[1][1].legend(fontsize=7)
+        axes[1][2].plot(xs, ys, "k--", label="floor: insert_many of friends+1")
+        axes[1][2].legend(fontsize=7)
     meta = results["meta"]
     fig.suptitle(f"Cost versus friend count ({meta['backend']} {meta['backend_version']})")
     fig.tight_layout()

@@ -102,8 +102,10 @@ def _sections(results: dict[str, Any]) -> list[str]:
         "## Writes: a post\n\n"
         "API latency is `app.statuses.post` (status, the strategy's synchronous part and the "
         "outbox event, in one transaction); *visible* adds draining the fanout worker, after "
-        "which every friend's timeline shows it. Documents and BSON bytes written count every "
-        "write command of both parts (outbox bookkeeping included: see the breakdown).\n\n"
+        "which every friend's timeline shows it (fanout_on_read's posts are visible at commit: "
+        "its drain is outbox bookkeeping only). Documents and BSON bytes written count every "
+        "write command of both parts (outbox and lease bookkeeping included: see the "
+        "breakdown).\n\n"
         + table(
             [
                 "strategy",

@@ -166,6 +166,7 @@ async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) ->
                 sdb, work, config.seed, phases.start(f"{name}: load", truth_size(work))
             )
             await derive(sdb, work, phases.start(f"{name}: derive", len(work.status_ids)))
+            phases.start(f"{name}: check against the truth", 1)
             wrong = await spot_check(sdb, work)
             results["checks"][name] = {"timelines_differing_from_truth": wrong}
             if wrong:
