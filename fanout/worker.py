@@ -145,7 +145,7 @@ class Worker:
         if self._held is not None:
             author, self._held = self._held, None
             if await leases.renew(author, self.name, now, self.lease_s):
-                event = await self._claim_first_of(author, now)
+                event = await self._claim_first_of(author)
                 if event is not None:
                     return event
             await leases.release(author, self.name)
@@ -166,17 +166,20 @@ class Worker:
             if author in tried:
                 continue
             tried.add(author)
-            if not await leases.acquire(author, self.name, now, self.lease_s):
+            # A fresh clock reading: this loop may have taken a while since `now`.
+            if not await leases.acquire(author, self.name, utcnow(), self.lease_s):
                 continue  # another worker took it since we looked
-            event = await self._claim_first_of(author, now)
+            event = await self._claim_first_of(author)
             if event is not None:
                 return event
             await leases.release(author, self.name)
         return None
 
-    async def _claim_first_of(self, author: ObjectId, now: datetime) -> dict[str, Any] | None:
+    async def _claim_first_of(self, author: ObjectId) -> dict[str, Any] | None:
         """Claim `author`'s oldest waiting event, unless that one is backing off after a failure
-        (then the author waits too: its events are applied in order)."""
+        (then the author waits too: its events are applied in order). Called holding the
+        author's lease; `started_at` is read now, after the lease was taken."""
+        now = utcnow()
         events = Event.get_pymongo_collection()
         first = await events.find_one({"author_id": author, **_waiting(now)}, sort=[("_id", 1)])
         if first is None:

@@ -144,24 +144,40 @@ class ReceiverCopies(TimelineStrategy):
                 await cp.save(batch[-1])
         return inserted
 
-    async def trim(self, owner_id: ObjectId) -> int:
-        """Drop entries beyond the owner's TIMELINE_MAX newest."""
-        coll = self.collection()
+    async def _beyond(self, owner_id: ObjectId) -> ObjectId | None:
+        """The newest status id beyond the owner's TIMELINE_MAX newest entries, if any."""
         cursor = (
-            coll.find({"owner_id": owner_id}, {"status_id": 1})
+            self.collection()
+            .find({"owner_id": owner_id}, {"status_id": 1})
             .sort("status_id", -1)
             .skip(self.max_items)
             .limit(1)
         )
         beyond = await cursor.to_list()
-        if not beyond:
+        return beyond[0]["status_id"] if beyond else None
+
+    async def trim(self, owner_id: ObjectId) -> int:
+        """Drop entries beyond the owner's TIMELINE_MAX newest.
+
+        Another worker may be removing entries of this owner at the same time (an unfriend or a
+        delete by another author); a trim that counted them cuts entries that belong in the
+        window. So the owner is marked trimmed *before* the look that sets the cut (a removal
+        that checks the mark afterwards refills), and a trim left with fewer than TIMELINE_MAX
+        entries (a removal overlapped it) refills the owner itself. Three workers in
+        tests/test_worker_multi.py lost entries this way before."""
+        if await self._beyond(owner_id) is None:
             return 0
-        result = await coll.delete_many(
-            {"owner_id": owner_id, "status_id": {"$lte": beyond[0]["status_id"]}}
-        )
         await TimelineMeta.get_pymongo_collection().update_one(
             {"owner_id": owner_id}, {"$set": {"trimmed": True}}, upsert=True
         )
+        cut = await self._beyond(owner_id)
+        if cut is None:
+            return 0
+        coll = self.collection()
+        result = await coll.delete_many({"owner_id": owner_id, "status_id": {"$lte": cut}})
+        left = await coll.count_documents({"owner_id": owner_id}, limit=self.max_items)
+        if left < self.max_items:
+            await self.rebuild(owner_id)
         return result.deleted_count
 
     async def _refill_trimmed(self, owners: Sequence[ObjectId]) -> None:
