@@ -144,7 +144,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mongodb-url",
         metavar="URL",
-        help="a MongoDB to measure (databases bench_<strategy> are created and dropped); "
+        help="a MongoDB to measure (databases <prefix>_<strategy> and <prefix>_floor are "
+        "created, and dropped at the end unless --keep-data); "
         "default: an embedded SecantusDB in a temporary directory, started and stopped here",
     )
     p.add_argument(
