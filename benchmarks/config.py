@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from app.settings import STRATEGY_NAMES
 
@@ -48,7 +48,6 @@ class RunConfig:
     keep_data: bool = False
     # Filled in by the CLI: which database each strategy's copy of the workload lives in.
     db_prefix: str = "bench"
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def writes(self) -> int:

@@ -64,9 +64,6 @@ class Workload:
     def text(self, status: int) -> str:
         return status_text(status)
 
-    def created_at(self, status: int) -> datetime:
-        return self.status_ids[status].generation_time
-
 
 def status_text(i: int) -> str:
     head = f"#{i} "
