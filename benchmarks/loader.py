@@ -31,7 +31,6 @@ DERIVE_CONCURRENCY = 4
 # Ordinary users whose timelines are compared with the ground truth after deriving (besides
 # every probe user): a benchmark that measured wrong data would be worthless.
 CHECK_SAMPLE = 10
-SPOT_CHECK_MAX_FRIENDS = 1000
 
 Tick = Callable[[int], None]
 
@@ -146,11 +145,11 @@ async def derive(sdb: StrategyDb, work: Workload, tick: Tick) -> None:
     await asyncio.gather(*(one_author(a, ss) for a, ss in sorted(by_author.items())))
 
 
-async def spot_check(sdb: StrategyDb, work: Workload) -> list[str]:
+async def spot_check(sdb: StrategyDb, work: Workload, max_friends: int) -> list[str]:
     """Handles whose derived timeline differs from the ground truth (empty: all is well)."""
     # The ground truth is a `$in` over the friend list, whose cost grows with the square of the
     # list on the embedded server (minutes at 5,000): larger probe users are not checked.
-    users = [u for level, u in work.probes.items() if level <= SPOT_CHECK_MAX_FRIENDS]
+    users = [u for level, u in work.probes.items() if level <= max_friends]
     step = max(1, work.regular_users // CHECK_SAMPLE)
     users += list(range(0, work.regular_users, step))[:CHECK_SAMPLE]
     wrong = []

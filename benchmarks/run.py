@@ -174,6 +174,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         reads=pick(args.reads, c.FULL_READS, c.QUICK_READS),
         sweep=pick(args.sweep, c.FULL_SWEEP, c.QUICK_SWEEP),
         repeats=pick(args.repeats, c.FULL_REPEATS, c.QUICK_REPEATS),
+        check_max_friends=c.QUICK_CHECK_MAX_FRIENDS if quick else c.FULL_CHECK_MAX_FRIENDS,
         seed=args.seed,
         timeline_max=args.timeline_max,
         quick=quick,
