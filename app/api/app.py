@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 from typing import TypedDict
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.errors import EXCEPTION_HANDLERS
+from app.api.metrics import MetricsMiddleware, metrics_endpoint
 from app.api.openapi import build_openapi
 from app.api.parsing import check_query
 from app.api.routes import ENDPOINTS, Endpoint, Handler
@@ -90,8 +92,11 @@ def create_app(
 
     routes = build_routes()
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
+    # Operational, not part of the public API document: restrict it at the proxy (docs/security.md).
+    routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     return Starlette(
         routes=routes,
+        middleware=[Middleware(MetricsMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
