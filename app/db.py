@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pymongo
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -62,7 +63,11 @@ class Database:
         if not self.supports_transactions:
             return await fn(None)
         async with self.client.start_session() as session:
-            return await session.with_transaction(fn)
+            # with_transaction retries transient errors for up to 120 s, unless a pymongo.timeout
+            # deadline is active: bound the whole transaction, retries included, so that a
+            # request during an outage gets its 503 instead of hanging for two minutes.
+            with pymongo.timeout(OPERATION_TIMEOUT_MS / 1000):
+                return await session.with_transaction(fn)
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
