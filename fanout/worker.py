@@ -33,6 +33,7 @@ from pymongo.errors import PyMongoError
 
 from app import checkpoint
 from app.context import AppContext
+from app.db import domain_error_from_pymongo
 from app.events import apply_event
 from app.maintenance import CONFIG_ID
 from app.metrics import EVENTS_APPLIED, EVENTS_DEAD, EVENTS_FAILED
@@ -265,6 +266,26 @@ class Worker:
         EVENTS_DEAD.labels(event["kind"]).inc()
         log.error("event %s (%s) parked as dead: %s", event["_id"], event["kind"], error)
 
+    async def _failed(self, event: dict[str, Any], exc: Exception) -> None:
+        """Retry later with backoff, or park the event after MAX_ATTEMPTS failures."""
+        self.failed += 1
+        EVENTS_FAILED.labels(event["kind"]).inc()
+        log.warning("event %s (%s) failed: %r", event["_id"], event["kind"], exc)
+        if event["attempts"] >= MAX_ATTEMPTS:
+            await self._park(event, repr(exc))
+        else:
+            await Event.get_pymongo_collection().update_one(
+                {"_id": event["_id"], "lease_owner": self.name},
+                {
+                    "$set": {
+                        "state": "pending",
+                        "last_error": repr(exc)[:2000],
+                        "lease_until": utcnow() + timedelta(seconds=backoff_s(event["attempts"])),
+                    }
+                },
+            )
+        await leases.release(event["author_id"], self.name)
+
     async def process_one(self) -> bool:
         """Claim and apply one event. False when there was nothing to claim."""
         event = await self.claim()
@@ -282,25 +303,23 @@ class Worker:
             log.warning("lost the lease of event %s (%s) to another worker", event["_id"], kind)
             await leases.release(author, self.name)  # a no-op if the new owner holds it
             return True
-        except Exception as exc:
-            self.failed += 1
-            EVENTS_FAILED.labels(kind).inc()
-            log.warning("event %s (%s) failed: %r", event["_id"], kind, exc)
-            if event["attempts"] >= MAX_ATTEMPTS:
-                await self._park(event, repr(exc))
-            else:
+        except PyMongoError as exc:
+            if domain_error_from_pymongo(exc) is None:  # not an outage: an ordinary failure
+                await self._failed(event, exc)
+                return True
+            # The database went away mid-event: no failure of the event's own, so no backoff
+            # schedule and no parking after MAX_ATTEMPTS (only MAX_CLAIMS bounds it). Hand the
+            # event back soon (best effort: if the database is still gone the lease simply
+            # expires) and let `run` back off.
+            with contextlib.suppress(PyMongoError):
                 await events.update_one(
                     {"_id": event["_id"], "lease_owner": self.name},
-                    {
-                        "$set": {
-                            "state": "pending",
-                            "last_error": repr(exc)[:2000],
-                            "lease_until": utcnow()
-                            + timedelta(seconds=backoff_s(event["attempts"])),
-                        }
-                    },
+                    {"$set": {"lease_until": utcnow() + timedelta(seconds=OUTAGE_BACKOFF_S)}},
                 )
-            await leases.release(author, self.name)
+                await leases.release(author, self.name)
+            raise
+        except Exception as exc:
+            await self._failed(event, exc)
             return True
         await events.update_one(
             {"_id": event["_id"], "lease_owner": self.name},
