@@ -202,11 +202,22 @@ class ReceiverCopies(TimelineStrategy):
         coll = self.collection()
         owners = [d["owner_id"] async for d in coll.find({"status_id": status_id}, {"owner_id": 1})]
         await coll.delete_many({"status_id": status_id})
+        # The author's own copy went synchronously (status_deleted), so it is not found above;
+        # the author's timeline lost an entry all the same.
+        if author_id not in owners:
+            owners.append(author_id)
         await self._refill_trimmed(owners)
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await graph.are_friends(author_id, other_id):
             statuses = await newest_statuses(author_id, self.max_items)
+            if len(statuses) >= self.max_items:
+                # The backfill stops at the author's TIMELINE_MAX newest, so `other_id` misses
+                # older ones exactly as if trimmed: later removals must refill this timeline.
+                # Marked before writing, so that a concurrent removal already sees the mark.
+                await TimelineMeta.get_pymongo_collection().update_one(
+                    {"owner_id": other_id}, {"$set": {"trimmed": True}}, upsert=True
+                )
             inserted = await self._bulk_upsert(_upsert(other_id, s) for s in statuses)
             if inserted:
                 await self.trim(other_id)
