@@ -19,7 +19,7 @@ from tests.worker_workload import random_workload, worker_env
 
 SEED = 5
 USERS = 10
-OPERATIONS = 150
+OPERATIONS = 100
 
 
 def cli(h: Harness, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

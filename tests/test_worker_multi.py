@@ -31,7 +31,7 @@ from tests.worker_workload import (
 
 SEED = 77
 USERS = 24
-OPERATIONS = 300
+OPERATIONS = 200
 WORKERS = 3
 WAIT_LIMIT_S = 180.0
 
