@@ -1,0 +1,237 @@
+"""The outbox: every write records exactly its events in the same write as the change, nothing
+for a request that fails, and the no-transaction path (`outbox.staged`) cannot lose an event."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from app.models import Event, Status, utcnow
+from app.outbox import STAGED_GRACE_S
+from tests.harness import Harness
+
+
+def without_transactions(h: Harness) -> None:
+    """Make the app take the standalone-mongod path (the context is shared with the routes)."""
+    h.ctx.database = dataclasses.replace(h.ctx.database, supports_transactions=False)
+
+
+async def all_events() -> list[dict[str, Any]]:
+    return await Event.get_pymongo_collection().find({}).sort("_id", 1).to_list()
+
+
+class EventLog:
+    """What each action added to the `events` collection."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    async def new(self) -> list[dict[str, Any]]:
+        events = await all_events()
+        added, self.seen = events[self.seen :], len(events)
+        return added
+
+
+def kinds(events: list[dict[str, Any]]) -> list[tuple[str, ObjectId, ObjectId | None]]:
+    return sorted(
+        (e["kind"], e["author_id"], e.get("other_id") or e.get("status_id")) for e in events
+    )
+
+
+async def test_each_write_records_exactly_its_events(h: Harness) -> None:
+    log = EventLog()
+    alice = ObjectId((await h.user("alice"))["id"])
+    bob = ObjectId((await h.user("bob"))["id"])
+    carol = ObjectId((await h.user("carol"))["id"])
+    assert await log.new() == []
+
+    r = await h.client.post("/friend-requests", json={"to": "bob"}, headers=h.auth("alice"))
+    assert r.status_code == 201
+    assert await log.new() == []  # a pending request changes no timeline
+    r = await h.client.post("/friend-requests/alice/accept", headers=h.auth("bob"))
+    assert r.status_code == 200
+    both = [("friendship_changed", alice, bob), ("friendship_changed", bob, alice)]
+    assert kinds(await log.new()) == sorted(both)
+
+    status = await h.post("alice", "hello", **{"Idempotency-Key": "k1"})
+    sid = ObjectId(status["id"])
+    added = await log.new()
+    assert kinds(added) == [("status_posted", alice, sid)]
+    assert added[0]["state"] == "pending"
+    r = await h.client.post(
+        "/statuses", json={"text": "hello"}, headers={**h.auth("alice"), "Idempotency-Key": "k1"}
+    )
+    assert r.status_code == 200  # a replay records nothing
+    assert await log.new() == []
+
+    await h.delete("alice", status["id"])
+    assert kinds(await log.new()) == [("status_deleted", alice, sid)]
+
+    await h.unfriend("alice", "bob")
+    assert kinds(await log.new()) == sorted(both)
+    await h.unfriend("alice", "bob")  # idempotent: nothing to end, nothing recorded
+    assert await log.new() == []
+
+    # Crossing requests: the second one settles the friendship, recorded once.
+    r = await h.client.post("/friend-requests", json={"to": "alice"}, headers=h.auth("carol"))
+    assert r.status_code == 201
+    r = await h.client.post("/friend-requests", json={"to": "carol"}, headers=h.auth("alice"))
+    assert (r.status_code, r.json()["status"]) == (200, "accepted")
+    pair = [("friendship_changed", alice, carol), ("friendship_changed", carol, alice)]
+    assert kinds(await log.new()) == sorted(pair)
+    r = await h.client.post("/friend-requests", json={"to": "carol"}, headers=h.auth("alice"))
+    assert (r.status_code, r.json()["status"]) == (200, "accepted")  # already friends
+    assert await log.new() == []
+
+
+async def test_failed_requests_record_nothing(h: Harness) -> None:
+    await h.user("alice")
+    await h.user("bob")
+    mine = await h.post("alice", "mine", **{"Idempotency-Key": "k1"})
+    log = EventLog()
+    await log.new()
+    alice, bob = h.auth("alice"), h.auth("bob")
+    bad_token = {"Authorization": "Bearer not-a-token"}
+    reused_key = {**alice, "Idempotency-Key": "k1"}
+    as_json = {**alice, "Content-Type": "application/json"}
+    failures = [
+        ("POST", "/statuses", {"json": {"text": ""}, "headers": alice}, 422),
+        ("POST", "/statuses", {"json": {"text": "x" * 5001}, "headers": alice}, 422),
+        ("POST", "/statuses", {"content": b"{not json", "headers": as_json}, 400),
+        ("POST", "/statuses", {"json": {"text": "hi"}}, 401),
+        ("POST", "/statuses", {"json": {"text": "hi"}, "headers": bad_token}, 401),
+        ("POST", "/statuses", {"json": {"text": "other"}, "headers": reused_key}, 422),
+        ("DELETE", f"/statuses/{mine['id']}", {"headers": bob}, 404),
+        ("DELETE", f"/statuses/{ObjectId()}", {"headers": alice}, 404),
+        ("POST", "/friend-requests", {"json": {"to": "alice"}, "headers": alice}, 422),
+        ("POST", "/friend-requests", {"json": {"to": "nobody"}, "headers": alice}, 404),
+        ("POST", "/friend-requests/bob/accept", {"headers": alice}, 404),
+        ("DELETE", "/friends/nobody", {"headers": alice}, 404),
+    ]  # fmt: skip
+    for method, path, kwargs, code in failures:
+        r = await h.client.request(method, path, **kwargs)
+        assert r.status_code == code, (method, path, r.text)
+        assert await log.new() == [], (method, path)
+    assert await Status.get_pymongo_collection().count_documents({}) == 1
+
+
+async def test_a_failing_change_leaves_no_event(h: Harness) -> None:
+    """The change and its events commit together: a fault after the status insert (inside the
+    transaction) leaves neither the status nor its event."""
+    assert h.ctx.database.supports_transactions
+    await h.user("alice")
+
+    async def broken(status: dict[str, Any], *, session: Any) -> None:
+        raise RuntimeError("injected fault after the insert")
+
+    h.ctx.strategy.status_created = broken  # type: ignore[method-assign]
+    r = await h.client.post("/statuses", json={"text": "lost"}, headers=h.auth("alice"))
+    assert r.status_code == 500
+    assert await Status.get_pymongo_collection().count_documents({}) == 0
+    assert await all_events() == []
+
+
+async def test_without_transactions_events_are_staged_first_and_fan_out(h: Harness) -> None:
+    without_transactions(h)
+    await h.user("alice")
+    await h.user("bob")
+    await h.befriend("alice", "bob")
+    # While the change is written, its event already exists, staged: a crash cannot lose it.
+    seen_during_change: list[list[str]] = []
+    created = h.ctx.strategy.status_created
+
+    async def spy(status: dict[str, Any], *, session: Any) -> None:
+        assert session is None  # no transaction on this path
+        events = await Event.get_pymongo_collection().find({"status_id": status["_id"]}).to_list()
+        seen_during_change.append([e["state"] for e in events])
+        await created(status, session=session)
+
+    h.ctx.strategy.status_created = spy  # type: ignore[method-assign]
+    status = await h.post("alice", "no transactions here")
+    assert seen_during_change == [["staged"]]
+    # Afterwards it is pending: nothing is left staged.
+    states = [e["state"] for e in await all_events()]
+    assert "staged" not in states
+    assert states.count("pending") == 3  # two for the friendship, one for the post
+    assert (await h.timeline_ids("alice"))[0] == status["id"]
+    assert await h.drain() == 3
+    assert await h.timeline_ids("bob") == [status["id"]]
+    await h.delete("alice", status["id"])
+    await h.unfriend("bob", "alice")
+    assert await h.drain() == 3
+    assert await h.timeline_ids("bob") == []
+    assert (await h.client.get("/health")).json()["pending_events"] == 0
+
+
+async def test_a_staged_event_left_behind_is_claimed_after_the_grace(h: Harness) -> None:
+    """A writer that crashed between its change and the flip to pending leaves a staged event;
+    once older than STAGED_GRACE_S the worker applies it. A younger one waits (its writer may be
+    still at work), and a staged event whose change never happened is applied harmlessly."""
+    await h.user("alice")
+    await h.user("bob")
+    await h.befriend("alice", "bob")
+    await h.drain()
+    status = await h.post("alice", "the writer crashed before the flip")
+    events = Event.get_pymongo_collection()
+    old = utcnow() - timedelta(seconds=STAGED_GRACE_S + 1)
+    crashed = await events.find_one_and_update(
+        {"status_id": ObjectId(status["id"])}, {"$set": {"state": "staged", "created_at": old}}
+    )
+    assert crashed is not None
+    alice = ObjectId((await h.client.get("/me", headers=h.auth("alice"))).json()["id"])
+    never_happened = {
+        "kind": "status_posted",
+        "author_id": alice,
+        "status_id": ObjectId(),
+        "attempts": 0,
+        "lease_until": None,
+    }
+    await events.insert_one({**never_happened, "state": "staged", "created_at": old})
+    young = {**never_happened, "status_id": ObjectId()}
+    await events.insert_one({**young, "state": "staged", "created_at": utcnow()})
+    assert (await h.client.get("/health")).json()["pending_events"] == 3
+
+    assert await h.drain() == 2
+    assert await h.timeline_ids("bob") == [status["id"]]
+    applied = await events.find_one({"_id": crashed["_id"]})
+    assert applied is not None and applied["state"] == "done"
+    left = await events.find({"state": {"$ne": "done"}}).to_list()
+    assert [(e["state"], e["status_id"]) for e in left] == [("staged", young["status_id"])]
+    assert (await h.client.get("/health")).json()["pending_events"] == 1
+
+
+@pytest.mark.parametrize("strategy", ["receiver_copies"])
+async def test_without_transactions_a_failing_change_leaves_a_harmless_staged_event(
+    h: Harness,
+) -> None:
+    """Without a transaction a fault after the staging leaves the event staged (never flipped);
+    once old, the worker applies it to whatever exists, and nothing appears."""
+    without_transactions(h)
+    await h.user("alice")
+
+    async def broken(status: dict[str, Any], *, session: Any) -> None:
+        raise RuntimeError("injected fault after the insert")
+
+    created = h.ctx.strategy.status_created
+    h.ctx.strategy.status_created = broken  # type: ignore[method-assign]
+    r = await h.client.post("/statuses", json={"text": "half written"}, headers=h.auth("alice"))
+    assert r.status_code == 500
+    h.ctx.strategy.status_created = created  # type: ignore[method-assign]
+    [event] = await all_events()
+    assert event["state"] == "staged"
+    assert await h.drain() == 0  # still within the grace: its writer may be at work
+    await Event.get_pymongo_collection().update_one(
+        {"_id": event["_id"]},
+        {"$set": {"created_at": utcnow() - timedelta(seconds=STAGED_GRACE_S + 1)}},
+    )
+    assert await h.drain() == 1
+    # The status row was inserted before the fault (no transaction to undo it): the event
+    # makes it consistent everywhere rather than leaving it half applied.
+    statuses = await Status.get_pymongo_collection().find({}).to_list()
+    assert [s["_id"] for s in statuses] == [event["status_id"]]
+    assert await h.timeline_ids("alice") == [str(event["status_id"])]
+    assert (await h.client.get("/health")).json()["pending_events"] == 0
