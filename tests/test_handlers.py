@@ -79,7 +79,7 @@ async def mark_done(events: list[dict[str, Any]]) -> None:
 async def dump() -> dict[str, list[dict[str, Any]]]:
     """Every derived document, ids included: a repeated handler must not even rewrite one."""
     return {
-        model.get_settings().name: await model.get_pymongo_collection()
+        str(model.get_settings().name): await model.get_pymongo_collection()
         .find({})
         .sort("_id", 1)
         .to_list()

@@ -98,7 +98,7 @@ async def test_failed_requests_record_nothing(h: Harness) -> None:
     bad_token = {"Authorization": "Bearer not-a-token"}
     reused_key = {**alice, "Idempotency-Key": "k1"}
     as_json = {**alice, "Content-Type": "application/json"}
-    failures = [
+    failures: list[tuple[str, str, dict[str, Any], int]] = [
         ("POST", "/statuses", {"json": {"text": ""}, "headers": alice}, 422),
         ("POST", "/statuses", {"json": {"text": "x" * 5001}, "headers": alice}, 422),
         ("POST", "/statuses", {"content": b"{not json", "headers": as_json}, 400),
