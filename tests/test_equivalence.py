@@ -236,7 +236,7 @@ def seen_statuses(model: Model) -> list[list[int]]:
 
 # -- hypothesis --------------------------------------------------------------------------------
 
-MACHINE_EXAMPLES = 15
+MACHINE_EXAMPLES = 12
 MACHINE_STEPS = 25
 
 
@@ -350,7 +350,9 @@ def test_strategies_match_the_model_hypothesis(mongo_url: str) -> None:
             database=None,
             # No shrinking: every attempt replays a script on three databases, and hypothesis
             # would spend its full five minutes. The failure names the step and the steps
-            # before it, and hypothesis prints the whole script.
+            # before it, and hypothesis prints the whole script. (receiver_copies trims by a
+            # hash of ids, which differ per run: a failure that depends on a trim may not
+            # replay, and is then reported as a FlakyFailure carrying the original error.)
             phases=[Phase.explicit, Phase.reuse, Phase.generate],
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
