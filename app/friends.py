@@ -32,7 +32,6 @@ class _NoPendingRequest(Exception):
 async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: ObjectId) -> bool:
     """Turn the pending request `request_from` → other into a friendship. False: no such request."""
     requests = FriendRequest.get_pymongo_collection()
-    edges = Friendship.get_pymongo_collection()
     other = b if request_from == a else a
 
     async def change(session: Session) -> None:
@@ -43,14 +42,7 @@ async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: Obj
             raise _NoPendingRequest
         # A crossing request the other way is settled by the same friendship.
         await requests.delete_one({"from_id": other, "to_id": request_from}, session=session)
-        now = utcnow()
-        for x, y in ((a, b), (b, a)):
-            await edges.update_one(
-                {"user_id": x, "friend_id": y},
-                {"$setOnInsert": {"user_id": x, "friend_id": y, "since": now}},
-                upsert=True,
-                session=session,
-            )
+        await graph.link(a, b, session=session)
 
     try:
         await outbox.commit_with_events(ctx.database, outbox.friendship_events(a, b), change)
@@ -171,10 +163,7 @@ async def unfriend(ctx: AppContext, me: User, handle: str) -> None:
         return  # idempotent: nothing to end
 
     async def change(session: Session) -> None:
-        await Friendship.get_pymongo_collection().delete_many(
-            {"$or": [{"user_id": a, "friend_id": b}, {"user_id": b, "friend_id": a}]},
-            session=session,
-        )
+        await graph.unlink(a, b, session=session)
 
     await outbox.commit_with_events(ctx.database, outbox.friendship_events(a, b), change)
     ctx.events_recorded.set()

@@ -16,7 +16,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from app import outbox
+from app import graph, outbox
 from app.context import AppContext
 from app.db import Session
 from app.models import Event, Friendship, Status, TimelineEntry, User, utcnow
@@ -50,23 +50,12 @@ async def bulk_befriend(a: ObjectId, others: list[ObjectId]) -> None:
 
 async def set_friends(ctx: AppContext, a: ObjectId, b: ObjectId, friends: bool) -> None:
     """Befriend or unfriend through the outbox, as the API does (two events)."""
-    edges = Friendship.get_pymongo_collection()
 
     async def change(session: Session) -> None:
         if friends:
-            now = utcnow()
-            for x, y in ((a, b), (b, a)):
-                await edges.update_one(
-                    {"user_id": x, "friend_id": y},
-                    {"$setOnInsert": {"user_id": x, "friend_id": y, "since": now}},
-                    upsert=True,
-                    session=session,
-                )
+            await graph.link(a, b, session=session)
         else:
-            await edges.delete_many(
-                {"$or": [{"user_id": a, "friend_id": b}, {"user_id": b, "friend_id": a}]},
-                session=session,
-            )
+            await graph.unlink(a, b, session=session)
 
     await outbox.commit_with_events(ctx.database, outbox.friendship_events(a, b), change)
 
