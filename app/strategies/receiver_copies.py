@@ -34,6 +34,14 @@ FANOUT_BATCH = 1000
 # TIMELINE_MAX, so the bound on storage is TIMELINE_MAX + ~TRIM_EVERY entries per owner.
 TRIM_EVERY = 16
 DUPLICATE_KEY = 11000
+# A rebuild pass is repeated only when a concurrent change to this owner's timeline made it act
+# on a stale view; each repeat needs yet another such change during the previous pass. Past this
+# many, the event fails and is retried with backoff (fanout/worker.py) instead of spinning.
+REBUILD_PASSES = 8
+
+
+class Unsettled(Exception):
+    """A rebuild kept racing concurrent changes; the worker retries the event later."""
 
 
 def _entry(owner_id: ObjectId, status: dict[str, Any]) -> dict[str, Any]:
@@ -180,15 +188,18 @@ class ReceiverCopies(TimelineStrategy):
             await self.rebuild(owner_id)
         return result.deleted_count
 
-    async def _refill_trimmed(self, owners: Sequence[ObjectId]) -> None:
-        """Owners that lost entries and were trimmed before may now miss older statuses."""
-        if not owners:
-            return
-        cursor = TimelineMeta.get_pymongo_collection().find(
-            {"owner_id": {"$in": list(owners)}, "trimmed": True}, {"owner_id": 1}
-        )
-        async for meta in cursor:
-            await self.rebuild(meta["owner_id"])
+    async def _refill_trimmed(self, owners: Sequence[ObjectId]) -> set[ObjectId]:
+        """Rebuild those of `owners` that were trimmed before: having lost entries, they may
+        now miss older statuses. Returns the owners rebuilt."""
+        meta = TimelineMeta.get_pymongo_collection()
+        rebuilt: set[ObjectId] = set()
+        for start in range(0, len(owners), FANOUT_BATCH):  # bounded `$in` lists
+            chunk = list(owners[start : start + FANOUT_BATCH])
+            cursor = meta.find({"owner_id": {"$in": chunk}, "trimmed": True}, {"owner_id": 1})
+            for doc in await cursor.to_list():
+                await self.rebuild(doc["owner_id"])
+                rebuilt.add(doc["owner_id"])
+        return rebuilt
 
     # -- worker handlers -----------------------------------------------------------------------
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
@@ -199,14 +210,18 @@ class ReceiverCopies(TimelineStrategy):
         await self.fan_out(status, receivers)
 
     async def apply_deleted(self, author_id: ObjectId, status_id: ObjectId) -> None:
+        """Trimmed timelines holding a copy are rebuilt from the truth, which no longer has the
+        status (the rebuild drops the copy and refills the window); the others just lose the
+        copy. Rebuilding before deleting keeps a retry after a crash right: every owner still
+        owed a refill still holds the copy. The author's own copy went synchronously
+        (status_deleted), so the author is added: that timeline lost an entry all the same."""
         coll = self.collection()
-        owners = [d["owner_id"] async for d in coll.find({"status_id": status_id}, {"owner_id": 1})]
+        found = [d["owner_id"] async for d in coll.find({"status_id": status_id}, {"owner_id": 1})]
+        rebuilt = await self._refill_trimmed(sorted({author_id, *found}))
         await coll.delete_many({"status_id": status_id})
-        # The author's own copy went synchronously (status_deleted), so it is not found above;
-        # the author's timeline lost an entry all the same.
-        if author_id not in owners:
-            owners.append(author_id)
-        await self._refill_trimmed(owners)
+        # Owners trimmed meanwhile (by another author's fan-out) lost the copy after the trim.
+        # A crash right here would leave these unrefilled: it needs that concurrent trim too.
+        await self._refill_trimmed([o for o in found if o not in rebuilt])
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await graph.are_friends(author_id, other_id):
@@ -222,19 +237,52 @@ class ReceiverCopies(TimelineStrategy):
             if inserted:
                 await self.trim(other_id)
         else:
-            result = await self.collection().delete_many(
-                {"owner_id": other_id, "author_id": author_id}
-            )
-            if result.deleted_count:
-                await self._refill_trimmed([other_id])
+            await self.collection().delete_many({"owner_id": other_id, "author_id": author_id})
+            # Even when nothing was deleted: a retry after a crash between the delete and the
+            # refill finds nothing to delete, yet still owes the refill.
+            await self._refill_trimmed([other_id])
 
     async def rebuild(self, user_id: ObjectId) -> int:
-        """Make `user_id`'s entries exactly the truth, safely against concurrent handlers: an
-        entry is only removed for a reason that stays true (its author is no longer a friend, the
-        status is gone, or it is below the TIMELINE_MAX window), re-checked after writing."""
+        """Make `user_id`'s entries exactly the truth, safely against concurrent handlers.
+
+        Handlers of other authors (their posts, deletes, unfriends and re-friends) and other
+        refills of this owner run at the same time; author leases only order one author's
+        events. So a reconcile pass can act on a stale view: remove the entries of an author
+        who was re-befriended (and backfilled) meanwhile, or cut below a window that another
+        author's unfriend has since shrunk. Every pass therefore ends with a fresh look at the
+        truth, and a pass that disagrees with it is repeated. Because the check follows this
+        rebuild's own deletes, the last rebuild to delete is also the last to check. Three
+        worker processes lost entries before this (tests/test_concurrent_workers.py)."""
+        changed = 0
+        for _ in range(REBUILD_PASSES):
+            changed += await self._reconcile(user_id)
+            if await self._settled(user_id):
+                return changed
+        raise Unsettled(f"timeline of {user_id} kept changing during {REBUILD_PASSES} passes")
+
+    async def _settled(self, user_id: ObjectId) -> bool:
+        """Whether what reads serve for `user_id` equals the truth read right now."""
+        cursor = (
+            self.collection()
+            .find({"owner_id": user_id}, {"status_id": 1})
+            .sort("status_id", -1)
+            .limit(self.max_items)
+        )
+        shown = [d["status_id"] for d in await cursor.to_list()]
+        truth = await truth_timeline(user_id, await graph.friend_ids(user_id), self.max_items)
+        return shown == [s["_id"] for s in truth]
+
+    async def _reconcile(self, user_id: ObjectId) -> int:
+        """One pass: upsert the truth, then remove what has a reason to go (an author who is no
+        longer a friend, a status that is gone, anything below the TIMELINE_MAX window)."""
         coll = self.collection()
+        meta = TimelineMeta.get_pymongo_collection()
         friends = await graph.friend_ids(user_id)
         truth = await truth_timeline(user_id, friends, self.max_items)
+        if len(truth) >= self.max_items:
+            # Older statuses are about to be cut off: later removals must refill this
+            # timeline. Marked before the cut, so a removal that checks afterwards sees it.
+            await meta.update_one({"owner_id": user_id}, {"$set": {"trimmed": True}}, upsert=True)
         changed = await self._bulk_upsert(_upsert(user_id, s) for s in truth)
         # Re-read the graph after writing: an unfriend or delete that raced with the upserts
         # above either saw them (and removed them) or is seen here.
@@ -258,8 +306,4 @@ class ReceiverCopies(TimelineStrategy):
                     {"owner_id": user_id, "status_id": {"$lt": truth[-1]["_id"]}}
                 )
             ).deleted_count
-            # Older statuses are cut off now: later removals must refill this timeline.
-            await TimelineMeta.get_pymongo_collection().update_one(
-                {"owner_id": user_id}, {"$set": {"trimmed": True}}, upsert=True
-            )
         return changed
