@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 
+from app.models import User
 from fanout.worker import Worker
 from tests.harness import Harness
 from tests.worker_workload import random_workload, reference_timelines
 
 # Small, so that nearly every owner is trimmed and refilled again and again.
 MAX = 3
-# fanout_on_read derives nothing, so nothing of it can race.
-pytestmark = [
-    pytest.mark.parametrize("timeline_max", [MAX]),
-    pytest.mark.parametrize("strategy", ["recipients_embedded", "receiver_copies"]),
-]
+pytestmark = pytest.mark.parametrize("timeline_max", [MAX])
 USERS = 6  # few users: every owner's timeline is touched by most authors
 OPERATIONS = 150
 WORKERS = 4
@@ -32,6 +30,8 @@ WORKERS = 4
 SEEDS = [22, 77]
 
 
+# fanout_on_read derives nothing, so nothing of it can race.
+@pytest.mark.parametrize("strategy", ["recipients_embedded", "receiver_copies"])
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_workers_racing_the_api_converge_to_the_model(h: Harness, seed: int) -> None:
     workers = [Worker(h.ctx, name=f"w{i}") for i in range(WORKERS)]
@@ -47,3 +47,38 @@ async def test_workers_racing_the_api_converge_to_the_model(h: Harness, seed: in
     expected = await reference_timelines(MAX)
     got = {uid: await h.ctx.strategy.timeline_ids(uid) for uid in expected}
     assert got == expected
+
+
+@pytest.mark.parametrize("strategy", ["receiver_copies"])
+async def test_refill_racing_another_refill_keeps_the_window(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CI failure, made deterministic: a refill of reader O computes the truth, then (while it
+    writes) an unfriend of Y is committed and fully applied, with its own refill of O. The first
+    refill's view is stale: it cuts below its old window and drops what the second put back."""
+    for handle in ("ooo", "yyy"):
+        await h.user(handle)
+    mine = [(await h.post("ooo", f"o{i}"))["id"] for i in range(3)]
+    theirs = [(await h.post("yyy", f"y{i}"))["id"] for i in range(2)]
+    await h.befriend("ooo", "yyy")
+    await h.drain()  # the backfill overfills O (5 > MAX): trimmed to y1, y0, o2
+    assert await h.timeline_ids("ooo") == [theirs[1], theirs[0], mine[2]]
+    reader = await User.find_one(User.handle == "ooo")
+    assert reader is not None
+
+    strategy = h.ctx.strategy
+    upsert = strategy._bulk_upsert  # type: ignore[attr-defined]
+    raced = False
+
+    async def racing_upsert(ops: Any) -> int:
+        nonlocal raced
+        if not raced:  # only during the outer refill's first pass
+            raced = True
+            await h.unfriend("yyy", "ooo")
+            await h.drain()  # Y's events: remove Y's copies from O, refill O
+        return int(await upsert(ops))
+
+    monkeypatch.setattr(strategy, "_bulk_upsert", racing_upsert)
+    await strategy.rebuild(reader.id)
+    assert raced
+    assert await h.timeline_ids("ooo") == mine[::-1]
