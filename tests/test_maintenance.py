@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,22 +13,11 @@ from bson import ObjectId
 from app import maintenance
 from app.models import Friendship, Status, TimelineEntry, User
 from tests.harness import Harness
-from tests.worker_workload import random_workload, worker_env
+from tests.worker_workload import random_workload, run_cli, worker_env
 
 SEED = 5
 USERS = 10
 OPERATIONS = 100
-
-
-def cli(h: Harness, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        env=worker_env(h.ctx.settings),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 async def user_id(handle: str) -> ObjectId:
@@ -99,19 +86,20 @@ async def test_copies_drift_is_reported_and_rebuilt(h: Harness, tmp_path: Path) 
         other: ([], sorted(str(s["_id"]) for s in bogus)),
     }
     # The commands, as an operator runs them.
-    checked = await asyncio.to_thread(cli, h, tmp_path, "check")
+    env = worker_env(h.ctx.settings)
+    checked = await asyncio.to_thread(run_cli, env, tmp_path, "check")
     assert checked.returncode == 1, checked.stderr
     assert f"drift for {handle}: 2 missing" in checked.stdout
     assert f"drift for {other}: 0 missing" in checked.stdout and "2 extra" in checked.stdout
     assert f"checked {USERS} timelines (receiver_copies): 2 drifted" in checked.stdout
-    sampled = await asyncio.to_thread(cli, h, tmp_path, "check", "--sample", "3")
+    sampled = await asyncio.to_thread(run_cli, env, tmp_path, "check", "--sample", "3")
     assert "checked 3 timelines" in sampled.stdout
-    unknown = await asyncio.to_thread(cli, h, tmp_path, "rebuild", "--user", "nobody")
+    unknown = await asyncio.to_thread(run_cli, env, tmp_path, "rebuild", "--user", "nobody")
     assert unknown.returncode == 2 and "no user 'nobody'" in unknown.stderr
-    rebuilt = await asyncio.to_thread(cli, h, tmp_path, "rebuild")
+    rebuilt = await asyncio.to_thread(run_cli, env, tmp_path, "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "rebuilt receiver_copies: 4 documents changed" in rebuilt.stdout
-    again = await asyncio.to_thread(cli, h, tmp_path, "check")
+    again = await asyncio.to_thread(run_cli, env, tmp_path, "check")
     assert again.returncode == 0, again.stdout
     assert f"checked {USERS} timelines (receiver_copies): 0 drifted" in again.stdout
     assert await maintenance.rebuild(h.ctx) == 0  # idempotent

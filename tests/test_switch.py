@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from app.settings import STRATEGY_NAMES
 from fanout import switch
 from tests import harness
 from tests.harness import Harness, running
-from tests.worker_workload import random_workload, worker_env
+from tests.worker_workload import random_workload, run_cli, worker_env
 
 USERS = 8
 OPERATIONS = 80
@@ -107,40 +105,31 @@ async def test_switch_on_a_live_database(mongo_url: str, source: str, target: st
                 await switch.retire(target)  # type: ignore[arg-type]
 
 
-def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize("strategy", ["fanout_on_read"])
 async def test_commands_migrate_refuse_and_switch(h: Harness, tmp_path: Path) -> None:
     await random_workload(h, random.Random(3), 5, 30)
     await h.drain()
     env = worker_env(h.ctx.settings)
-    migrated = await asyncio.to_thread(cli, env, tmp_path, "migrate")
+    migrated = await asyncio.to_thread(run_cli, env, tmp_path, "migrate")
     assert migrated.returncode == 0, migrated.stderr
     # The migration recorded what this (pre-existing) database holds.
     config = await maintenance.service_config()
     assert config is not None and config["built"] == ["fanout_on_read"]
-    again = await asyncio.to_thread(cli, env, tmp_path, "migrate")
+    again = await asyncio.to_thread(run_cli, env, tmp_path, "migrate")
     assert again.returncode == 0, again.stderr  # nothing left to apply
     refused = await asyncio.to_thread(
-        cli, {**env, "TIMELINE_STRATEGY": "receiver_copies"}, tmp_path, "worker"
+        run_cli, {**env, "TIMELINE_STRATEGY": "receiver_copies"}, tmp_path, "worker"
     )
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: TIMELINE_STRATEGY: receiver_copies's derived data")
     switched = await asyncio.to_thread(
-        cli, env, tmp_path, "switch-strategy", "--to", "receiver_copies"
+        run_cli, env, tmp_path, "switch-strategy", "--to", "receiver_copies"
     )
     assert switched.returncode == 0, switched.stderr
     assert "receiver_copies is built" in switched.stdout
-    back = await asyncio.to_thread(cli, env, tmp_path, "migrate", "--backward", "--distance", "1")
+    back = await asyncio.to_thread(
+        run_cli, env, tmp_path, "migrate", "--backward", "--distance", "1"
+    )
     assert back.returncode == 0, back.stderr
     assert await maintenance.service_config() is None
     # (Last: the second harness re-binds the models to its own client and drops the database.)

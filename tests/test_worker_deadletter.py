@@ -4,8 +4,6 @@ and `timeline events list --dead`, and re-queued by `timeline events retry`."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from prometheus_client import REGISTRY
 from app.models import Event, utcnow
 from fanout.worker import MAX_ATTEMPTS, Worker
 from tests.harness import Harness
-from tests.worker_workload import worker_env
+from tests.worker_workload import run_cli, worker_env
 
 pytestmark = pytest.mark.parametrize("strategy", ["receiver_copies"])
 
@@ -29,17 +27,6 @@ async def end_backoff() -> None:
     """A fake clock: the backoff of failed events is over."""
     await Event.get_pymongo_collection().update_many(
         {"state": "pending"}, {"$set": {"lease_until": utcnow() - timedelta(seconds=1)}}
-    )
-
-
-def timeline_cli(h: Harness, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        env=worker_env(h.ctx.settings),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
 
 
@@ -82,13 +69,14 @@ async def test_a_poison_event_is_parked_then_retried(h: Harness, tmp_path: Path)
     health = (await h.client.get("/health")).json()
     assert health["dead_events"] == 1 and health["pending_events"] == 0
 
-    listed = await asyncio.to_thread(timeline_cli, h, tmp_path, "events", "list", "--dead")
+    env = worker_env(h.ctx.settings)
+    listed = await asyncio.to_thread(run_cli, env, tmp_path, "events", "list", "--dead")
     assert listed.returncode == 0, listed.stderr
     assert str(ev["_id"]) in listed.stdout and "injected failure" in listed.stdout
     assert "1 dead event(s)" in listed.stdout
-    unknown = await asyncio.to_thread(timeline_cli, h, tmp_path, "events", "retry", str(ObjectId()))
+    unknown = await asyncio.to_thread(run_cli, env, tmp_path, "events", "retry", str(ObjectId()))
     assert unknown.returncode == 1 and "re-queued 0" in unknown.stdout
-    retried = await asyncio.to_thread(timeline_cli, h, tmp_path, "events", "retry", str(ev["_id"]))
+    retried = await asyncio.to_thread(run_cli, env, tmp_path, "events", "retry", str(ev["_id"]))
     assert retried.returncode == 0, retried.stderr
     assert "re-queued 1 dead event(s)" in retried.stdout
 
@@ -108,8 +96,9 @@ async def test_retry_all_and_bad_arguments(h: Harness, tmp_path: Path) -> None:
             for _ in range(3)
         ]
     )
-    bad = await asyncio.to_thread(timeline_cli, h, tmp_path, "events", "retry")
+    env = worker_env(h.ctx.settings)
+    bad = await asyncio.to_thread(run_cli, env, tmp_path, "events", "retry")
     assert bad.returncode == 2 and "--all" in bad.stderr
-    done = await asyncio.to_thread(timeline_cli, h, tmp_path, "events", "retry", "--all")
+    done = await asyncio.to_thread(run_cli, env, tmp_path, "events", "retry", "--all")
     assert done.returncode == 0 and "re-queued 3" in done.stdout
     assert await Event.get_pymongo_collection().count_documents({"state": "pending"}) == 3

@@ -108,6 +108,18 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def run_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`timeline ARGS` as a real process (`python -m app`), output captured; bounded in time."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=env,
+        cwd=cwd,  # no developer .env is read from here
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def start_worker(
     settings: Settings, name: str, log_dir: Path, lease_s: float, *extra: str
 ) -> subprocess.Popen[bytes]:
