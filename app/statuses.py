@@ -149,7 +149,9 @@ async def delete(ctx: AppContext, me: User, status_id: str) -> None:
     strategy = ctx.strategy
 
     async def change(session: Session) -> None:
-        await Status.get_pymongo_collection().delete_one({"_id": doc["_id"]}, session=session)
+        await Status.get_pymongo_collection().delete_one(
+            {"author_id": doc["author_id"], "_id": doc["_id"]}, session=session
+        )
         await strategy.status_deleted(doc, session=session)
 
     events = [outbox.status_event("status_deleted", doc["author_id"], doc["_id"])]
