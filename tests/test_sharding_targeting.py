@@ -41,6 +41,12 @@ RECIPIENTS_EMBEDDED_PAGE = (
     "design (statuses are sharded by author); the cost that strategy pays, measured by "
     "`benchmarks run --shards`"
 )
+REMOVAL_BY_STATUS = (
+    "receiver_copies' delete handler removes a status's copies by status_id: a post by an author "
+    "with many friends has copies on every shard anyway, each shard answers from its status_id "
+    "index, and naming the owners instead is an $in as long as the friend list (quadratic on "
+    "the embedded server)"
+)
 # (command, collection, top-level filter fields) -> why a broadcast is acceptable there.
 ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
     ("find", "statuses", ("audience",)): Allowed(RECIPIENTS_EMBEDDED_PAGE),
@@ -63,6 +69,8 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
         "(every later update of an event is by _id), so by-author is a broadcast of one "
         "indexed (author_id, state) lookup per claim"
     ),
+    ("find", "timeline_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
+    ("delete", "timeline_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
     ("find", "author_leases", ("owner", "until")): Allowed(
         "the claim's list of authors other workers hold: live leases only, a few documents"
     ),

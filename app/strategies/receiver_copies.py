@@ -218,11 +218,10 @@ class ReceiverCopies(TimelineStrategy):
         owed a refill still holds the copy. The author's own copy went synchronously
         (status_deleted), so the author is added: that timeline lost an entry all the same."""
         coll = self.collection()
-        # Copies live with the author and the author's current friends only: an ex-friend's go
-        # with the author's unfriend event (one author's events are applied in order). Naming
-        # the owners keeps both commands on their shards (docs/scaling.md).
-        owners = [author_id, *await graph.friend_ids(author_id)]
-        copies = {"owner_id": {"$in": owners}, "status_id": status_id}
+        # By status id (its own index), not by the owners: a big author's copies are on every
+        # shard anyway, and an `$in` of thousands of owners costs time growing with the square
+        # of the list on the embedded server (docs/scaling.md, "allowed broadcasts").
+        copies = {"status_id": status_id}
         found = [d["owner_id"] async for d in coll.find(copies, {"owner_id": 1})]
         rebuilt = await self._refill_trimmed(sorted({author_id, *found}))
         await coll.delete_many(copies)
