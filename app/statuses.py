@@ -191,7 +191,9 @@ async def delete(ctx: AppContext, me: User, status_id: str) -> None:
             {"$set": {"state": "done", "response": status_json(doc)}},
             session=session,
         )
-        await Status.get_pymongo_collection().delete_one({"_id": doc["_id"]}, session=session)
+        await Status.get_pymongo_collection().delete_one(
+            {"author_id": doc["author_id"], "_id": doc["_id"]}, session=session
+        )
         await strategy.status_deleted(doc, session=session)
 
     events = [outbox.status_event("status_deleted", doc["author_id"], doc["_id"])]
