@@ -306,6 +306,19 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(run(resolved, embedded))
 
 
+def cmd_shard(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply the shard plan (app.sharding, docs/scaling.md) through the mongos at MONGODB_URL."""
+    from app import sharding
+
+    if settings.mongodb_url is None:
+        raise StartupError(f"{sharding.NOT_A_MONGOS} (MONGODB_URL is unset: embedded server)")
+    _check_reachable(settings.mongodb_url)
+    try:
+        return asyncio.run(sharding.shard(settings.mongodb_url, settings.mongodb_db, print))
+    except sharding.NotAMongos as exc:
+        raise StartupError(str(exc)) from None
+
+
 def _object_ids(values: list[str]) -> list[ObjectId]:
     bad = [v for v in values if not ObjectId.is_valid(v)]
     if bad:
@@ -411,6 +424,9 @@ def parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--path", default=str(MIGRATIONS_DIR), help=f"migrations directory ({MIGRATIONS_DIR})"
     )
+    sub.add_parser(
+        "shard", help="through a mongos (MONGODB_URL): create the indexes, shard each collection"
+    )
     return p
 
 
@@ -423,6 +439,7 @@ COMMANDS = {
     "events": cmd_events,
     "switch-strategy": cmd_switch_strategy,
     "migrate": cmd_migrate,
+    "shard": cmd_shard,
 }
 
 
