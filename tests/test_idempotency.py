@@ -80,14 +80,20 @@ async def test_a_different_body_with_the_same_key_is_refused(h: Harness) -> None
 async def test_keys_are_scoped_per_user(h: Harness) -> None:
     for name in ("alice", "bob"):
         await h.user(name)
-    responses = await asyncio.gather(
-        *(send(h, name, "hello", "shared-key") for name in ("alice", "bob") for _ in range(5))
-    )
-    created = [r.json() for r in responses if r.status_code == 201]
-    assert sorted(s["author"] for s in created) == ["alice", "bob"]
-    assert len({s["id"] for s in created}) == 2
+    names = [name for name in ("alice", "bob") for _ in range(5)]
+    responses = await asyncio.gather(*(send(h, name, "hello", "shared-key") for name in names))
+    created = {r.json()["author"]: r.json() for r in responses if r.status_code == 201}
+    assert sorted(created) == ["alice", "bob"] and len({s["id"] for s in created.values()}) == 2
+    # Every other response is a replay of its own user's status or an in-flight refusal: the
+    # other user's claim on the same key changes nothing for it.
+    for name, r in zip(names, responses, strict=True):
+        assert r.status_code in (200, 201, 409), r.text
+        if r.status_code == 409:
+            assert r.json()["error"]["code"] == "idempotency_in_flight", r.text
+        else:
+            assert r.json() == created[name], r.text
     for name in ("alice", "bob"):
-        assert len(await statuses_of(h, name)) == 1
+        assert [str(s["_id"]) for s in await statuses_of(h, name)] == [created[name]["id"]]
 
 
 async def test_a_stale_in_flight_claim_is_taken_over(h: Harness) -> None:
