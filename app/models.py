@@ -31,6 +31,9 @@ class User(Document):
     # sha256 of the bearer token; the token itself is never stored.
     token_hash: str
     created_at: datetime = Field(default_factory=utcnow)
+    # Friendships counted against MAX_FRIENDS (app.graph.reserve). Without transactions a crash
+    # can leave it above the number of edges, never below; the profile counts the edges.
+    friend_count: int = 0
 
     class Settings:
         name = "users"
