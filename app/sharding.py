@@ -83,7 +83,11 @@ PLAN: tuple[ShardPlan, ...] = (
         (("user_id", "hashed"),),
         "the unique (user_id, key) index is prefixed by the shard key, so it stays enforced",
     ),
-    ShardPlan("markers", (("_id", "hashed"),), "_id is the user: reads and updates are targeted"),
+    ShardPlan(
+        "markers",
+        (("_id", "hashed"),),
+        "_id is the user: every read and conditional update of a marker is targeted",
+    ),
 )
 PLAN_BY_COLLECTION: dict[str, ShardPlan] = {p.collection: p for p in PLAN}
 

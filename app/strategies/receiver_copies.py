@@ -70,6 +70,7 @@ def _should_trim(owner_id: ObjectId, status_id: ObjectId) -> bool:
 class ReceiverCopies(TimelineStrategy):
     name = "receiver_copies"
     id_field = "status_id"
+    page_index = [("owner_id", 1), ("status_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
         return TimelineEntry.get_pymongo_collection()
