@@ -206,7 +206,9 @@ class ReceiverCopies(TimelineStrategy):
 
     # -- worker handlers -----------------------------------------------------------------------
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
-        status = await Status.get_pymongo_collection().find_one({"_id": status_id}, {"audience": 0})
+        status = await Status.get_pymongo_collection().find_one(
+            {"author_id": author_id, "_id": status_id}, {"audience": 0}
+        )
         if status is None:
             return  # deleted meanwhile: its delete event removes whatever copies exist
         receivers = [author_id, *await graph.friend_ids(author_id)]
@@ -219,9 +221,14 @@ class ReceiverCopies(TimelineStrategy):
         owed a refill still holds the copy. The author's own copy went synchronously
         (status_deleted), so the author is added: that timeline lost an entry all the same."""
         coll = self.collection()
-        found = [d["owner_id"] async for d in coll.find({"status_id": status_id}, {"owner_id": 1})]
+        # Copies live with the author and the author's current friends only: an ex-friend's go
+        # with the author's unfriend event (one author's events are applied in order). Naming
+        # the owners keeps both commands on their shards (docs/scaling.md).
+        owners = [author_id, *await graph.friend_ids(author_id)]
+        copies = {"owner_id": {"$in": owners}, "status_id": status_id}
+        found = [d["owner_id"] async for d in coll.find(copies, {"owner_id": 1})]
         rebuilt = await self._refill_trimmed(sorted({author_id, *found}))
-        await coll.delete_many({"status_id": status_id})
+        await coll.delete_many(copies)
         # Owners trimmed meanwhile (by another author's fan-out) lost the copy after the trim.
         # A crash right here would leave these unrefilled: it needs that concurrent trim too.
         await self._refill_trimmed([o for o in found if o not in rebuilt])
@@ -293,10 +300,15 @@ class ReceiverCopies(TimelineStrategy):
         changed += (
             await coll.delete_many({"owner_id": user_id, "author_id": {"$nin": allowed}})
         ).deleted_count
-        ids = [d["status_id"] async for d in coll.find({"owner_id": user_id}, {"status_id": 1})]
+        held = await coll.find({"owner_id": user_id}, {"status_id": 1, "author_id": 1}).to_list()
+        ids = [d["status_id"] for d in held]
+        # With the authors, the lookup goes only to their shards of `statuses`.
+        authors = sorted({d["author_id"] for d in held})
         existing = {
             d["_id"]
-            async for d in Status.get_pymongo_collection().find({"_id": {"$in": ids}}, {"_id": 1})
+            async for d in Status.get_pymongo_collection().find(
+                {"author_id": {"$in": authors}, "_id": {"$in": ids}}, {"_id": 1}
+            )
         }
         gone = [i for i in ids if i not in existing]
         if gone:

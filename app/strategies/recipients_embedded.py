@@ -50,7 +50,9 @@ class RecipientsEmbedded(TimelineStrategy):
 
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
         audience = await self._full_audience(author_id)
-        await self.collection().update_one({"_id": status_id}, {"$set": {"audience": audience}})
+        await self.collection().update_one(
+            {"author_id": author_id, "_id": status_id}, {"$set": {"audience": audience}}
+        )
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         coll = self.collection()
@@ -88,9 +90,9 @@ class RecipientsEmbedded(TimelineStrategy):
         audience = await self._full_audience(author_id)
         result = await self.collection().update_many(flt, {"$set": {"audience": audience}})
         if floor is None:
-            await marks.delete_one({"_id": mark["_id"], "complete_from": mark["complete_from"]})
+            await marks.delete_one({"author_id": author_id, "complete_from": mark["complete_from"]})
         else:
-            await marks.update_one({"_id": mark["_id"]}, {"$min": {"complete_from": floor}})
+            await marks.update_one({"author_id": author_id}, {"$min": {"complete_from": floor}})
         return result.modified_count
 
     async def rebuild(self, user_id: ObjectId) -> int:
