@@ -24,11 +24,11 @@ import os
 import signal
 import socket
 import time
+from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ReturnDocument
 from pymongo.errors import PyMongoError
 
 from app import checkpoint, outbox
@@ -80,6 +80,18 @@ class LeaseLost(Exception):
     """This worker no longer holds the event (it stalled past its lease); another one does."""
 
 
+# The `state` condition the claim queries start with. It repeats what their `$or` says, but a
+# top-level condition on the index key is what bounds an index scan to waiting events: without
+# it (and without a hint, below) the embedded server scanned the whole collection, done events
+# included (they stay for DONE_EVENT_TTL_SECONDS), twice per claim. Measured: a claim examined
+# all 3,100 documents of a collection holding 100 waiting events; with both, 100 keys.
+_NOT_DONE: dict[str, Any] = {"state": {"$in": ["pending", "staged"]}}
+# The claim queries name their index: the embedded server's planner uses an index only when
+# every field of the filter is in it, and scans the collection otherwise (whatever the filter).
+_BY_STATE = [("state", 1), ("_id", 1)]
+_BY_AUTHOR = [("author_id", 1), ("state", 1)]
+
+
 def _staged_due(now: datetime) -> list[dict[str, Any]]:
     """Staged events worth checking against the source of truth (app.outbox): past the grace
     (a young one is a write in flight) and not waiting for their next look."""
@@ -92,16 +104,17 @@ def _staged_due(now: datetime) -> list[dict[str, Any]]:
 
 def _waiting(now: datetime) -> dict[str, Any]:
     """Events not yet applied."""
-    return {"$or": [{"state": "pending"}, *_staged_due(now)]}
+    return {**_NOT_DONE, "$or": [{"state": "pending"}, *_staged_due(now)]}
 
 
 def _claimable(now: datetime) -> dict[str, Any]:
     return {
+        **_NOT_DONE,
         "$or": [
             {"state": "pending", "lease_until": None},
             {"state": "pending", "lease_until": {"$lt": now}},
             *_staged_due(now),
-        ]
+        ],
     }
 
 
@@ -117,6 +130,9 @@ class Worker:
         self.failed = 0
         # The author whose lease this worker kept after an event, to take its next one cheaply.
         self._held: ObjectId | None = None
+        # Authors of the claimable events the last candidate query found, one entry per event,
+        # oldest first, minus those claimed since (see `_candidates`).
+        self._queue: deque[ObjectId] = deque()
         self.config_refresh_s = CONFIG_REFRESH_S
         self._config_read_at: float | None = None
         # Other strategies whose derived data is being built or kept (during a switch).
@@ -149,39 +165,62 @@ class Worker:
     # -- claiming ------------------------------------------------------------------------------
     async def claim(self) -> dict[str, Any] | None:
         """Lease an author no one else holds and claim that author's oldest waiting event."""
-        now = utcnow()
         if self._held is not None:
             author, self._held = self._held, None
-            if await leases.renew(author, self.name, now, self.lease_s):
+            if await leases.renew(author, self.name, utcnow(), self.lease_s):
                 event = await self._claim_first_of(author)
                 if event is not None:
+                    self._forget(author, 1)
                     return event
+            self._forget(author)
             await leases.release(author, self.name)
+        refreshed = False
+        while True:
+            if not self._queue:
+                if refreshed:
+                    return None
+                self._queue = deque(await self._candidates(utcnow()))
+                refreshed = True
+                if not self._queue:
+                    return None
+            author = self._queue.popleft()
+            # A fresh clock reading: the queue may have been read a while ago.
+            if not await leases.acquire(author, self.name, utcnow(), self.lease_s):
+                self._forget(author)  # another worker holds it: it applies those events
+                continue
+            event = await self._claim_first_of(author)
+            if event is not None:
+                return event
+            self._forget(author)
+            await leases.release(author, self.name)
+
+    async def _candidates(self, now: datetime) -> list[ObjectId]:
+        """The authors of the oldest CLAIM_CANDIDATES claimable events, one entry per event, in
+        `_id` order. One query serves up to that many claims: a claim re-checks everything it
+        relies on (the author's lease, then the author's oldest waiting event), so an entry
+        made stale by another worker only costs a failed lease or an empty look."""
         flt = _claimable(now)
         busy = await leases.held(now, by_others_than=self.name)
         if busy:
             flt = {"$and": [flt, {"author_id": {"$nin": busy}}]}
-        candidates = (
-            await Event.get_pymongo_collection()
+        cursor = (
+            Event.get_pymongo_collection()
             .find(flt, {"author_id": 1})
+            .hint(_BY_STATE)
             .sort("_id", 1)
             .limit(CLAIM_CANDIDATES)
-            .to_list()
         )
-        tried: set[ObjectId] = set()
-        for candidate in candidates:
-            author = candidate["author_id"]
-            if author in tried:
+        return [d["author_id"] for d in await cursor.to_list()]
+
+    def _forget(self, author: ObjectId, n: int | None = None) -> None:
+        """Drop `n` (default: all) of `author`'s entries from the candidate queue."""
+        kept: deque[ObjectId] = deque()
+        for a in self._queue:
+            if a == author and (n is None or n > 0):
+                n = None if n is None else n - 1
                 continue
-            tried.add(author)
-            # A fresh clock reading: this loop may have taken a while since `now`.
-            if not await leases.acquire(author, self.name, utcnow(), self.lease_s):
-                continue  # another worker took it since we looked
-            event = await self._claim_first_of(author)
-            if event is not None:
-                return event
-            await leases.release(author, self.name)
-        return None
+            kept.append(a)
+        self._queue = kept
 
     async def _claim_first_of(self, author: ObjectId) -> dict[str, Any] | None:
         """Claim `author`'s oldest waiting event, unless that one is backing off after a failure
@@ -190,7 +229,9 @@ class Worker:
         now = utcnow()
         events = Event.get_pymongo_collection()
         while True:
-            first = await events.find_one({"author_id": author, **_waiting(now)}, sort=[("_id", 1)])
+            first = await events.find_one(
+                {"author_id": author, **_waiting(now)}, sort=[("_id", 1)], hint=_BY_AUTHOR
+            )
             if first is None:
                 return None
             # A staged event is applied only once its change is in the database (app.outbox).
@@ -200,20 +241,24 @@ class Worker:
         until = first.get("lease_until")
         if first["state"] == "pending" and until is not None and until >= now:
             return None
-        doc: dict[str, Any] | None = await events.find_one_and_update(
+        claimed = {
+            "state": "pending",
+            "lease_until": now + timedelta(seconds=self.lease_s),
+            "lease_owner": self.name,
+            "started_at": now,
+        }
+        # A conditional update_one, not find_one_and_update: the embedded server answers every
+        # findAndModify with a scan of the whole collection (done events included: 130-170 ms
+        # per claim at 10,000 events, against ~2-6 ms for this update). The claimed document is
+        # `first` with this update applied: the filter guarantees nothing else changed it, as
+        # every write to a claimed event (a renewal included) also sets `lease_until`.
+        result = await events.update_one(
             {"_id": first["_id"], "state": first["state"], "lease_until": until},
-            {
-                "$set": {
-                    "state": "pending",
-                    "lease_until": now + timedelta(seconds=self.lease_s),
-                    "lease_owner": self.name,
-                    "started_at": now,
-                },
-                "$inc": {"attempts": 1},
-            },
-            return_document=ReturnDocument.AFTER,
+            {"$set": claimed, "$inc": {"attempts": 1}},
         )
-        return doc
+        if result.matched_count != 1:
+            return None
+        return {**first, **claimed, "attempts": first.get("attempts", 0) + 1}
 
     # -- applying ------------------------------------------------------------------------------
     async def _renew(self, event: dict[str, Any], resume_after: ObjectId | None = None) -> bool:
@@ -339,7 +384,10 @@ class Worker:
         )
         EVENTS_APPLIED.labels(kind).inc()
         self.applied += 1
-        self._held = author  # its next event, if any, is taken without a new search
+        if author in self._queue:
+            self._held = author  # its next event is taken without a new search
+        else:  # none was waiting when last looked: free the author now, saving two round trips
+            await leases.release(author, self.name)
         return True
 
     async def release_leases(self) -> None:

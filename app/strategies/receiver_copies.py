@@ -149,7 +149,10 @@ class ReceiverCopies(TimelineStrategy):
             batch = order[start : start + FANOUT_BATCH]
             inserted += await self._insert_new([_entry(r, status) for r in batch])
             await self._trim_over([r for r in batch if _should_trim(r, status["_id"])])
-            if cp is not None:
+            # No save after the last batch: the event is marked done next (by its lease owner
+            # only), so that save would fence nothing and cost two writes per post, most of a
+            # small fan-out's bookkeeping.
+            if cp is not None and start + FANOUT_BATCH < len(order):
                 await cp.save(batch[-1])
         return inserted
 
