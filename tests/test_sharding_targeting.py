@@ -36,7 +36,7 @@ class Allowed:
     only_in: frozenset[str] | None = None
 
 
-API_STATUS_LOOKUP = frozenset({"status lookup", "delete"})
+API_STATUS_LOOKUP = frozenset({"status lookup"})
 RECIPIENTS_EMBEDDED_PAGE = (
     "recipients_embedded's page: a reader's statuses are spread over their friends' shards by "
     "design (statuses are sharded by author); the cost that strategy pays, measured by "
@@ -54,8 +54,9 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
         RECIPIENTS_EMBEDDED_PAGE + " (the unread count before any marker)"
     ),
     ("find", "statuses", ("_id",)): Allowed(
-        "GET and DELETE /statuses/{id}: the URL carries only the status id, not its author; "
-        "one single-document lookup per request, answered by the one shard holding it",
+        "GET /statuses/{id}: the URL carries only the status id, not its author (a friend may "
+        "read it); one single-document lookup per request, answered by the shard holding it. "
+        "DELETE looks up the caller's own status, with its author: targeted",
         only_in=API_STATUS_LOOKUP,
     ),
     ("find", "events", ("$or",)): Allowed(
