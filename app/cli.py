@@ -81,13 +81,15 @@ async def open_context(settings: Settings, embedded: bool) -> AsyncIterator[AppC
         await database.close()
 
 
-async def ensure_strategy_ready(strategy: str) -> None:
-    """Refuse to serve a strategy whose derived data this database never had built."""
-    from app import maintenance
+async def ensure_strategy_ready(strategy: str, settings: Settings) -> None:
+    """Refuse to serve a strategy whose derived data this database never had built, or whose
+    data was shaped by other values of the settings that shape it (e.g. TIMELINE_MAX)."""
+    from app import maintenance, recorded_settings
 
     try:
         warning = await maintenance.ensure_ready(strategy)
-    except maintenance.StrategyNotBuilt as exc:
+        await recorded_settings.ensure_matching(settings)
+    except (maintenance.StrategyNotBuilt, recorded_settings.SettingsMismatch) as exc:
         raise StartupError(str(exc)) from None
     if warning:
         log.warning("%s", warning)
@@ -96,7 +98,7 @@ async def ensure_strategy_ready(strategy: str) -> None:
 def _guard(resolved: Settings, embedded: bool) -> None:
     async def run() -> None:
         async with open_context(resolved, embedded) as ctx:
-            await ensure_strategy_ready(ctx.strategy.name)
+            await ensure_strategy_ready(ctx.strategy.name, ctx.settings)
 
     asyncio.run(run())
 
@@ -129,7 +131,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run(resolved: Settings, embedded: bool) -> None:
         async with open_context(resolved, embedded) as ctx:
-            await ensure_strategy_ready(ctx.strategy.name)
+            await ensure_strategy_ready(ctx.strategy.name, ctx.settings)
             worker = Worker(ctx, name=args.name, lease_s=args.lease_seconds)
             if args.metrics_port is not None:
                 from prometheus_client import start_http_server
@@ -171,25 +173,47 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
-    from app import maintenance
+    from app import maintenance, recorded_settings
+    from app.strategies import build_strategy
     from fanout import switch
 
     async def run(resolved: Settings, embedded: bool) -> int:
         async with open_context(resolved, embedded) as ctx:
             if args.user and not await maintenance.user_ids(args.user):
                 raise StartupError(f"--user: no user {args.user!r}")
-            with Progress() as progress:
-                task = progress.add_task(f"rebuilding ({ctx.strategy.name})", total=None)
+            # A changed setting that shapes derived data (TIMELINE_MAX): every strategy's data
+            # is rebuilt for every user under the new value, which is then recorded.
+            changed_settings = await recorded_settings.mismatches(ctx.settings)
+            strategies = [ctx.strategy]
+            if changed_settings:
+                var = next(iter(changed_settings))
+                if args.user:
+                    raise StartupError(
+                        f"--user: {var} differs from the value the data was built with "
+                        f"({changed_settings[var][0]}); rebuild every user to change it"
+                    )
+                config = await maintenance.service_config()
+                assert config is not None  # mismatches() found a record in it
+                names = recorded_settings.derived_strategies(config)
+                strategies = [build_strategy(n, ctx.settings.timeline_max) for n in names]
+            users = await maintenance.user_ids(args.user)
+            for strategy in strategies:
+                await strategy.ensure_indexes()
+                with Progress() as progress:
+                    task = progress.add_task(f"rebuilding ({strategy.name})", total=None)
 
-                def step(done: int, total: int) -> None:
-                    progress.update(task, completed=done, total=total)
+                    def step(done: int, total: int, task: TaskID = task) -> None:
+                        progress.update(task, completed=done, total=total)
 
-                # Under author leases: safe beside running workers.
-                users = await maintenance.user_ids(args.user)
-                changed = await switch.rebuild_leased(ctx.strategy, users, step)
-            print(f"rebuilt {ctx.strategy.name}: {changed} documents changed")
+                    # Under author leases: safe beside running workers.
+                    changed = await switch.rebuild_leased(strategy, users, step)
+                print(f"rebuilt {strategy.name}: {changed} documents changed")
+            if changed_settings:
+                await recorded_settings.record(ctx.settings)
+                for var, (old, new) in changed_settings.items():
+                    print(f"recorded {var}={new} (was {old}): start the API and workers with it")
             return 0
 
     with database_url(settings) as (resolved, embedded):
@@ -280,6 +304,19 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
     with database_url(settings) as (resolved, embedded):
         return asyncio.run(run(resolved, embedded))
+
+
+def cmd_shard(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply the shard plan (app.sharding, docs/scaling.md) through the mongos at MONGODB_URL."""
+    from app import sharding
+
+    if settings.mongodb_url is None:
+        raise StartupError(f"{sharding.NOT_A_MONGOS} (MONGODB_URL is unset: embedded server)")
+    _check_reachable(settings.mongodb_url)
+    try:
+        return asyncio.run(sharding.shard(settings.mongodb_url, settings.mongodb_db, print))
+    except sharding.NotAMongos as exc:
+        raise StartupError(str(exc)) from None
 
 
 def _object_ids(values: list[str]) -> list[ObjectId]:
@@ -387,6 +424,9 @@ def parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--path", default=str(MIGRATIONS_DIR), help=f"migrations directory ({MIGRATIONS_DIR})"
     )
+    sub.add_parser(
+        "shard", help="through a mongos (MONGODB_URL): create the indexes, shard each collection"
+    )
     return p
 
 
@@ -399,6 +439,7 @@ COMMANDS = {
     "events": cmd_events,
     "switch-strategy": cmd_switch_strategy,
     "migrate": cmd_migrate,
+    "shard": cmd_shard,
 }
 
 

@@ -12,7 +12,7 @@ from app.context import AppContext
 from app.db import Session
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.models import FriendRequest, Friendship, User, utcnow
-from app.users import by_handle, friend_count, handles_by_id
+from app.users import by_handle, handles_by_id
 
 # GET /friend-requests lists at most this many each way: a UI shows a handful, and it bounds
 # the response size for an account that is spammed with requests.
@@ -24,30 +24,59 @@ def _uid(user: User) -> ObjectId:
     return user.id
 
 
-class _NoPendingRequest(Exception):
-    """Raised inside the friendship transaction to abort it, events included, when the request is
+class _NoPendingRequest(outbox.NothingWritten):
+    """Raised inside the friendship change to abort it, events included, when the request is
     gone: a failed accept must record nothing (no events for the worker to apply)."""
 
 
+class _FriendLimit(outbox.NothingWritten):
+    """Raised inside the friendship change when one side already has MAX_FRIENDS."""
+
+
+def _limit_reached() -> Conflict:
+    return Conflict(f"a user may have at most {graph.MAX_FRIENDS} friends", code="friend_limit")
+
+
 async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: ObjectId) -> bool:
-    """Turn the pending request `request_from` → other into a friendship. False: no such request."""
+    """Turn the pending request `request_from` → other into a friendship. False: no such request.
+    Conflict (friend_limit), the request left pending, when either side has MAX_FRIENDS."""
     requests = FriendRequest.get_pymongo_collection()
     other = b if request_from == a else a
+    pending_request = {"from_id": request_from, "to_id": other}
 
     async def change(session: Session) -> None:
-        deleted = await requests.delete_one(
-            {"from_id": request_from, "to_id": other}, session=session
-        )
-        if deleted.deleted_count == 0:
+        # Read first, so that a missing request is a 404 whoever is at the limit.
+        if await requests.find_one(pending_request, {"_id": 1}, session=session) is None:
+            raise _NoPendingRequest
+        # Places are taken before anything else is written: without a transaction a failure
+        # gives them back and leaves no trace (a crash leaves a place taken, see graph.reserve).
+        if not await graph.reserve(a, session=session):
+            raise _FriendLimit
+        if not await graph.reserve(b, session=session):
+            await graph.unreserve(a, session=session)
+            raise _FriendLimit
+        deleted = await requests.delete_one(pending_request, session=session)
+        if deleted.deleted_count == 0:  # accepted or withdrawn meanwhile
+            await graph.unreserve(a, session=session)
+            await graph.unreserve(b, session=session)
             raise _NoPendingRequest
         # A crossing request the other way is settled by the same friendship.
         await requests.delete_one({"from_id": other, "to_id": request_from}, session=session)
-        await graph.link(a, b, session=session)
+        new_ab, new_ba = await graph.link(a, b, session=session)
+        # An edge that existed already (a concurrent accept of the crossing request wrote it)
+        # holds its own place.
+        if not new_ab:
+            await graph.unreserve(a, session=session)
+        if not new_ba:
+            await graph.unreserve(b, session=session)
 
+    events = outbox.friendship_events(a, b, friends=True)
     try:
-        await outbox.commit_with_events(ctx.database, outbox.friendship_events(a, b), change)
+        await outbox.commit_with_events(ctx.database, events, change)
     except _NoPendingRequest:
         return False
+    except _FriendLimit:
+        raise _limit_reached() from None
     ctx.events_recorded.set()
     return True
 
@@ -67,11 +96,11 @@ async def request(
         await _befriend(ctx, my_id, other_id, request_from=other_id)
     ):
         return "accepted", False
+    # Early refusal of a request that could not be accepted now; accepting checks again, and
+    # that check is the atomic one (graph.reserve).
     for uid in (my_id, other_id):
-        if await friend_count(uid) >= graph.MAX_FRIENDS:
-            raise Conflict(
-                f"a user may have at most {graph.MAX_FRIENDS} friends", code="friend_limit"
-            )
+        if await graph.friend_count(uid) >= graph.MAX_FRIENDS:
+            raise _limit_reached()
     try:
         await requests.update_one(
             {"from_id": my_id, "to_id": other_id},
@@ -165,5 +194,6 @@ async def unfriend(ctx: AppContext, me: User, handle: str) -> None:
     async def change(session: Session) -> None:
         await graph.unlink(a, b, session=session)
 
-    await outbox.commit_with_events(ctx.database, outbox.friendship_events(a, b), change)
+    events = outbox.friendship_events(a, b, friends=False)
+    await outbox.commit_with_events(ctx.database, events, change)
     ctx.events_recorded.set()

@@ -31,6 +31,9 @@ class User(Document):
     # sha256 of the bearer token; the token itself is never stored.
     token_hash: str
     created_at: datetime = Field(default_factory=utcnow)
+    # Friendships counted against MAX_FRIENDS (app.graph.reserve). Without transactions a crash
+    # can leave it above the number of edges, never below; the profile counts the edges.
+    friend_count: int = 0
 
     class Settings:
         name = "users"
@@ -120,10 +123,7 @@ class TimelineMeta(Document):
 
     class Settings:
         name = "timeline_meta"
-        indexes = [
-            IndexModel([("owner_id", ASCENDING)], unique=True),
-            IndexModel([("owed", ASCENDING)], name="owed_1", sparse=True),
-        ]
+        indexes = [IndexModel([("owner_id", ASCENDING)], unique=True)]
 
 
 class AudienceWatermark(Document):
@@ -228,6 +228,18 @@ class IdempotencyRecord(Document):
         ]
 
 
+class Marker(Document):
+    """A user's read markers, one document per user (`_id` is the user's id, so the only index
+    needed is `_id`'s). `home` is `{"last_read_id", "version", "updated_at"}`, absent until the
+    first POST /markers; it is only changed by conditional atomic updates (app.markers)."""
+
+    id: PydanticObjectId  # the user's id, not a fresh one
+    home: dict[str, Any] | None = None
+
+    class Settings:
+        name = "markers"
+
+
 DOCUMENT_MODELS: list[type[Document]] = [
     User,
     FriendRequest,
@@ -240,4 +252,5 @@ DOCUMENT_MODELS: list[type[Document]] = [
     AuthorLease,
     ServiceConfig,
     IdempotencyRecord,
+    Marker,
 ]

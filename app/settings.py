@@ -11,6 +11,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 StrategyName = Literal["fanout_on_read", "recipients_embedded", "receiver_copies"]
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 
+# Settings that shape derived data, not just reads: environment variable -> Settings field.
+# Their values are recorded with the data and a process configured otherwise is refused
+# (app/recorded_settings.py), since data built under one value is wrong under another.
+# A setting that joins later is assumed to have shaped existing data with its default.
+DERIVED_DATA_SETTINGS: dict[str, str] = {"TIMELINE_MAX": "timeline_max"}
+
 
 class Settings(BaseSettings):
     """Configuration from environment variables (and an optional `.env`), see README."""

@@ -36,8 +36,12 @@ def _uid(user: User) -> ObjectId:
     return user.id
 
 
-async def _claim_key(user_id: ObjectId, key: str, body_hash: str) -> dict[str, Any] | None:
-    """Claim the key for this request. Returns a stored response to replay, or None if claimed."""
+async def _claim_key(
+    user_id: ObjectId, key: str, body_hash: str, status_id: ObjectId
+) -> tuple[dict[str, Any] | None, ObjectId]:
+    """Claim the key for this request. Returns (a stored response to replay, None) or (None, the
+    id of the status to create). The key is bound to that id when first claimed, so that every
+    attempt with the key creates (or finishes) the same status, never a second one."""
     coll = IdempotencyRecord.get_pymongo_collection()
     now = utcnow()
     try:
@@ -47,32 +51,44 @@ async def _claim_key(user_id: ObjectId, key: str, body_hash: str) -> dict[str, A
                 "key": key,
                 "body_hash": body_hash,
                 "state": "in_flight",
-                "status_id": None,
+                "status_id": status_id,
                 "response": None,
                 "created_at": now,
             }
         )
-        return None
+        return None, status_id
     except DuplicateKeyError:
         pass
     rec = await coll.find_one({"user_id": user_id, "key": key})
     if rec is None:  # expired between the two calls: claim again
-        return await _claim_key(user_id, key, body_hash)
+        return await _claim_key(user_id, key, body_hash, status_id)
     if rec["body_hash"] != body_hash:
         raise ValidationFailed(
             "this Idempotency-Key was used with a different body", code="idempotency_key_reused"
         )
     if rec["state"] == "done":
-        return dict(rec["response"])
+        return dict(rec["response"]), rec["status_id"]
     created = rec["created_at"]
-    if created < now - timedelta(seconds=IN_FLIGHT_STALE_S):
+    # Released by a request that failed, or held by one presumed dead: take it over (one
+    # taker wins the conditional update), keeping the status id it is bound to.
+    if rec.get("released") or created < now - timedelta(seconds=IN_FLIGHT_STALE_S):
+        bound = rec.get("status_id") or status_id
         taken = await coll.update_one(
-            {"_id": rec["_id"], "state": "in_flight", "created_at": created},
-            {"$set": {"created_at": now}},
+            {
+                "_id": rec["_id"],
+                "state": "in_flight",
+                "created_at": created,
+                "released": rec.get("released"),
+            },
+            {"$set": {"created_at": now, "released": False, "status_id": bound}},
         )
         if taken.modified_count == 1:
-            return None
-    raise Conflict(
+            return None, bound
+    raise _in_flight()
+
+
+def _in_flight() -> Conflict:
+    return Conflict(
         "a request with this Idempotency-Key is still in progress", code="idempotency_in_flight"
     )
 
@@ -83,13 +99,19 @@ async def post(
     """Create a status. Returns (status object, created); created is False for a replay."""
     user_id = _uid(me)
     keys = IdempotencyRecord.get_pymongo_collection()
+    statuses = Status.get_pymongo_collection()
+    status_id = ObjectId()
+    existing: dict[str, Any] | None = None
     if idempotency_key is not None:
         body_hash = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        replay = await _claim_key(user_id, idempotency_key, body_hash)
+        replay, status_id = await _claim_key(user_id, idempotency_key, body_hash, status_id)
         if replay is not None:
             return replay, False
-    status: dict[str, Any] = {
-        "_id": ObjectId(),
+        # Without transactions an earlier attempt may have inserted the status and failed
+        # after: this attempt finishes it instead of creating a second one.
+        existing = await statuses.find_one({"_id": status_id}, {"audience": 0})
+    status: dict[str, Any] = existing or {
+        "_id": status_id,
         "author_id": user_id,
         "author": me.handle,
         "text": text,
@@ -100,9 +122,15 @@ async def post(
 
     async def change(session: Session) -> None:
         doc = dict(status)
-        await strategy.prepare_status(doc, session=session)
-        await Status.get_pymongo_collection().insert_one(doc, session=session)
-        await strategy.status_created(doc, session=session)
+        if existing is None:
+            await strategy.prepare_status(doc, session=session)
+            await statuses.insert_one(doc, session=session)
+            await strategy.status_created(doc, session=session)
+        else:
+            try:
+                await strategy.status_created(doc, session=session)
+            except DuplicateKeyError:
+                pass  # the earlier attempt got that far too
         if idempotency_key is not None:
             await keys.update_one(
                 {"user_id": user_id, "key": idempotency_key},
@@ -113,12 +141,18 @@ async def post(
     events = [outbox.status_event("status_posted", user_id, status["_id"])]
     try:
         await outbox.commit_with_events(ctx.database, events, change)
+    except DuplicateKeyError:
+        if idempotency_key is None:
+            raise
+        raise _in_flight() from None  # another attempt with this key inserted it meanwhile
     except BaseException:
         if idempotency_key is not None:
-            # Free the key so that the client's retry is not answered 409 until it goes stale.
+            # Release the key so that the client's retry is not answered 409 until it goes
+            # stale; the retry finishes this status (same id) if it was inserted.
             try:
-                await keys.delete_one(
-                    {"user_id": user_id, "key": idempotency_key, "state": "in_flight"}
+                await keys.update_one(
+                    {"user_id": user_id, "key": idempotency_key, "state": "in_flight"},
+                    {"$set": {"released": True}},
                 )
             except Exception:
                 pass
@@ -149,7 +183,17 @@ async def delete(ctx: AppContext, me: User, status_id: str) -> None:
     strategy = ctx.strategy
 
     async def change(session: Session) -> None:
-        await Status.get_pymongo_collection().delete_one({"_id": doc["_id"]}, session=session)
+        # A key still bound to this status in flight (its post failed after inserting it,
+        # without a transaction) is settled first: a retry then replays the post instead of
+        # inserting the deleted status again.
+        await IdempotencyRecord.get_pymongo_collection().update_many(
+            {"user_id": doc["author_id"], "status_id": doc["_id"], "state": "in_flight"},
+            {"$set": {"state": "done", "response": status_json(doc)}},
+            session=session,
+        )
+        await Status.get_pymongo_collection().delete_one(
+            {"author_id": doc["author_id"], "_id": doc["_id"]}, session=session
+        )
         await strategy.status_deleted(doc, session=session)
 
     events = [outbox.status_event("status_deleted", doc["author_id"], doc["_id"])]

@@ -54,6 +54,8 @@ class RunConfig:
     keep_data: bool = False
     # Filled in by the CLI: which database each strategy's copy of the workload lives in.
     db_prefix: str = "bench"
+    # `--shards`: shard counts to route the measured commands through (benchmarks.shards).
+    shards: tuple[int, ...] = ()
 
     @property
     def writes(self) -> int:

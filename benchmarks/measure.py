@@ -46,6 +46,9 @@ class Samples:
     refresh_round_trips: list[int] = field(default_factory=list)
     explained: list[Explained] = field(default_factory=list)
     writes: dict[str, list[WriteSample]] = field(default_factory=dict)
+    # Every read's counting window, for `--shards` (benchmarks.shards routes their commands).
+    read_windows: list[Window] = field(default_factory=list)
+    refresh_windows: list[Window] = field(default_factory=list)
 
 
 class StrategyBench:
@@ -58,6 +61,8 @@ class StrategyBench:
         self.worker = Worker(sdb.ctx, name=f"bench-{self.strategy.name}")
         self._users: dict[int, User] = {}
         self._newest: dict[int, ObjectId] = {}
+        # Per sweep level: the windows of its reads and of its posts (for `--shards`).
+        self.sweep_windows: dict[int, tuple[list[Window], list[Window]]] = {}
 
     async def user(self, u: int) -> User:
         """The User document, as the API's authentication would have loaded it (not timed)."""
@@ -125,6 +130,7 @@ class StrategyBench:
                 out.read_s.append(seconds)
                 out.read_round_trips.append(w.round_trips)
                 out.read_queries.append(w.queries(page_coll))
+                out.read_windows.append(w)
                 if len(explained_users) < EXPLAIN_SAMPLE and op.user not in explained_users:
                     explained_users.add(op.user)
                     out.explained.append(await self.explain(op.user))
@@ -132,6 +138,7 @@ class StrategyBench:
                 seconds, w = await self.read_page(op.user, after=self._newest.get(op.user))
                 out.refresh_s.append(seconds)
                 out.refresh_round_trips.append(w.round_trips)
+                out.refresh_windows.append(w)
             else:
                 kind, sample = await self.write(op)
                 out.writes.setdefault(kind, []).append(sample)
@@ -167,6 +174,7 @@ class StrategyBench:
             self.config.repeats,
             lambda i: self.post(u, f"sweep post {i} at {friends_count} friends"),
         )
+        self.sweep_windows[friends_count] = ([w for _, w in reads], [p.window for p in posts])
         return {
             "strategy": self.strategy.name,
             "friends": friends_count,

@@ -22,6 +22,16 @@ IGNORED_COMMANDS = frozenset({"endSessions", "hello", "isMaster", "ismaster"})
 
 
 @dataclass
+class Sent:
+    """One command as sent and the documents its reply says it wrote (kept only by a recording
+    counter: `benchmarks run --shards` routes them through the shard plan afterwards)."""
+
+    name: str
+    command: Mapping[str, Any]
+    written: int = 0
+
+
+@dataclass
 class Window:
     """What one operation (or a group of them) sent."""
 
@@ -31,6 +41,7 @@ class Window:
     docs_written: int = 0
     bytes_written: int = 0
     docs_by_collection: Counter[str] = field(default_factory=Counter)
+    sent: list[Sent] = field(default_factory=list)
 
     def queries(self, collection: str) -> int:
         """`find` and `aggregate` commands on `collection` (a cursor's getMores not included)."""
@@ -58,11 +69,13 @@ def _docs_written(name: str, reply: Mapping[str, Any]) -> int:
 
 
 class CommandCounter(monitoring.CommandListener):
-    """Accumulates into the innermost open window; commands outside any window are ignored."""
+    """Accumulates into the innermost open window; commands outside any window are ignored.
+    With `record`, every window also keeps the commands themselves (`Window.sent`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, record: bool = False) -> None:
+        self.record = record
         self._windows: list[Window] = []
-        self._started: dict[int, tuple[str, str, int]] = {}
+        self._started: dict[int, tuple[str, str, int, Sent | None]] = {}
 
     @contextmanager
     def window(self) -> Iterator[Window]:
@@ -80,18 +93,23 @@ class CommandCounter(monitoring.CommandListener):
         cmd = event.command
         target = cmd.get(name)
         collection = str(cmd.get("collection", "")) if name == "getMore" else str(target)
+        sent = Sent(name, cmd) if self.record else None
         for w in self._windows:
             w.round_trips += 1
             w.commands[(name, collection)] += 1
+            if sent is not None:
+                w.sent.append(sent)
         if name in WRITE_COMMANDS:
-            self._started[event.request_id] = (name, collection, _payload_bytes(name, cmd))
+            self._started[event.request_id] = (name, collection, _payload_bytes(name, cmd), sent)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         started = self._started.pop(event.request_id, None)
         if started is None:
             return
-        name, collection, nbytes = started
+        name, collection, nbytes, sent = started
         docs = _docs_written(name, event.reply)
+        if sent is not None:
+            sent.written = docs
         for w in self._windows:
             w.docs_written += docs
             w.bytes_written += nbytes

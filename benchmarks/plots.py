@@ -115,4 +115,8 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
     paths = [latency_plot(results, out / "latency.png")]
     if results["scaling"]:
         paths.append(scaling_plot(results, out / "scaling.png"))
+    if "shards" in results:
+        from benchmarks.shards_report import plot
+
+        paths.append(plot(results, out / "shards.png"))
     return paths

@@ -245,6 +245,10 @@ def render_report(results: dict[str, Any], plots: Sequence[str]) -> str:
         "",
     ]
     body = _sections(results)
+    if "shards" in results:
+        from benchmarks.shards_report import section
+
+        body.append(section(results))
     pics = ["## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(head) + "\n" + "\n\n".join(body) + "\n\n" + "\n".join(pics) + "\n"
 

@@ -26,6 +26,9 @@ from benchmarks.config import RunConfig
 
 # Width of the summary table when stdout is not a terminal (CI logs, files).
 SUMMARY_WIDTH = 180
+# `--shards`: MongoDB recommends far fewer shards than this; beyond it the simulation only
+# repeats that every operation with many keys touches every shard.
+MAX_SHARDS = 1024
 
 DESCRIPTION = """\
 Measure every timeline strategy on the same deterministic workload, each in its own database:
@@ -52,6 +55,15 @@ def _csv_ints(text: str) -> tuple[int, ...]:
         ) from None
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError("friend counts must be at least 1")
+    return values
+
+
+def _shard_counts(text: str) -> tuple[int, ...]:
+    values = _csv_ints(text)
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one shard count")
+    if max(values) > MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SHARDS} shards")
     return values
 
 
@@ -157,6 +169,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-data", action="store_true", help="do not drop the benchmark databases at the end"
     )
+    p.add_argument(
+        "--shards",
+        type=_shard_counts,
+        metavar="N[,N...]",
+        help="also route every measured command through the shard plan (docs/scaling.md) with "
+        "N shards each and report the shards each operation touches (default: not simulated)",
+    )
     return p
 
 
@@ -180,6 +199,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         quick=quick,
         mongodb_url=args.mongodb_url,
         keep_data=args.keep_data,
+        shards=args.shards or (),
     )
 
 
@@ -266,6 +286,10 @@ def main(argv: list[str]) -> int:
 
     # Piped output gets rich's 80 columns by default: too narrow for the table.
     Console(width=None if sys.stdout.isatty() else SUMMARY_WIDTH).print(summary_table(results))
+    if "shards" in results:
+        from benchmarks.shards_report import summary
+
+        Console(width=None if sys.stdout.isatty() else SUMMARY_WIDTH).print(summary(results))
     for path in written:
         console.print(f"wrote {path}")
     failed = [n for n, chk in results["checks"].items() if chk["timelines_differing_from_truth"]]

@@ -14,6 +14,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from app.db import CONNECT_TIMEOUT_MS, SERVER_SELECTION_TIMEOUT_MS
+from benchmarks import shards
 from benchmarks.baselines import NaiveOnRead, measure_floor
 from benchmarks.config import PAGE_LIMIT, RunConfig
 from benchmarks.loader import derive, load_truth, open_strategy, spot_check, truth_size
@@ -125,7 +126,7 @@ def add_floor_ratios(results: dict[str, Any]) -> None:
 
 async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) -> dict[str, Any]:
     started = time.monotonic()
-    counter = CommandCounter()
+    counter = CommandCounter(record=bool(config.shards))
     client: AsyncMongoClient[Any] = AsyncMongoClient(
         url,
         event_listeners=[counter],
@@ -181,6 +182,10 @@ async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) ->
             for level in config.sweep:
                 results["scaling"].append(await bench.sweep_level(level))
                 tick(1)
+            if config.shards:
+                phases.start(f"{name}: route through {len(config.shards)} shard plans", 1)
+                results.setdefault("shards", shards.new_results(config.shards))
+                shards.add_strategy(results["shards"], name, samples, bench.sweep_windows)
             if i == 0:
                 phases.start("naive_on_read baseline", 1)
                 naive, rows = await _naive(bench, counter, config)

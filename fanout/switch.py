@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from bson import ObjectId
 
-from app import maintenance
+from app import maintenance, recorded_settings
 from app.context import AppContext
 from app.models import Event, ServiceConfig, utcnow
 from app.settings import StrategyName
@@ -100,6 +100,10 @@ async def switch_to(
     if await maintenance.service_config() is None:
         # A database from before service_config: record what serves it now (TIMELINE_STRATEGY).
         await maintenance.ensure_ready(ctx.strategy.name)
+    try:  # the target is built under this process's TIMELINE_MAX: it must be the recorded one
+        await recorded_settings.ensure_matching(ctx.settings)
+    except recorded_settings.SettingsMismatch as exc:
+        raise SwitchError(str(exc)) from None
     await _config_update({"$addToSet": {"maintained": target}})
     await asyncio.sleep(2 * refresh_s)
     await _apply_events_before(ctx, ObjectId.from_datetime(utcnow()))

@@ -32,7 +32,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import OperationFailure, PyMongoError
 
-from app import checkpoint
+from app import checkpoint, outbox
 from app.checkpoint import LeaseLost as LeaseLost
 from app.context import AppContext
 from app.db import domain_error_from_pymongo
@@ -40,7 +40,6 @@ from app.events import apply_event
 from app.maintenance import CONFIG_ID
 from app.metrics import EVENTS_APPLIED, EVENTS_DEAD, EVENTS_FAILED
 from app.models import Event, ServiceConfig, utcnow
-from app.outbox import STAGED_GRACE_S
 from app.settings import STRATEGY_NAMES
 from app.strategies import TimelineStrategy, build_strategy
 from app.strategies.base import Contention
@@ -93,19 +92,27 @@ def backoff_s(attempts: int) -> float:
     return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
 
 
+def _staged_due(now: datetime) -> list[dict[str, Any]]:
+    """Staged events worth checking against the source of truth (app.outbox): past the grace
+    (a young one is a write in flight) and not waiting for their next look."""
+    grace = now - timedelta(seconds=outbox.STAGED_GRACE_S)
+    return [
+        {"state": "staged", "created_at": {"$lt": grace}, "lease_until": None},
+        {"state": "staged", "created_at": {"$lt": grace}, "lease_until": {"$lt": now}},
+    ]
+
+
 def _waiting(now: datetime) -> dict[str, Any]:
-    """Events not yet applied. A young staged event is a write still in flight (app.outbox)."""
-    grace = now - timedelta(seconds=STAGED_GRACE_S)
-    return {"$or": [{"state": "pending"}, {"state": "staged", "created_at": {"$lt": grace}}]}
+    """Events not yet applied."""
+    return {"$or": [{"state": "pending"}, *_staged_due(now)]}
 
 
 def _claimable(now: datetime) -> dict[str, Any]:
-    grace = now - timedelta(seconds=STAGED_GRACE_S)
     return {
         "$or": [
             {"state": "pending", "lease_until": None},
             {"state": "pending", "lease_until": {"$lt": now}},
-            {"state": "staged", "created_at": {"$lt": grace}},
+            *_staged_due(now),
         ]
     }
 
@@ -194,9 +201,14 @@ class Worker:
         author's lease; `started_at` is read now, after the lease was taken."""
         now = utcnow()
         events = Event.get_pymongo_collection()
-        first = await events.find_one({"author_id": author, **_waiting(now)}, sort=[("_id", 1)])
-        if first is None:
-            return None
+        while True:
+            first = await events.find_one({"author_id": author, **_waiting(now)}, sort=[("_id", 1)])
+            if first is None:
+                return None
+            # A staged event is applied only once its change is in the database (app.outbox).
+            if first["state"] != "staged" or await outbox.landed(first):
+                break
+            await outbox.defer(first, now)
         until = first.get("lease_until")
         if first["state"] == "pending" and until is not None and until >= now:
             return None

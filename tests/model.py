@@ -22,6 +22,8 @@ class Model:
     # Existing (not deleted) statuses: number -> author.
     statuses: dict[int, str] = field(default_factory=dict)
     next_number: int = 0
+    # Home read markers: user -> (number of the last status read, version).
+    markers: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     # -- users and friends ---------------------------------------------------------------------
     def add_user(self, handle: str) -> None:
@@ -84,3 +86,18 @@ class Model:
             if author == user or self.are_friends(user, author)
         ]
         return sorted(visible, reverse=True)[: self.max_items]
+
+    # -- read markers --------------------------------------------------------------------------
+    def mark(self, user: str, number: int) -> tuple[int, int]:
+        """POST /markers without a version: the marker only moves forward, and each move
+        increments its version. Returns the marker after (number, version)."""
+        last, version = self.markers.get(user, (-1, 0))
+        if number > last:
+            self.markers[user] = (number, version + 1)
+        return self.markers[user]
+
+    def unread(self, user: str) -> tuple[int, bool]:
+        """GET /timeline/unread_count: the timeline's items newer than the marker."""
+        last = self.markers.get(user, (-1, 0))[0]
+        count = sum(n > last for n in self.timeline(user))
+        return count, count >= self.max_items

@@ -58,6 +58,7 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "/users": {"handle": "carol"},
     "/friend-requests": {"to": "bob"},
     "/statuses": {"text": "hello"},
+    "/markers": {"home": {"last_read_id": "0" * 24}},
 }
 
 

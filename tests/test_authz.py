@@ -91,7 +91,7 @@ def _delete(path: str) -> Call:
     return call
 
 
-def _post(path: str, body: dict[str, str] | None = None) -> Call:
+def _post(path: str, body: dict[str, object] | None = None) -> Call:
     async def call(w: World, who: str) -> httpx.Response:
         return await w.h.client.post(path, json=body, headers=w.headers(who))
 
@@ -171,6 +171,17 @@ MATRIX: tuple[Case, ...] = (
         ),
     ),
     Case("GET", "/timeline", _get("/timeline"), (401, 401, 200, 200, 200)),
+    # Markers and the unread count are the caller's own: no one else's to reach.
+    Case(
+        "GET", "/timeline/unread_count", _get("/timeline/unread_count"), (401, 401, 200, 200, 200)
+    ),
+    Case("GET", "/markers", _get("/markers"), (401, 401, 200, 200, 200)),
+    Case(
+        "POST",
+        "/markers",
+        _post("/markers", {"home": {"last_read_id": UNKNOWN_ID}}),
+        (401, 401, 200, 200, 200),
+    ),
     Case("GET", "/health", _get("/health"), (200, 200, 200, 200, 200)),
 )
 

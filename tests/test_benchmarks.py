@@ -80,6 +80,8 @@ def test_outputs_exist(run_dir: Path) -> None:
     report = (run_dir / "report.md").read_text()
     assert "## Conclusions" in report and "## Scaling sweep" in report
     assert "![latency.png](latency.png)" in report
+    # Without --shards, no shard simulation (the default output is unchanged).
+    assert not (run_dir / "shards.png").exists() and "Sharded" not in report
 
 
 def test_results_schema(results: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from app import outbox
+from app import markers, outbox
 from app.settings import STRATEGY_NAMES
 from tests import harness
 from tests.harness import Harness
@@ -56,7 +56,7 @@ CONTEXT_STEPS = 15
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # user, post, delete, request, accept, withdraw, unfriend, drain
+    kind: str  # user, post, delete, request, accept, withdraw, unfriend, mark, drain
     a: str = ""
     b: str = ""
     number: int = -1  # a status, by its number in the model
@@ -113,13 +113,18 @@ class Script:
         self.model.unfriend(a, b)
         self.steps.append(Step("unfriend", a, b))
 
+    def mark(self, user: str, number: int) -> None:
+        """POST /markers (no version) at status `number`, which may be deleted or unseen."""
+        self.steps.append(Step("mark", user, number=number, expect=self.model.mark(user, number)))
+
     def drain(self, *, via_api: bool = False) -> None:
-        """Drain the worker and compare every user's timeline: read through the API (`a`) or,
-        cheaper, straight from the strategy."""
+        """Drain the worker and compare every user's timeline and unread count: read through
+        the API (`a`) or, cheaper, straight from the strategy."""
         if not via_api and self.steps and self.steps[-1].kind == "drain":
             return  # nothing happened since the last check
-        timelines = {u: self.model.timeline(u) for u in sorted(self.model.users)}
-        self.steps.append(Step("drain", "api" if via_api else "", expect=timelines))
+        users = sorted(self.model.users)
+        expect = {u: (self.model.timeline(u), self.model.unread(u)) for u in users}
+        self.steps.append(Step("drain", "api" if via_api else "", expect=expect))
 
 
 class Player:
@@ -173,6 +178,12 @@ class Player:
             assert r.status_code == 204, self.where()
         elif s.kind == "unfriend":
             await h.unfriend(s.a, s.b)
+        elif s.kind == "mark":
+            home = {"last_read_id": self.ids[s.number]}
+            r = await h.client.post("/markers", json={"home": home}, headers=h.auth(s.a))
+            assert r.status_code == 200, self.where()
+            got = r.json()["home"]
+            assert (self.numbers[got["last_read_id"]], got["version"]) == s.expect, self.where()
         elif s.kind == "drain":
             await self.drain_and_check(s)
         else:
@@ -188,13 +199,17 @@ class Player:
         else:
             assert await outbox.pending_count() == 0, self.where()
         assert isinstance(s.expect, dict)
-        for user, expected in s.expect.items():
+        for user, (expected, expected_unread) in s.expect.items():
             if s.a == "api":
                 ids = await h.timeline_ids(user, page=LAST_CHECK_PAGE)
+                r = await h.client.get("/timeline/unread_count", headers=h.auth(user))
+                unread = (r.json()["count"], r.json()["capped"])
             else:
                 ids = [str(i) for i in await h.ctx.strategy.timeline_ids(self.user_ids[user])]
+                unread = await markers.unread_count(h.ctx.strategy, self.user_ids[user])
             got = [self.numbers.get(i, -1) for i in ids]
             assert got == expected, f"{user}: got {got}, expected {expected}; {self.where()}"
+            assert unread == expected_unread, f"{user}: unread {unread}; {self.where()}"
 
 
 def without_retryable_writes(url: str) -> str:
@@ -319,6 +334,17 @@ class TimelineMachine(RuleBasedStateMachine):
             self.s.withdraw(me, other)
         self._then(drain)
 
+    @precondition(lambda self: self.script is not None and self.script.model.next_number > 0)
+    @rule(data=st.data(), drain=st.booleans())
+    def mark(self, data: st.DataObject, drain: bool) -> None:
+        """A user marks a status of their timeline read, or any status (deleted ones too)."""
+        user = data.draw(st.sampled_from(sorted(self.s.model.users)), label="reader")
+        pool = self.s.model.timeline(user) or list(range(self.s.model.next_number))
+        if data.draw(st.booleans(), label="any status"):
+            pool = list(range(self.s.model.next_number))
+        self.s.mark(user, data.draw(st.sampled_from(pool), label="status"))
+        self._then(drain)
+
     @precondition(
         lambda self: (
             self.script is not None and len(self.script.model.users) < len(AUTHORS) + len(NEWCOMERS)
@@ -373,9 +399,12 @@ STEP_WEIGHTS = {
     "request_step": 1,
     "drain": 8,  # a check is cheap, and a divergence is soon masked by newer statuses
     "join": 3,  # (no-op once every newcomer has joined)
+    "mark": 2,
 }
 # Most deletes hit a status that someone sees, so that windows slide and timelines refill.
 SEEN_DELETE_SHARE = 0.75
+# Most marks are at a status the reader sees, as a client's are; the rest at any status.
+SEEN_MARK_SHARE = 0.75
 
 
 def seeded_script(rng: random.Random, steps: int, max_items: int) -> Script:
@@ -415,6 +444,10 @@ def seeded_script(rng: random.Random, steps: int, max_items: int) -> Script:
                 script.accept(a, b)
             else:
                 script.withdraw(a, b)
+        elif kind == "mark" and model.next_number:
+            # Mostly a status the reader sees (as a client does), else any, deleted ones too.
+            pool = model.timeline(a) if rng.random() < SEEN_MARK_SHARE else []
+            script.mark(a, rng.choice(pool or range(model.next_number)))
         elif kind == "drain":
             script.drain()
     script.drain(via_api=True)
@@ -434,5 +467,9 @@ async def test_strategies_match_the_model_seeded(mongo_url: str) -> None:
         assert max(posts.values()) > model.max_items
         assert any(s.kind == "accept" and s.expect is True for s in script.steps)
     assert sum(bool(s.model.users & set(NEWCOMERS)) for s in scripts) > SEEDED_ROUNDS // 2
+    # Markers move (so unread counts are not simply whole timelines) in most rounds.
+    assert (
+        sum(any(s.kind == "mark" for s in script.steps) for script in scripts) > SEEDED_ROUNDS // 2
+    )
     for script in scripts:
         await play_everywhere(mongo_url, script)

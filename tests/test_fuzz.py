@@ -138,6 +138,9 @@ def _stateful_refusal(case: Case, status: int, body: str) -> str | None:
     """Schema-valid requests that the contract refuses for reasons a schema cannot express.
     Only these exact refusals are exempt from "valid data is accepted"; every other check (no
     5xx, documented status, body shape) still applies to them."""
+    if status == 409 and case.operation.label == "POST /markers":
+        # A `version` other than the stored one (409 by contract).
+        return "conflict"
     if status not in (400, 422):
         return None
     code = json.loads(body)["error"]["code"]

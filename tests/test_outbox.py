@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
+from app import graph, outbox
 from app.models import Event, Status, utcnow
-from app.outbox import STAGED_GRACE_S
+from app.outbox import STAGED_CHECKS, STAGED_GRACE_S
 from tests.harness import Harness
 
 
@@ -88,7 +89,12 @@ async def test_each_write_records_exactly_its_events(h: Harness) -> None:
     assert await log.new() == []
 
 
-async def test_failed_requests_record_nothing(h: Harness) -> None:
+@pytest.mark.parametrize("transactions", [True, False])
+async def test_failed_requests_record_nothing(h: Harness, transactions: bool) -> None:
+    """Also without transactions, where the events are staged before the change: a failed
+    change deletes them (a 404 accept used to leave two staged events behind)."""
+    if not transactions:
+        without_transactions(h)
     await h.user("alice")
     await h.user("bob")
     mine = await h.post("alice", "mine", **{"Idempotency-Key": "k1"})
@@ -117,6 +123,7 @@ async def test_failed_requests_record_nothing(h: Harness) -> None:
         assert r.status_code == code, (method, path, r.text)
         assert await log.new() == [], (method, path)
     assert await Status.get_pymongo_collection().count_documents({}) == 1
+    assert (await h.client.get("/health")).json()["pending_events"] == 1  # the post's
 
 
 async def test_a_failing_change_leaves_no_event(h: Harness) -> None:
@@ -167,10 +174,11 @@ async def test_without_transactions_events_are_staged_first_and_fan_out(h: Harne
     assert (await h.client.get("/health")).json()["pending_events"] == 0
 
 
-async def test_a_staged_event_left_behind_is_claimed_after_the_grace(h: Harness) -> None:
-    """A writer that crashed between its change and the flip to pending leaves a staged event;
-    once older than STAGED_GRACE_S the worker applies it. A younger one waits (its writer may be
-    still at work), and a staged event whose change never happened is applied harmlessly."""
+async def test_a_staged_event_left_behind_is_applied_once_its_change_landed(h: Harness) -> None:
+    """A writer that crashed between its change and the promotion leaves a staged event: past
+    STAGED_GRACE_S the worker applies it if its change is in the database. One whose change
+    never happened is not applied: it is looked at again, then dropped after STAGED_CHECKS
+    looks. A young one is left to its writer."""
     await h.user("alice")
     await h.user("bob")
     await h.befriend("alice", "bob")
@@ -195,21 +203,29 @@ async def test_a_staged_event_left_behind_is_claimed_after_the_grace(h: Harness)
     await events.insert_one({**young, "state": "staged", "created_at": utcnow()})
     assert (await h.client.get("/health")).json()["pending_events"] == 3
 
-    assert await h.drain() == 2
+    assert await h.drain() == 1
     assert await h.timeline_ids("bob") == [status["id"]]
     applied = await events.find_one({"_id": crashed["_id"]})
     assert applied is not None and applied["state"] == "done"
+    for look in range(2, STAGED_CHECKS + 1):
+        waiting = await events.find_one({"status_id": never_happened["status_id"]})
+        assert waiting is not None and waiting["state"] == "staged"
+        assert waiting["checks"] == look - 1 and waiting["lease_until"] > utcnow()
+        # The worker's next look is due (its clock moved on).
+        await events.update_one({"_id": waiting["_id"]}, {"$set": {"lease_until": old}})
+        assert await h.drain() == 0
+    assert await events.find_one({"status_id": never_happened["status_id"]}) is None
     left = await events.find({"state": {"$ne": "done"}}).to_list()
     assert [(e["state"], e["status_id"]) for e in left] == [("staged", young["status_id"])]
     assert (await h.client.get("/health")).json()["pending_events"] == 1
 
 
 @pytest.mark.parametrize("strategy", ["receiver_copies"])
-async def test_without_transactions_a_failing_change_leaves_a_harmless_staged_event(
+async def test_without_transactions_a_change_failing_after_its_insert_is_published(
     h: Harness,
 ) -> None:
-    """Without a transaction a fault after the staging leaves the event staged (never flipped);
-    once old, the worker applies it to whatever exists, and nothing appears."""
+    """Without a transaction a fault after the status insert cannot undo the insert: the
+    status is published (its event promoted at once), consistently everywhere."""
     without_transactions(h)
     await h.user("alice")
 
@@ -222,16 +238,97 @@ async def test_without_transactions_a_failing_change_leaves_a_harmless_staged_ev
     assert r.status_code == 500
     h.ctx.strategy.status_created = created  # type: ignore[method-assign]
     [event] = await all_events()
-    assert event["state"] == "staged"
-    assert await h.drain() == 0  # still within the grace: its writer may be at work
-    await Event.get_pymongo_collection().update_one(
-        {"_id": event["_id"]},
-        {"$set": {"created_at": utcnow() - timedelta(seconds=STAGED_GRACE_S + 1)}},
-    )
+    assert event["state"] == "pending"
     assert await h.drain() == 1
-    # The status row was inserted before the fault (no transaction to undo it): the event
-    # makes it consistent everywhere rather than leaving it half applied.
     statuses = await Status.get_pymongo_collection().find({}).to_list()
     assert [s["_id"] for s in statuses] == [event["status_id"]]
     assert await h.timeline_ids("alice") == [str(event["status_id"])]
+    assert (await h.client.get("/health")).json()["pending_events"] == 0
+
+
+@pytest.mark.parametrize("strategy", ["receiver_copies"])
+async def test_without_transactions_a_change_failing_before_it_writes_leaves_nothing(
+    h: Harness,
+) -> None:
+    without_transactions(h)
+    await h.user("alice")
+
+    async def broken(status: dict[str, Any], *, session: Any) -> None:
+        raise RuntimeError("injected fault before the insert")
+
+    h.ctx.strategy.prepare_status = broken  # type: ignore[method-assign]
+    r = await h.client.post("/statuses", json={"text": "never"}, headers=h.auth("alice"))
+    assert r.status_code == 500
+    assert await all_events() == []
+    assert await Status.get_pymongo_collection().count_documents({}) == 0
+    assert (await h.client.get("/health")).json()["pending_events"] == 0
+
+
+class SkewedWriterClock:
+    """The API's clock an hour behind the worker's: every staged event looks past its grace
+    to the worker at once (as a writer slower than the grace does)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(outbox, "utcnow", lambda: utcnow() - timedelta(hours=1))
+
+
+@pytest.mark.parametrize("dropped", [False, True], ids=["deferred", "dropped"])
+async def test_without_transactions_a_slow_unfriend_is_applied_after_it_lands(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, dropped: bool
+) -> None:
+    """The worker runs while an unfriend is still being written, its event already old by the
+    worker's clock. Applied then, it would find the two still friends, and the ex-friend would
+    see the author for good. It must wait for the change; and if the worker dropped it (after
+    STAGED_CHECKS looks, here 1), the writer records it again once the change lands."""
+    without_transactions(h)
+    await h.user("alice")
+    await h.user("bob")
+    await h.befriend("alice", "bob")
+    mine = await h.post("alice", "before the unfriend")
+    await h.drain()
+    assert await h.timeline_ids("bob") == [mine["id"]]
+    SkewedWriterClock(monkeypatch)
+    if dropped:
+        monkeypatch.setattr(outbox, "STAGED_CHECKS", 1)
+    unlink = graph.unlink
+    applied_meanwhile: list[int] = []
+
+    async def slow_unlink(a: ObjectId, b: ObjectId, *, session: Any) -> None:
+        applied_meanwhile.append(await h.drain())
+        left = await Event.get_pymongo_collection().count_documents({"state": "staged"})
+        assert left == (0 if dropped else 2)
+        await unlink(a, b, session=session)
+
+    monkeypatch.setattr(graph, "unlink", slow_unlink)
+    await h.unfriend("bob", "alice")
+    assert applied_meanwhile == [0]
+    assert await h.drain() == 2
+    assert await h.timeline_ids("bob") == []
+    assert await h.timeline_ids("alice") == [mine["id"]]
+    assert (await h.client.get("/health")).json()["pending_events"] == 0
+
+
+async def test_without_transactions_a_slow_post_is_applied_after_it_lands(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a post: applied before the insert, its fan-out would find no status and
+    the status would never reach the author's friends."""
+    without_transactions(h)
+    await h.user("alice")
+    await h.user("bob")
+    await h.befriend("alice", "bob")
+    await h.drain()
+    SkewedWriterClock(monkeypatch)
+    prepare = h.ctx.strategy.prepare_status
+    applied_meanwhile: list[int] = []
+
+    async def slow_prepare(status: dict[str, Any], *, session: Any) -> None:
+        applied_meanwhile.append(await h.drain())
+        await prepare(status, session=session)
+
+    h.ctx.strategy.prepare_status = slow_prepare  # type: ignore[method-assign]
+    status = await h.post("alice", "slow to land")
+    assert applied_meanwhile == [0]
+    assert await h.drain() == 1
+    assert await h.timeline_ids("bob") == [status["id"]]
     assert (await h.client.get("/health")).json()["pending_events"] == 0

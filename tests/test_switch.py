@@ -12,6 +12,7 @@ import pytest
 from bson import ObjectId
 
 from app import maintenance, outbox
+from app.cli import MIGRATIONS_DIR
 from app.settings import STRATEGY_NAMES
 from fanout import switch
 from tests import harness
@@ -115,6 +116,7 @@ async def test_commands_migrate_refuse_and_switch(h: Harness, tmp_path: Path) ->
     # The migration recorded what this (pre-existing) database holds.
     config = await maintenance.service_config()
     assert config is not None and config["built"] == ["fanout_on_read"]
+    assert "markers" in await h.ctx.database.db.list_collection_names()
     again = await asyncio.to_thread(run_cli, env, tmp_path, "migrate")
     assert again.returncode == 0, again.stderr  # nothing left to apply
     refused = await asyncio.to_thread(
@@ -127,11 +129,14 @@ async def test_commands_migrate_refuse_and_switch(h: Harness, tmp_path: Path) ->
     )
     assert switched.returncode == 0, switched.stderr
     assert "receiver_copies is built" in switched.stdout
+    # Roll back down to (and including) the service_config migration, past any newer ones.
+    newer = [p for p in MIGRATIONS_DIR.glob("2*.py") if p.name > "20250601000100_service_config.py"]
     back = await asyncio.to_thread(
-        run_cli, env, tmp_path, "migrate", "--backward", "--distance", "1"
+        run_cli, env, tmp_path, "migrate", "--backward", "--distance", str(len(newer) + 1)
     )
     assert back.returncode == 0, back.stderr
     assert await maintenance.service_config() is None
+    assert "markers" not in await h.ctx.database.db.list_collection_names()
     # (Last: the second harness re-binds the models to its own client and drops the database.)
     new = h.ctx.settings.model_copy(update={"timeline_strategy": "receiver_copies"})
     async with running(new) as hy:

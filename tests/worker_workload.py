@@ -57,7 +57,8 @@ async def set_friends(ctx: AppContext, a: ObjectId, b: ObjectId, friends: bool) 
         else:
             await graph.unlink(a, b, session=session)
 
-    await outbox.commit_with_events(ctx.database, outbox.friendship_events(a, b), change)
+    events = outbox.friendship_events(a, b, friends=friends)
+    await outbox.commit_with_events(ctx.database, events, change)
 
 
 async def reference_timelines(max_items: int) -> dict[ObjectId, list[ObjectId]]:

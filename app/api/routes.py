@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import cursors
-from app.api import friends, health, statuses, timeline, users
+from app.api import friends, health, markers, statuses, timeline, users
 from app.api import schemas as s
 from app.api.parsing import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
 
@@ -237,6 +237,35 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         s.TimelinePage,
         params=(LIMIT, BEFORE, AFTER),
         errors=(400,),
+    ),
+    Endpoint(
+        "GET",
+        "/timeline/unread_count",
+        markers.unread_count,
+        "How many timeline items are newer than the home marker (at most TIMELINE_MAX)",
+        True,
+        200,
+        s.UnreadCountOut,
+    ),
+    Endpoint(
+        "GET",
+        "/markers",
+        markers.get_markers,
+        "The caller's read markers (home is null before the first POST)",
+        True,
+        200,
+        s.MarkersOut,
+    ),
+    Endpoint(
+        "POST",
+        "/markers",
+        markers.post_markers,
+        "Move the home marker forward (an older id changes nothing; a stale version is a 409)",
+        True,
+        200,
+        s.MarkersOut,
+        s.UpdateMarkers,
+        errors=(400, 409, 413, 415, 422),
     ),
     Endpoint(
         "GET",

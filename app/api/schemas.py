@@ -12,6 +12,10 @@ HANDLE_PATTERN = r"^[a-z0-9_]{3,30}$"
 MAX_TEXT_CHARS = 5000
 MAX_DISPLAY_NAME_CHARS = 100
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+# A status id as the API prints it: an ObjectId's 24 hex digits.
+STATUS_ID_PATTERN = r"^[0-9a-fA-F]{24}$"
+# Marker versions are counters starting at 1 (0: no marker yet); a BSON int64 holds any of them.
+MAX_MARKER_VERSION = 2**63 - 1
 
 
 class _Strict(BaseModel):
@@ -29,6 +33,20 @@ class CreateFriendRequest(_Strict):
 
 class CreateStatus(_Strict):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+
+
+class HomeMarkerIn(_Strict):
+    last_read_id: str = Field(pattern=STATUS_ID_PATTERN, description="a status id")
+    version: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_MARKER_VERSION,
+        description="the version last read; a different stored version is a 409 (0: none yet)",
+    )
+
+
+class UpdateMarkers(_Strict):
+    home: HomeMarkerIn
 
 
 class _Out(BaseModel):
@@ -113,6 +131,21 @@ class HealthOut(_Out):
     pending_events: int
     oldest_pending_age_s: float | None
     dead_events: int
+
+
+class HomeMarkerOut(_Out):
+    last_read_id: str
+    version: int
+    updated_at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class MarkersOut(_Out):
+    home: HomeMarkerOut | None
+
+
+class UnreadCountOut(_Out):
+    count: int
+    capped: bool
 
 
 class ErrorBody(_Out):

@@ -124,6 +124,19 @@ class TimelineStrategy(ABC):
             async for d in cursor
         ]
 
+    async def _count(self, scope: dict[str, Any], id_range: dict[str, ObjectId] | None) -> int:
+        """How many items of `scope` lie in `id_range`, counting at most `max_items`: the
+        database stops after that many index keys, so the cost is bounded like a page's."""
+        flt = dict(scope) if id_range is None else {**scope, self.id_field: id_range}
+        return await self.collection().count_documents(flt, limit=self.max_items)
+
+    async def count_newer(self, user_id: ObjectId, after: ObjectId | None) -> int:
+        """How many items of the timeline (its `max_items` newest) are newer than `after` (all of
+        them when None), at most `max_items`. The newer items are a prefix of the timeline, so
+        capping the count of every newer item in `scope` gives exactly that."""
+        scope = await self.scope(user_id)
+        return await self._count(scope, None if after is None else {"$gt": after})
+
     async def first_page_query(self, user_id: ObjectId, limit: int) -> PageQuery:
         return PageQuery(
             self.collection(),
@@ -153,9 +166,7 @@ class TimelineStrategy(ABC):
         id_range = None
         if before is not None:
             # Items at or above the cursor use up part of the TIMELINE_MAX window.
-            above = await self.collection().count_documents(
-                {**scope, self.id_field: {"$gte": before}}, limit=cap
-            )
+            above = await self._count(scope, {"$gte": before})
             remaining = cap - above
             if remaining <= 0:
                 return Page([], has_older=False, gap=False)

@@ -229,7 +229,9 @@ class ReceiverCopies(TimelineStrategy):
 
     # -- worker handlers -----------------------------------------------------------------------
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
-        status = await Status.get_pymongo_collection().find_one({"_id": status_id}, {"audience": 0})
+        status = await Status.get_pymongo_collection().find_one(
+            {"author_id": author_id, "_id": status_id}, {"audience": 0}
+        )
         if status is None:
             return  # deleted meanwhile: its delete event removes whatever copies exist
         receivers = [author_id, *await graph.friend_ids(author_id)]
@@ -245,21 +247,31 @@ class ReceiverCopies(TimelineStrategy):
         cleared after each refill, so a retry after a crash or a failed refill still refills
         every one of them although no copy is left to find."""
         coll = self.collection()
-        found = [d["owner_id"] async for d in coll.find({"status_id": status_id}, {"owner_id": 1})]
+        # Copies live with the author and the author's current friends only: an ex-friend's go
+        # with the author's unfriend event (one author's events are applied in order, and that
+        # one refills too). Naming the owners keeps every command on their shards
+        # (docs/scaling.md).
+        owners = sorted({author_id, *await graph.friend_ids(author_id)})
+        copies = {"owner_id": {"$in": owners}, "status_id": status_id}
+        found = [d["owner_id"] async for d in coll.find(copies, {"owner_id": 1})]
         holders = sorted({author_id, *found})
         await self._mark_owed(holders, status_id)
         with fenced():
-            await coll.delete_many({"status_id": status_id})
+            await coll.delete_many(copies)
         # Holders first trimmed between the mark and the delete (by another author's fan-out)
         # lost the copy after their trim. A crash right before this second mark leaves those
         # unrefilled: it needs that concurrent first trim too (`timeline check` reports it).
         await self._mark_owed(holders, status_id)
         meta = TimelineMeta.get_pymongo_collection()
-        owed = [d["owner_id"] async for d in meta.find({"owed": status_id}, {"owner_id": 1})]
-        for owner in owed:
-            await self.rebuild(owner)
-            with fenced():
-                await meta.update_one({"owner_id": owner}, {"$pull": {"owed": status_id}})
+        for start in range(0, len(owners), FANOUT_BATCH):  # bounded `$in` lists
+            chunk = owners[start : start + FANOUT_BATCH]
+            cursor = meta.find({"owner_id": {"$in": chunk}, "owed": status_id}, {"owner_id": 1})
+            for doc in await cursor.to_list():
+                await self.rebuild(doc["owner_id"])
+                with fenced():
+                    await meta.update_one(
+                        {"owner_id": doc["owner_id"]}, {"$pull": {"owed": status_id}}
+                    )
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await graph.are_friends(author_id, other_id):
@@ -339,7 +351,10 @@ class ReceiverCopies(TimelineStrategy):
         if extra:
             extra_ids = [d["status_id"] for d in extra]
             existing = await Status.get_pymongo_collection().count_documents(
-                {"_id": {"$in": extra_ids}}
+                {
+                    "author_id": {"$in": list({d["author_id"] for d in extra})},
+                    "_id": {"$in": extra_ids},
+                }
             )
             if existing != len(extra_ids):
                 return False
@@ -370,10 +385,15 @@ class ReceiverCopies(TimelineStrategy):
         with fenced():
             result = await coll.delete_many({"owner_id": user_id, "author_id": {"$nin": allowed}})
         changed += result.deleted_count
-        ids = [d["status_id"] async for d in coll.find({"owner_id": user_id}, {"status_id": 1})]
+        held = await coll.find({"owner_id": user_id}, {"status_id": 1, "author_id": 1}).to_list()
+        ids = [d["status_id"] for d in held]
+        # With the authors, the lookup goes only to their shards of `statuses`.
+        authors = sorted({d["author_id"] for d in held})
         existing = {
             d["_id"]
-            async for d in Status.get_pymongo_collection().find({"_id": {"$in": ids}}, {"_id": 1})
+            async for d in Status.get_pymongo_collection().find(
+                {"author_id": {"$in": authors}, "_id": {"$in": ids}}, {"_id": 1}
+            )
         }
         gone = [i for i in ids if i not in existing]
         if gone:

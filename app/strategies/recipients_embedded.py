@@ -81,7 +81,9 @@ class RecipientsEmbedded(TimelineStrategy):
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
         audience = await self._full_audience(author_id)
         with fenced():
-            await self.collection().update_one({"_id": status_id}, {"$set": {"audience": audience}})
+            await self.collection().update_one(
+                {"author_id": author_id, "_id": status_id}, {"$set": {"audience": audience}}
+            )
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await graph.are_friends(author_id, other_id):
@@ -120,9 +122,11 @@ class RecipientsEmbedded(TimelineStrategy):
         modified = await self._update_each(flt, {"$set": {"audience": audience}})
         with fenced():
             if floor is None:
-                await marks.delete_one({"_id": mark["_id"], "complete_from": mark["complete_from"]})
+                await marks.delete_one(
+                    {"author_id": author_id, "complete_from": mark["complete_from"]}
+                )
             else:
-                await marks.update_one({"_id": mark["_id"]}, {"$min": {"complete_from": floor}})
+                await marks.update_one({"author_id": author_id}, {"$min": {"complete_from": floor}})
         return modified
 
     async def rebuild(self, user_id: ObjectId) -> int:

@@ -1,0 +1,35 @@
+"""GET/POST /markers and GET /timeline/unread_count."""
+
+from __future__ import annotations
+
+from bson import ObjectId
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from app import markers
+from app.api.deps import context, current_user
+from app.api.parsing import json_body
+from app.api.schemas import UpdateMarkers
+
+
+async def get_markers(request: Request) -> JSONResponse:
+    me = await current_user(request)
+    assert me.id is not None
+    return JSONResponse(markers.markers_json(await markers.get_home(me.id)))
+
+
+async def post_markers(request: Request) -> JSONResponse:
+    me = await current_user(request)
+    assert me.id is not None
+    body = await json_body(request, UpdateMarkers)
+    # The schema's pattern admits only 24 hex digits; lower case is how ids are printed.
+    last_read_id = ObjectId(body.home.last_read_id.lower())
+    home = await markers.move_home(me.id, last_read_id, body.home.version)
+    return JSONResponse(markers.markers_json(home))
+
+
+async def unread_count(request: Request) -> JSONResponse:
+    me = await current_user(request)
+    assert me.id is not None
+    count, capped = await markers.unread_count(context(request).strategy, me.id)
+    return JSONResponse({"count": count, "capped": capped})

@@ -1,0 +1,120 @@
+"""Read markers (`GET`/`POST /markers`) and the unread count (`GET /timeline/unread_count`).
+
+A user's markers are one document in `markers` keyed by the user's id. The home marker only moves
+forward and every change increments its `version`. Each change is a single conditional atomic
+update ("set it to X if the stored id is older than X [and the version is still V]"), never a
+read followed by a write, so concurrent requests cannot lose one another's change or move the
+marker backwards: whichever order they run in, the newest id wins and `version` counts every
+request that moved it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from app.errors import Conflict
+from app.models import Marker, utcnow
+from app.strategies import TimelineStrategy
+from app.timefmt import rfc3339
+
+# The version of a marker that was never set: `{"version": 0}` means "only if there is none yet".
+NO_MARKER_VERSION = 0
+# A conditional upsert can lose the race to create the document (a duplicate key); it is then
+# retried as a plain update. Each retry needs a concurrent *creation*, which happens once per
+# user, so a second attempt always decides; the third is slack, not a spin loop.
+MOVE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class HomeMarker:
+    last_read_id: ObjectId
+    version: int
+    updated_at: datetime
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "last_read_id": str(self.last_read_id),
+            "version": self.version,
+            "updated_at": rfc3339(self.updated_at),
+        }
+
+
+def _home(doc: dict[str, Any] | None) -> HomeMarker | None:
+    home = None if doc is None else doc.get("home")
+    if not home:
+        return None
+    return HomeMarker(home["last_read_id"], home["version"], home["updated_at"])
+
+
+def markers_json(home: HomeMarker | None) -> dict[str, Any]:
+    return {"home": None if home is None else home.json()}
+
+
+async def get_home(user_id: ObjectId) -> HomeMarker | None:
+    return _home(await Marker.get_pymongo_collection().find_one({"_id": user_id}))
+
+
+async def move_home(user_id: ObjectId, last_read_id: ObjectId, version: int | None) -> HomeMarker:
+    """Move the home marker forward to `last_read_id` and return it.
+
+    An id that is not newer than the stored one changes nothing (the stored marker is returned).
+    With `version`, the change happens only if the stored version equals it (0: no marker yet);
+    otherwise `Conflict`, whether or not the id is newer.
+    """
+    newer = {"home.last_read_id": {"$lt": last_read_id}}
+    missing = {"home": {"$exists": False}}
+    condition: dict[str, Any]
+    if version is None:
+        condition = {"$or": [missing, newer]}
+    elif version == NO_MARKER_VERSION:
+        condition = missing
+    else:
+        condition = {"home.version": version, **newer}
+    # Only a condition that admits "no marker yet" may create the document: an upsert copies the
+    # filter's equalities into it, so `home.version: V` would invent a marker at version V.
+    may_create = version is None or version == NO_MARKER_VERSION
+    update = {
+        "$set": {"home.last_read_id": last_read_id, "home.updated_at": utcnow()},
+        "$inc": {"home.version": 1},
+    }
+    coll = Marker.get_pymongo_collection()
+    stored: HomeMarker | None = None
+    for _ in range(MOVE_ATTEMPTS):
+        try:
+            changed = await coll.find_one_and_update(
+                {"_id": user_id, **condition},
+                update,
+                upsert=may_create,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            # The document was created by a concurrent request after our filter missed it: it
+            # exists now, so the same condition decides as a plain update.
+            may_create = False
+            continue
+        if changed is not None:
+            moved = _home(changed)
+            assert moved is not None
+            return moved
+        stored = await get_home(user_id)
+        stored_version = NO_MARKER_VERSION if stored is None else stored.version
+        if version is not None and version != stored_version:
+            raise Conflict(
+                f"the marker is at version {stored_version}, not {version}: read it again"
+            )
+        if stored is not None:
+            return stored  # not newer than the stored marker: unchanged
+    raise Conflict("the marker kept changing meanwhile; retry")
+
+
+async def unread_count(strategy: TimelineStrategy, user_id: ObjectId) -> tuple[int, bool]:
+    """(items of the timeline newer than the home marker, whether that hit TIMELINE_MAX)."""
+    home = await get_home(user_id)
+    count = await strategy.count_newer(user_id, None if home is None else home.last_read_id)
+    return count, count >= strategy.max_items

@@ -1,0 +1,198 @@
+"""The shard plan (docs/scaling.md) as a table, and `timeline shard`, which applies it on a mongos.
+
+Every collection is either sharded on the key of the documents one request or one handler
+touches together (the owner of a timeline, the author of statuses, the user of an edge), hashed
+because those ids are ObjectIds that grow with time (a ranged key would send every new user to
+the last chunk), or left unsharded on the database's primary shard when it is small and looked
+up by more than one unique key. `timeline shard` creates the model indexes and the shard-key
+indexes, then shards each planned collection; it is idempotent and prints what it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from pymongo import IndexModel
+
+from app.models import DOCUMENT_MODELS
+from app.strategies.recipients_embedded import AUDIENCE_INDEX
+
+KeyKind = Literal[1, "hashed"]
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """How one collection is spread. `key` is None for a collection left unsharded."""
+
+    collection: str
+    key: tuple[tuple[str, KeyKind], ...] | None
+    why: str
+
+    @property
+    def routing_field(self) -> str | None:
+        """The field mongos routes on: the key's first (for a hashed key, the hashed) field.
+        Queries target one shard when they pin it to one value (or a few shards for a few)."""
+        return self.key[0][0] if self.key else None
+
+    def key_document(self) -> dict[str, KeyKind]:
+        assert self.key is not None
+        return dict(self.key)
+
+
+PLAN: tuple[ShardPlan, ...] = (
+    ShardPlan(
+        "users",
+        None,
+        "looked up by three unique keys (_id, handle, token_hash): no one shard key prefixes "
+        "all three unique indexes; one small document per user",
+    ),
+    ShardPlan(
+        "friend_requests",
+        None,
+        "pending requests only (deleted on accept), read by sender and by receiver; small",
+    ),
+    ShardPlan(
+        "friendships",
+        (("user_id", "hashed"),),
+        "a user's edges together: friend lists and are-friends checks hit one shard",
+    ),
+    ShardPlan(
+        "statuses",
+        (("author_id", "hashed"), ("_id", 1)),
+        "an author's statuses together (posts, window floors, backfills hit one shard); _id "
+        "as suffix so that a prolific author's range can still be split",
+    ),
+    ShardPlan(
+        "timeline_entries",
+        (("owner_id", "hashed"),),
+        "owner-local timelines: a page, a trim and a rebuild hit one shard",
+    ),
+    ShardPlan("timeline_meta", (("owner_id", "hashed"),), "read beside the owner's entries"),
+    ShardPlan("audience_watermarks", (("author_id", "hashed"),), "read beside the author's"),
+    ShardPlan(
+        "events",
+        (("_id", "hashed"),),
+        "even write spread; every update of an event after its claim is by _id",
+    ),
+    ShardPlan("author_leases", (("_id", "hashed"),), "_id is the author: acquire is targeted"),
+    ShardPlan("service_config", None, "one document"),
+    ShardPlan(
+        "idempotency_keys",
+        (("user_id", "hashed"),),
+        "the unique (user_id, key) index is prefixed by the shard key, so it stays enforced",
+    ),
+)
+PLAN_BY_COLLECTION: dict[str, ShardPlan] = {p.collection: p for p in PLAN}
+
+# Indexes a strategy creates for itself (TimelineStrategy.ensure_indexes), by collection: they
+# must exist on every shard too, and a shard key's index is created beside them.
+STRATEGY_INDEXES: dict[str, list[IndexModel]] = {"statuses": [AUDIENCE_INDEX]}
+
+
+def model_indexes() -> dict[str, list[IndexModel]]:
+    """Every declared collection with the indexes the models and strategies declare for it."""
+    out: dict[str, list[IndexModel]] = {}
+    for model in DOCUMENT_MODELS:
+        settings = model.Settings
+        indexes = [i for i in getattr(settings, "indexes", []) if isinstance(i, IndexModel)]
+        out[settings.name] = indexes + STRATEGY_INDEXES.get(settings.name, [])
+    return out
+
+
+class Commands(Protocol):
+    """What `timeline shard` needs of a connection: run one command on one database."""
+
+    async def command(self, db: str, cmd: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+
+class NotAMongos(Exception):
+    """Printed as one line by the CLI (exit 2)."""
+
+
+NOT_A_MONGOS = (
+    "timeline shard: MONGODB_URL is not a mongos (hello did not answer msg: 'isdbgrid'); "
+    "sharding needs a sharded cluster's router"
+)
+
+
+async def is_mongos(commands: Commands) -> bool:
+    hello = await commands.command("admin", {"hello": 1})
+    return hello.get("msg") == "isdbgrid"
+
+
+def _key_text(key: Mapping[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {v!r}" for k, v in key.items()) + "}"
+
+
+async def _sharded_key(commands: Commands, ns: str) -> dict[str, Any] | None:
+    """The shard key `ns` is sharded on now (config.collections), or None."""
+    reply = await commands.command("config", {"find": "collections", "filter": {"_id": ns}})
+    for doc in reply.get("cursor", {}).get("firstBatch", []):
+        if not doc.get("dropped", False) and doc.get("key"):
+            return dict(doc["key"])
+    return None
+
+
+async def shard_database(commands: Commands, db: str, out: Callable[[str], None]) -> int:
+    """Apply PLAN to database `db` through a mongos. Returns 0, or 1 if a collection is already
+    sharded on another key than planned (left as is: changing it is a `reshardCollection`)."""
+    if not await is_mongos(commands):
+        raise NotAMongos(NOT_A_MONGOS)
+    await commands.command("admin", {"enableSharding": db})
+    out(f"enableSharding {db}: ok")
+    mismatched = 0
+    for name, indexes in model_indexes().items():
+        plan = PLAN_BY_COLLECTION.get(name)
+        if plan is None:
+            out(f"{name}: no shard plan (add it to app.sharding.PLAN); left unsharded")
+            continue
+        wanted = list(indexes)
+        if plan.key is not None:
+            # A hashed key needs a hashed index, which no model index provides.
+            wanted.append(IndexModel(list(plan.key)))
+        if wanted:
+            await commands.command(
+                db, {"createIndexes": name, "indexes": [i.document for i in wanted]}
+            )
+        out(f"{name}: {len(wanted)} indexes ready")
+        if plan.key is None:
+            out(f"{name}: stays unsharded ({plan.why})")
+            continue
+        ns = f"{db}.{name}"
+        key = plan.key_document()
+        current = await _sharded_key(commands, ns)
+        if current is None:
+            await commands.command("admin", {"shardCollection": ns, "key": key})
+            out(f"{name}: sharded on {_key_text(key)}")
+        elif current == key:
+            out(f"{name}: already sharded on {_key_text(key)}")
+        else:
+            mismatched += 1
+            out(
+                f"{name}: already sharded on {_key_text(current)}, not the planned "
+                f"{_key_text(key)}; left as is (reshardCollection changes it)"
+            )
+    return 1 if mismatched else 0
+
+
+class ClientCommands:
+    """`Commands` over a PyMongo client."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def command(self, db: str, cmd: Mapping[str, Any]) -> Mapping[str, Any]:
+        reply: Mapping[str, Any] = await self.client[db].command(dict(cmd))
+        return reply
+
+
+async def shard(url: str, db: str, out: Callable[[str], None]) -> int:
+    from app.db import make_client
+
+    client = make_client(url)
+    try:
+        return await shard_database(ClientCommands(client), db, out)
+    finally:
+        await client.close()

@@ -1,0 +1,210 @@
+"""Targeted queries: every command a timeline's hot path sends (page read, `before` page,
+refresh, post and its fan-out, delete and its removal and refills, friend and its backfill,
+unfriend and its removal) names its collection's shard key (app.sharding.PLAN), so that a mongos
+sends it to one shard or a bounded set of them. A command listener records what the behaviour
+workload sends, for every strategy; benchmarks.shards routes each command as a mongos would.
+The broadcasts that remain are listed below with the reason each is allowed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pymongo import monitoring
+
+from benchmarks.shards import route
+from tests.harness import Harness
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    phase: str
+    command: str
+    collection: str
+    filter_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Allowed:
+    why: str
+    #: the phases it may happen in (None: any); a lookup the API may make must not creep into
+    #: the worker's handlers, where the author is always known
+    only_in: frozenset[str] | None = None
+
+
+API_STATUS_LOOKUP = frozenset({"status lookup", "delete"})
+RECIPIENTS_EMBEDDED_PAGE = (
+    "recipients_embedded's page: a reader's statuses are spread over their friends' shards by "
+    "design (statuses are sharded by author); the cost that strategy pays, measured by "
+    "`benchmarks run --shards`"
+)
+# (command, collection, top-level filter fields) -> why a broadcast is acceptable there.
+ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
+    ("find", "statuses", ("audience",)): Allowed(RECIPIENTS_EMBEDDED_PAGE),
+    ("find", "statuses", ("_id", "audience")): Allowed(RECIPIENTS_EMBEDDED_PAGE + " (paging)"),
+    ("aggregate", "statuses", ("_id", "audience")): Allowed(
+        RECIPIENTS_EMBEDDED_PAGE + " (a `before` page counts what is above the cursor)"
+    ),
+    ("find", "statuses", ("_id",)): Allowed(
+        "GET and DELETE /statuses/{id}: the URL carries only the status id, not its author; "
+        "one single-document lookup per request, answered by the one shard holding it",
+        only_in=API_STATUS_LOOKUP,
+    ),
+    ("find", "events", ("$or",)): Allowed(
+        "the worker's claim: the oldest claimable events of any author, wherever they are; "
+        "one per claim, each shard answers from its (state, _id) index"
+    ),
+    ("find", "events", ("$and",)): Allowed("the claim, excluding authors other workers hold"),
+    ("find", "events", ("$or", "author_id")): Allowed(
+        "the claim's look at the chosen author's oldest event: events are sharded by _id "
+        "(every later update of an event is by _id), so by-author is a broadcast of one "
+        "indexed (author_id, state) lookup per claim"
+    ),
+    ("find", "events", ("author_id", "kind", "state", "status_id")): Allowed(
+        "receiver_copies' refill check (a trimmed timeline refilled after a removal): which "
+        "statuses of the window still have their fan-out unfinished, so that friends who keep "
+        "posting cannot starve the refill; events are sharded by _id, so a broadcast of one "
+        "indexed (author_id, state) lookup per refill pass, and only removals from trimmed "
+        "timelines refill"
+    ),
+    ("find", "author_leases", ("owner", "until")): Allowed(
+        "the claim's list of authors other workers hold: live leases only, a few documents"
+    ),
+}
+
+
+def allowed(b: Broadcast) -> bool:
+    rule = ALLOWED.get((b.command, b.collection, b.filter_keys))
+    return rule is not None and (rule.only_in is None or b.phase in rule.only_in)
+
+
+class Recorder(monitoring.CommandListener):
+    """Records the routing of every command while a phase is set; registered once per process
+    (PyMongo listeners are global) and idle otherwise."""
+
+    def __init__(self) -> None:
+        self.phase: str | None = None
+        self.broadcasts: list[Broadcast] = []
+        self.routed = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.phase is None:
+            return
+        name, cmd = event.command_name, event.command
+        routed = route(name, cmd, 1)
+        if routed is None:
+            return
+        self.routed += 1
+        if routed.broadcast:
+            self.broadcasts.append(
+                Broadcast(self.phase, name, routed.collection, _filter_keys(name, cmd))
+            )
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    @contextmanager
+    def during(self, phase: str) -> Iterator[None]:
+        self.phase = phase
+        try:
+            yield
+        finally:
+            self.phase = None
+
+
+def _filter_keys(name: str, cmd: Mapping[str, Any]) -> tuple[str, ...]:
+    if name == "find":
+        flt = cmd.get("filter", {})
+    elif name == "aggregate":
+        flt = (cmd.get("pipeline") or [{}])[0].get("$match", {})
+    elif name in ("update", "delete"):
+        key = "updates" if name == "update" else "deletes"
+        flt = cmd[key][0]["q"] if cmd.get(key) else {}
+    elif name == "findAndModify":
+        flt = cmd.get("query", {})
+    else:
+        flt = cmd.get("query", {})
+    return tuple(sorted(flt))
+
+
+_RECORDER = Recorder()
+monitoring.register(_RECORDER)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    _RECORDER.broadcasts = []
+    _RECORDER.routed = 0
+    yield _RECORDER
+    _RECORDER.phase = None
+
+
+async def _drain(h: Harness, rec: Recorder, phase: str) -> None:
+    with rec.during(phase):
+        await h.drain()
+
+
+async def _workload(h: Harness, rec: Recorder) -> None:
+    """Every hot path, with TIMELINE_MAX 2 so that trims, refills, window slides and audience
+    watermarks happen: posts and their fan-out, pages (first, `before`, refresh), deletes that
+    slide windows, an unfriend from a trimmed timeline, and backfills. API calls and the
+    worker's handlers are separate phases."""
+    for handle in ("ann", "bob", "cat", "dan"):
+        await h.user(handle)
+    with rec.during("friend"):
+        await h.befriend("ann", "bob")
+        await h.befriend("ann", "cat")
+        await h.befriend("bob", "cat")
+    await _drain(h, rec, "backfill (worker)")
+    posted: dict[str, list[str]] = {}
+    with rec.during("post"):
+        for i in range(4):
+            for handle in ("ann", "bob", "cat"):
+                posted.setdefault(handle, []).append((await h.post(handle, f"{handle} {i}"))["id"])
+        await h.post("ann", "once", **{"Idempotency-Key": "k1"})
+        replay = await h.client.post(
+            "/statuses", json={"text": "once"}, headers={**h.auth("ann"), "Idempotency-Key": "k1"}
+        )
+        assert replay.status_code == 200, replay.text
+    await _drain(h, rec, "fan-out (worker)")
+    with rec.during("page read"):
+        first = await h.timeline("bob", limit=1)
+        assert first["items"]
+        await h.timeline("bob", limit=1, before=first["next_cursor"])
+    with rec.during("refresh"):
+        await h.timeline("bob", limit=1, after=first["newest_cursor"])
+    with rec.during("status lookup"):
+        r = await h.client.get(f"/statuses/{posted['cat'][0]}", headers=h.auth("bob"))
+        assert r.status_code == 200, r.text
+    with rec.during("delete"):
+        await h.delete("ann", posted["ann"][-1])
+    await _drain(h, rec, "removal (worker)")
+    with rec.during("unfriend"):
+        await h.unfriend("bob", "cat")
+    await _drain(h, rec, "removal (worker)")
+    with rec.during("friend"):
+        await h.befriend("cat", "bob")
+        await h.befriend("dan", "ann")
+    await _drain(h, rec, "backfill (worker)")
+    with rec.during("delete"):
+        # dan's backfill stopped at ann's window: this delete slides it onto an older status.
+        await h.delete("ann", posted["ann"][-2])
+    await _drain(h, rec, "removal (worker)")
+    with rec.during("page read"):
+        assert (await h.timeline("dan", limit=5))["items"]
+
+
+@pytest.mark.parametrize("timeline_max", [2])
+async def test_hot_path_commands_are_targeted(h: Harness, recorder: Recorder) -> None:
+    await _workload(h, recorder)
+    assert recorder.routed > 50  # the listener saw the workload
+    unexplained = sorted({b for b in recorder.broadcasts if not allowed(b)}, key=str)
+    assert not unexplained, "broadcast commands on the hot path:\n" + "\n".join(
+        map(str, unexplained)
+    )
