@@ -274,7 +274,12 @@ class Worker:
         if the lease was lost."""
         # The claim set `lease_until` from this worker's clock; the local deadline starts there.
         left_s = (event["lease_until"] - utcnow()).total_seconds()
-        lease = checkpoint.Lease(time.monotonic() + left_s - self.lease_s * checkpoint.FENCE_MARGIN)
+        lease = checkpoint.Lease(
+            time.monotonic() + left_s - self.lease_s * checkpoint.FENCE_MARGIN,
+            author_id=event["author_id"],
+            owner=self.name,
+            transactions=self.ctx.database.supports_transactions,
+        )
 
         async def save(last_done: ObjectId) -> None:
             if not await self._renew(event, lease, resume_after=last_done):

@@ -9,12 +9,15 @@ the author's window down onto older statuses that missed a bounded backfill; the
 `AudienceWatermark` records how far down audiences are complete, so only those are reconciled.
 
 Every write to statuses here is per document (`_update_each`), never one multi-document
-`update_many`: the API's transactions write statuses too, and on the embedded server a
-non-transactional multi-document write that meets a transaction's uncommitted write retries the
-whole statement inside the server, for ever, while its own partial writes make the transactions
-conflict and retry in turn (a livelock, three API clients were enough). A single-document write
-holds nothing that a transaction waits on, so it simply goes through once the transaction ends;
-each also runs under the worker's fence (app.checkpoint), whose deadline bounds its server time.
+`update_many`, and goes through `app.checkpoint.fenced_write`. The API's transactions write
+statuses too, and on the embedded server a non-transactional multi-document write that meets a
+transaction's uncommitted write retries the whole statement inside the server, for ever, while
+its own partial writes make the transactions conflict and retry in turn (a livelock, three API
+clients were enough). Under the worker, with transactions, each batch of single-document updates
+is a transaction of its own: a conflict surfaces at once and is retried by the driver until the
+lease's deadline, and nothing is left retrying in the server after the worker gave up. Without
+transactions (a standalone mongod) the updates are plain single-document writes, which hold
+nothing a transaction waits on and which mongod interrupts at the fence's `maxTimeMS`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app import graph
-from app.checkpoint import fenced
+from app.checkpoint import fenced, fenced_write
 from app.db import Session
 from app.models import AudienceWatermark, Status
 from app.strategies.base import TimelineStrategy
@@ -58,7 +61,8 @@ class RecipientsEmbedded(TimelineStrategy):
         """`update_many(flt, update)` as one single-document update per matching status (see the
         module docstring); each keeps `flt`'s conditions, so a status that stopped matching
         meanwhile is left alone. Returns how many were modified."""
-        ids = [d["_id"] async for d in self.collection().find(flt, {"_id": 1})]
+        coll = self.collection()
+        ids = [d["_id"] async for d in coll.find(flt, {"_id": 1})]
         conditions = {k: v for k, v in flt.items() if k != "_id"}
         modified = 0
         for start in range(0, len(ids), UPDATE_BATCH):
@@ -66,8 +70,12 @@ class RecipientsEmbedded(TimelineStrategy):
                 UpdateOne({**conditions, "_id": i}, update)
                 for i in ids[start : start + UPDATE_BATCH]
             ]
-            with fenced():
-                modified += (await self.collection().bulk_write(ops, ordered=False)).modified_count
+
+            async def write(session: Session, ops: list[UpdateOne] = ops) -> int:
+                result = await coll.bulk_write(ops, ordered=False, session=session)
+                return result.modified_count
+
+            modified += await fenced_write(coll.database.client, write)
         return modified
 
     async def _full_audience(
@@ -80,10 +88,16 @@ class RecipientsEmbedded(TimelineStrategy):
 
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
         audience = await self._full_audience(author_id)
-        with fenced():
-            await self.collection().update_one(
-                {"author_id": author_id, "_id": status_id}, {"$set": {"audience": audience}}
+        coll = self.collection()
+
+        async def write(session: Session) -> None:
+            await coll.update_one(
+                {"author_id": author_id, "_id": status_id},
+                {"$set": {"audience": audience}},
+                session=session,
             )
+
+        await fenced_write(coll.database.client, write)
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await graph.are_friends(author_id, other_id):
