@@ -83,6 +83,7 @@ PLAN: tuple[ShardPlan, ...] = (
         (("user_id", "hashed"),),
         "the unique (user_id, key) index is prefixed by the shard key, so it stays enforced",
     ),
+    ShardPlan("markers", (("_id", "hashed"),), "_id is the user: reads and updates are targeted"),
 )
 PLAN_BY_COLLECTION: dict[str, ShardPlan] = {p.collection: p for p in PLAN}
 

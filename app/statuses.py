@@ -109,7 +109,9 @@ async def post(
             return replay, False
         # Without transactions an earlier attempt may have inserted the status and failed
         # after: this attempt finishes it instead of creating a second one.
-        existing = await statuses.find_one({"_id": status_id}, {"audience": 0})
+        existing = await statuses.find_one(
+            {"author_id": user_id, "_id": status_id}, {"audience": 0}
+        )
     status: dict[str, Any] = existing or {
         "_id": status_id,
         "author_id": user_id,
