@@ -12,7 +12,9 @@ and the event left to its new owner. If the worker dies, its leases expire after
 another worker (or this one, restarted) takes the event again: handlers are idempotent, and a
 long fan-out resumes after its last saved batch (app.checkpoint, `resume_after`). A failing
 event is retried with exponential backoff and parked as `dead` after MAX_ATTEMPTS failures, or
-after MAX_CLAIMS claims that never finished (a worker crashing on it every time).
+after MAX_CLAIMS claims that never finished (a worker crashing on it every time). Losing a race
+with other handlers (Contention, a write conflict) is no failure: retried soon, not counted.
+Every derived-data write of a handler is fenced by the lease (app.checkpoint).
 """
 
 from __future__ import annotations
@@ -59,12 +61,13 @@ MAX_ATTEMPTS = 8
 # each time: park it rather than crash-loop every worker on it.
 MAX_CLAIMS = 2 * MAX_ATTEMPTS
 BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 60.0
 # An event that lost a race with concurrent handlers (Contention, a write conflict) is retried
 # after about this long (jittered, so that two racing handlers do not meet again in lockstep):
 # long enough for the other handler's pass to end. Such attempts are not counted.
 CONTENTION_RETRY_S = 0.2
+# MongoDB's error code for a write that conflicted with a concurrent one.
 WRITE_CONFLICT = 112
-BACKOFF_MAX_S = 60.0
 # Without a wake-up from this process, look for events written by other processes this often.
 POLL_INTERVAL_S = 0.2
 # While the database is unreachable, wait this long between attempts.
