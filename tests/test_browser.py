@@ -147,6 +147,7 @@ def test_two_people_use_the_web_client(service: httpx.Client, browser: Any, tmp_
     for i in range(OLDER_POSTS):
         r = service.post("/statuses", json={"text": f"bob's older post {i}"}, headers=bob_auth)
         assert r.status_code == 201
+
     # A lost answer: the post is created but the page never hears back. Posting again sends
     # the same Idempotency-Key, and the service replays the first post instead of a second.
     def lose_answer(route: Any) -> None:
