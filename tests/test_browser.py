@@ -239,6 +239,14 @@ def test_two_people_use_the_web_client(service: httpx.Client, browser: Any, tmp_
     stranger.reload()
     assert "Sign in again" in stranger.get_by_role("alert").inner_text()
     stranger.locator("#signed-out").wait_for(state="visible")
+    # Signing in with a token (bob's, as if copied from his other browser).
+    stranger.get_by_label("Token", exact=True).last.fill(bob_token)
+    stranger.get_by_role("button", name="Sign in").click()
+    stranger.get_by_text("Signed in as @bob.").wait_for()
+    stranger.locator("#timeline").get_by_text("hello alice, this is new").wait_for()
+    stranger.get_by_role("button", name="Sign out").click()
+    stranger.locator("#signed-out").wait_for(state="visible")
+    assert stranger.evaluate("localStorage.getItem('timeline.token')") is None
 
     # A database outage (503, faked at the network edge for one request) is said as such.
     alice.route(
