@@ -91,7 +91,7 @@ async def landed(event: dict[str, Any]) -> bool:
     kind = event["kind"]
     if kind in ("status_posted", "status_deleted"):
         found = await Status.get_pymongo_collection().find_one(
-            {"_id": event["status_id"]}, {"_id": 1}
+            {"author_id": event["author_id"], "_id": event["status_id"]}, {"_id": 1}
         )
         return bool((found is not None) == (kind == "status_posted"))
     if kind == "friendship_changed" and event.get("friends") is not None:

@@ -29,6 +29,13 @@ from app.settings import StrategyName
 PAGE_PROJECTION_FIELDS = ("author", "text", "created_at")
 
 
+class Contention(Exception):
+    """A handler raced concurrent changes by other handlers and should simply run again soon.
+
+    Not a fault of the event: the worker retries it shortly without counting the attempt
+    towards parking it as dead (fanout/worker.py), since "dead" is for poison events only."""
+
+
 @dataclass(frozen=True)
 class StatusView:
     id: ObjectId
