@@ -117,6 +117,9 @@ class TimelineMeta(Document):
 
     owner_id: PydanticObjectId
     trimmed: bool = False
+    # Deleted statuses whose removal still owes this trimmed timeline a refill (set before the
+    # copies go, cleared after the refill), so that a retried delete finds whom it owes.
+    owed: list[PydanticObjectId] = Field(default_factory=list)
 
     class Settings:
         name = "timeline_meta"

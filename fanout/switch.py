@@ -17,11 +17,12 @@ No reader ever sees an empty or half-built timeline: reads switch only when proc
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from bson import ObjectId
 
-from app import maintenance, recorded_settings
+from app import checkpoint, maintenance, recorded_settings
 from app.context import AppContext
 from app.models import Event, ServiceConfig, utcnow
 from app.settings import StrategyName
@@ -58,11 +59,15 @@ async def _apply_events_before(ctx: AppContext, cutoff: ObjectId) -> None:
         await worker.release_leases()
 
 
-async def _acquire_waiting(author: ObjectId, owner: str, lease_s: float) -> None:
-    """The author's lease, once the worker applying one of its events lets go."""
+async def _acquire_waiting(author: ObjectId, owner: str, lease_s: float) -> checkpoint.Lease:
+    """The author's lease, once the worker applying one of its events lets go; returned as the
+    fence of the writes made under it (app.checkpoint)."""
     while True:
+        sent_at = time.monotonic()
         if await leases.acquire(author, owner, utcnow(), lease_s):
-            return
+            lease = checkpoint.Lease(sent_at)
+            lease.renewed(sent_at, lease_s)
+            return lease
         await asyncio.sleep(POLL_S)
 
 
@@ -73,14 +78,18 @@ async def rebuild_leased(
     lease_s: float = LEASE_S,
 ) -> int:
     """`strategy.rebuild` for each user while holding that user's author lease, so that it
-    never interleaves with a worker applying that author's events. Returns documents changed."""
+    never interleaves with a worker applying that author's events. The lease is not renewed (one
+    user's rebuild is bounded by TIMELINE_MAX): its writes are fenced by it instead, so a rebuild
+    that stalled past it fails (LeaseLost) rather than write over a worker's later events.
+    Returns documents changed."""
     owner = f"rebuild:{ObjectId()}"
     changed = 0
     for i, (uid, _) in enumerate(users, 1):
-        await _acquire_waiting(uid, owner, lease_s)
+        token = checkpoint.lease.set(await _acquire_waiting(uid, owner, lease_s))
         try:
             changed += await strategy.rebuild(uid)
         finally:
+            checkpoint.lease.reset(token)
             await leases.release(uid, owner)
         if progress:
             progress(i, len(users))

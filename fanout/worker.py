@@ -12,7 +12,9 @@ and the event left to its new owner. If the worker dies, its leases expire after
 another worker (or this one, restarted) takes the event again: handlers are idempotent, and a
 long fan-out resumes after its last saved batch (app.checkpoint, `resume_after`). A failing
 event is retried with exponential backoff and parked as `dead` after MAX_ATTEMPTS failures, or
-after MAX_CLAIMS claims that never finished (a worker crashing on it every time).
+after MAX_CLAIMS claims that never finished (a worker crashing on it every time). Losing a race
+with other handlers (Contention, a write conflict) is no failure: retried soon, not counted.
+Every derived-data write of a handler is fenced by the lease (app.checkpoint).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import time
@@ -29,9 +32,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from app import checkpoint, outbox
+from app.checkpoint import LeaseLost as LeaseLost
 from app.context import AppContext
 from app.db import domain_error_from_pymongo
 from app.events import apply_event
@@ -40,6 +44,7 @@ from app.metrics import EVENTS_APPLIED, EVENTS_DEAD, EVENTS_FAILED
 from app.models import Event, ServiceConfig, utcnow
 from app.settings import STRATEGY_NAMES
 from app.strategies import TimelineStrategy, build_strategy
+from app.strategies.base import Contention
 from fanout import leases
 
 log = logging.getLogger("timeline.worker")
@@ -57,6 +62,12 @@ MAX_ATTEMPTS = 8
 MAX_CLAIMS = 2 * MAX_ATTEMPTS
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 60.0
+# An event that lost a race with concurrent handlers (Contention, a write conflict) is retried
+# after about this long (jittered, so that two racing handlers do not meet again in lockstep):
+# long enough for the other handler's pass to end. Such attempts are not counted.
+CONTENTION_RETRY_S = 0.2
+# MongoDB's error code for a write that conflicted with a concurrent one.
+WRITE_CONFLICT = 112
 # Without a wake-up from this process, look for events written by other processes this often.
 POLL_INTERVAL_S = 0.2
 # While the database is unreachable, wait this long between attempts.
@@ -72,12 +83,16 @@ REPORT_EVERY_S = 10.0
 CONFIG_REFRESH_S = 2.0
 
 
+def _is_contention(exc: Exception) -> bool:
+    if isinstance(exc, Contention):
+        return True
+    return isinstance(exc, OperationFailure) and (
+        exc.code == WRITE_CONFLICT or exc.has_error_label("TransientTransactionError")
+    )
+
+
 def backoff_s(attempts: int) -> float:
     return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
-
-
-class LeaseLost(Exception):
-    """This worker no longer holds the event (it stalled past its lease); another one does."""
 
 
 # The claim queries select on indexed fields only, `state` (and `author_id`), and test the rest
@@ -265,7 +280,15 @@ class Worker:
         return {**first, **claimed, "attempts": first.get("attempts", 0) + 1}
 
     # -- applying ------------------------------------------------------------------------------
-    async def _renew(self, event: dict[str, Any], resume_after: ObjectId | None = None) -> bool:
+    async def _renew(
+        self,
+        event: dict[str, Any],
+        lease: checkpoint.Lease,
+        resume_after: ObjectId | None = None,
+    ) -> bool:
+        """Extend both leases (and save `resume_after`); False, with `lease.lost` set, if either
+        was taken over. The local deadline moves on only when both went through."""
+        sent_at = time.monotonic()
         now = utcnow()
         sets: dict[str, Any] = {"lease_until": now + timedelta(seconds=self.lease_s)}
         if resume_after is not None:
@@ -273,25 +296,45 @@ class Worker:
         result = await Event.get_pymongo_collection().update_one(
             {"_id": event["_id"], "state": "pending", "lease_owner": self.name}, {"$set": sets}
         )
-        if result.matched_count != 1:
+        if result.matched_count != 1 or not await leases.renew(
+            event["author_id"], self.name, now, self.lease_s
+        ):
+            lease.lost = True
             return False
-        return await leases.renew(event["author_id"], self.name, now, self.lease_s)
+        lease.renewed(sent_at, self.lease_s)
+        return True
 
-    async def _heartbeat(self, event: dict[str, Any]) -> None:
-        """Renew the leases while the handler runs; return only when they were lost."""
+    async def _heartbeat(self, event: dict[str, Any], lease: checkpoint.Lease) -> None:
+        """Renew the leases while the handler runs; return when they are lost or have run out.
+
+        A renewal that fails (a slow or unreachable database) is tried again at the next beat,
+        but not past the lease: once it has run out, another worker may own the event, so the
+        handler must stop (its writes are fenced anyway, app.checkpoint)."""
         while True:
-            await asyncio.sleep(self.lease_s / RENEWALS_PER_LEASE)
+            await asyncio.sleep(min(self.lease_s / RENEWALS_PER_LEASE, lease.remaining_s()))
+            if lease.remaining_s() <= 0:
+                log.warning("the lease of event %s ran out before it was renewed", event["_id"])
+                return
             try:
-                if not await self._renew(event):
+                if not await self._renew(event, lease):
                     return
-            except PyMongoError as exc:  # the next renewal may succeed before the lease ends
+            except PyMongoError as exc:
                 log.warning("could not renew the lease of event %s: %r", event["_id"], exc)
 
     async def _apply(self, event: dict[str, Any]) -> None:
-        """Apply `event` with a checkpoint and a heartbeat; LeaseLost if the lease was lost."""
+        """Apply `event` with a checkpoint, a heartbeat and a fence (app.checkpoint); LeaseLost
+        if the lease was lost."""
+        # The claim set `lease_until` from this worker's clock; the local deadline starts there.
+        left_s = (event["lease_until"] - utcnow()).total_seconds()
+        lease = checkpoint.Lease(
+            time.monotonic() + left_s - self.lease_s * checkpoint.FENCE_MARGIN,
+            author_id=event["author_id"],
+            owner=self.name,
+            transactions=self.ctx.database.supports_transactions,
+        )
 
         async def save(last_done: ObjectId) -> None:
-            if not await self._renew(event, resume_after=last_done):
+            if not await self._renew(event, lease, resume_after=last_done):
                 raise LeaseLost(f"event {event['_id']}")
 
         strategies = await self.strategies()
@@ -301,11 +344,13 @@ class Worker:
                 await apply_event(strategy, event)
 
         token = checkpoint.current.set(checkpoint.Checkpoint(event.get("resume_after"), save))
+        lease_token = checkpoint.lease.set(lease)
         try:  # the handler's task copies the context, checkpoint included, when created
             handler = asyncio.create_task(apply_all())
         finally:
+            checkpoint.lease.reset(lease_token)
             checkpoint.current.reset(token)
-        heartbeat = asyncio.create_task(self._heartbeat(event))
+        heartbeat = asyncio.create_task(self._heartbeat(event, lease))
         try:
             await asyncio.wait({handler, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -315,7 +360,14 @@ class Worker:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
         if not handler.cancelled():
-            handler.result()  # the handler's own exception, if any
+            try:
+                handler.result()  # the handler's own exception, if any
+            except PyMongoError as exc:
+                # A write cut off by the fence's deadline fails as a driver timeout; it is the
+                # lost lease, not an outage or a failure of the event.
+                if lease.remaining_s() <= 0:
+                    raise LeaseLost(f"event {event['_id']}") from exc
+                raise
             return
         raise LeaseLost(f"event {event['_id']}")
 
@@ -347,6 +399,25 @@ class Worker:
             )
         await leases.release(event["author_id"], self.name)
 
+    async def _contended(self, event: dict[str, Any], exc: Exception) -> None:
+        """Retry soon, and take back the claim's count: racing another handler is not a fault
+        of the event, so it must never make the event look like poison (MAX_ATTEMPTS,
+        MAX_CLAIMS)."""
+        log.info("event %s (%s) raced another handler: %r", event["_id"], event["kind"], exc)
+        delay = CONTENTION_RETRY_S * random.uniform(0.5, 1.5)
+        await Event.get_pymongo_collection().update_one(
+            {"_id": event["_id"], "lease_owner": self.name},
+            {
+                "$set": {
+                    "state": "pending",
+                    "last_error": repr(exc)[:2000],
+                    "lease_until": utcnow() + timedelta(seconds=delay),
+                },
+                "$inc": {"attempts": -1},
+            },
+        )
+        await leases.release(event["author_id"], self.name)
+
     async def process_one(self) -> bool:
         """Claim and apply one event. False when there was nothing to claim."""
         event = await self.claim()
@@ -364,7 +435,13 @@ class Worker:
             log.warning("lost the lease of event %s (%s) to another worker", event["_id"], kind)
             await leases.release(author, self.name)  # a no-op if the new owner holds it
             return True
+        except Contention as exc:
+            await self._contended(event, exc)
+            return True
         except PyMongoError as exc:
+            if _is_contention(exc):
+                await self._contended(event, exc)
+                return True
             if domain_error_from_pymongo(exc) is None:  # not an outage: an ordinary failure
                 await self._failed(event, exc)
                 return True

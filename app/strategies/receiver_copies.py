@@ -19,10 +19,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from app import checkpoint, graph
+from app.checkpoint import fenced
 from app.db import Session
 from app.metrics import FANOUT_BATCH_SIZE
-from app.models import Status, TimelineEntry, TimelineMeta
-from app.strategies.base import TimelineStrategy
+from app.models import Event, Status, TimelineEntry, TimelineMeta
+from app.strategies.base import Contention, TimelineStrategy
 from app.strategies.common import newest_statuses, truth_timeline
 
 # Entries per unordered bulk write. 1,000 keeps each command well under the 16 MB message limit
@@ -35,12 +36,14 @@ FANOUT_BATCH = 1000
 TRIM_EVERY = 16
 DUPLICATE_KEY = 11000
 # A rebuild pass is repeated only when a concurrent change to this owner's timeline made it act
-# on a stale view; each repeat needs yet another such change during the previous pass. Past this
-# many, the event fails and is retried with backoff (fanout/worker.py) instead of spinning.
+# on a stale view (a re-friendship's backfill, another refill of the same owner); new posts and
+# their fan-outs do not count (see `_settled`). Each repeat needs yet another such change during
+# the previous pass. Past this many, the event is retried a little later as contention
+# (fanout/worker.py), which does not count towards parking it as dead.
 REBUILD_PASSES = 8
 
 
-class Unsettled(Exception):
+class Unsettled(Contention):
     """A rebuild kept racing concurrent changes; the worker retries the event later."""
 
 
@@ -70,6 +73,7 @@ def _should_trim(owner_id: ObjectId, status_id: ObjectId) -> bool:
 class ReceiverCopies(TimelineStrategy):
     name = "receiver_copies"
     id_field = "status_id"
+    page_index = [("owner_id", 1), ("status_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
         return TimelineEntry.get_pymongo_collection()
@@ -95,13 +99,16 @@ class ReceiverCopies(TimelineStrategy):
             batch.append(op)
             if len(batch) >= FANOUT_BATCH:
                 FANOUT_BATCH_SIZE.observe(len(batch))
-                inserted += (
-                    await self.collection().bulk_write(batch, ordered=False)
-                ).upserted_count
+                with fenced():
+                    result = await self.collection().bulk_write(batch, ordered=False)
+                inserted += result.upserted_count
                 batch = []
         if batch:
             FANOUT_BATCH_SIZE.observe(len(batch))
-            inserted += (await self.collection().bulk_write(batch, ordered=False)).upserted_count
+            with fenced():
+                inserted += (
+                    await self.collection().bulk_write(batch, ordered=False)
+                ).upserted_count
         return inserted
 
     async def _insert_new(self, entries: list[dict[str, Any]]) -> int:
@@ -113,7 +120,9 @@ class ReceiverCopies(TimelineStrategy):
         inserts cost about a third of upserts on the embedded server (benchmarks/fanout.py)."""
         FANOUT_BATCH_SIZE.observe(len(entries))
         try:
-            return len((await self.collection().insert_many(entries, ordered=False)).inserted_ids)
+            with fenced():
+                result = await self.collection().insert_many(entries, ordered=False)
+            return len(result.inserted_ids)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
@@ -178,18 +187,23 @@ class ReceiverCopies(TimelineStrategy):
         tests/test_worker_multi.py lost entries this way before."""
         if await self._beyond(owner_id) is None:
             return 0
-        await TimelineMeta.get_pymongo_collection().update_one(
-            {"owner_id": owner_id}, {"$set": {"trimmed": True}}, upsert=True
-        )
+        await self._mark_trimmed(owner_id)
         cut = await self._beyond(owner_id)
         if cut is None:
             return 0
         coll = self.collection()
-        result = await coll.delete_many({"owner_id": owner_id, "status_id": {"$lte": cut}})
+        with fenced():
+            result = await coll.delete_many({"owner_id": owner_id, "status_id": {"$lte": cut}})
         left = await coll.count_documents({"owner_id": owner_id}, limit=self.max_items)
         if left < self.max_items:
             await self.rebuild(owner_id)
         return result.deleted_count
+
+    async def _mark_trimmed(self, owner_id: ObjectId) -> None:
+        with fenced():
+            await TimelineMeta.get_pymongo_collection().update_one(
+                {"owner_id": owner_id}, {"$set": {"trimmed": True}}, upsert=True
+            )
 
     async def _refill_trimmed(self, owners: Sequence[ObjectId]) -> set[ObjectId]:
         """Rebuild those of `owners` that were trimmed before: having lost entries, they may
@@ -204,6 +218,19 @@ class ReceiverCopies(TimelineStrategy):
                 rebuilt.add(doc["owner_id"])
         return rebuilt
 
+    async def _mark_owed(self, owners: Sequence[ObjectId], status_id: ObjectId) -> None:
+        """Record on the trimmed ones of `owners` that the removal of `status_id` owes them a
+        refill, durably, before the copies go: a retry after a crash (or a refill that gave up)
+        finds every owner still owed one even though the copies are gone."""
+        meta = TimelineMeta.get_pymongo_collection()
+        for start in range(0, len(owners), FANOUT_BATCH):  # bounded `$in` lists
+            chunk = list(owners[start : start + FANOUT_BATCH])
+            with fenced():
+                await meta.update_many(
+                    {"owner_id": {"$in": chunk}, "trimmed": True},
+                    {"$addToSet": {"owed": status_id}},
+                )
+
     # -- worker handlers -----------------------------------------------------------------------
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
         status = await Status.get_pymongo_collection().find_one(
@@ -215,23 +242,41 @@ class ReceiverCopies(TimelineStrategy):
         await self.fan_out(status, receivers)
 
     async def apply_deleted(self, author_id: ObjectId, status_id: ObjectId) -> None:
-        """Trimmed timelines holding a copy are rebuilt from the truth, which no longer has the
-        status (the rebuild drops the copy and refills the window); the others just lose the
-        copy. Rebuilding before deleting keeps a retry after a crash right: every owner still
-        owed a refill still holds the copy. The author's own copy went synchronously
-        (status_deleted), so the author is added: that timeline lost an entry all the same."""
+        """Every copy goes first, whatever then happens to the refills (a deleted status must
+        leave every timeline even if a refill keeps failing). Trimmed timelines that held a
+        copy are then refilled from the truth: they may now miss an older status. The author's
+        own copy went synchronously (status_deleted), so the author counts as a holder.
+
+        Whom a refill is owed is recorded before the delete (`owed` in timeline_meta) and
+        cleared after each refill, so a retry after a crash or a failed refill still refills
+        every one of them although no copy is left to find."""
         coll = self.collection()
-        # Copies live with the author and the author's current friends only: an ex-friend's go
-        # with the author's unfriend event (one author's events are applied in order). Naming
-        # the owners keeps both commands on their shards (docs/scaling.md).
-        owners = [author_id, *await graph.friend_ids(author_id)]
-        copies = {"owner_id": {"$in": owners}, "status_id": status_id}
+        # By status id (its own index), not by the owners: a big author's copies are on every
+        # shard anyway, and an `$in` of thousands of owners costs time growing with the square
+        # of the list on the embedded server (docs/scaling.md, "allowed broadcasts").
+        copies = {"status_id": status_id}
         found = [d["owner_id"] async for d in coll.find(copies, {"owner_id": 1})]
-        rebuilt = await self._refill_trimmed(sorted({author_id, *found}))
-        await coll.delete_many(copies)
-        # Owners trimmed meanwhile (by another author's fan-out) lost the copy after the trim.
-        # A crash right here would leave these unrefilled: it needs that concurrent trim too.
-        await self._refill_trimmed([o for o in found if o not in rebuilt])
+        holders = sorted({author_id, *found})
+        await self._mark_owed(holders, status_id)
+        with fenced():
+            await coll.delete_many(copies)
+        # Holders first trimmed between the mark and the delete (by another author's fan-out)
+        # lost the copy after their trim. A crash right before this second mark leaves those
+        # unrefilled: it needs that concurrent first trim too (`timeline check` reports it).
+        await self._mark_owed(holders, status_id)
+        # A refill is owed only to the author and current friends (an ex-friend's timeline is
+        # refilled by the author's unfriend event, applied in order with this one).
+        owners = sorted({author_id, *await graph.friend_ids(author_id)})
+        meta = TimelineMeta.get_pymongo_collection()
+        for start in range(0, len(owners), FANOUT_BATCH):  # bounded `$in` lists
+            chunk = owners[start : start + FANOUT_BATCH]
+            cursor = meta.find({"owner_id": {"$in": chunk}, "owed": status_id}, {"owner_id": 1})
+            for doc in await cursor.to_list():
+                await self.rebuild(doc["owner_id"])
+                with fenced():
+                    await meta.update_one(
+                        {"owner_id": doc["owner_id"]}, {"$pull": {"owed": status_id}}
+                    )
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await graph.are_friends(author_id, other_id):
@@ -240,14 +285,13 @@ class ReceiverCopies(TimelineStrategy):
                 # The backfill stops at the author's TIMELINE_MAX newest, so `other_id` misses
                 # older ones exactly as if trimmed: later removals must refill this timeline.
                 # Marked before writing, so that a concurrent removal already sees the mark.
-                await TimelineMeta.get_pymongo_collection().update_one(
-                    {"owner_id": other_id}, {"$set": {"trimmed": True}}, upsert=True
-                )
+                await self._mark_trimmed(other_id)
             inserted = await self._bulk_upsert(_upsert(other_id, s) for s in statuses)
             if inserted:
                 await self.trim(other_id)
         else:
-            await self.collection().delete_many({"owner_id": other_id, "author_id": author_id})
+            with fenced():
+                await self.collection().delete_many({"owner_id": other_id, "author_id": author_id})
             # Even when nothing was deleted: a retry after a crash between the delete and the
             # refill finds nothing to delete, yet still owes the refill.
             await self._refill_trimmed([other_id])
@@ -260,9 +304,10 @@ class ReceiverCopies(TimelineStrategy):
         events. So a reconcile pass can act on a stale view: remove the entries of an author
         who was re-befriended (and backfilled) meanwhile, or cut below a window that another
         author's unfriend has since shrunk. Every pass therefore ends with a fresh look at the
-        truth, and a pass that disagrees with it is repeated. Because the check follows this
-        rebuild's own deletes, the last rebuild to delete is also the last to check. Three
-        worker processes lost entries before this (tests/test_concurrent_workers.py)."""
+        truth (`_settled`), and a pass that disagrees with it is repeated. Because the check
+        follows this rebuild's own deletes, the last rebuild to delete is also the last to
+        check. Three worker processes lost entries before this (tests/test_concurrent_workers.py).
+        """
         changed = 0
         for _ in range(REBUILD_PASSES):
             changed += await self._reconcile(user_id)
@@ -271,35 +316,80 @@ class ReceiverCopies(TimelineStrategy):
         raise Unsettled(f"timeline of {user_id} kept changing during {REBUILD_PASSES} passes")
 
     async def _settled(self, user_id: ObjectId) -> bool:
-        """Whether what reads serve for `user_id` equals the truth read right now."""
-        cursor = (
-            self.collection()
-            .find({"owner_id": user_id}, {"status_id": 1})
-            .sort("status_id", -1)
-            .limit(self.max_items)
-        )
-        shown = [d["status_id"] for d in await cursor.to_list()]
-        truth = await truth_timeline(user_id, await graph.friend_ids(user_id), self.max_items)
-        return shown == [s["_id"] for s in truth]
+        """Whether `user_id`'s entries agree with the truth read now, over what a refill owns.
+
+        A status whose fan-out has not finished is its fan-out's to deliver, and a newer one
+        that pushes an older status out of the window is the trim's business: neither makes a
+        refill wrong. Comparing the whole first page instead made a refill fail for as long as
+        friends kept posting (each pass saw a status its fan-out had not delivered yet), so
+        that a delete's refills never finished. What is checked:
+        - every entry from the bottom of the true window up is a true status (its author may
+          be seen, it exists), so nothing wrong is shown;
+        - every status of the true window is there, or its fan-out is unfinished, or at least
+          TIMELINE_MAX (true) entries are newer, so nothing right is missing once fan-outs end.
+        The unfinished fan-outs are read after the truth and before the entries: a fan-out
+        finished by then has put its copy in place before the entries are read."""
+        friends = await graph.friend_ids(user_id)
+        allowed = {user_id, *friends}
+        truth = await truth_timeline(user_id, friends, self.max_items)
+        truth_ids = {s["_id"] for s in truth}
+        unfinished = {
+            e["status_id"]
+            async for e in Event.get_pymongo_collection().find(
+                {
+                    "author_id": {"$in": list({s["author_id"] for s in truth})},
+                    "state": {"$ne": "done"},
+                    "kind": "status_posted",
+                    "status_id": {"$in": list(truth_ids)},
+                },
+                {"status_id": 1},
+            )
+        }
+        flt: dict[str, Any] = {"owner_id": user_id}
+        if len(truth) >= self.max_items:
+            flt["status_id"] = {"$gte": truth[-1]["_id"]}
+        cursor = self.collection().find(flt, {"status_id": 1, "author_id": 1})
+        shown = await cursor.sort("status_id", -1).to_list()
+        extra = [d for d in shown if d["status_id"] not in truth_ids]
+        if any(d["author_id"] not in allowed for d in extra):
+            return False
+        if extra:
+            extra_ids = [d["status_id"] for d in extra]
+            existing = await Status.get_pymongo_collection().count_documents(
+                {
+                    "author_id": {"$in": list({d["author_id"] for d in extra})},
+                    "_id": {"$in": extra_ids},
+                }
+            )
+            if existing != len(extra_ids):
+                return False
+        shown_ids = [d["status_id"] for d in shown]  # newest first
+        present = set(shown_ids)
+        for status in truth:
+            sid = status["_id"]
+            if sid in present or sid in unfinished:
+                continue
+            if sum(1 for i in shown_ids if i > sid) < self.max_items:
+                return False
+        return True
 
     async def _reconcile(self, user_id: ObjectId) -> int:
         """One pass: upsert the truth, then remove what has a reason to go (an author who is no
         longer a friend, a status that is gone, anything below the TIMELINE_MAX window)."""
         coll = self.collection()
-        meta = TimelineMeta.get_pymongo_collection()
         friends = await graph.friend_ids(user_id)
         truth = await truth_timeline(user_id, friends, self.max_items)
         if len(truth) >= self.max_items:
             # Older statuses are about to be cut off: later removals must refill this
             # timeline. Marked before the cut, so a removal that checks afterwards sees it.
-            await meta.update_one({"owner_id": user_id}, {"$set": {"trimmed": True}}, upsert=True)
+            await self._mark_trimmed(user_id)
         changed = await self._bulk_upsert(_upsert(user_id, s) for s in truth)
         # Re-read the graph after writing: an unfriend or delete that raced with the upserts
         # above either saw them (and removed them) or is seen here.
         allowed = [user_id, *await graph.friend_ids(user_id)]
-        changed += (
-            await coll.delete_many({"owner_id": user_id, "author_id": {"$nin": allowed}})
-        ).deleted_count
+        with fenced():
+            result = await coll.delete_many({"owner_id": user_id, "author_id": {"$nin": allowed}})
+        changed += result.deleted_count
         held = await coll.find({"owner_id": user_id}, {"status_id": 1, "author_id": 1}).to_list()
         ids = [d["status_id"] for d in held]
         # With the authors, the lookup goes only to their shards of `statuses`.
@@ -312,13 +402,13 @@ class ReceiverCopies(TimelineStrategy):
         }
         gone = [i for i in ids if i not in existing]
         if gone:
-            changed += (
-                await coll.delete_many({"owner_id": user_id, "status_id": {"$in": gone}})
-            ).deleted_count
+            with fenced():
+                result = await coll.delete_many({"owner_id": user_id, "status_id": {"$in": gone}})
+            changed += result.deleted_count
         if len(truth) >= self.max_items:
-            changed += (
-                await coll.delete_many(
+            with fenced():
+                result = await coll.delete_many(
                     {"owner_id": user_id, "status_id": {"$lt": truth[-1]["_id"]}}
                 )
-            ).deleted_count
+            changed += result.deleted_count
         return changed

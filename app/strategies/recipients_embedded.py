@@ -7,6 +7,17 @@ worker re-reconciles it. Friend adds the new friend to the author's newest TIMEL
 same author). Unfriend pulls the ex-friend from every status of the author. A delete can slide
 the author's window down onto older statuses that missed a bounded backfill; the
 `AudienceWatermark` records how far down audiences are complete, so only those are reconciled.
+
+Every write to statuses here is per document (`_update_each`), never one multi-document
+`update_many`, and goes through `app.checkpoint.fenced_write`. The API's transactions write
+statuses too, and on the embedded server a non-transactional multi-document write that meets a
+transaction's uncommitted write retries the whole statement inside the server, for ever, while
+its own partial writes make the transactions conflict and retry in turn (a livelock, three API
+clients were enough). Under the worker, with transactions, each batch of single-document updates
+is a transaction of its own: a conflict surfaces at once and is retried by the driver until the
+lease's deadline, and nothing is left retrying in the server after the worker gave up. Without
+transactions (a standalone mongod) the updates are plain single-document writes, which hold
+nothing a transaction waits on and which mongod interrupts at the fence's `maxTimeMS`.
 """
 
 from __future__ import annotations
@@ -14,14 +25,20 @@ from __future__ import annotations
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app import graph
+from app.checkpoint import fenced, fenced_write
 from app.db import Session
 from app.models import AudienceWatermark, Status
 from app.strategies.base import TimelineStrategy
 from app.strategies.common import window_floor
+
+# Per-document updates sent per unordered bulk write: one round trip for a whole window (the
+# window is TIMELINE_MAX statuses), while an unfriend over thousands of statuses still goes in
+# commands of bounded size.
+UPDATE_BATCH = 1000
 
 AUDIENCE_INDEX = IndexModel(
     [("audience", ASCENDING), ("_id", DESCENDING)], name="audience_1__id_-1"
@@ -30,6 +47,7 @@ AUDIENCE_INDEX = IndexModel(
 
 class RecipientsEmbedded(TimelineStrategy):
     name = "recipients_embedded"
+    page_index = [("audience", 1), ("_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
         return Status.get_pymongo_collection()
@@ -39,6 +57,27 @@ class RecipientsEmbedded(TimelineStrategy):
 
     async def scope(self, user_id: ObjectId) -> dict[str, Any]:
         return {"audience": user_id}
+
+    async def _update_each(self, flt: dict[str, Any], update: dict[str, Any]) -> int:
+        """`update_many(flt, update)` as one single-document update per matching status (see the
+        module docstring); each keeps `flt`'s conditions, so a status that stopped matching
+        meanwhile is left alone. Returns how many were modified."""
+        coll = self.collection()
+        ids = [d["_id"] async for d in coll.find(flt, {"_id": 1})]
+        conditions = {k: v for k, v in flt.items() if k != "_id"}
+        modified = 0
+        for start in range(0, len(ids), UPDATE_BATCH):
+            ops = [
+                UpdateOne({**conditions, "_id": i}, update)
+                for i in ids[start : start + UPDATE_BATCH]
+            ]
+
+            async def write(session: Session, ops: list[UpdateOne] = ops) -> int:
+                result = await coll.bulk_write(ops, ordered=False, session=session)
+                return result.modified_count
+
+            modified += await fenced_write(coll.database.client, write)
+        return modified
 
     async def _full_audience(
         self, author_id: ObjectId, *, session: Session = None
@@ -50,25 +89,32 @@ class RecipientsEmbedded(TimelineStrategy):
 
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
         audience = await self._full_audience(author_id)
-        await self.collection().update_one(
-            {"author_id": author_id, "_id": status_id}, {"$set": {"audience": audience}}
-        )
+        coll = self.collection()
+
+        async def write(session: Session) -> None:
+            await coll.update_one(
+                {"author_id": author_id, "_id": status_id},
+                {"$set": {"audience": audience}},
+                session=session,
+            )
+
+        await fenced_write(coll.database.client, write)
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
-        coll = self.collection()
         if await graph.are_friends(author_id, other_id):
             floor = await window_floor(author_id, self.max_items)
             flt: dict[str, Any] = {"author_id": author_id}
             if floor is not None:
                 flt["_id"] = {"$gte": floor}
-            await coll.update_many(flt, {"$addToSet": {"audience": other_id}})
+            await self._update_each(flt, {"$addToSet": {"audience": other_id}})
             if floor is not None:
                 # Older statuses did not get `other_id`: complete only from the floor up.
-                await AudienceWatermark.get_pymongo_collection().update_one(
-                    {"author_id": author_id}, {"$max": {"complete_from": floor}}, upsert=True
-                )
+                with fenced():
+                    await AudienceWatermark.get_pymongo_collection().update_one(
+                        {"author_id": author_id}, {"$max": {"complete_from": floor}}, upsert=True
+                    )
         else:
-            await coll.update_many(
+            await self._update_each(
                 {"author_id": author_id, "audience": other_id}, {"$pull": {"audience": other_id}}
             )
 
@@ -88,36 +134,40 @@ class RecipientsEmbedded(TimelineStrategy):
         if floor is not None:
             flt["_id"]["$gte"] = floor
         audience = await self._full_audience(author_id)
-        result = await self.collection().update_many(flt, {"$set": {"audience": audience}})
-        if floor is None:
-            await marks.delete_one({"author_id": author_id, "complete_from": mark["complete_from"]})
-        else:
-            await marks.update_one({"author_id": author_id}, {"$min": {"complete_from": floor}})
-        return result.modified_count
+        modified = await self._update_each(flt, {"$set": {"audience": audience}})
+        with fenced():
+            if floor is None:
+                await marks.delete_one(
+                    {"author_id": author_id, "complete_from": mark["complete_from"]}
+                )
+            else:
+                await marks.update_one({"author_id": author_id}, {"$min": {"complete_from": floor}})
+        return modified
 
     async def rebuild(self, user_id: ObjectId) -> int:
         """Recompute the audiences of `user_id`'s statuses: full in the window, and no one who is
         no longer a friend anywhere."""
         audience = await self._full_audience(user_id)
         floor = await window_floor(user_id, self.max_items)
-        coll = self.collection()
         window: dict[str, Any] = {"author_id": user_id}
         if floor is not None:
             window["_id"] = {"$gte": floor}
-        changed = (await coll.update_many(window, {"$set": {"audience": audience}})).modified_count
+        changed = await self._update_each(window, {"$set": {"audience": audience}})
+        marks = AudienceWatermark.get_pymongo_collection()
         if floor is not None:
             older = {"author_id": user_id, "_id": {"$lt": floor}}
-            changed += (
-                await coll.update_many(older, {"$pull": {"audience": {"$nin": audience}}})
-            ).modified_count
-            changed += (
-                await coll.update_many(
-                    {**older, "audience": {"$exists": False}}, {"$set": {"audience": [user_id]}}
-                )
-            ).modified_count
-            await AudienceWatermark.get_pymongo_collection().update_one(
-                {"author_id": user_id}, {"$set": {"complete_from": floor}}, upsert=True
+            changed += await self._update_each(
+                {**older, "audience": {"$elemMatch": {"$nin": audience}}},
+                {"$pull": {"audience": {"$nin": audience}}},
             )
+            changed += await self._update_each(
+                {**older, "audience": {"$exists": False}}, {"$set": {"audience": [user_id]}}
+            )
+            with fenced():
+                await marks.update_one(
+                    {"author_id": user_id}, {"$set": {"complete_from": floor}}, upsert=True
+                )
         else:
-            await AudienceWatermark.get_pymongo_collection().delete_one({"author_id": user_id})
+            with fenced():
+                await marks.delete_one({"author_id": user_id})
         return changed
