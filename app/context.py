@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from bson import ObjectId
+
+from app.activity import Activity
 from app.db import Database
 from app.settings import Settings
 from app.strategies import TimelineStrategy, build_strategy
@@ -15,6 +18,11 @@ class AppContext:
     settings: Settings
     database: Database
     strategy: TimelineStrategy
+    # The TIMELINE_ACTIVE_DAYS window and its clock, shared with `strategy` (app.activity).
+    activity: Activity
+    # Pages of users whose materialized timeline is being rebuilt come from the truth: the
+    # fanout_on_read strategy's page code over statuses of self + current friends.
+    truth: TimelineStrategy
     # Set when this process records an event, so an in-process worker wakes at once.
     events_recorded: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -22,4 +30,19 @@ class AppContext:
 async def build_context(settings: Settings, database: Database) -> AppContext:
     strategy = build_strategy(settings.timeline_strategy, settings.timeline_max)
     await strategy.ensure_indexes()
-    return AppContext(settings=settings, database=database, strategy=strategy)
+    activity = Activity(settings.timeline_active_days)
+    strategy.activity = activity
+    truth = build_strategy("fanout_on_read", settings.timeline_max)
+    return AppContext(
+        settings=settings, database=database, strategy=strategy, activity=activity, truth=truth
+    )
+
+
+async def reading_strategy(ctx: AppContext, user_id: ObjectId) -> TimelineStrategy:
+    """Record a read by `user_id` (app.activity) and return the strategy that serves it: the
+    configured one, or the truth while a return's rebuild is unfinished. Cursors are status
+    ids in both, so a cursor from a truth-served page stays valid after the switch back."""
+    if await ctx.activity.touch(ctx.database, user_id):
+        return ctx.strategy
+    ctx.events_recorded.set()  # a return records a rebuild event: wake an in-process worker
+    return ctx.truth

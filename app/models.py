@@ -139,7 +139,7 @@ class AudienceWatermark(Document):
         indexes = [IndexModel([("author_id", ASCENDING)], unique=True)]
 
 
-EventKind = Literal["status_posted", "status_deleted", "friendship_changed"]
+EventKind = Literal["status_posted", "status_deleted", "friendship_changed", "timeline_rebuild"]
 EventState = Literal["staged", "pending", "done", "dead"]
 
 
@@ -240,6 +240,27 @@ class Marker(Document):
         name = "markers"
 
 
+class UserActivity(Document):
+    """When a user last read their timeline (app.activity), one document per user (`_id` is the
+    user's id). `materialized` says whether the strategy's derived timeline serves their reads:
+    false from a return after TIMELINE_ACTIVE_DAYS away until the rebuild of generation
+    `returns` has finished (reads are served from the source of truth meanwhile). A user with
+    no document has never read and counts as active, so data from before tracking needs no
+    migration."""
+
+    id: PydanticObjectId  # the user's id, not a fresh one
+    last_read_at: datetime
+    materialized: bool = True
+    returns: int = 0
+
+    class Settings:
+        name = "user_activity"
+        indexes = [
+            # /health's count of inactive users and fan-out's look-ups are range queries on it.
+            IndexModel([("last_read_at", ASCENDING)]),
+        ]
+
+
 DOCUMENT_MODELS: list[type[Document]] = [
     User,
     FriendRequest,
@@ -253,4 +274,5 @@ DOCUMENT_MODELS: list[type[Document]] = [
     ServiceConfig,
     IdempotencyRecord,
     Marker,
+    UserActivity,
 ]

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     mongodb_db: str = Field("timeline", min_length=1, max_length=60)
     # How many of the newest reachable statuses a timeline holds.
     timeline_max: int = Field(1000, ge=1, le=100_000)
+    # A user who has not read their timeline for this many days gets no fan-out work (app.activity).
+    timeline_active_days: int = Field(7, ge=1, le=3650)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 

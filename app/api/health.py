@@ -30,6 +30,7 @@ async def health(request: Request) -> JSONResponse:
     try:
         await ctx.database.ping()
         stats = await backlog()
+        inactive = await ctx.activity.count_inactive()
     except PyMongoError:
         return error_response(503, "database_unavailable", "the database is unavailable")
     return JSONResponse(
@@ -38,5 +39,6 @@ async def health(request: Request) -> JSONResponse:
             "strategy": ctx.strategy.name,
             "database": "embedded" if ctx.database.embedded else "mongodb",
             **stats,
+            "inactive_users": inactive,
         }
     )

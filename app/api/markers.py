@@ -10,6 +10,7 @@ from app import markers
 from app.api.deps import context, current_user
 from app.api.parsing import json_body
 from app.api.schemas import UpdateMarkers
+from app.context import reading_strategy
 
 
 async def get_markers(request: Request) -> JSONResponse:
@@ -31,5 +32,8 @@ async def post_markers(request: Request) -> JSONResponse:
 async def unread_count(request: Request) -> JSONResponse:
     me = await current_user(request)
     assert me.id is not None
-    count, capped = await markers.unread_count(context(request).strategy, me.id)
+    # A read like GET /timeline (the badge is what a client polls), served by the same
+    # strategy so that the two agree while a returning user's rebuild runs.
+    strategy = await reading_strategy(context(request), me.id)
+    count, capped = await markers.unread_count(strategy, me.id)
     return JSONResponse({"count": count, "capped": capped})

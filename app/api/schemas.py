@@ -140,6 +140,8 @@ class HealthOut(_Out):
     pending_events: int
     oldest_pending_age_s: float | None
     dead_events: int
+    # users whose last timeline read is older than TIMELINE_ACTIVE_DAYS (no fan-out for them)
+    inactive_users: int
 
 
 class HomeMarkerOut(_Out):

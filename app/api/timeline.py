@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse
 from app import cursors
 from app.api.deps import context, current_user
 from app.api.parsing import cursor_param, limit_param
+from app.context import reading_strategy
 from app.errors import BadRequest
 from app.statuses import status_json
 
@@ -20,7 +21,8 @@ async def timeline(request: Request) -> JSONResponse:
     after = cursor_param(request, "after")
     if before is not None and after is not None:
         raise BadRequest("use either before or after, not both", code="invalid_cursor")
-    page = await context(request).strategy.read(me.id, limit=limit, before=before, after=after)
+    strategy = await reading_strategy(context(request), me.id)
+    page = await strategy.read(me.id, limit=limit, before=before, after=after)
     items = [
         status_json({"_id": s.id, "author": s.author, "text": s.text, "created_at": s.created_at})
         for s in page.items

@@ -18,13 +18,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app.db import Session
 from app.settings import StrategyName
+
+if TYPE_CHECKING:
+    from app.activity import Activity
 
 PAGE_PROJECTION_FIELDS = ("author", "text", "created_at")
 
@@ -73,6 +76,9 @@ class TimelineStrategy(ABC):
 
     def __init__(self, max_items: int) -> None:
         self.max_items = max_items
+        # The TIMELINE_ACTIVE_DAYS window (set by app.context). None: everyone counts as
+        # active, which is always safe (a strategy built on the side, during a switch).
+        self.activity: Activity | None = None
 
     # -- set-up --------------------------------------------------------------------------------
     async def ensure_indexes(self) -> None:
@@ -106,6 +112,12 @@ class TimelineStrategy(ABC):
     async def rebuild(self, user_id: ObjectId) -> int:
         """Recompute the derived data owned by `user_id` from the source of truth. Returns the
         number of documents changed. Idempotent."""
+        return 0
+
+    async def rebuild_reader(self, user_id: ObjectId) -> int:
+        """Recompute the derived data that serves `user_id`'s reads from the source of truth
+        (a returning inactive user, app.activity). Idempotent, so a repeated or resumed
+        rebuild converges. Only strategies that skip inactive receivers have any to do."""
         return 0
 
     # -- reading -------------------------------------------------------------------------------

@@ -155,7 +155,9 @@ class ReceiverCopies(TimelineStrategy):
         inserted = 0
         for start in range(0, len(order), FANOUT_BATCH):
             batch = order[start : start + FANOUT_BATCH]
-            inserted += await self._insert_new([_entry(r, status) for r in batch])
+            inserted += await self._insert_new(
+                [_entry(r, status) for r in await self._active(batch, status["author_id"])]
+            )
             await self._trim_over([r for r in batch if _should_trim(r, status["_id"])])
             # No save after the last batch: the event is marked done next (by its lease owner
             # only), so that save would fence nothing and cost two writes per post, most of a
@@ -163,6 +165,19 @@ class ReceiverCopies(TimelineStrategy):
             if cp is not None and start + FANOUT_BATCH < len(order):
                 await cp.save(batch[-1])
         return inserted
+
+    async def _active(self, receivers: list[ObjectId], author_id: ObjectId) -> list[ObjectId]:
+        """Those of `receivers` who read within TIMELINE_ACTIVE_DAYS (app.activity); the author
+        always (their own copy is written with the post anyway). A user skipped here gets the
+        status from the rebuild that follows their return: it starts after the return is
+        marked, so after this look, and the status was in `statuses` before (docs/design.md)."""
+        if self.activity is None:
+            return receivers
+        away = await self.activity.inactive_among(receivers)
+        return [r for r in receivers if r == author_id or r not in away]
+
+    async def rebuild_reader(self, user_id: ObjectId) -> int:
+        return await self.rebuild(user_id)
 
     async def _beyond(self, owner_id: ObjectId) -> ObjectId | None:
         """The newest status id beyond the owner's TIMELINE_MAX newest entries, if any."""
@@ -280,6 +295,8 @@ class ReceiverCopies(TimelineStrategy):
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await graph.are_friends(author_id, other_id):
+            if not await self._active([other_id], author_id):
+                return  # away: their return rebuilds from the truth, friends included
             statuses = await newest_statuses(author_id, self.max_items)
             if len(statuses) >= self.max_items:
                 # The backfill stops at the author's TIMELINE_MAX newest, so `other_id` misses

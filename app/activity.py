@@ -1,0 +1,146 @@
+"""Who is reading: activity tracking and the TIMELINE_ACTIVE_DAYS window (docs/design.md,
+"Inactive users").
+
+A read records the reader's activity at most once per ACTIVITY_RESOLUTION (a conditional
+update), so reads cost no write. A reader whose last read is older than the window gets no
+fan-out work (receiver_copies writes no copies for them). The read that brings them back marks
+them active and not `materialized` in one conditional update, recorded with a `timeline_rebuild`
+event in the outbox (app.outbox: both or neither); until the worker has applied that event,
+their pages are served from the source of truth by the fanout_on_read strategy's page code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bson import ObjectId
+
+from app import outbox
+from app.checkpoint import fenced
+from app.db import Database, Session
+from app.models import UserActivity, utcnow
+from app.outbox import NothingWritten
+
+# A read updates `last_read_at` only if the stored one is older than this: at most one write
+# per user per hour, however often they read. The window is whole days (TIMELINE_ACTIVE_DAYS
+# >= 1), so an hour's staleness can only make a reader look active an hour longer, never
+# inactive while reading.
+ACTIVITY_RESOLUTION = timedelta(hours=1)
+# Receivers looked up per query when fan-out filters out inactive ones: bounded `$in` lists,
+# the same size as a fan-out batch (app.strategies.receiver_copies.FANOUT_BATCH).
+LOOKUP_BATCH = 1000
+
+Clock = Callable[[], datetime]
+
+
+class _AlreadyMarked(NothingWritten):
+    """Another read marked the return first: its event does the rebuild."""
+
+
+@dataclass
+class Activity:
+    """The activity window and the clock it is measured by (tests put a fake clock here; the
+    worker's strategy and the API share this object through the AppContext)."""
+
+    active_days: int
+    clock: Clock = field(default=utcnow)
+
+    def cutoff(self) -> datetime:
+        """Users whose last read is older than this are inactive."""
+        return self.clock() - timedelta(days=self.active_days)
+
+    async def inactive_among(self, users: Sequence[ObjectId]) -> set[ObjectId]:
+        """Those of `users` whose last read is older than the window (never read: active)."""
+        coll = UserActivity.get_pymongo_collection()
+        cutoff = self.cutoff()
+        found: set[ObjectId] = set()
+        for start in range(0, len(users), LOOKUP_BATCH):
+            chunk = list(users[start : start + LOOKUP_BATCH])
+            cursor = coll.find({"_id": {"$in": chunk}, "last_read_at": {"$lt": cutoff}}, {"_id": 1})
+            found.update([d["_id"] async for d in cursor])
+        return found
+
+    async def count_inactive(self) -> int:
+        """For /health: one range over the `last_read_at` index."""
+        return await UserActivity.get_pymongo_collection().count_documents(
+            {"last_read_at": {"$lt": self.cutoff()}}
+        )
+
+    async def serves_materialized(self, user_id: ObjectId) -> bool:
+        """Whether a read by `user_id` now would be served by the materialized timeline,
+        without recording anything (for `timeline check`)."""
+        doc = await UserActivity.get_pymongo_collection().find_one({"_id": user_id})
+        if doc is None:
+            return True
+        return bool(doc["last_read_at"] >= self.cutoff() and doc.get("materialized", True))
+
+    async def touch(self, database: Database, user_id: ObjectId) -> bool:
+        """Record a read by `user_id`; whether their materialized timeline may serve it.
+
+        One indexed `_id` look-up per read; a write only when the stored time is older than
+        ACTIVITY_RESOLUTION, or on a return (see `_return`)."""
+        coll = UserActivity.get_pymongo_collection()
+        now = self.clock()
+        doc = await coll.find_one({"_id": user_id})
+        if doc is None:
+            # The first read ever: nothing was skipped for a user with no document (fan-out
+            # counts them active), so the materialized timeline is complete. A concurrent
+            # first read inserts the same thing.
+            await coll.update_one(
+                {"_id": user_id},
+                {"$setOnInsert": {"last_read_at": now, "materialized": True, "returns": 0}},
+                upsert=True,
+            )
+            return True
+        if doc["last_read_at"] < self.cutoff():
+            return await self._return(database, user_id, doc["last_read_at"], now)
+        if doc["last_read_at"] < now - ACTIVITY_RESOLUTION:
+            await coll.update_one(
+                {"_id": user_id, "last_read_at": {"$lt": now - ACTIVITY_RESOLUTION}},
+                {"$set": {"last_read_at": now}},
+            )
+        return bool(doc.get("materialized", True))
+
+    async def _return(
+        self, database: Database, user_id: ObjectId, last_read_at: datetime, now: datetime
+    ) -> bool:
+        """Mark a returning user active and not materialized, with the rebuild event in the same
+        write path (app.outbox). The update is conditional on the `last_read_at` just read, so
+        of racing returns exactly one records an event. Always False: this read is served from
+        the truth (the rebuild has not even started)."""
+        coll = UserActivity.get_pymongo_collection()
+
+        async def mark(session: Session) -> None:
+            result = await coll.update_one(
+                {"_id": user_id, "last_read_at": last_read_at},
+                {"$set": {"last_read_at": now, "materialized": False}, "$inc": {"returns": 1}},
+                session=session,
+            )
+            if result.matched_count == 0:
+                raise _AlreadyMarked
+
+        event = {"kind": "timeline_rebuild", "author_id": user_id}
+        try:
+            await outbox.commit_with_events(database, [event], mark)
+        except _AlreadyMarked:
+            pass
+        return False
+
+
+async def rebuild_generation(user_id: ObjectId) -> int:
+    """Read before a rebuild starts: the return it serves (`returns`)."""
+    doc = await UserActivity.get_pymongo_collection().find_one({"_id": user_id}, {"returns": 1})
+    return int(doc.get("returns", 0)) if doc else 0
+
+
+async def finish_rebuild(user_id: ObjectId, generation: int) -> None:
+    """The rebuild that started at `generation` is complete: reads may use the materialized
+    timeline again. Fenced (only the lease holder writes it), and conditional on the
+    generation: a return after the rebuild started may have been skipped by fan-outs the
+    rebuild did not see, and its own event rebuilds (and finishes) again."""
+    with fenced():
+        await UserActivity.get_pymongo_collection().update_one(
+            {"_id": user_id, "returns": generation}, {"$set": {"materialized": True}}
+        )
