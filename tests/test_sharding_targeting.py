@@ -72,12 +72,11 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
         "known and named",
         only_in=API_STATUS_LOOKUP | REFILLS,
     ),
-    ("find", "events", ("$or", "state")): Allowed(
+    ("find", "events", ("state",)): Allowed(
         "the worker's claim: the oldest claimable events of any author, wherever they are; "
         "one per claim, each shard answers from its (state, _id) index"
     ),
-    ("find", "events", ("$and",)): Allowed("the claim, excluding authors other workers hold"),
-    ("find", "events", ("$or", "author_id", "state")): Allowed(
+    ("find", "events", ("author_id", "state")): Allowed(
         "the claim's look at the chosen author's oldest event: events are sharded by _id "
         "(every later update of an event is by _id), so by-author is a broadcast of one "
         "indexed (author_id, state) lookup per claim"
