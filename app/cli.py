@@ -28,6 +28,12 @@ log = logging.getLogger("timeline")
 # commit before its log reaches the disk, and a SIGKILL right after loses the last acknowledged
 # transactions (measured: 9 of 200; docs/security.md). The cost is about half the commit rate.
 EMBEDDED_SYNC_ON_COMMIT = True
+# How long the API keeps an idle keep-alive connection open. It must outlast every client's own
+# idle expiry: uvicorn's default (5 s) equals httpx's `keepalive_expiry` (5 s), so a client could
+# reuse a connection in the very moment the server closed it, and the request died with a
+# ReadError (a connection reset; seen once in a 50-client load run). 75 s also outlasts the
+# 60 s idle timeout of common load balancers (nginx, AWS ALB), which must close first.
+KEEP_ALIVE_S = 75
 # The project's Beanie migrations (a directory beside the packages, see docs/operations.md).
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -118,7 +124,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     with database_url(settings) as (resolved, embedded):
         _guard(resolved, embedded)
         app = create_app(resolved, embedded=embedded, run_worker=not args.no_worker)
-        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
     return 0
 
 

@@ -3,27 +3,48 @@
 It speaks the MongoDB wire protocol, so the service talks to it exactly as to mongod. It runs
 in its own process (not inside the API's event loop) so that a busy server cannot stall the API,
 and so that tests can stop or kill it like a real database.
+
+The child never outlives its parent: on Linux it gets a parent-death signal, and everywhere a
+watchdog process (app/embedded_guard.py) stops it when the parent's end of a pipe closes without
+a word. A pidfile in the data directory names the server and its parent, so that a start-up that
+finds a server left behind (by an older version, or a watchdog that was killed too) stops it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import json
+import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from app import embedded_guard
+
+log = logging.getLogger("timeline.embedded")
+
 # SecantusDB opens WiredTiger and starts listening in about a second; allow for slow CI machines.
 START_TIMEOUT_S = 60.0
 # Its clean stop takes ~2 s (checkpoint); after this we kill it.
 STOP_TIMEOUT_S = 20.0
+# The watchdog exits as soon as it reads the parent's release; this only bounds a stuck one.
+WATCHDOG_EXIT_TIMEOUT_S = 5.0
+# In the data directory: {"pid": server, "parent": the process that started it, "storage": path}.
+PIDFILE = "timeline-embedded.pid"
+# <linux/prctl.h>
+PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedServerError(RuntimeError):
@@ -49,8 +70,32 @@ def _server_command() -> list[str]:
     )
 
 
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A `preexec_fn` asking Linux to SIGTERM the child when its parent dies; None elsewhere.
+
+    Linux sends it when the *thread* that forked the child exits, so a server started from a
+    worker thread (`asyncio.to_thread`) would die with that thread: there only the watchdog
+    guards it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:  # in the child, between fork and exec: nothing that may lock
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request was made
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 class EmbeddedServer:
-    """Start with `start()` (or as a context manager); `url` is then a MONGODB_URL to share."""
+    """Start with `start()` (or as a context manager); `url` is then a MONGODB_URL to share.
+
+    `parent_death_signal` and `watchdog` are the two guards against outliving this process;
+    both are on unless a test turns one off to check the other."""
 
     def __init__(
         self,
@@ -59,12 +104,26 @@ class EmbeddedServer:
         port: int | None = None,
         sync_on_commit: bool = False,
         log_path: Path | None = None,
+        parent_death_signal: bool = True,
+        watchdog: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.sync_on_commit = sync_on_commit
         self.log_path = log_path
+        self.parent_death_signal = parent_death_signal
+        self.watchdog = watchdog
         self.process: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / PIDFILE
+
+    @property
+    def storage(self) -> str:
+        """The --storage-path the server runs with (absolute: it identifies the server)."""
+        return str(self.data_dir.resolve())
 
     @property
     def url(self) -> str:
@@ -77,6 +136,7 @@ class EmbeddedServer:
 
     def start(self) -> EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_stale()
         cmd = [
             *_server_command(),
             "--host",
@@ -84,7 +144,7 @@ class EmbeddedServer:
             "--port",
             str(self.port),
             "--storage-path",
-            str(self.data_dir),
+            self.storage,
             "--log-level",
             "WARNING",
         ]
@@ -93,16 +153,95 @@ class EmbeddedServer:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         # A new process group: Ctrl-C in a terminal reaches us, and we stop the child ourselves.
         self.process = subprocess.Popen(
-            cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_parent_death_signal() if self.parent_death_signal else None,
         )
+        self.pidfile.write_text(
+            json.dumps({"pid": self.process.pid, "parent": os.getpid(), "storage": self.storage})
+        )
+        if self.watchdog:
+            self._start_watchdog(self.process.pid)
         self._wait_until_ready()
         return self
+
+    def _start_watchdog(self, pid: int) -> None:
+        # Its stdin is a pipe only this process writes to (pipes are not inherited by other
+        # children), so its end of file means this process is gone. Its own session: a
+        # terminal's signals to our process group must not take it down with us.
+        script = embedded_guard.__file__
+        self._watchdog = subprocess.Popen(
+            [sys.executable, script, str(pid), self.storage, str(STOP_TIMEOUT_S)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _release(self, pid: int) -> None:
+        """After the server has exited: dismiss its watchdog, forget its pidfile."""
+        dog, self._watchdog = self._watchdog, None
+        if dog is not None and dog.stdin is not None:
+            try:
+                dog.stdin.write(embedded_guard.RELEASE)
+                dog.stdin.close()
+            except BrokenPipeError:
+                pass  # it was killed: nothing left to dismiss
+            try:
+                dog.wait(WATCHDOG_EXIT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                dog.kill()
+                dog.wait()
+        try:
+            if json.loads(self.pidfile.read_text()).get("pid") == pid:
+                self.pidfile.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def _stop_stale(self) -> None:
+        """Stop a server left on this data directory by a parent that is gone (an orphan);
+        refuse one whose parent still runs it."""
+        try:
+            record = json.loads(self.pidfile.read_text())
+            pid, parent = int(record["pid"]), int(record["parent"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError):
+            self.pidfile.unlink(missing_ok=True)  # unreadable: whoever wrote it is not running
+            return
+        info = embedded_guard.process_info(pid)
+        if info is None or not embedded_guard.is_server_on(pid, self.storage):
+            self.pidfile.unlink(missing_ok=True)
+            return
+        if info.ppid == parent:
+            raise EmbeddedServerError(
+                f"TIMELINE_DATA_DIR: {self.data_dir} is in use by the embedded server (pid {pid}) "
+                f"of process {parent}; stop that process or use another TIMELINE_DATA_DIR"
+            )
+        log.warning(
+            "TIMELINE_DATA_DIR: a stale embedded server (pid %d, whose parent %d is gone) held "
+            "%s; stopping it",
+            pid,
+            parent,
+            self.data_dir,
+        )
+        embedded_guard.terminate(pid, self.storage, STOP_TIMEOUT_S)
+        if embedded_guard.is_server_on(pid, self.storage):
+            raise EmbeddedServerError(
+                f"TIMELINE_DATA_DIR: the stale embedded server (pid {pid}) on {self.data_dir} "
+                f"could not be stopped"
+            )
+        self.pidfile.unlink(missing_ok=True)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
+                self._release(self.process.pid)
                 raise EmbeddedServerError(
                     f"TIMELINE_DATA_DIR: the embedded server exited with code "
                     f"{self.process.returncode} (is another server using {self.data_dir}?)"
@@ -121,21 +260,26 @@ class EmbeddedServer:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._release(proc.pid)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (tests of durability and outages)."""
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
+        if proc is None:
+            return
+        if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+        self._release(proc.pid)
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()

@@ -17,7 +17,6 @@ from typing import Any, Literal, Protocol
 from pymongo import IndexModel
 
 from app.models import DOCUMENT_MODELS
-from app.strategies.recipients_embedded import AUDIENCE_INDEX
 
 KeyKind = Literal[1, "hashed"]
 
@@ -83,22 +82,25 @@ PLAN: tuple[ShardPlan, ...] = (
         (("user_id", "hashed"),),
         "the unique (user_id, key) index is prefixed by the shard key, so it stays enforced",
     ),
-    ShardPlan("markers", (("_id", "hashed"),), "_id is the user: reads and updates are targeted"),
+    ShardPlan(
+        "markers",
+        (("_id", "hashed"),),
+        "_id is the user: every read and conditional update of a marker is targeted",
+    ),
 )
 PLAN_BY_COLLECTION: dict[str, ShardPlan] = {p.collection: p for p in PLAN}
 
-# Indexes a strategy creates for itself (TimelineStrategy.ensure_indexes), by collection: they
-# must exist on every shard too, and a shard key's index is created beside them.
-STRATEGY_INDEXES: dict[str, list[IndexModel]] = {"statuses": [AUDIENCE_INDEX]}
-
 
 def model_indexes() -> dict[str, list[IndexModel]]:
-    """Every declared collection with the indexes the models and strategies declare for it."""
+    """Every declared collection with the indexes its model declares. (A strategy's own indexes,
+    TimelineStrategy.ensure_indexes, are created by the strategy at start-up, through mongos
+    like any other; none is unique, so none constrains the shard key.)"""
     out: dict[str, list[IndexModel]] = {}
     for model in DOCUMENT_MODELS:
         settings = model.Settings
-        indexes = [i for i in getattr(settings, "indexes", []) if isinstance(i, IndexModel)]
-        out[settings.name] = indexes + STRATEGY_INDEXES.get(settings.name, [])
+        out[settings.name] = [
+            i for i in getattr(settings, "indexes", []) if isinstance(i, IndexModel)
+        ]
     return out
 
 

@@ -178,10 +178,23 @@ async def get(me: User, status_id: str) -> dict[str, Any]:
     return status_json(await _visible(me, status_id))
 
 
-async def delete(ctx: AppContext, me: User, status_id: str) -> None:
-    doc = await _visible(me, status_id)
-    if doc["author_id"] != _uid(me):
+async def _own(me: User, status_id: str) -> dict[str, Any]:
+    """The caller's own status. Looked up with its author, the shard key of `statuses`, so that
+    on a sharded cluster a delete asks one shard (docs/scaling.md); a friend's status gets the
+    same 404 as a missing id, as before."""
+    oid = parse_id(status_id)
+    doc = None
+    if oid is not None:
+        doc = await Status.get_pymongo_collection().find_one(
+            {"author_id": _uid(me), "_id": oid}, {"audience": 0}
+        )
+    if doc is None:
         raise NotFound("no such status", code="status_not_found")
+    return dict(doc)
+
+
+async def delete(ctx: AppContext, me: User, status_id: str) -> None:
+    doc = await _own(me, status_id)
     strategy = ctx.strategy
 
     async def change(session: Session) -> None:

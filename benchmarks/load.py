@@ -8,8 +8,13 @@ that every status acknowledged with 201 and not deleted, whose author is the use
 friend, is in the user's timeline (within the newest TIMELINE_MAX of them). Anything missing is
 `lost`; anything there that should not be (deleted, or not a friend's) is `unexpected`.
 
-Without --url it starts its own `timeline serve` (embedded database in a temporary directory)
-and stops it afterwards.
+While the load runs, a probe (benchmarks/probe.py) measures post-to-visible lag: a dedicated
+author posts every half second and a friend polls their timeline; lag p50/p99 are reported with
+the drain time (how long the worker needed after the load to apply every event).
+
+Without --url it starts its own service (benchmarks/services.py: `timeline serve` with its
+in-process worker, or with --workers N, `timeline db` + `timeline serve --no-worker` + N
+`timeline worker` processes), embedded database in a temporary directory, and stops it after.
 """
 
 from __future__ import annotations
@@ -17,24 +22,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from app.embedded import free_port
+from benchmarks.probe import Probe
+from benchmarks.services import own_service
 
 DEFAULT_CLIENTS = 10
 DEFAULT_SECONDS = 10.0
@@ -44,8 +44,6 @@ DEFAULT_MAX_REQUESTS = 200_000
 DEFAULT_TIMELINE_MAX = 1000
 # How long to wait for the worker to apply every event after the load stops (a hang bound).
 DRAIN_TIMEOUT_S = 600.0
-# How long `timeline serve` may take to answer /health (the embedded server starts first).
-SERVE_START_TIMEOUT_S = 90.0
 # Per request: far above any healthy latency; a request slower than this counts as an error.
 REQUEST_TIMEOUT_S = 60.0
 # Page size for the verification reads (the contract's maximum).
@@ -71,6 +69,9 @@ EXPECTED: dict[str, set[int]] = {
     "unfriend": {204},
     "delete": {204},
     "read_me": {200},
+    "probe_setup": {200, 201},
+    "probe_post": {201},
+    "probe_read": {200},
 }
 
 
@@ -80,6 +81,9 @@ class Stats:
     by_action: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     requests: int = 0
+    # The probe's own requests (benchmarks/probe.py): not in `requests` nor in the latencies,
+    # so that the mix's figures stay comparable with runs before the probe; errors count.
+    probe_requests: int = 0
 
 
 @dataclass
@@ -112,15 +116,20 @@ class Run:
     async def call(
         self, action: str, method: str, path: str, **kwargs: Any
     ) -> httpx.Response | None:
-        self.stats.requests += 1
-        self.stats.by_action[action] += 1
+        probe = action.startswith("probe_")
+        if probe:
+            self.stats.probe_requests += 1
+        else:
+            self.stats.requests += 1
+            self.stats.by_action[action] += 1
         start = time.perf_counter()
         try:
             r = await self.client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             self.stats.errors[f"{action}: {type(exc).__name__}"] += 1
             return None
-        self.stats.latencies_ms.append((time.perf_counter() - start) * 1000)
+        if not probe:
+            self.stats.latencies_ms.append((time.perf_counter() - start) * 1000)
         if r.status_code not in EXPECTED[action]:
             self.stats.errors[f"{action}: {r.status_code}"] += 1
             return None
@@ -235,10 +244,28 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
+async def befriend_probe(run: Run, prefix: str) -> Probe:
+    """The probe's two users, friends before the load starts (benchmarks/probe.py)."""
+    tokens = []
+    for who in ("author", "reader"):
+        r = await run.call("probe_setup", "POST", "/users", json={"handle": f"{prefix}_{who}"})
+        tokens.append(r.json()["token"] if r is not None else "")
+    author, reader = ({"Authorization": f"Bearer {t}"} for t in tokens)
+    requested = await run.call(
+        "probe_setup", "POST", "/friend-requests", json={"to": f"{prefix}_reader"}, headers=author
+    )
+    accepted = await run.call(
+        "probe_setup", "POST", f"/friend-requests/{prefix}_author/accept", headers=reader
+    )
+    if requested is None or accepted is None:
+        raise RuntimeError(f"could not befriend the probe's users: {dict(run.stats.errors)}")
+    return Probe(author, reader)
+
+
 async def drive(
     url: str, clients: int, seconds: float, max_requests: int, seed: int, timeline_max: int
 ) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
     timeout = httpx.Timeout(REQUEST_TIMEOUT_S)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
         stats = Stats()
@@ -249,13 +276,25 @@ async def drive(
         run.users = list(
             await asyncio.gather(*(create_user(run, prefix, i) for i in range(clients)))
         )
+        probe = await befriend_probe(run, prefix)
         start = time.monotonic()
         run.deadline = start + seconds
-        await asyncio.gather(*(client_loop(run, u) for u in run.users))
-        elapsed = time.monotonic() - start
-        drain_s = await wait_drained(client)
+        polling = asyncio.create_task(probe.poll(run.call))
+        try:
+            await asyncio.gather(
+                probe.post_until(run.call, run.deadline),
+                *(client_loop(run, u) for u in run.users),
+            )
+            elapsed = time.monotonic() - start
+            drain_s = await wait_drained(client)
+            await probe.look(run.call)  # a last look after the drain, in case the poll slept
+            probe.posting = False
+            await asyncio.wait_for(polling, timeout=REQUEST_TIMEOUT_S)
+        finally:
+            polling.cancel()
         check = await verify(run, timeline_max)
     latencies = sorted(stats.latencies_ms)
+    lags = sorted(x * 1000 for x in probe.lags_s)
     return {
         "url": url,
         "clients": clients,
@@ -263,57 +302,24 @@ async def drive(
         "requests": stats.requests,
         "errors": sum(stats.errors.values()),
         "error_kinds": dict(stats.errors),
-        "lost": check["lost"],
+        # A probe post never seen after the drain is lost like any other.
+        "lost": check["lost"] + probe.unseen,
         "unexpected": check["unexpected"],
-        "checked_pairs": check["checked_pairs"],
+        "checked_pairs": check["checked_pairs"] + len(lags) + probe.unseen,
         "statuses_acknowledged": len(run.acknowledged) + len(run.deleted),
         "statuses_deleted": len(run.deleted),
         "req_per_s": round(stats.requests / elapsed, 1) if elapsed > 0 else 0.0,
         "p50_ms": round(percentile(latencies, 0.50), 2),
         "p99_ms": round(percentile(latencies, 0.99), 2),
+        "lag_p50_ms": round(percentile(lags, 0.50), 1),
+        "lag_p99_ms": round(percentile(lags, 0.99), 1),
+        "lag_max_ms": round(lags[-1], 1) if lags else 0.0,
+        "lag_samples": len(lags),
         "drain_s": round(drain_s, 3),
+        "drain_share": round(drain_s / elapsed, 3) if elapsed > 0 else 0.0,
+        "probe_requests": stats.probe_requests,
         "by_action": dict(stats.by_action),
     }
-
-
-@contextmanager
-def own_server(data_dir: Path) -> Iterator[str]:
-    """`timeline serve` on a free port with the embedded database in `data_dir`."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URL"}
-    env["TIMELINE_DATA_DIR"] = str(data_dir)
-    log = open(data_dir / "serve.log", "ab")  # noqa: SIM115
-    # cwd: the temporary directory, so that a developer's .env does not configure this server.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=data_dir,
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVE_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"timeline serve exited with {proc.returncode}; see serve.log")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timeline serve did not answer within {SERVE_START_TIMEOUT_S}s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -336,11 +342,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=DEFAULT_TIMELINE_MAX,
         help="the server's TIMELINE_MAX (for the loss check)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="0: `timeline serve` with its in-process worker (default); N: `timeline db`, "
+        "`timeline serve --no-worker` and N `timeline worker` processes (not with --url)",
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed of the workload")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for load.json")
     args = p.parse_args(argv)
     if args.clients < 2:
         p.error("--clients must be at least 2 (friendships need two users)")
+    if args.workers < 0:
+        p.error("--workers must be 0 or more")
+    if args.workers and args.url:
+        p.error("--workers starts its own service: not with --url")
     return args
 
 
@@ -348,7 +365,9 @@ def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"load: {result['clients']} clients x {result['seconds']} s")
+    table = Table(
+        title=f"load: {result['clients']} clients x {result['seconds']} s ({result['workers']})"
+    )
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key in (
@@ -361,7 +380,12 @@ def print_table(result: dict[str, Any]) -> None:
         "req_per_s",
         "p50_ms",
         "p99_ms",
+        "lag_p50_ms",
+        "lag_p99_ms",
+        "lag_max_ms",
+        "lag_samples",
         "drain_s",
+        "drain_share",
     ):
         table.add_row(key, str(result[key]))
     Console().print(table)
@@ -383,10 +407,17 @@ def main(argv: list[str]) -> int:
     else:
         with (
             tempfile.TemporaryDirectory(prefix="timeline-load-") as tmp,
-            own_server(Path(tmp)) as url,
+            own_service(Path(tmp), args.workers) as url,
         ):
             result = go(url)
         result["url"] = "own timeline serve (embedded database)"
+    result["workers"] = (
+        "the service's own"
+        if args.url
+        else f"{args.workers} worker process(es)"
+        if args.workers
+        else "in-process worker"
+    )
     (args.out / "load.json").write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
     return 0 if result["errors"] == 0 and result["lost"] == 0 and result["unexpected"] == 0 else 1

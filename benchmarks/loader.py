@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from beanie import init_beanie
+from bson import ObjectId
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -145,8 +146,21 @@ async def derive(sdb: StrategyDb, work: Workload, tick: Tick) -> None:
     await asyncio.gather(*(one_author(a, ss) for a, ss in sorted(by_author.items())))
 
 
-async def spot_check(sdb: StrategyDb, work: Workload, max_friends: int) -> list[str]:
-    """Handles whose derived timeline differs from the ground truth (empty: all is well)."""
+def workload_timeline(work: Workload, user: int, max_items: int) -> list[ObjectId]:
+    """`user`'s timeline computed in Python from the generated workload (before the mix): the
+    newest `max_items` statuses by the user or a friend. Independent of every query, so it
+    checks fanout_on_read (whose page query is the database's ground-truth query) too."""
+    authors = {user} | {b for a, b in work.friendships if a == user}
+    authors |= {a for a, b in work.friendships if b == user}
+    mine = [
+        sid for sid, a in zip(work.status_ids, work.status_authors, strict=True) if a in authors
+    ]
+    return sorted(mine, reverse=True)[:max_items]
+
+
+async def spot_check(sdb: StrategyDb, work: Workload, max_friends: int) -> tuple[list[str], int]:
+    """Handles whose timeline, as the strategy reads it, differs from the ground truth (the
+    database's and the workload's), and how many users were compared."""
     # The ground truth is a `$in` over the friend list, whose cost grows with the square of the
     # list on the embedded server (minutes at 5,000): larger probe users are not checked.
     users = [u for level, u in work.probes.items() if level <= max_friends]
@@ -155,6 +169,8 @@ async def spot_check(sdb: StrategyDb, work: Workload, max_friends: int) -> list[
     wrong = []
     for u in users:
         uid = work.user_ids[u]
-        if await truth_ids(sdb.ctx, uid) != await sdb.ctx.strategy.timeline_ids(uid):
+        seen = await sdb.ctx.strategy.timeline_ids(uid)
+        expected = workload_timeline(work, u, sdb.ctx.settings.timeline_max)
+        if seen != expected or await truth_ids(sdb.ctx, uid) != expected:
             wrong.append(work.handles[u])
-    return wrong
+    return wrong, len(users)

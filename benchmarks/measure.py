@@ -85,6 +85,12 @@ class StrategyBench:
         query = await self.strategy.first_page_query(self.work.user_ids[u], PAGE_LIMIT)
         return await explain_page(self.sdb.db, query)
 
+    async def matching(self, u: int) -> int:
+        """Documents the first page's filter selects: what a plan with a blocking SORT examines
+        at best (each matching key once), the bound a test can check on any server."""
+        query = await self.strategy.first_page_query(self.work.user_ids[u], PAGE_LIMIT)
+        return await query.collection.count_documents(query.filter)
+
     # -- writes ----------------------------------------------------------------------------------
     async def _write(self, kind: str, op: Callable[[], Any]) -> WriteSample:
         """Run a write as the API does, then drain the worker: `visible` is when every timeline
@@ -170,6 +176,7 @@ class StrategyBench:
         page_coll = self.strategy.collection().name
         reads = await repeat(self.config.repeats, lambda i: self.read_page(u))
         ex = await self.explain(u)
+        matching = await self.matching(u)  # before the posts below add to it
         posts = await repeat(
             self.config.repeats,
             lambda i: self.post(u, f"sweep post {i} at {friends_count} friends"),
@@ -179,6 +186,7 @@ class StrategyBench:
             "strategy": self.strategy.name,
             "friends": friends_count,
             "read_keys_examined": ex.keys_examined,
+            "read_keys_matching": matching,
             "read_docs_examined": ex.docs_examined,
             "read_plan": ex.plan,
             "read_blocking_sort": ex.blocking_sort,

@@ -76,36 +76,79 @@ def summary(results: dict[str, Any]) -> Table:
     return t
 
 
+# Strategies often touch the same number of shards: distinct line styles and marker sizes keep
+# overlapping lines visible.
+STYLES = {
+    "fanout_on_read": ("-", 9),
+    "recipients_embedded": ("--", 6),
+    "receiver_copies": ("-.", 4),
+}
+
+
+def _panel(ax: Any, counts: list[int], series: dict[str, list[Any]], title: str) -> None:
+    from benchmarks.plots import COLORS, MARKERS
+
+    for name, ys in series.items():
+        if any(y is not None for y in ys):
+            style, size = STYLES.get(name, (":", 5))
+            ax.plot(
+                counts,
+                [y or 0 for y in ys],
+                linestyle=style,
+                marker=MARKERS.get(name, "D"),
+                markersize=size,
+                color=COLORS.get(name),
+                label=name,
+            )
+    ax.plot(counts, counts, "k:", linewidth=0.8, label="every shard")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xticks(counts)
+    ax.set_xticklabels([str(n) for n in counts])
+    ax.set_xlabel("shards (N)")
+    ax.set_ylabel("shards touched (mean)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+
 def plot(results: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    from benchmarks.plots import COLORS, DPI, MARKERS
+    from benchmarks.plots import DPI
 
     sh = results["shards"]
-    counts = sh["counts"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    panels = [("read", "Page read"), ("post", "Post (with fan-out)"), ("friend", "Friend")]
-    for ax, (kind, title) in zip(axes, panels, strict=True):
-        for name, per_count in sh["strategies"].items():
-            ys = [per_count[str(n)].get(kind) for n in counts]
-            if any(y is not None for y in ys):
-                ax.plot(
-                    counts,
-                    [y or 0 for y in ys],
-                    marker=MARKERS.get(name, "D"),
-                    color=COLORS.get(name),
-                    label=name,
-                )
-        ax.plot(counts, counts, "k:", label="every shard")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
-        ax.set_xticks(counts)
-        ax.set_xticklabels([str(n) for n in counts])
-        ax.set_xlabel("shards (N)")
-        ax.set_ylabel("shards touched (mean)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+    counts: list[int] = sh["counts"]
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    mix = sh["strategies"]
+    mix_panels = [
+        ("read", "Page read (mix)"),
+        ("post", "Post with fan-out (mix)"),
+        ("friend", "Friend with backfill (mix)"),
+    ]
+    for ax, (kind, title) in zip(axes[0], mix_panels, strict=True):
+        series = {n: [pc[str(c)].get(kind) for c in counts] for n, pc in mix.items()}
+        _panel(ax, counts, series, title)
+    big = sh["big_author"]
+    bigs: list[dict[str, Any]] = list(big.values())
+    friends = bigs[0].get("friends", "?") if bigs else "?"
+    big_panels = [
+        ("read_shards", f"Page read, reader with {friends} friends"),
+        ("post_shards", f"Post, author with {friends} friends"),
+    ]
+    for ax, (key, title) in zip(axes[1][:2], big_panels, strict=True):
+        series = {n: [b.get(str(c), {}).get(key) for c in counts] for n, b in big.items()}
+        _panel(ax, counts, series, title)
+    share = axes[1][2]
+    series = {
+        n: [b.get(str(c), {}).get("post_largest_shard_share") for c in counts]
+        for n, b in big.items()
+    }
+    _panel(share, counts, series, f"Largest per-shard share of a {friends}-friend post's writes")
+    share.lines[-1].remove()  # "every shard" means nothing for a share
+    share.plot(counts, [1 / c for c in counts], "k:", linewidth=0.8, label="1/N (even spread)")
+    share.set_ylabel("fraction of the post's documents")
+    share.legend(fontsize=7)
     fig.suptitle("Shards touched per operation versus cluster size (simulated routing)")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

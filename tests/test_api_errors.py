@@ -43,11 +43,12 @@ def assert_error(r: httpx.Response, status: int, code: str | None = None) -> dic
     return error
 
 
-async def snapshot(h: Harness) -> dict[str, int]:
-    """How many documents each collection of the test's database holds."""
+async def snapshot(h: Harness) -> dict[str, list[dict[str, Any]]]:
+    """Every document of every collection of the test's database, in `_id` order: an in-place
+    update shows as well as an insert or a delete."""
     db = h.ctx.database.db
     names = sorted(await db.list_collection_names())
-    return {name: await db[name].count_documents({}) for name in names}
+    return {name: await db[name].find().sort("_id", 1).to_list() for name in names}
 
 
 def concrete_path(ep: Endpoint, handle: str, status_id: str) -> str:
@@ -296,9 +297,14 @@ async def test_idempotency_key_length_is_checked(h: Harness) -> None:
 
 
 async def test_unknown_route_is_404_json(h: Harness) -> None:
-    for path in ("/nope", "/users/alice/nope", "/timeline/x", "/"):
+    for path in ("/nope", "/users/alice/nope", "/timeline/x"):
         for method in ("GET", "POST", "DELETE"):
             assert_error(await h.client.request(method, path), 404, "not_found")
+    # `/` and `/static/` are the web client's (GET only): a missing asset is the JSON 404,
+    # another method the JSON 405.
+    assert_error(await h.client.get("/static/nope.js"), 404, "not_found")
+    for path in ("/", "/static/app.js"):
+        assert_error(await h.client.request("POST", path), 405, "method_not_allowed")
 
 
 async def test_wrong_method_is_405_json_with_allow(h: Harness) -> None:
@@ -347,7 +353,7 @@ async def test_database_outage_is_503_json(tmp_path: Path, monkeypatch: pytest.M
             assert (await h.client.get("/health")).status_code == 200
             me = await h.client.get("/me", headers=h.auth("alice"))
             assert me.status_code == 200, me.text
-            assert (await snapshot(h))["statuses"] == 0
+            assert (await snapshot(h))["statuses"] == []
     finally:
         server.kill()
 

@@ -143,7 +143,8 @@ async def test_delete_declines_incoming_and_cancels_outgoing(h: Harness) -> None
     assert await counts(h) == (0, 0)
 
     # Nothing pending any more: still 204; an unknown user: 404.
-    assert (await h.client.delete("/friend-requests/alice", headers=h.auth("carol"))).status_code
+    again = await h.client.delete("/friend-requests/alice", headers=h.auth("carol"))
+    assert again.status_code == 204 and again.content == b"", again.text
     assert_error(await h.client.delete("/friend-requests/zed", headers=h.auth("carol")), 404)
     # A declined request can be sent again.
     assert (await send(h, "alice", "bob")).status_code == 201
@@ -176,8 +177,14 @@ async def test_friends_pages_with_limit_and_cursor(h: Harness) -> None:
         assert set(item) == {"handle", "display_name", "since"}
         assert item["display_name"] == item["handle"].upper()
         assert_recent_rfc3339(item["since"])
-    # The default page holds them all; exactly `limit` friends leave no next page.
+    # The default page (20) holds all five, newest first; exactly `limit` friends leave no next
+    # page.
+    r = await h.client.get("/friends", headers=h.auth("alice"))
+    assert r.status_code == 200, r.text
+    assert [f["handle"] for f in r.json()["items"]] == names[::-1]
+    assert r.json()["next_cursor"] is None
     r = await h.client.get("/friends", params={"limit": 5}, headers=h.auth("alice"))
+    assert r.status_code == 200, r.text
     assert len(r.json()["items"]) == 5 and r.json()["next_cursor"] is None
 
 

@@ -3,7 +3,8 @@ model (tests/model.py) after every drain.
 
 A workload is a `Script`: operations chosen against the model, each with the answer the model
 expects (response codes, and after every drain every user's whole timeline). The script is then
-played through each strategy in turn, on a fresh database. (The strategies cannot run side by
+played through each strategy in turn, on a fresh database, every other play without
+transactions (the staged outbox of a standalone mongod). (The strategies cannot run side by
 side in one process: Beanie binds its document classes to one database at a time.)
 
 Two drivers write scripts with the same kinds of steps: a hypothesis state machine and a seeded
@@ -17,6 +18,7 @@ and a check after most steps (a divergence is soon masked by newer statuses).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -228,13 +230,20 @@ def without_retryable_writes(url: str) -> str:
     return f"{url}{'?' if has_path else '/?'}retryWrites=false"
 
 
-async def play_everywhere(url: str, script: Script) -> None:
-    """Play the script through every strategy, each on a fresh database."""
+async def play_everywhere(url: str, script: Script, turn: int = 0) -> None:
+    """Play the script through every strategy, each on a fresh database. Every other play
+    takes the no-transaction path (a standalone mongod: events staged before the change,
+    app.outbox), alternating with `turn`, so that across scripts every strategy is checked
+    both ways at the cost of one play per strategy."""
     url = without_retryable_writes(url)
-    for name in STRATEGY_NAMES:
+    for i, name in enumerate(STRATEGY_NAMES):
         settings = harness.test_settings(url, name, script.model.max_items)
         async with harness.running(settings) as h:
-            await Player(h, name, script).play()
+            transactions = (i + turn) % 2 == 0
+            if not transactions:
+                h.ctx.database = dataclasses.replace(h.ctx.database, supports_transactions=False)
+            label = name if transactions else f"{name}, no transactions"
+            await Player(h, label, script).play()
 
 
 def new_script(max_items: int) -> Script:
@@ -260,6 +269,7 @@ class TimelineMachine(RuleBasedStateMachine):
     the teardown plays it through every strategy."""
 
     mongo_url: ClassVar[str] = ""
+    plays: ClassVar[int] = 0  # alternates the transaction path between scripts
 
     def __init__(self) -> None:
         super().__init__()
@@ -361,7 +371,8 @@ class TimelineMachine(RuleBasedStateMachine):
         if self.script is None:
             return
         self.script.drain(via_api=True)
-        asyncio.run(play_everywhere(self.mongo_url, self.script))
+        TimelineMachine.plays += 1
+        asyncio.run(play_everywhere(self.mongo_url, self.script, TimelineMachine.plays))
 
 
 def test_strategies_match_the_model_hypothesis(mongo_url: str) -> None:
@@ -471,5 +482,5 @@ async def test_strategies_match_the_model_seeded(mongo_url: str) -> None:
     assert (
         sum(any(s.kind == "mark" for s in script.steps) for script in scripts) > SEEDED_ROUNDS // 2
     )
-    for script in scripts:
-        await play_everywhere(mongo_url, script)
+    for turn, script in enumerate(scripts):
+        await play_everywhere(mongo_url, script, turn)

@@ -39,9 +39,12 @@ async def hh(mongo_url: str) -> AsyncIterator[Harness]:
         yield h
 
 
-async def counts(h: Harness) -> dict[str, int]:
+async def contents(h: Harness) -> dict[str, list[dict[str, Any]]]:
+    """Every document of every collection, in `_id` order (not just how many: an in-place
+    update must show too)."""
     db = h.ctx.database.db
-    return {name: await db[name].count_documents({}) for name in await db.list_collection_names()}
+    names = sorted(await db.list_collection_names())
+    return {name: await db[name].find().sort("_id", 1).to_list() for name in names}
 
 
 def assert_clear_error(r: httpx.Response, *statuses: int) -> str:
@@ -53,7 +56,7 @@ def assert_clear_error(r: httpx.Response, *statuses: int) -> str:
 
 async def test_operator_injection_in_json_fields(hh: Harness) -> None:
     h = hh
-    before = await counts(h)
+    before = await contents(h)
     auth = h.auth("alice")
     for value in INJECTIONS:
         for body, path, headers in (
@@ -87,7 +90,7 @@ async def test_operator_injection_in_json_fields(hh: Harness) -> None:
         assert_clear_error(
             await h.client.post("/friend-requests", json={"to": s}, headers=auth), 422
         )
-    assert await counts(h) == before
+    assert await contents(h) == before
     # ...and are plain data as text: stored and returned verbatim, matching nothing else.
     for s in OPERATOR_STRINGS:
         posted = await h.post("alice", s)
@@ -97,7 +100,7 @@ async def test_operator_injection_in_json_fields(hh: Harness) -> None:
 
 async def test_operator_injection_in_query_and_path(hh: Harness) -> None:
     h = hh
-    before = await counts(h)
+    before = await contents(h)
     auth = h.auth("alice")
     for path in (
         "/timeline?limit[$gt]=0",
@@ -132,7 +135,7 @@ async def test_operator_injection_in_query_and_path(hh: Harness) -> None:
     assert_clear_error(await h.client.post('/friend-requests/{"$gt":""}/accept', headers=auth), 404)
     assert_clear_error(await h.client.delete('/friends/{"$gt":""}', headers=auth), 404)
     assert_clear_error(await h.client.delete('/statuses/{"$gt":""}', headers=auth), 404)
-    assert await counts(h) == before
+    assert await contents(h) == before
 
 
 UNICODE_TEXTS = (
@@ -176,7 +179,7 @@ async def test_unicode_edge_cases_round_trip(hh: Harness) -> None:
 
 async def test_invalid_unicode_is_refused_and_writes_nothing(hh: Harness) -> None:
     h = hh
-    before = await counts(h)
+    before = await contents(h)
     auth = {**h.auth("alice"), "Content-Type": "application/json"}
     for raw in (
         b'{"text": "lone \\ud800 high surrogate"}',
@@ -194,14 +197,14 @@ async def test_invalid_unicode_is_refused_and_writes_nothing(hh: Harness) -> Non
     ):
         r = await h.client.post("/users", content=raw, headers={"Content-Type": "application/json"})
         assert_clear_error(r, 400, 422)
-    assert await counts(h) == before
+    assert await contents(h) == before
 
 
 async def test_huge_declared_body_is_refused_unread(hh: Harness) -> None:
     """A Content-Length over the limit is refused from the header alone: the small body that
     follows is never consumed."""
     h = hh
-    before = await counts(h)
+    before = await contents(h)
     consumed: list[int] = []
 
     async def small_body() -> AsyncIterator[bytes]:
@@ -238,13 +241,13 @@ async def test_huge_declared_body_is_refused_unread(hh: Harness) -> None:
             headers={"Content-Type": "application/json", "Content-Length": declared},
         )
         assert_clear_error(r, status)
-    assert await counts(h) == before
+    assert await contents(h) == before
 
 
 async def test_huge_streamed_body_is_cut_off_at_the_limit(hh: Harness) -> None:
     """Without a Content-Length (chunked), the body is read only up to the limit."""
     h = hh
-    before = await counts(h)
+    before = await contents(h)
     chunk = 8 * 1024
     total = 10 * 1024 * 1024
     consumed: list[int] = []
@@ -265,12 +268,12 @@ async def test_huge_streamed_body_is_cut_off_at_the_limit(hh: Harness) -> None:
     # The server stopped pulling chunks once past the limit (at most one chunk beyond it).
     assert sum(consumed) <= MAX_BODY_BYTES + chunk
     assert sum(consumed) < total
-    assert await counts(h) == before
+    assert await contents(h) == before
 
 
 async def test_deeply_nested_and_malformed_json(hh: Harness) -> None:
     h = hh
-    before = await counts(h)
+    before = await contents(h)
     auth = {**h.auth("alice"), "Content-Type": "application/json"}
     depth = 20_000  # 40 KB: under the body limit, far over Python's recursion limit
     for raw, status in (
@@ -288,12 +291,12 @@ async def test_deeply_nested_and_malformed_json(hh: Harness) -> None:
     ):
         r = await h.client.post("/statuses", content=raw, headers=auth)
         assert_clear_error(r, status)
-    assert await counts(h) == before
+    assert await contents(h) == before
 
 
 async def test_wrong_content_types(hh: Harness) -> None:
     h = hh
-    before = await counts(h)
+    before = await contents(h)
     body = b'{"text": "hello"}'
     for ctype in (
         None,
@@ -315,7 +318,7 @@ async def test_wrong_content_types(hh: Harness) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert_clear_error(r, 415)
-    assert await counts(h) == before
+    assert await contents(h) == before
     # Parameters and letter case of the media type do not matter.
     for ctype in ("application/json; charset=utf-8", "Application/JSON"):
         r = await h.client.post(
@@ -326,13 +329,13 @@ async def test_wrong_content_types(hh: Harness) -> None:
 
 async def test_bad_idempotency_keys(hh: Harness) -> None:
     h = hh
-    before = await counts(h)
+    before = await contents(h)
     for key in ("", "k" * 256):
         r = await h.client.post(
             "/statuses", json={"text": "x"}, headers={**h.auth("alice"), "Idempotency-Key": key}
         )
         assert_clear_error(r, 400)
-    assert await counts(h) == before
+    assert await contents(h) == before
     # An operator-looking key is just a key.
     weird = '{"$gt": ""}'
     first = await h.post("alice", "same", **{"Idempotency-Key": weird})

@@ -11,10 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from app.models import IDEMPOTENCY_TTL_SECONDS, Event, IdempotencyRecord, Status, utcnow
 from app.statuses import IN_FLIGHT_STALE_S
 from tests.harness import Harness
+from tests.test_outbox import without_transactions
 
 # Concurrent requests per burst: enough to interleave every step of the claim several times.
 CONCURRENT = 20
@@ -78,14 +80,20 @@ async def test_a_different_body_with_the_same_key_is_refused(h: Harness) -> None
 async def test_keys_are_scoped_per_user(h: Harness) -> None:
     for name in ("alice", "bob"):
         await h.user(name)
-    responses = await asyncio.gather(
-        *(send(h, name, "hello", "shared-key") for name in ("alice", "bob") for _ in range(5))
-    )
-    created = [r.json() for r in responses if r.status_code == 201]
-    assert sorted(s["author"] for s in created) == ["alice", "bob"]
-    assert len({s["id"] for s in created}) == 2
+    names = [name for name in ("alice", "bob") for _ in range(5)]
+    responses = await asyncio.gather(*(send(h, name, "hello", "shared-key") for name in names))
+    created = {r.json()["author"]: r.json() for r in responses if r.status_code == 201}
+    assert sorted(created) == ["alice", "bob"] and len({s["id"] for s in created.values()}) == 2
+    # Every other response is a replay of its own user's status or an in-flight refusal: the
+    # other user's claim on the same key changes nothing for it.
+    for name, r in zip(names, responses, strict=True):
+        assert r.status_code in (200, 201, 409), r.text
+        if r.status_code == 409:
+            assert r.json()["error"]["code"] == "idempotency_in_flight", r.text
+        else:
+            assert r.json() == created[name], r.text
     for name in ("alice", "bob"):
-        assert len(await statuses_of(h, name)) == 1
+        assert [str(s["_id"]) for s in await statuses_of(h, name)] == [created[name]["id"]]
 
 
 async def test_a_stale_in_flight_claim_is_taken_over(h: Harness) -> None:
@@ -135,3 +143,62 @@ async def test_keys_expire_after_a_documented_time(h: Harness) -> None:
     r = await send(h, "alice", "daily", "k4")
     assert r.status_code == 201
     assert r.json()["id"] != first["id"]
+
+
+@pytest.mark.parametrize("strategy", ["receiver_copies", "recipients_embedded"])
+@pytest.mark.parametrize("transactions", [True, False], ids=["transactions", "staged"])
+async def test_a_retry_after_a_partial_failure_creates_no_second_status(
+    h: Harness, transactions: bool
+) -> None:
+    """The post fails after the status insert (a fault in the author's own copy). Without a
+    transaction the insert stays: the key stays bound to that status, the retry finishes it
+    and answers it, and nothing else is published. With one, nothing stayed, and the retry
+    creates it once."""
+    if not transactions:
+        without_transactions(h)
+    await h.user("alice")
+    await h.user("bob")
+    await h.befriend("alice", "bob")
+    created = h.ctx.strategy.status_created
+
+    async def broken(status: dict[str, Any], *, session: Any) -> None:
+        raise RuntimeError("injected fault after the insert")
+
+    h.ctx.strategy.status_created = broken  # type: ignore[method-assign]
+    first = await send(h, "alice", "once only", "k5")
+    assert first.status_code == 500
+    h.ctx.strategy.status_created = created  # type: ignore[method-assign]
+    await h.drain()  # whatever the failed attempt left is applied before the retry
+    retry = await send(h, "alice", "once only", "k5")
+    assert retry.status_code == 201, retry.text
+    status = retry.json()
+    assert [str(s["_id"]) for s in await statuses_of(h, "alice")] == [status["id"]]
+    assert (await send(h, "alice", "once only", "k5")).json() == status  # a replay now
+    await h.drain()
+    assert await h.timeline_ids("alice") == [status["id"]]
+    assert await h.timeline_ids("bob") == [status["id"]]
+    assert (await h.client.get("/health")).json()["pending_events"] == 0
+
+
+@pytest.mark.parametrize("strategy", ["receiver_copies"])
+async def test_a_retry_after_the_status_was_deleted_does_not_bring_it_back(h: Harness) -> None:
+    """Without transactions: the post failed after its insert, the author deleted the status
+    (it was published), then the client retries: a replay, not the status again."""
+    without_transactions(h)
+    await h.user("alice")
+    created = h.ctx.strategy.status_created
+
+    async def broken(status: dict[str, Any], *, session: Any) -> None:
+        raise RuntimeError("injected fault after the insert")
+
+    h.ctx.strategy.status_created = broken  # type: ignore[method-assign]
+    assert (await send(h, "alice", "regretted", "k6")).status_code == 500
+    h.ctx.strategy.status_created = created  # type: ignore[method-assign]
+    [orphan] = await statuses_of(h, "alice")
+    await h.delete("alice", str(orphan["_id"]))
+    retry = await send(h, "alice", "regretted", "k6")
+    assert retry.status_code == 200 and retry.json()["id"] == str(orphan["_id"])
+    assert await statuses_of(h, "alice") == []
+    await h.drain()
+    assert await h.timeline_ids("alice") == []
+    assert (await h.client.get("/health")).json()["pending_events"] == 0

@@ -1,10 +1,13 @@
-"""A short run of `python -m benchmarks load` against its own `timeline serve` subprocess: no
+"""Short runs of `python -m benchmarks load` against its own service (`timeline serve` with its
+in-process worker, and `timeline db` + `timeline serve --no-worker` + a `timeline worker`): no
 errors and nothing lost (the figures for speed are in docs/benchmarks.md, not asserted)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pytest
 
 from benchmarks import load
 
@@ -14,8 +17,14 @@ CLIENTS = 4
 SECONDS = 3
 
 
-def test_short_load_run_loses_nothing(tmp_path: Path) -> None:
-    code = load.main(["--clients", str(CLIENTS), "--seconds", str(SECONDS), "--out", str(tmp_path)])
+@pytest.mark.parametrize("workers", [0, 1])
+def test_short_load_run_loses_nothing(tmp_path: Path, workers: int) -> None:
+    code = load.main(
+        [
+            *("--clients", str(CLIENTS), "--seconds", str(SECONDS)),
+            *("--workers", str(workers), "--out", str(tmp_path)),
+        ]
+    )
     result = json.loads((tmp_path / "load.json").read_text())
     assert result["errors"] == 0, result["error_kinds"]
     assert result["lost"] == 0
@@ -26,3 +35,11 @@ def test_short_load_run_loses_nothing(tmp_path: Path) -> None:
     assert result["by_action"]["post"] > 0 and result["checked_pairs"] > 0
     for key in ("req_per_s", "p50_ms", "p99_ms"):
         assert result[key] > 0
+    # The probe saw its posts become visible during the run (and every one of them: `lost`
+    # counts those it never saw); the drain was measured after the load.
+    assert result["lag_samples"] >= SECONDS
+    assert 0 < result["lag_p50_ms"] <= result["lag_p99_ms"] <= result["lag_max_ms"]
+    assert result["probe_requests"] > result["lag_samples"]
+    assert result["drain_s"] >= 0 and result["drain_share"] >= 0
+    expected = f"{workers} worker process(es)" if workers else "in-process worker"
+    assert result["workers"] == expected

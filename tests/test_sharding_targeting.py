@@ -1,9 +1,10 @@
 """Targeted queries: every command a timeline's hot path sends (page read, `before` page,
-refresh, post and its fan-out, delete and its removal and refills, friend and its backfill,
-unfriend and its removal) names its collection's shard key (app.sharding.PLAN), so that a mongos
-sends it to one shard or a bounded set of them. A command listener records what the behaviour
-workload sends, for every strategy; benchmarks.shards routes each command as a mongos would.
-The broadcasts that remain are listed below with the reason each is allowed."""
+refresh, unread count and read marker, post and its fan-out, delete and its removal and
+refills, friend and its backfill, unfriend and its removal) names its collection's shard key
+(app.sharding.PLAN), so that a mongos sends it to one shard or a bounded set of them. A command
+listener records what the behaviour workload sends, for every strategy; benchmarks.shards
+routes each command as a mongos would. The broadcasts that remain are listed below with the
+reason each is allowed."""
 
 from __future__ import annotations
 
@@ -35,34 +36,46 @@ class Allowed:
     only_in: frozenset[str] | None = None
 
 
-API_STATUS_LOOKUP = frozenset({"status lookup", "delete"})
+API_STATUS_LOOKUP = frozenset({"status lookup"})
 RECIPIENTS_EMBEDDED_PAGE = (
     "recipients_embedded's page: a reader's statuses are spread over their friends' shards by "
     "design (statuses are sharded by author); the cost that strategy pays, measured by "
     "`benchmarks run --shards`"
+)
+REMOVAL_BY_STATUS = (
+    "receiver_copies' delete handler removes a status's copies by status_id: a post by an author "
+    "with many friends has copies on every shard anyway, each shard answers from its status_id "
+    "index, and naming the owners instead is an $in as long as the friend list (quadratic on "
+    "the embedded server)"
 )
 # (command, collection, top-level filter fields) -> why a broadcast is acceptable there.
 ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
     ("find", "statuses", ("audience",)): Allowed(RECIPIENTS_EMBEDDED_PAGE),
     ("find", "statuses", ("_id", "audience")): Allowed(RECIPIENTS_EMBEDDED_PAGE + " (paging)"),
     ("aggregate", "statuses", ("_id", "audience")): Allowed(
-        RECIPIENTS_EMBEDDED_PAGE + " (a `before` page counts what is above the cursor)"
+        RECIPIENTS_EMBEDDED_PAGE + " (a `before` page counts what is above the cursor; the "
+        "unread count counts what is above the marker)"
+    ),
+    ("aggregate", "statuses", ("audience",)): Allowed(
+        RECIPIENTS_EMBEDDED_PAGE + " (the unread count before any marker)"
     ),
     ("find", "statuses", ("_id",)): Allowed(
-        "GET and DELETE /statuses/{id}: the URL carries only the status id, not its author; "
-        "one single-document lookup per request, answered by the one shard holding it",
+        "GET /statuses/{id}: the URL carries only the status id, not its author (a friend may "
+        "read it); one single-document lookup per request, answered by the shard holding it. "
+        "DELETE looks up the caller's own status, with its author: targeted",
         only_in=API_STATUS_LOOKUP,
     ),
-    ("find", "events", ("$or",)): Allowed(
+    ("find", "events", ("state",)): Allowed(
         "the worker's claim: the oldest claimable events of any author, wherever they are; "
         "one per claim, each shard answers from its (state, _id) index"
     ),
-    ("find", "events", ("$and",)): Allowed("the claim, excluding authors other workers hold"),
-    ("find", "events", ("$or", "author_id")): Allowed(
+    ("find", "events", ("author_id", "state")): Allowed(
         "the claim's look at the chosen author's oldest event: events are sharded by _id "
         "(every later update of an event is by _id), so by-author is a broadcast of one "
         "indexed (author_id, state) lookup per claim"
     ),
+    ("find", "timeline_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
+    ("delete", "timeline_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
     ("find", "events", ("author_id", "kind", "state", "status_id")): Allowed(
         "receiver_copies' refill check (a trimmed timeline refilled after a removal): which "
         "statuses of the window still have their fan-out unfinished, so that friends who keep "
@@ -145,6 +158,11 @@ def recorder() -> Iterator[Recorder]:
     _RECORDER.phase = None
 
 
+async def _ok(h: Harness, method: str, path: str, who: str, body: Any = None) -> None:
+    r = await h.client.request(method, path, json=body, headers=h.auth(who))
+    assert r.status_code == 200, r.text
+
+
 async def _drain(h: Harness, rec: Recorder, phase: str) -> None:
     with rec.during(phase):
         await h.drain()
@@ -179,6 +197,11 @@ async def _workload(h: Harness, rec: Recorder) -> None:
         await h.timeline("bob", limit=1, before=first["next_cursor"])
     with rec.during("refresh"):
         await h.timeline("bob", limit=1, after=first["newest_cursor"])
+    with rec.during("unread count"):
+        await _ok(h, "GET", "/timeline/unread_count", "bob")
+        await _ok(h, "POST", "/markers", "bob", {"home": {"last_read_id": posted["cat"][1]}})
+        await _ok(h, "GET", "/markers", "bob")
+        await _ok(h, "GET", "/timeline/unread_count", "bob")
     with rec.during("status lookup"):
         r = await h.client.get(f"/statuses/{posted['cat'][0]}", headers=h.auth("bob"))
         assert r.status_code == 200, r.text

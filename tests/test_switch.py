@@ -22,6 +22,12 @@ from tests.worker_workload import random_workload, run_cli, worker_env
 USERS = 8
 OPERATIONS = 80
 PAIRS = [(a, b) for a in STRATEGY_NAMES for b in STRATEGY_NAMES if a != b]
+# How often the switch's workers re-read `maintained` (the command waits twice this before it
+# rebuilds): long enough that writes land while both strategies are maintained.
+SWITCH_REFRESH_S = 0.5
+# Writes that must fall wholly inside the switch (after the target is maintained, before it is
+# active), or the test would not show that they reach the new strategy's data.
+MIN_WRITES_DURING = 2
 
 
 async def expect_truth(h: Harness, handles: list[str]) -> None:
@@ -74,13 +80,17 @@ async def test_switch_on_a_live_database(mongo_url: str, source: str, target: st
         await hx.drain()
         await expect_truth(hx, handles)
 
-        building = asyncio.create_task(switch.switch_to(hx.ctx, target, refresh_s=0.05))
-        writes = 0
-        while not building.done() or writes < 3:
+        building = asyncio.create_task(switch.switch_to(hx.ctx, target, refresh_s=SWITCH_REFRESH_S))
+        during = 0  # writes begun after the target joined `maintained`, ended before the switch
+        while not building.done():
+            config = await maintenance.service_config()
+            both = config is not None and target in config["maintained"]
             await live_writes(hx, rng, handles)
             await expect_truth(hx, rng.sample(handles, 2))  # the old strategy keeps serving
-            writes += 1
+            during += both and not building.done()
         await building
+        print(f"{during} writes during the switch")  # shown on failure
+        assert during >= MIN_WRITES_DURING
 
         config = await maintenance.service_config()
         assert config is not None and config["active_strategy"] == target

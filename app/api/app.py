@@ -22,6 +22,7 @@ from app.api.routes import ENDPOINTS, Endpoint, Handler
 from app.context import AppContext, build_context
 from app.db import connect
 from app.settings import Settings
+from app.web import web_routes
 
 log = logging.getLogger("timeline.api")
 
@@ -94,8 +95,9 @@ def create_app(
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     # Operational, not part of the public API document: restrict it at the proxy (docs/security.md).
     routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    # The web client: HTML and assets, not part of the JSON API's OpenAPI document.
     return Starlette(
-        routes=routes,
+        routes=[*routes, *web_routes()],
         middleware=[Middleware(MetricsMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

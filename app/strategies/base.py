@@ -66,6 +66,10 @@ class TimelineStrategy(ABC):
     name: ClassVar[StrategyName]
     #: where a page's items live, and the field holding the status id there
     id_field: ClassVar[str] = "_id"
+    #: the key pattern of the index a page is read in. Counts (the unread count, a `before`
+    #: page's window check) are hinted to it: with no sort to match, a planner may pick `_id`'s
+    #: index or a collection scan instead (SecantusDB scans every status for fanout_on_read).
+    page_index: ClassVar[list[tuple[str, int]] | None] = None
 
     def __init__(self, max_items: int) -> None:
         self.max_items = max_items
@@ -128,7 +132,11 @@ class TimelineStrategy(ABC):
         """How many items of `scope` lie in `id_range`, counting at most `max_items`: the
         database stops after that many index keys, so the cost is bounded like a page's."""
         flt = dict(scope) if id_range is None else {**scope, self.id_field: id_range}
-        return await self.collection().count_documents(flt, limit=self.max_items)
+        if self.page_index is None:
+            return await self.collection().count_documents(flt, limit=self.max_items)
+        return await self.collection().count_documents(
+            flt, limit=self.max_items, hint=self.page_index
+        )
 
     async def count_newer(self, user_id: ObjectId, after: ObjectId | None) -> int:
         """How many items of the timeline (its `max_items` newest) are newer than `after` (all of

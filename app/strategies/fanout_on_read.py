@@ -21,6 +21,7 @@ from app.strategies.base import TimelineStrategy
 
 class FanoutOnRead(TimelineStrategy):
     name = "fanout_on_read"
+    page_index = [("author_id", 1), ("_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
         return Status.get_pymongo_collection()

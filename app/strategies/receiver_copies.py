@@ -73,6 +73,7 @@ def _should_trim(owner_id: ObjectId, status_id: ObjectId) -> bool:
 class ReceiverCopies(TimelineStrategy):
     name = "receiver_copies"
     id_field = "status_id"
+    page_index = [("owner_id", 1), ("status_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
         return TimelineEntry.get_pymongo_collection()
@@ -156,7 +157,10 @@ class ReceiverCopies(TimelineStrategy):
             batch = order[start : start + FANOUT_BATCH]
             inserted += await self._insert_new([_entry(r, status) for r in batch])
             await self._trim_over([r for r in batch if _should_trim(r, status["_id"])])
-            if cp is not None:
+            # No save after the last batch: the event is marked done next (by its lease owner
+            # only), so that save would fence nothing and cost two writes per post, most of a
+            # small fan-out's bookkeeping.
+            if cp is not None and start + FANOUT_BATCH < len(order):
                 await cp.save(batch[-1])
         return inserted
 
@@ -247,30 +251,25 @@ class ReceiverCopies(TimelineStrategy):
         cleared after each refill, so a retry after a crash or a failed refill still refills
         every one of them although no copy is left to find."""
         coll = self.collection()
-        # Copies live with the author and the author's current friends only: an ex-friend's go
-        # with the author's unfriend event (one author's events are applied in order, and that
-        # one refills too). Naming the owners keeps every command on their shards
-        # (docs/scaling.md).
-        owners = sorted({author_id, *await graph.friend_ids(author_id)})
-        chunks = [owners[i : i + FANOUT_BATCH] for i in range(0, len(owners), FANOUT_BATCH)]
-        found = [
-            d["owner_id"]
-            for chunk in chunks
-            async for d in coll.find(
-                {"owner_id": {"$in": chunk}, "status_id": status_id}, {"owner_id": 1}
-            )
-        ]
+        # By status id (its own index), not by the owners: a big author's copies are on every
+        # shard anyway, and an `$in` of thousands of owners costs time growing with the square
+        # of the list on the embedded server (docs/scaling.md, "allowed broadcasts").
+        copies = {"status_id": status_id}
+        found = [d["owner_id"] async for d in coll.find(copies, {"owner_id": 1})]
         holders = sorted({author_id, *found})
         await self._mark_owed(holders, status_id)
-        for chunk in chunks:  # commands of bounded size and time, each within the fence
-            async with fenced():
-                await coll.delete_many({"owner_id": {"$in": chunk}, "status_id": status_id})
+        async with fenced():
+            await coll.delete_many(copies)
         # Holders first trimmed between the mark and the delete (by another author's fan-out)
         # lost the copy after their trim. A crash right before this second mark leaves those
         # unrefilled: it needs that concurrent first trim too (`timeline check` reports it).
         await self._mark_owed(holders, status_id)
+        # A refill is owed only to the author and current friends (an ex-friend's timeline is
+        # refilled by the author's unfriend event, applied in order with this one).
+        owners = sorted({author_id, *await graph.friend_ids(author_id)})
         meta = TimelineMeta.get_pymongo_collection()
-        for chunk in chunks:
+        for start in range(0, len(owners), FANOUT_BATCH):  # bounded `$in` lists
+            chunk = owners[start : start + FANOUT_BATCH]
             cursor = meta.find({"owner_id": {"$in": chunk}, "owed": status_id}, {"owner_id": 1})
             for doc in await cursor.to_list():
                 await self.rebuild(doc["owner_id"])

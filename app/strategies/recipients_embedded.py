@@ -47,6 +47,7 @@ AUDIENCE_INDEX = IndexModel(
 
 class RecipientsEmbedded(TimelineStrategy):
     name = "recipients_embedded"
+    page_index = [("audience", 1), ("_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
         return Status.get_pymongo_collection()
