@@ -390,15 +390,13 @@ class ReceiverCopies(TimelineStrategy):
         async with fenced():
             result = await coll.delete_many({"owner_id": user_id, "author_id": {"$nin": allowed}})
         changed += result.deleted_count
-        held = await coll.find({"owner_id": user_id}, {"status_id": 1, "author_id": 1}).to_list()
-        ids = [d["status_id"] for d in held]
-        # With the authors, the lookup goes only to their shards of `statuses`.
-        authors = sorted({d["author_id"] for d in held})
+        ids = [d["status_id"] async for d in coll.find({"owner_id": user_id}, {"status_id": 1})]
+        # By `_id` alone (a broadcast on a sharded cluster): adding the authors' `$in` would make
+        # the planner cross two `$in` lists, 30x slower for a full timeline on the embedded
+        # server (docs/scaling.md); a timeline's authors span most shards anyway.
         existing = {
             d["_id"]
-            async for d in Status.get_pymongo_collection().find(
-                {"author_id": {"$in": authors}, "_id": {"$in": ids}}, {"_id": 1}
-            )
+            async for d in Status.get_pymongo_collection().find({"_id": {"$in": ids}}, {"_id": 1})
         }
         gone = [i for i in ids if i not in existing]
         if gone:
