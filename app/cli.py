@@ -140,12 +140,14 @@ def _exit_after_shutdown(signum: int, frame: FrameType | None) -> None:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from fanout.worker import Worker
+    from fanout.worker import WorkerPool
 
     async def run(resolved: Settings, embedded: bool) -> None:
         async with open_context(resolved, embedded) as ctx:
             await ensure_strategy_ready(ctx.strategy.name, ctx.settings)
-            worker = Worker(ctx, name=args.name, lease_s=args.lease_seconds)
+            worker = WorkerPool(
+                ctx, name=args.name, lease_s=args.lease_seconds, concurrency=args.concurrency
+            )
             if args.metrics_port is not None:
                 from prometheus_client import start_http_server
 
@@ -381,6 +383,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="timeline", description="MongoDB social-timeline service")
     sub = p.add_subparsers(dest="command", required=True)
@@ -397,6 +409,13 @@ def parser() -> argparse.ArgumentParser:
         f"(default {WORKER_LEASE_S:g})",
     )
     worker.add_argument("--name", default=None, help="worker name in leases (default host:pid)")
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=1,
+        help="events applied at the same time by this process, each by its own loop with its "
+        "own leases (named NAME, NAME#2, ...); default 1",
+    )
     worker.add_argument(
         "--metrics-port",
         type=int,

@@ -295,6 +295,7 @@ async def drive(
         check = await verify(run, timeline_max)
     latencies = sorted(stats.latencies_ms)
     lags = sorted(x * 1000 for x in probe.lags_s)
+    lags_sent = sorted(x * 1000 for x in probe.lags_sent_s)
     return {
         "url": url,
         "clients": clients,
@@ -314,6 +315,8 @@ async def drive(
         "lag_p50_ms": round(percentile(lags, 0.50), 1),
         "lag_p99_ms": round(percentile(lags, 0.99), 1),
         "lag_max_ms": round(lags[-1], 1) if lags else 0.0,
+        "lag_at_read_sent_p50_ms": round(percentile(lags_sent, 0.50), 1),
+        "lag_at_read_sent_p99_ms": round(percentile(lags_sent, 0.99), 1),
         "lag_samples": len(lags),
         "drain_s": round(drain_s, 3),
         "drain_share": round(drain_s / elapsed, 3) if elapsed > 0 else 0.0,
@@ -349,6 +352,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="0: `timeline serve` with its in-process worker (default); N: `timeline db`, "
         "`timeline serve --no-worker` and N `timeline worker` processes (not with --url)",
     )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="with --workers: `timeline worker --concurrency` of each worker process (default 1)",
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed of the workload")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for load.json")
     args = p.parse_args(argv)
@@ -356,6 +365,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--clients must be at least 2 (friendships need two users)")
     if args.workers < 0:
         p.error("--workers must be 0 or more")
+    if args.concurrency < 1 or (args.concurrency > 1 and not args.workers):
+        p.error("--concurrency must be at least 1, and needs --workers")
     if args.workers and args.url:
         p.error("--workers starts its own service: not with --url")
     return args
@@ -383,6 +394,8 @@ def print_table(result: dict[str, Any]) -> None:
         "lag_p50_ms",
         "lag_p99_ms",
         "lag_max_ms",
+        "lag_at_read_sent_p50_ms",
+        "lag_at_read_sent_p99_ms",
         "lag_samples",
         "drain_s",
         "drain_share",
@@ -407,14 +420,14 @@ def main(argv: list[str]) -> int:
     else:
         with (
             tempfile.TemporaryDirectory(prefix="timeline-load-") as tmp,
-            own_service(Path(tmp), args.workers) as url,
+            own_service(Path(tmp), args.workers, args.concurrency) as url,
         ):
             result = go(url)
         result["url"] = "own timeline serve (embedded database)"
     result["workers"] = (
         "the service's own"
         if args.url
-        else f"{args.workers} worker process(es)"
+        else f"{args.workers} worker process(es) x {args.concurrency}"
         if args.workers
         else "in-process worker"
     )

@@ -1,13 +1,15 @@
 """Post-to-visible lag measured during a load run: how long a friend waits to see a new post.
 
 Two extra users, befriended before the load starts and left out of the mix (so that no
-unfriend of the mix ever separates them): the *author* posts every PROBE_EVERY_S while the load
-runs; the *reader* reads the first page of their timeline every PROBE_POLL_S, from the start of
-the load until every probe post has shown up (the drain after the load included). A post's lag
-runs from the 201 that acknowledged it to the answer of the first read that contains it: what
-a friend refreshing every PROBE_POLL_S would see, the read's own latency included; the
-resolution is PROBE_POLL_S. The worker applies events in order, oldest first, so a probe post
-waits behind the backlog of every other author's events, like any post.
+unfriend of the mix ever separates them): the *author* sends a post every PROBE_EVERY_S while
+the load runs (without waiting for the previous one's answer); the *reader* reads the first
+page of their timeline every PROBE_POLL_S, from the start of the load until every probe post
+has shown up (the drain after the load included). A post's lag runs from the 201 that
+acknowledged it to the answer of the first read that contains it: what a friend refreshing
+every PROBE_POLL_S would see, that read's own latency included (an upper bound). The same
+measured to when that read was *sent* is a lower bound (the post may have become visible
+while the read waited to be served); both are reported. The worker applies events oldest
+first, so a probe post waits behind the backlog of every other author's events, like any.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class Probe:
     author_auth: dict[str, str]
     reader_auth: dict[str, str]
     acked_at: dict[str, float] = field(default_factory=dict)  # post id -> monotonic time
-    lags_s: list[float] = field(default_factory=list)
+    lags_s: list[float] = field(default_factory=list)  # to the answer of the read
+    lags_sent_s: list[float] = field(default_factory=list)  # to the sending of the read
     posting: bool = True
 
     @property
@@ -50,19 +53,24 @@ class Probe:
         return len(self.acked_at)
 
     async def post_until(self, call: Caller, deadline: float) -> None:
+        sent: list[asyncio.Task[None]] = []
         while time.monotonic() < deadline:
-            key = uuid.uuid4().hex
-            r = await call(
-                "probe_post",
-                "POST",
-                "/statuses",
-                json={"text": f"probe {key}"},
-                headers={**self.author_auth, "Idempotency-Key": key},
-            )
-            if r is not None:
-                self.acked_at[r.json()["id"]] = time.monotonic()
+            sent.append(asyncio.create_task(self.post_one(call)))
             await asyncio.sleep(PROBE_EVERY_S)
+        await asyncio.gather(*sent)
         self.posting = False
+
+    async def post_one(self, call: Caller) -> None:
+        key = uuid.uuid4().hex
+        r = await call(
+            "probe_post",
+            "POST",
+            "/statuses",
+            json={"text": f"probe {key}"},
+            headers={**self.author_auth, "Idempotency-Key": key},
+        )
+        if r is not None:
+            self.acked_at[r.json()["id"]] = time.monotonic()
 
     async def poll(self, call: Caller) -> None:
         """Read the reader's timeline until posting has stopped and every post was seen.
@@ -73,6 +81,7 @@ class Probe:
 
     async def look(self, call: Caller) -> None:
         params = {"limit": str(PROBE_PAGE)}
+        sent = time.monotonic()
         r = await call("probe_read", "GET", "/timeline", params=params, headers=self.reader_auth)
         if r is None:
             return
@@ -81,3 +90,4 @@ class Probe:
             acked = self.acked_at.pop(item["id"], None)
             if acked is not None:
                 self.lags_s.append(now - acked)
+                self.lags_sent_s.append(max(0.0, sent - acked))

@@ -109,8 +109,9 @@ def _database_url(proc: subprocess.Popen[bytes]) -> str:
 
 
 @contextmanager
-def own_service(data_dir: Path, workers: int = 0) -> Iterator[str]:
+def own_service(data_dir: Path, workers: int = 0, concurrency: int = 1) -> Iterator[str]:
     """The service on a free port, with the embedded database in `data_dir`; yields its URL.
+    Each of the `workers` processes runs `concurrency` loops (`timeline worker --concurrency`).
     Every process logs to `data_dir/serve.log`."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -127,7 +128,7 @@ def own_service(data_dir: Path, workers: int = 0) -> Iterator[str]:
         started = []
         for i in range(workers):
             name = f"load-worker-{i + 1}"
-            args = ["worker", "--name", name]
+            args = ["worker", "--name", name, "--concurrency", str(concurrency)]
             started.append((stack.enter_context(_process(args, data_dir, log, mongodb_url)), name))
         for proc, name in started:
             _wait_started(proc, data_dir / "serve.log", name)

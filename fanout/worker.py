@@ -305,21 +305,24 @@ class Worker:
         return True
 
     async def _heartbeat(self, event: dict[str, Any], lease: checkpoint.Lease) -> None:
-        """Renew the leases while the handler runs; return when they are lost or have run out.
+        """Renew the leases while the handler runs; return when they are lost.
 
-        A renewal that fails (a slow or unreachable database) is tried again at the next beat,
-        but not past the lease: once it has run out, another worker may own the event, so the
-        handler must stop (its writes are fenced anyway, app.checkpoint)."""
+        A renewal that fails with an error (a slow or unreachable database) is tried again at
+        the next beat, but not past the lease: once it has run out, another worker may own the
+        event, so the handler must stop (its writes are fenced anyway, app.checkpoint). A
+        renewal that is merely late (a busy event loop) and still finds the lease this worker's
+        keeps it."""
         while True:
-            await asyncio.sleep(min(self.lease_s / RENEWALS_PER_LEASE, lease.remaining_s()))
-            if lease.remaining_s() <= 0:
-                log.warning("the lease of event %s ran out before it was renewed", event["_id"])
-                return
+            await asyncio.sleep(self.lease_s / RENEWALS_PER_LEASE)
             try:
                 if not await self._renew(event, lease):
                     return
             except PyMongoError as exc:
                 log.warning("could not renew the lease of event %s: %r", event["_id"], exc)
+                if lease.remaining_s() <= 0:
+                    log.warning("the lease of event %s ran out unrenewed", event["_id"])
+                    lease.lost = True
+                    return
 
     async def _apply(self, event: dict[str, Any]) -> None:
         """Apply `event` with a checkpoint, a heartbeat and a fence (app.checkpoint); LeaseLost
@@ -331,7 +334,13 @@ class Worker:
             author_id=event["author_id"],
             owner=self.name,
             transactions=self.ctx.database.supports_transactions,
+            lease_s=self.lease_s,
         )
+
+        async def renew() -> bool:
+            return await self._renew(event, lease)
+
+        lease.renew = renew
 
         async def save(last_done: ObjectId) -> None:
             if not await self._renew(event, lease, resume_after=last_done):
@@ -521,3 +530,45 @@ class Worker:
     def handle_exit(self) -> None:
         self.should_exit = True
         self.ctx.events_recorded.set()
+
+
+class WorkerPool:
+    """Several claim-and-apply loops in one process, each a Worker with its own name and leases,
+    coordinating with each other exactly as separate processes do (author leases).
+
+    An event's time is mostly spent waiting: about eight round trips, each fsynced by the
+    embedded server, plus the API's requests queueing in front of them on a shared event loop.
+    Loops that wait at the same time overlap those waits. Measured in a 50-client load run
+    (docs/benchmarks.md): one worker process drained its backlog in a third of the load's
+    duration, two in a twentieth."""
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        *,
+        name: str | None = None,
+        lease_s: float = LEASE_S,
+        concurrency: int = 1,
+    ) -> None:
+        base = name or f"{socket.gethostname()}:{os.getpid()}"
+        # The first loop keeps the plain name: with one loop, leases name the process as before.
+        self.workers = [
+            Worker(ctx, name=base if i == 0 else f"{base}#{i + 1}", lease_s=lease_s)
+            for i in range(concurrency)
+        ]
+
+    @property
+    def applied(self) -> int:
+        return sum(w.applied for w in self.workers)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(w.run() for w in self.workers))
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit)
+
+    def handle_exit(self) -> None:
+        for w in self.workers:
+            w.handle_exit()

@@ -39,7 +39,10 @@ def test_short_load_run_loses_nothing(tmp_path: Path, workers: int) -> None:
     # counts those it never saw); the drain was measured after the load.
     assert result["lag_samples"] >= SECONDS
     assert 0 < result["lag_p50_ms"] <= result["lag_p99_ms"] <= result["lag_max_ms"]
+    # Measured to the sending of the read that showed a post: a lower bound of the same lags.
+    assert 0 <= result["lag_at_read_sent_p50_ms"] <= result["lag_p50_ms"]
+    assert result["lag_at_read_sent_p99_ms"] <= result["lag_p99_ms"]
     assert result["probe_requests"] > result["lag_samples"]
     assert result["drain_s"] >= 0 and result["drain_share"] >= 0
-    expected = f"{workers} worker process(es)" if workers else "in-process worker"
+    expected = f"{workers} worker process(es) x 1" if workers else "in-process worker"
     assert result["workers"] == expected
