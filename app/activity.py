@@ -140,7 +140,7 @@ async def finish_rebuild(user_id: ObjectId, generation: int) -> None:
     timeline again. Fenced (only the lease holder writes it), and conditional on the
     generation: a return after the rebuild started may have been skipped by fan-outs the
     rebuild did not see, and its own event rebuilds (and finishes) again."""
-    with fenced():
+    async with fenced():
         await UserActivity.get_pymongo_collection().update_one(
             {"_id": user_id, "returns": generation}, {"$set": {"materialized": True}}
         )

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,8 +15,22 @@ from starlette.applications import Starlette
 
 from app.api import create_app
 from app.context import AppContext
+from app.models import utcnow
 from app.settings import Settings
 from fanout.worker import Worker
+
+
+class FakeClock:
+    """The activity clock of app.activity in tests: time passes only by `advance`."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
 
 
 @dataclass

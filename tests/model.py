@@ -24,6 +24,12 @@ class Model:
     next_number: int = 0
     # Home read markers: user -> (number of the last status read, version).
     markers: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Activity (issue 13): the day it is, each user's last timeline read (a user who never
+    # read counts as active), and TIMELINE_ACTIVE_DAYS. Activity never changes a timeline;
+    # it says which users the service may have stopped fanning out to.
+    today: int = 0
+    last_read: dict[str, int] = field(default_factory=dict)
+    active_days: int = 7
 
     # -- users and friends ---------------------------------------------------------------------
     def add_user(self, handle: str) -> None:
@@ -86,6 +92,19 @@ class Model:
             if author == user or self.are_friends(user, author)
         ]
         return sorted(visible, reverse=True)[: self.max_items]
+
+    # -- activity ------------------------------------------------------------------------------
+    def read(self, user: str) -> None:
+        """GET /timeline or /timeline/unread_count by `user`."""
+        self.last_read[user] = self.today
+
+    def advance(self, days: int) -> None:
+        self.today += days
+
+    def away(self, user: str) -> bool:
+        """Whether `user` last read more than `active_days` ago (no fan-out for them)."""
+        last = self.last_read.get(user)
+        return last is not None and self.today - last > self.active_days
 
     # -- read markers --------------------------------------------------------------------------
     def mark(self, user: str, number: int) -> tuple[int, int]:

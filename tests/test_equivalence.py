@@ -22,6 +22,7 @@ import dataclasses
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import ClassVar
 
 from bson import ObjectId
@@ -38,7 +39,7 @@ from hypothesis.stateful import (
 from app import markers, outbox
 from app.settings import STRATEGY_NAMES
 from tests import harness
-from tests.harness import Harness
+from tests.harness import FakeClock, Harness
 from tests.model import Model
 
 # Each script has its own TIMELINE_MAX: 1 is the narrowest window, 3 lets several authors mix.
@@ -52,16 +53,19 @@ MAX_BURST = 4
 # `next_cursor` across the TIMELINE_MAX bound; the others read what the strategy materialized
 # (what the API serves) directly, at a fraction of the cost.
 LAST_CHECK_PAGE = 2
+# Days an `advance` step moves the clock: a short absence, or one longer than
+# TIMELINE_ACTIVE_DAYS (7) after which the service stops fanning out to those who did not read.
+ADVANCE_DAYS = (3, 8)
 # How many preceding steps a failure message shows.
 CONTEXT_STEPS = 15
 
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # user, post, delete, request, accept, withdraw, unfriend, mark, drain
+    kind: str  # user, post, delete, request, accept, withdraw, unfriend, mark, read, advance, drain
     a: str = ""
     b: str = ""
-    number: int = -1  # a status, by its number in the model
+    number: int = -1  # a status, by its number in the model (advance: days)
     expect: object = None  # what the model says the service must answer
 
     def __str__(self) -> str:
@@ -83,11 +87,25 @@ class Script:
 
     def post(self, author: str) -> None:
         self.steps.append(Step("post", author, number=self.model.post(author)))
+        self.model.read(author)  # the player reads the author's timeline after posting
 
     def delete(self, number: int) -> None:
         author = self.model.statuses[number]
         self.model.delete(number)
         self.steps.append(Step("delete", author, number=number))
+        self.model.read(author)  # as after posting
+
+    def advance(self, days: int) -> None:
+        """Time passes (the service's activity clock is a fake): users may go away."""
+        self.model.advance(days)
+        self.steps.append(Step("advance", number=days))
+
+    def read(self, user: str) -> None:
+        """`user` reads their first page. A user coming back from away must get the whole
+        timeline at once, drained or not (it is served from the truth while it is rebuilt)."""
+        expect = self.model.timeline(user) if self.model.away(user) else None
+        self.model.read(user)
+        self.steps.append(Step("read", user, expect=expect))
 
     def request(self, me: str, to: str) -> str:
         expected = self.model.request(me, to)
@@ -110,6 +128,8 @@ class Script:
         """A newcomer signs up and befriends someone: their timeline starts with a backfill."""
         self.add_user(newcomer)
         self.befriend(newcomer, friend)
+        # and reads at once: from then on they can go away (one who never read counts active)
+        self.read(newcomer)
 
     def unfriend(self, a: str, b: str) -> None:
         self.model.unfriend(a, b)
@@ -127,6 +147,9 @@ class Script:
         users = sorted(self.model.users)
         expect = {u: (self.model.timeline(u), self.model.unread(u)) for u in users}
         self.steps.append(Step("drain", "api" if via_api else "", expect=expect))
+        if via_api:
+            for u in users:
+                self.model.read(u)
 
 
 class Player:
@@ -141,6 +164,8 @@ class Player:
         self.numbers: dict[str, int] = {}
         self.user_ids: dict[str, ObjectId] = {}
         self.at = 0
+        self.clock = FakeClock()
+        h.ctx.activity.clock = self.clock
 
     def where(self) -> str:
         start = max(0, self.at - CONTEXT_STEPS)
@@ -186,6 +211,13 @@ class Player:
             assert r.status_code == 200, self.where()
             got = r.json()["home"]
             assert (self.numbers[got["last_read_id"]], got["version"]) == s.expect, self.where()
+        elif s.kind == "advance":
+            self.clock.advance(timedelta(days=s.number))
+        elif s.kind == "read":
+            page = await h.timeline(s.a, limit=self.max_items)
+            if s.expect is not None:
+                got = [self.numbers.get(i["id"], -1) for i in page["items"]]
+                assert got == s.expect, f"{s.a} on return: got {got}; {self.where()}"
         elif s.kind == "drain":
             await self.drain_and_check(s)
         else:
@@ -207,8 +239,14 @@ class Player:
                 r = await h.client.get("/timeline/unread_count", headers=h.auth(user))
                 unread = (r.json()["count"], r.json()["capped"])
             else:
-                ids = [str(i) for i in await h.ctx.strategy.timeline_ids(self.user_ids[user])]
-                unread = await markers.unread_count(h.ctx.strategy, self.user_ids[user])
+                # What a read would be served by, without recording one: an away user's
+                # materialized timeline is stale by design until their return rebuilds it.
+                uid = self.user_ids[user]
+                served = h.ctx.truth
+                if await h.ctx.activity.serves_materialized(uid):
+                    served = h.ctx.strategy
+                ids = [str(i) for i in await served.timeline_ids(uid)]
+                unread = await markers.unread_count(served, uid)
             got = [self.numbers.get(i, -1) for i in ids]
             assert got == expected, f"{user}: got {got}, expected {expected}; {self.where()}"
             assert unread == expected_unread, f"{user}: unread {unread}; {self.where()}"
@@ -355,6 +393,16 @@ class TimelineMachine(RuleBasedStateMachine):
         self.s.mark(user, data.draw(st.sampled_from(pool), label="status"))
         self._then(drain)
 
+    @rule(data=st.data(), drain=st.booleans())
+    def read(self, data: st.DataObject, drain: bool) -> None:
+        """A user reads their first page (checked at once if they come back from away)."""
+        self.s.read(data.draw(st.sampled_from(sorted(self.s.model.users)), label="reader"))
+        self._then(drain)
+
+    @rule(days=st.sampled_from(ADVANCE_DAYS))
+    def advance(self, days: int) -> None:
+        self.s.advance(days)
+
     @precondition(
         lambda self: (
             self.script is not None and len(self.script.model.users) < len(AUTHORS) + len(NEWCOMERS)
@@ -411,9 +459,14 @@ STEP_WEIGHTS = {
     "drain": 8,  # a check is cheap, and a divergence is soon masked by newer statuses
     "join": 3,  # (no-op once every newcomer has joined)
     "mark": 2,
+    "read": 2,
+    "advance": 2,
 }
+
 # Most deletes hit a status that someone sees, so that windows slide and timelines refill.
 SEEN_DELETE_SHARE = 0.75
+# Most reads are by a user who is away, if any is (a return, checked at once).
+RETURN_SHARE = 0.75
 # Most marks are at a status the reader sees, as a client's are; the rest at any status.
 SEEN_MARK_SHARE = 0.75
 
@@ -459,6 +512,12 @@ def seeded_script(rng: random.Random, steps: int, max_items: int) -> Script:
             # Mostly a status the reader sees (as a client does), else any, deleted ones too.
             pool = model.timeline(a) if rng.random() < SEEN_MARK_SHARE else []
             script.mark(a, rng.choice(pool or range(model.next_number)))
+        elif kind == "read":
+            # Mostly someone who is away, if anyone is: a return is what is checked at once.
+            away = [u for u in people if model.away(u)]
+            script.read(rng.choice(away) if away and rng.random() < RETURN_SHARE else a)
+        elif kind == "advance":
+            script.advance(rng.choice(ADVANCE_DAYS))
         elif kind == "drain":
             script.drain()
     script.drain(via_api=True)
@@ -482,5 +541,8 @@ async def test_strategies_match_the_model_seeded(mongo_url: str) -> None:
     assert (
         sum(any(s.kind == "mark" for s in script.steps) for script in scripts) > SEEDED_ROUNDS // 2
     )
+    # Users go away and come back (a read with an expectation is a return) in most rounds.
+    returns = [any(s.kind == "read" and s.expect is not None for s in t.steps) for t in scripts]
+    assert sum(returns) > SEEDED_ROUNDS // 2
     for turn, script in enumerate(scripts):
         await play_everywhere(mongo_url, script, turn)

@@ -5,7 +5,7 @@ rebuild behind it. Time is a fake clock on the context's Activity: nothing sleep
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,22 +14,11 @@ from bson import ObjectId
 from app import activity
 from app.activity import ACTIVITY_RESOLUTION
 from app.events import apply_event
-from app.models import Event, TimelineEntry, User, UserActivity, utcnow
+from app.models import Event, TimelineEntry, User, UserActivity
 from app.strategies.receiver_copies import ReceiverCopies
-from tests.harness import Harness
+from tests.harness import FakeClock, Harness
 
 AWAY = timedelta(days=8)  # longer than the default TIMELINE_ACTIVE_DAYS (7)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
 
 
 @pytest.fixture
