@@ -14,7 +14,8 @@ the local deadline ends before it (by FENCE_MARGIN of the lease, for clock skew 
 the server). A write is refused once the deadline has passed, and a write that starts before it
 runs under a driver timeout ending there: the driver refuses to send a command after its
 deadline (a stall between the check and the send is caught too) and sends the remaining time as
-`maxTimeMS`. So a worker paused past its lease writes nothing after it resumes.
+`maxTimeMS` (for plain writes, only where the lease is long enough: see `fenced`). So a worker
+paused past its lease writes nothing after it resumes.
 
 `fenced_write()` goes further where the server has transactions: the write runs in a
 transaction that first writes to this worker's author lease document, so it commits only if
@@ -29,8 +30,8 @@ deadline. recipients_embedded writes statuses this way: the API's transactions w
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -49,6 +50,11 @@ T = TypeVar("T")
 # deadline still has to reach the server. Renewals come every third of a lease, so a live
 # worker never gets near it.
 FENCE_MARGIN = 0.2
+# A write is sent with the lease's remaining time as its deadline (server time included), so it
+# must not start with too little of it: below this share of a lease, the write renews first.
+# Half a lease: a write gets at least that long, at the cost of an extra renewal now and then
+# (the heartbeat renews every third of a lease, so the remaining share is mostly 0.5 to 0.8).
+FENCE_RENEW_BELOW = 0.5
 
 
 class LeaseLost(Exception):
@@ -71,6 +77,10 @@ class Lease:
 
     valid_until: float  # time.monotonic()
     lost: bool = False
+    lease_s: float = 0.0
+    # Renews the lease now (False: it was taken over); the worker's heartbeat does it every
+    # third of a lease, and `fenced()` when a write finds little of the lease left.
+    renew: Callable[[], Awaitable[bool]] | None = None
     # The author lease document (`author_leases`) held, for `fenced_write`'s check in the
     # transaction; and whether the server has transactions at all.
     author_id: ObjectId | None = None
@@ -89,19 +99,36 @@ class Lease:
 lease: ContextVar[Lease | None] = ContextVar("lease", default=None)
 
 
-@contextmanager
-def fenced() -> Iterator[None]:
+@asynccontextmanager
+async def fenced(*, within_lease: bool = False) -> AsyncIterator[None]:
     """Around a derived-data write of a handler: LeaseLost if this worker's lease is over, else
-    the write runs under a driver deadline that ends with the lease. A no-op outside the worker
-    (API requests, `timeline rebuild`, tests calling handlers directly)."""
+    the write runs under a driver deadline. A no-op outside the worker (API requests,
+    `timeline rebuild`, tests calling handlers directly).
+
+    A write that finds less than FENCE_RENEW_BELOW of a lease left (the heartbeat is due, or a
+    busy event loop or database delayed it) renews the lease first; a lease that is gone by
+    then is not renewed (the renewal matches only this worker's).
+
+    The deadline is the operation timeout, capped by the lease only `within_lease`
+    (transactional writes, `fenced_write`). With the default 30 s lease that changes nothing:
+    a write starts with at least 15 s of lease left, the operation timeout. With a much shorter
+    lease, capping plain writes made them fail for good on a busy embedded server: a plain
+    write that waits on a conflict keeps running in that server after its client gave up
+    (`maxTimeMS` does not stop that wait), and the retries piled up behind the abandoned
+    writes (tests/test_worker_crash.py, with 1 to 3 s leases). So with a lease under twice the
+    operation timeout, a plain write sent just before a stall could still land after the
+    lease; the check before sending it stands either way."""
     held = lease.get()
     if held is None:
         yield
         return
+    if held.renew is not None and held.remaining_s() < held.lease_s * FENCE_RENEW_BELOW:
+        await held.renew()
     remaining = held.remaining_s()
     if remaining <= 0:
         raise LeaseLost("the lease ran out before a write")
-    with pymongo.timeout(min(remaining, OPERATION_TIMEOUT_MS / 1000)):
+    operation_s = OPERATION_TIMEOUT_MS / 1000
+    with pymongo.timeout(min(remaining, operation_s) if within_lease else operation_s):
         yield
 
 
@@ -115,7 +142,7 @@ async def fenced_write(
     deadline. `write` may run more than once: it must be idempotent."""
     held = lease.get()
     if held is None or not held.transactions or held.author_id is None:
-        with fenced():
+        async with fenced():
             return await write(None)
     author_id, owner = held.author_id, held.owner
 
@@ -128,6 +155,5 @@ async def fenced_write(
             raise LeaseLost("the author lease was taken over before a write")
         return await write(session)
 
-    with fenced():
-        async with client.start_session() as session:
-            return await session.with_transaction(fenced_transaction)
+    async with fenced(within_lease=True), client.start_session() as session:
+        return await session.with_transaction(fenced_transaction)

@@ -48,27 +48,29 @@ async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: Obj
         # Read first, so that a missing request is a 404 whoever is at the limit.
         if await requests.find_one(pending_request, {"_id": 1}, session=session) is None:
             raise _NoPendingRequest
-        # Places are taken before anything else is written: without a transaction a failure
-        # gives them back and leaves no trace (a crash leaves a place taken, see graph.reserve).
+        # Places are taken before anything else is written, so a refusal gives them back and
+        # leaves no trace. Without a transaction a failure after this point leaves a place
+        # taken: the count is then high, never low (graph.reserve).
         if not await graph.reserve(a, session=session):
             raise _FriendLimit
         if not await graph.reserve(b, session=session):
             await graph.unreserve(a, session=session)
             raise _FriendLimit
-        deleted = await requests.delete_one(pending_request, session=session)
-        if deleted.deleted_count == 0:  # accepted or withdrawn meanwhile
-            await graph.unreserve(a, session=session)
-            await graph.unreserve(b, session=session)
-            raise _NoPendingRequest
-        # A crossing request the other way is settled by the same friendship.
-        await requests.delete_one({"from_id": other, "to_id": request_from}, session=session)
+        # The edges before the request goes: without a transaction, a write that fails
+        # between the two edges leaves the request pending, and accepting again completes
+        # the friendship (the upserts are idempotent) instead of answering 404 for good.
         new_ab, new_ba = await graph.link(a, b, session=session)
-        # An edge that existed already (a concurrent accept of the crossing request wrote it)
-        # holds its own place.
+        # An edge that existed already (a concurrent accept, or an earlier attempt that failed
+        # half-way) holds its own place.
         if not new_ab:
             await graph.unreserve(a, session=session)
         if not new_ba:
             await graph.unreserve(b, session=session)
+        # The request, and a crossing one the other way, are settled by the friendship. (In a
+        # transaction a concurrent withdraw or accept of the request conflicts here, and the
+        # retry finds it gone: 404.)
+        await requests.delete_one(pending_request, session=session)
+        await requests.delete_one({"from_id": other, "to_id": request_from}, session=session)
 
     events = outbox.friendship_events(a, b, friends=True)
     try:
@@ -188,7 +190,9 @@ async def list_friends(
 async def unfriend(ctx: AppContext, me: User, handle: str) -> None:
     other = await by_handle(handle)
     a, b = _uid(me), _uid(other)
-    if a == b or not await graph.are_friends(a, b):
+    # Either edge: without a transaction an earlier unfriend may have failed between the two,
+    # and this one removes the other.
+    if a == b or not (await graph.are_friends(a, b) or await graph.are_friends(b, a)):
         return  # idempotent: nothing to end
 
     async def change(session: Session) -> None:

@@ -305,21 +305,24 @@ class Worker:
         return True
 
     async def _heartbeat(self, event: dict[str, Any], lease: checkpoint.Lease) -> None:
-        """Renew the leases while the handler runs; return when they are lost or have run out.
+        """Renew the leases while the handler runs; return when they are lost.
 
-        A renewal that fails (a slow or unreachable database) is tried again at the next beat,
-        but not past the lease: once it has run out, another worker may own the event, so the
-        handler must stop (its writes are fenced anyway, app.checkpoint)."""
+        A renewal that fails with an error (a slow or unreachable database) is tried again at
+        the next beat, but not past the lease: once it has run out, another worker may own the
+        event, so the handler must stop (its writes are fenced anyway, app.checkpoint). A
+        renewal that is merely late (a busy event loop) and still finds the lease this worker's
+        keeps it."""
         while True:
-            await asyncio.sleep(min(self.lease_s / RENEWALS_PER_LEASE, lease.remaining_s()))
-            if lease.remaining_s() <= 0:
-                log.warning("the lease of event %s ran out before it was renewed", event["_id"])
-                return
+            await asyncio.sleep(self.lease_s / RENEWALS_PER_LEASE)
             try:
                 if not await self._renew(event, lease):
                     return
             except PyMongoError as exc:
                 log.warning("could not renew the lease of event %s: %r", event["_id"], exc)
+                if lease.remaining_s() <= 0:
+                    log.warning("the lease of event %s ran out unrenewed", event["_id"])
+                    lease.lost = True
+                    return
 
     async def _apply(self, event: dict[str, Any]) -> None:
         """Apply `event` with a checkpoint, a heartbeat and a fence (app.checkpoint); LeaseLost
@@ -331,7 +334,13 @@ class Worker:
             author_id=event["author_id"],
             owner=self.name,
             transactions=self.ctx.database.supports_transactions,
+            lease_s=self.lease_s,
         )
+
+        async def renew() -> bool:
+            return await self._renew(event, lease)
+
+        lease.renew = renew
 
         async def save(last_done: ObjectId) -> None:
             if not await self._renew(event, lease, resume_after=last_done):

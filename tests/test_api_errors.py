@@ -297,9 +297,14 @@ async def test_idempotency_key_length_is_checked(h: Harness) -> None:
 
 
 async def test_unknown_route_is_404_json(h: Harness) -> None:
-    for path in ("/nope", "/users/alice/nope", "/timeline/x", "/"):
+    for path in ("/nope", "/users/alice/nope", "/timeline/x"):
         for method in ("GET", "POST", "DELETE"):
             assert_error(await h.client.request(method, path), 404, "not_found")
+    # `/` and `/static/` are the web client's (GET only): a missing asset is the JSON 404,
+    # another method the JSON 405.
+    assert_error(await h.client.get("/static/nope.js"), 404, "not_found")
+    for path in ("/", "/static/app.js"):
+        assert_error(await h.client.request("POST", path), 405, "method_not_allowed")
 
 
 async def test_wrong_method_is_405_json_with_allow(h: Harness) -> None:

@@ -147,6 +147,22 @@ def test_two_people_use_the_web_client(service: httpx.Client, browser: Any, tmp_
     for i in range(OLDER_POSTS):
         r = service.post("/statuses", json={"text": f"bob's older post {i}"}, headers=bob_auth)
         assert r.status_code == 201
+
+    # A lost answer: the post is created but the page never hears back. Posting again sends
+    # the same Idempotency-Key, and the service replays the first post instead of a second.
+    def lose_answer(route: Any) -> None:
+        route.fetch()  # reaches the service
+        route.abort()  # the answer is lost on the way back
+
+    bob.route("**/statuses", lose_answer, times=1)
+    bob.get_by_label("What's happening?").fill("posted once, answered twice")
+    bob.get_by_role("button", name="Post", exact=True).click()
+    bob.get_by_text("cannot be reached").wait_for()
+    bob.get_by_role("button", name="Post", exact=True).click()
+    bob.locator("#timeline").get_by_text("posted once, answered twice").wait_for()
+    mine = service.get("/users/bob/statuses?limit=100", headers=bob_auth).json()["items"]
+    assert [s["text"] for s in mine].count("posted once, answered twice") == 1
+    assert bob.get_by_text("posted once, answered twice").count() == 1
     drained(service)
     alice.get_by_role("button", name="Refresh").click()
     alice.locator("#timeline > li").nth(19).wait_for()
@@ -157,7 +173,7 @@ def test_two_people_use_the_web_client(service: httpx.Client, browser: Any, tmp_
     # bob posts; a double click sends one post (one Idempotency-Key, the button disabled).
     bob.get_by_label("What's happening?").fill("hello alice, this is new")
     bob.get_by_role("button", name="Post", exact=True).dblclick()
-    bob.get_by_text("Posted.").wait_for()
+    bob.locator("#timeline").get_by_text("hello alice, this is new").wait_for()
     mine = service.get("/users/bob/statuses?limit=100", headers=bob_auth).json()["items"]
     assert [s["text"] for s in mine].count("hello alice, this is new") == 1
 
@@ -223,6 +239,28 @@ def test_two_people_use_the_web_client(service: httpx.Client, browser: Any, tmp_
     stranger.reload()
     assert "Sign in again" in stranger.get_by_role("alert").inner_text()
     stranger.locator("#signed-out").wait_for(state="visible")
+    # Signing in with a token (bob's, as if copied from his other browser).
+    stranger.get_by_label("Token", exact=True).last.fill(bob_token)
+    stranger.get_by_role("button", name="Sign in").click()
+    stranger.get_by_text("Signed in as @bob.").wait_for()
+    stranger.locator("#timeline").get_by_text("hello alice, this is new").wait_for()
+    stranger.get_by_role("button", name="Sign out").click()
+    stranger.locator("#signed-out").wait_for(state="visible")
+    assert stranger.evaluate("localStorage.getItem('timeline.token')") is None
+
+    # A database outage (503, faked at the network edge for one request) is said as such.
+    alice.route(
+        "**/friend-requests",
+        lambda route: route.fulfill(
+            status=503,
+            content_type="application/json",
+            body='{"error": {"code": "database_unavailable", "message": "retry later"}}',
+        ),
+        times=1,
+    )
+    alice.get_by_label("Send a friend request to").fill("carol")
+    alice.get_by_role("button", name="Send request").click()
+    alice.get_by_text("database is unavailable").wait_for()
 
     # Phone width: nothing wider than the screen.
     alice.set_viewport_size({"width": 360, "height": 740})

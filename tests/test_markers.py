@@ -239,3 +239,19 @@ async def test_unread_count_is_capped_at_timeline_max(h: Harness) -> None:
     assert (await mark(h, "alice", ids[3])).status_code == 200
     assert await unread(h, "alice") == {"count": 4, "capped": False}
     assert await expected_unread(h, "alice") == 4
+
+
+@pytest.mark.parametrize("strategy", ["receiver_copies"])
+async def test_an_integral_float_version_is_that_integer(h: Harness) -> None:
+    """JSON Schema's "integer" admits 1.0 (schemathesis sends such numbers): it is version 1."""
+    await h.user("alice")
+    s1 = (await h.post("alice", "s1"))["id"]
+    s2 = (await h.post("alice", "s2"))["id"]
+    assert (await mark(h, "alice", s1)).status_code == 200
+    body = {"home": {"last_read_id": s2, "version": 1.0}}
+    r = await h.client.post("/markers", json=body, headers=h.auth("alice"))
+    assert r.status_code == 200, r.text
+    assert r.json()["home"]["version"] == 2
+    body = {"home": {"last_read_id": s2, "version": 1.0}}  # stale now
+    r = await h.client.post("/markers", json=body, headers=h.auth("alice"))
+    assert r.status_code == 409, r.text

@@ -11,7 +11,7 @@ import pytest
 from bson import ObjectId
 
 from app import graph, outbox
-from app.models import Event, Status, utcnow
+from app.models import Event, Friendship, Status, utcnow
 from app.outbox import STAGED_CHECKS, STAGED_GRACE_S
 from tests.harness import Harness
 
@@ -331,4 +331,47 @@ async def test_without_transactions_a_slow_post_is_applied_after_it_lands(
     assert applied_meanwhile == [0]
     assert await h.drain() == 1
     assert await h.timeline_ids("bob") == [status["id"]]
+    assert (await h.client.get("/health")).json()["pending_events"] == 0
+
+
+async def test_without_transactions_a_half_written_friendship_is_completed_by_a_retry(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault between the two edges of an accept (or of an unfriend): the client's retry
+    completes it. (The accept used to delete the request first, so its retry was a 404 and
+    the friendship stayed one-sided for good; the unfriend's retry saw no friendship.)"""
+    without_transactions(h)
+    for name in ("alice", "bob"):
+        await h.user(name)
+    mine = await h.post("alice", "for bob")
+    link, unlink = graph.link, graph.unlink
+
+    async def first_edge_only(a: ObjectId, b: ObjectId, *, session: Any) -> tuple[bool, bool]:
+        await Friendship.get_pymongo_collection().insert_one({"user_id": a, "friend_id": b})
+        raise RuntimeError("injected fault between the edges")
+
+    r = await h.client.post("/friend-requests", json={"to": "bob"}, headers=h.auth("alice"))
+    assert r.status_code == 201
+    monkeypatch.setattr(graph, "link", first_edge_only)
+    r = await h.client.post("/friend-requests/alice/accept", headers=h.auth("bob"))
+    assert r.status_code == 500
+    monkeypatch.setattr(graph, "link", link)
+    r = await h.client.post("/friend-requests/alice/accept", headers=h.auth("bob"))
+    assert r.status_code == 200, r.text
+    assert await Friendship.get_pymongo_collection().count_documents({}) == 2
+    await h.drain()
+    assert await h.timeline_ids("bob") == [mine["id"]]
+
+    async def first_edge_gone(a: ObjectId, b: ObjectId, *, session: Any) -> None:
+        await Friendship.get_pymongo_collection().delete_one({"user_id": a, "friend_id": b})
+        raise RuntimeError("injected fault between the edges")
+
+    monkeypatch.setattr(graph, "unlink", first_edge_gone)
+    r = await h.client.delete("/friends/alice", headers=h.auth("bob"))
+    assert r.status_code == 500
+    monkeypatch.setattr(graph, "unlink", unlink)
+    await h.unfriend("bob", "alice")
+    assert await Friendship.get_pymongo_collection().count_documents({}) == 0
+    await h.drain()
+    assert await h.timeline_ids("bob") == []
     assert (await h.client.get("/health")).json()["pending_events"] == 0

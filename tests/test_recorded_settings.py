@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from bson import ObjectId
 
 from app import maintenance, recorded_settings
 from app.strategies import build_strategy
+from fanout import switch
 from tests.harness import Harness, running
 from tests.worker_workload import random_workload, reference_timelines, run_cli, worker_env
 
@@ -112,3 +114,8 @@ async def test_settings_recorded_later_default_or_configured(h: Harness) -> None
     small = h.ctx.settings.model_copy(update={"timeline_max": 10})
     with pytest.raises(recorded_settings.SettingsMismatch, match="TIMELINE_MAX=1000"):
         await recorded_settings.ensure_matching(small)
+    # Nor is another strategy built under another value.
+    with pytest.raises(switch.SwitchError, match=r"^TIMELINE_MAX is 10 but"):
+        await switch.switch_to(replace(h.ctx, settings=small), "recipients_embedded")
+    config = await maintenance.service_config()
+    assert config is not None and config["maintained"] == ["receiver_copies"]

@@ -37,6 +37,8 @@ class Allowed:
 
 
 API_STATUS_LOOKUP = frozenset({"status lookup"})
+# Worker phases that refill trimmed timelines (receiver_copies' rebuild).
+REFILLS = frozenset({"removal (worker)", "backfill (worker)"})
 RECIPIENTS_EMBEDDED_PAGE = (
     "recipients_embedded's page: a reader's statuses are spread over their friends' shards by "
     "design (statuses are sharded by author); the cost that strategy pays, measured by "
@@ -62,15 +64,19 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
     ("find", "statuses", ("_id",)): Allowed(
         "GET /statuses/{id}: the URL carries only the status id, not its author (a friend may "
         "read it); one single-document lookup per request, answered by the shard holding it. "
-        "DELETE looks up the caller's own status, with its author: targeted",
-        only_in=API_STATUS_LOOKUP,
+        "DELETE looks up the caller's own status, with its author: targeted. And receiver_copies' "
+        "rebuild (refills of trimmed timelines only), which checks that the statuses a timeline "
+        "holds still exist by `_id` alone: naming their authors too crosses two `$in` lists, 30x "
+        "slower on the embedded server for a full timeline (1.0 s -> 30 s for 1,000 ids), and a "
+        "timeline's authors span most shards anyway. Not in the fan-out, where the author is "
+        "known and named",
+        only_in=API_STATUS_LOOKUP | REFILLS,
     ),
-    ("find", "events", ("$or",)): Allowed(
+    ("find", "events", ("state",)): Allowed(
         "the worker's claim: the oldest claimable events of any author, wherever they are; "
         "one per claim, each shard answers from its (state, _id) index"
     ),
-    ("find", "events", ("$and",)): Allowed("the claim, excluding authors other workers hold"),
-    ("find", "events", ("$or", "author_id")): Allowed(
+    ("find", "events", ("author_id", "state")): Allowed(
         "the claim's look at the chosen author's oldest event: events are sharded by _id "
         "(every later update of an event is by _id), so by-author is a broadcast of one "
         "indexed (author_id, state) lookup per claim"

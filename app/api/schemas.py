@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 HANDLE_PATTERN = r"^[a-z0-9_]{3,30}$"
 # Status text limit, in characters (the contract's 1–5000).
@@ -43,6 +43,15 @@ class HomeMarkerIn(_Strict):
         le=MAX_MARKER_VERSION,
         description="the version last read; a different stored version is a 409 (0: none yet)",
     )
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _integral_number(cls, value: object) -> object:
+        # JSON has one number type and JSON Schema's "integer" admits 3.0, so an integral float
+        # is that integer; 3.5 (or a bool, or a string) still fails strict validation.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
 
 class UpdateMarkers(_Strict):

@@ -99,13 +99,13 @@ class ReceiverCopies(TimelineStrategy):
             batch.append(op)
             if len(batch) >= FANOUT_BATCH:
                 FANOUT_BATCH_SIZE.observe(len(batch))
-                with fenced():
+                async with fenced():
                     result = await self.collection().bulk_write(batch, ordered=False)
                 inserted += result.upserted_count
                 batch = []
         if batch:
             FANOUT_BATCH_SIZE.observe(len(batch))
-            with fenced():
+            async with fenced():
                 inserted += (
                     await self.collection().bulk_write(batch, ordered=False)
                 ).upserted_count
@@ -120,7 +120,7 @@ class ReceiverCopies(TimelineStrategy):
         inserts cost about a third of upserts on the embedded server (benchmarks/fanout.py)."""
         FANOUT_BATCH_SIZE.observe(len(entries))
         try:
-            with fenced():
+            async with fenced():
                 result = await self.collection().insert_many(entries, ordered=False)
             return len(result.inserted_ids)
         except BulkWriteError as exc:
@@ -192,7 +192,7 @@ class ReceiverCopies(TimelineStrategy):
         if cut is None:
             return 0
         coll = self.collection()
-        with fenced():
+        async with fenced():
             result = await coll.delete_many({"owner_id": owner_id, "status_id": {"$lte": cut}})
         left = await coll.count_documents({"owner_id": owner_id}, limit=self.max_items)
         if left < self.max_items:
@@ -200,7 +200,7 @@ class ReceiverCopies(TimelineStrategy):
         return result.deleted_count
 
     async def _mark_trimmed(self, owner_id: ObjectId) -> None:
-        with fenced():
+        async with fenced():
             await TimelineMeta.get_pymongo_collection().update_one(
                 {"owner_id": owner_id}, {"$set": {"trimmed": True}}, upsert=True
             )
@@ -225,7 +225,7 @@ class ReceiverCopies(TimelineStrategy):
         meta = TimelineMeta.get_pymongo_collection()
         for start in range(0, len(owners), FANOUT_BATCH):  # bounded `$in` lists
             chunk = list(owners[start : start + FANOUT_BATCH])
-            with fenced():
+            async with fenced():
                 await meta.update_many(
                     {"owner_id": {"$in": chunk}, "trimmed": True},
                     {"$addToSet": {"owed": status_id}},
@@ -258,7 +258,7 @@ class ReceiverCopies(TimelineStrategy):
         found = [d["owner_id"] async for d in coll.find(copies, {"owner_id": 1})]
         holders = sorted({author_id, *found})
         await self._mark_owed(holders, status_id)
-        with fenced():
+        async with fenced():
             await coll.delete_many(copies)
         # Holders first trimmed between the mark and the delete (by another author's fan-out)
         # lost the copy after their trim. A crash right before this second mark leaves those
@@ -273,7 +273,7 @@ class ReceiverCopies(TimelineStrategy):
             cursor = meta.find({"owner_id": {"$in": chunk}, "owed": status_id}, {"owner_id": 1})
             for doc in await cursor.to_list():
                 await self.rebuild(doc["owner_id"])
-                with fenced():
+                async with fenced():
                     await meta.update_one(
                         {"owner_id": doc["owner_id"]}, {"$pull": {"owed": status_id}}
                     )
@@ -290,7 +290,7 @@ class ReceiverCopies(TimelineStrategy):
             if inserted:
                 await self.trim(other_id)
         else:
-            with fenced():
+            async with fenced():
                 await self.collection().delete_many({"owner_id": other_id, "author_id": author_id})
             # Even when nothing was deleted: a retry after a crash between the delete and the
             # refill finds nothing to delete, yet still owes the refill.
@@ -387,26 +387,24 @@ class ReceiverCopies(TimelineStrategy):
         # Re-read the graph after writing: an unfriend or delete that raced with the upserts
         # above either saw them (and removed them) or is seen here.
         allowed = [user_id, *await graph.friend_ids(user_id)]
-        with fenced():
+        async with fenced():
             result = await coll.delete_many({"owner_id": user_id, "author_id": {"$nin": allowed}})
         changed += result.deleted_count
-        held = await coll.find({"owner_id": user_id}, {"status_id": 1, "author_id": 1}).to_list()
-        ids = [d["status_id"] for d in held]
-        # With the authors, the lookup goes only to their shards of `statuses`.
-        authors = sorted({d["author_id"] for d in held})
+        ids = [d["status_id"] async for d in coll.find({"owner_id": user_id}, {"status_id": 1})]
+        # By `_id` alone (a broadcast on a sharded cluster): adding the authors' `$in` would make
+        # the planner cross two `$in` lists, 30x slower for a full timeline on the embedded
+        # server (docs/scaling.md); a timeline's authors span most shards anyway.
         existing = {
             d["_id"]
-            async for d in Status.get_pymongo_collection().find(
-                {"author_id": {"$in": authors}, "_id": {"$in": ids}}, {"_id": 1}
-            )
+            async for d in Status.get_pymongo_collection().find({"_id": {"$in": ids}}, {"_id": 1})
         }
         gone = [i for i in ids if i not in existing]
         if gone:
-            with fenced():
+            async with fenced():
                 result = await coll.delete_many({"owner_id": user_id, "status_id": {"$in": gone}})
             changed += result.deleted_count
         if len(truth) >= self.max_items:
-            with fenced():
+            async with fenced():
                 result = await coll.delete_many(
                     {"owner_id": user_id, "status_id": {"$lt": truth[-1]["_id"]}}
                 )

@@ -109,7 +109,7 @@ class RecipientsEmbedded(TimelineStrategy):
             await self._update_each(flt, {"$addToSet": {"audience": other_id}})
             if floor is not None:
                 # Older statuses did not get `other_id`: complete only from the floor up.
-                with fenced():
+                async with fenced():
                     await AudienceWatermark.get_pymongo_collection().update_one(
                         {"author_id": author_id}, {"$max": {"complete_from": floor}}, upsert=True
                     )
@@ -135,7 +135,7 @@ class RecipientsEmbedded(TimelineStrategy):
             flt["_id"]["$gte"] = floor
         audience = await self._full_audience(author_id)
         modified = await self._update_each(flt, {"$set": {"audience": audience}})
-        with fenced():
+        async with fenced():
             if floor is None:
                 await marks.delete_one(
                     {"author_id": author_id, "complete_from": mark["complete_from"]}
@@ -163,11 +163,11 @@ class RecipientsEmbedded(TimelineStrategy):
             changed += await self._update_each(
                 {**older, "audience": {"$exists": False}}, {"$set": {"audience": [user_id]}}
             )
-            with fenced():
+            async with fenced():
                 await marks.update_one(
                     {"author_id": user_id}, {"$set": {"complete_from": floor}}, upsert=True
                 )
         else:
-            with fenced():
+            async with fenced():
                 await marks.delete_one({"author_id": user_id})
         return changed

@@ -175,6 +175,22 @@ function signOut({ keepMessage = false } = {}) {
   state.token = null;
   state.handle = null;
   stopPolling();
+  // Nothing of this person's reading carries over to whoever signs in next.
+  Object.assign(state, {
+    newestCursor: null,
+    olderCursor: null,
+    pending: [],
+    pendingGap: false,
+    shown: new Set(),
+    readUpTo: null,
+    markedUpTo: null,
+    idempotencyKey: null,
+  });
+  if (state.markerTimer !== null) clearTimeout(state.markerTimer);
+  state.markerTimer = null;
+  readObserver.disconnect();
+  $("timeline").replaceChildren();
+  updateNewButton();
   $("signed-in").hidden = true;
   $("session").hidden = true;
   $("signed-out").hidden = false;
@@ -236,6 +252,7 @@ async function loadTimeline() {
   try {
     const page = await api("GET", `/timeline?limit=${PAGE_SIZE}`);
     const list = $("timeline");
+    readObserver.disconnect(); // the posts it watched are replaced
     list.replaceChildren(...page.items.map(renderItem));
     state.shown = new Set(page.items.map((s) => s.id));
     state.newestCursor = page.newest_cursor;
