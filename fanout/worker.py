@@ -550,7 +550,7 @@ class WorkerPool:
         lease_s: float = LEASE_S,
         concurrency: int = 1,
     ) -> None:
-        base = name or f"{socket.gethostname()}:{os.getpid()}"
+        base = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         # The first loop keeps the plain name: with one loop, leases name the process as before.
         self.workers = [
             Worker(ctx, name=base if i == 0 else f"{base}#{i + 1}", lease_s=lease_s)

@@ -58,6 +58,12 @@ def build_routes() -> list[Route]:
     ]
 
 
+# Claim loops of the in-process worker (fanout.worker.WorkerPool). Its round trips queue behind
+# every request on this event loop, so one loop fell far behind a 50-client load (a drain as
+# long as the load itself); several loops overlap those waits (docs/benchmarks.md).
+IN_PROCESS_WORKER_LOOPS = 4
+
+
 def create_app(
     settings: Settings, *, embedded: bool = False, run_worker: bool = False
 ) -> Starlette:
@@ -76,9 +82,9 @@ def create_app(
         worker_task = None
         worker = None
         if run_worker:
-            from fanout.worker import Worker  # the API itself never depends on the worker
+            from fanout.worker import WorkerPool  # the API itself never depends on the worker
 
-            worker = Worker(ctx)
+            worker = WorkerPool(ctx, concurrency=IN_PROCESS_WORKER_LOOPS)
             worker_task = asyncio.create_task(worker.run(), name="fanout-worker")
         try:
             yield {"ctx": ctx}
