@@ -8,6 +8,10 @@ import sys
 COMMANDS = {
     "run": ("benchmarks.run", "what each strategy costs, side by side (reads, writes, storage)"),
     "fanout": ("benchmarks.fanout", "worker fan-out throughput versus raw insert_many"),
+    "inactive": (
+        "benchmarks.inactive",
+        "what the TIMELINE_ACTIVE_DAYS window saves; a returning user's first page",
+    ),
     "load": ("benchmarks.load", "HTTP load against a running service, then a loss check"),
 }
 
