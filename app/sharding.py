@@ -87,6 +87,12 @@ PLAN: tuple[ShardPlan, ...] = (
         (("_id", "hashed"),),
         "_id is the user: every read and conditional update of a marker is targeted",
     ),
+    ShardPlan(
+        "user_activity",
+        (("_id", "hashed"),),
+        "_id is the user: a read's look-up and update are targeted; /health's count of "
+        "inactive users is a broadcast over the last_read_at index",
+    ),
 )
 PLAN_BY_COLLECTION: dict[str, ShardPlan] = {p.collection: p for p in PLAN}
 
