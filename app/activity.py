@@ -11,11 +11,13 @@ their pages are served from the source of truth by the fanout_on_read strategy's
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
 
 from app import outbox
 from app.checkpoint import fenced
@@ -88,11 +90,12 @@ class Activity:
             # The first read ever: nothing was skipped for a user with no document (fan-out
             # counts them active), so the materialized timeline is complete. A concurrent
             # first read inserts the same thing.
-            await coll.update_one(
-                {"_id": user_id},
-                {"$setOnInsert": {"last_read_at": now, "materialized": True, "returns": 0}},
-                upsert=True,
-            )
+            with contextlib.suppress(DuplicateKeyError):  # a racing first read inserted it
+                await coll.update_one(
+                    {"_id": user_id},
+                    {"$setOnInsert": {"last_read_at": now, "materialized": True, "returns": 0}},
+                    upsert=True,
+                )
             return True
         if doc["last_read_at"] < self.cutoff():
             return await self._return(database, user_id, doc["last_read_at"], now)
