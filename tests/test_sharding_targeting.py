@@ -79,17 +79,13 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
     ("find", "events", ("author_id", "state")): Allowed(
         "the claim's look at the chosen author's oldest event: events are sharded by _id "
         "(every later update of an event is by _id), so by-author is a broadcast of one "
-        "indexed (author_id, state) lookup per claim"
+        "indexed (author_id, state) lookup per claim; and receiver_copies' refill check "
+        "(a trimmed timeline refilled after a removal), which looks up the window's authors' "
+        "unfinished fan-outs, once per refill pass, so that friends who keep posting cannot "
+        "starve the refill"
     ),
     ("find", "timeline_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
     ("delete", "timeline_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
-    ("find", "events", ("author_id", "kind", "state", "status_id")): Allowed(
-        "receiver_copies' refill check (a trimmed timeline refilled after a removal): which "
-        "statuses of the window still have their fan-out unfinished, so that friends who keep "
-        "posting cannot starve the refill; events are sharded by _id, so a broadcast of one "
-        "indexed (author_id, state) lookup per refill pass, and only removals from trimmed "
-        "timelines refill"
-    ),
     ("find", "author_leases", ("owner", "until")): Allowed(
         "the claim's list of authors other workers hold: live leases only, a few documents"
     ),

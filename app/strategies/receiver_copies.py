@@ -41,6 +41,9 @@ DUPLICATE_KEY = 11000
 # the previous pass. Past this many, the event is retried a little later as contention
 # (fanout/worker.py), which does not count towards parking it as dead.
 REBUILD_PASSES = 8
+# Event states whose change may still be on its way into timelines (a dead event's too, until
+# it is retried): their statuses are not required in a refilled window yet.
+NOT_DONE_STATES = ["staged", "pending", "dead"]
 
 
 class Unsettled(Contention):
@@ -334,17 +337,19 @@ class ReceiverCopies(TimelineStrategy):
         allowed = {user_id, *friends}
         truth = await truth_timeline(user_id, friends, self.max_items)
         truth_ids = {s["_id"] for s in truth}
+        # Selected on the (author_id, state) index's fields alone, the rest tested here: the
+        # embedded server scans the whole collection (done events included) for a filter with
+        # any other field, and a second `$in` (of status ids) multiplies its cost.
         unfinished = {
             e["status_id"]
             async for e in Event.get_pymongo_collection().find(
                 {
                     "author_id": {"$in": list({s["author_id"] for s in truth})},
-                    "state": {"$ne": "done"},
-                    "kind": "status_posted",
-                    "status_id": {"$in": list(truth_ids)},
+                    "state": {"$in": NOT_DONE_STATES},
                 },
-                {"status_id": 1},
+                {"status_id": 1, "kind": 1},
             )
+            if e["kind"] == "status_posted" and e.get("status_id") in truth_ids
         }
         flt: dict[str, Any] = {"owner_id": user_id}
         if len(truth) >= self.max_items:
