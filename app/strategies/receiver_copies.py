@@ -149,8 +149,9 @@ class ReceiverCopies(TimelineStrategy):
 
     async def fan_out(self, status: dict[str, Any], receivers: Sequence[ObjectId]) -> int:
         """Copy `status` to `receivers` in FANOUT_BATCH batches, in receiver id order, saving
-        the last receiver done after each batch (app.checkpoint): a fan-out resumed after a
-        crash redoes at most one batch, and the unique key makes even that insert nothing."""
+        the last receiver done after each batch but the last (app.checkpoint): a fan-out
+        resumed after a crash redoes at most one batch, and the unique key makes even that
+        insert nothing."""
         cp = checkpoint.current.get()
         order = sorted(set(receivers))
         if cp is not None and cp.resume_after is not None:
