@@ -1,9 +1,11 @@
 """The event queue: the one owner of the `events` collection and its state machine.
 
-    staged ──(change landed, app.outbox)──> pending ──claim──> pending, leased ──complete──> done
-      │                                        ^                 │  │  │
-      └──(never landed: STAGED_CHECKS)──> dropped   fail/contended/hand back   park ──> dead
-                                               └───────── retry_dead ──────────────────┘
+- staged -> pending: its writer's change landed (`promote`; or the claim's `landed` check);
+  staged -> deleted: it never will (`discard_staged`; `defer` after STAGED_CHECKS looks);
+- pending -> pending and leased to a worker: `claim_oldest`, kept by `renew`;
+- leased -> done (`complete`), -> dead (`park`), or back to pending after a delay (`fail` with
+  backoff, `contended` uncounted, `hand_back` after an outage);
+- dead -> pending: `retry_dead` (the operator).
 
 An event is *not yet applied* while its state is `staged` or `pending` (NOT_DONE). A claimed
 event stays `pending` with `lease_owner` and `lease_until` set; every write to a claimed event
