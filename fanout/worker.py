@@ -81,6 +81,11 @@ def _is_contention(exc: Exception) -> bool:
     )
 
 
+def _report_parked(event: QueuedEvent, error: str) -> None:
+    EVENTS_DEAD.labels(event["kind"]).inc()
+    log.error("event %s (%s) parked as dead: %s", event["_id"], event["kind"], error)
+
+
 class Worker:
     def __init__(
         self, ctx: AppContext, *, name: str | None = None, lease_s: float = LEASE_S
@@ -188,9 +193,8 @@ class Worker:
         sent_at = time.monotonic()
         now = utcnow()
         until = now + timedelta(seconds=self.lease_s)
-        if not await queue.renew(
-            event["_id"], self.name, until, resume_after
-        ) or not await leases.renew(event["author_id"], self.name, now, self.lease_s):
+        renewed = await queue.renew(event["_id"], self.name, until, resume_after)
+        if not renewed or not await leases.renew(event["author_id"], self.name, now, self.lease_s):
             lease.lost = True
             return False
         lease.renewed(sent_at, self.lease_s)
@@ -276,8 +280,7 @@ class Worker:
 
     async def _park(self, event: QueuedEvent, error: str) -> None:
         await queue.park(event["_id"], self.name, error)
-        EVENTS_DEAD.labels(event["kind"]).inc()
-        log.error("event %s (%s) parked as dead: %s", event["_id"], event["kind"], error)
+        _report_parked(event, error)
 
     async def _failed(self, event: QueuedEvent, exc: Exception) -> None:
         """Retry later with backoff, or park the event after MAX_ATTEMPTS failures."""
@@ -285,8 +288,7 @@ class Worker:
         EVENTS_FAILED.labels(event["kind"]).inc()
         log.warning("event %s (%s) failed: %r", event["_id"], event["kind"], exc)
         if await queue.fail(event, self.name, repr(exc)):
-            EVENTS_DEAD.labels(event["kind"]).inc()
-            log.error("event %s (%s) parked as dead: %r", event["_id"], event["kind"], exc)
+            _report_parked(event, repr(exc))
         await leases.release(event["author_id"], self.name)
 
     async def _contended(self, event: QueuedEvent, exc: Exception) -> None:
