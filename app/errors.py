@@ -24,16 +24,8 @@ class Unauthorized(DomainError):
     status, code = 401, "unauthorized"
 
 
-class Forbidden(DomainError):
-    status, code = 403, "forbidden"
-
-
 class NotFound(DomainError):
     status, code = 404, "not_found"
-
-
-class MethodNotAllowed(DomainError):
-    status, code = 405, "method_not_allowed"
 
 
 class Conflict(DomainError):

@@ -12,8 +12,8 @@ import pytest
 from bson import ObjectId
 
 from app import maintenance, queue
-from app.cli import MIGRATIONS_DIR
 from app.settings import STRATEGY_NAMES
+from entrypoints.migrate import MIGRATIONS_DIR
 from fanout import switch
 from tests import harness
 from tests.harness import Harness, running
