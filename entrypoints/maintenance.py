@@ -99,7 +99,7 @@ def _object_ids(values: list[str]) -> list[ObjectId]:
 
 
 def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
-    from fanout import deadletter
+    from app import queue
 
     if args.events_command == "retry":
         if bool(args.all) == bool(args.ids):
@@ -108,17 +108,17 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run(ctx: AppContext) -> int:
         if args.events_command == "retry":
-            n = await deadletter.retry(ids)
+            n = await queue.retry_dead(ids)
             print(f"re-queued {n} dead event(s)")
             return 0 if ids is None or n == len(ids) else 1
         state = "dead" if args.dead else args.state
-        shown = await deadletter.list_events(state)
+        shown = await queue.list_events(state)
         for e in shown:
             print(
                 f"{e['_id']} {e['kind']} author={e['author_id']} attempts={e['attempts']} "
                 f"created={e['created_at']:%Y-%m-%dT%H:%M:%SZ} error={e.get('last_error')}"
             )
-        total = await deadletter.count(state)
+        total = await queue.count(state)
         print(
             f"{total} {state} event(s)"
             + (f", first {len(shown)} shown" if total > len(shown) else "")
