@@ -76,16 +76,8 @@ def build_openapi() -> dict[str, Any]:
         if ep.response is not None:
             ok["content"] = {"application/json": {"schema": ref(ep.response, mode_of(ep.response))}}
         op["responses"][str(ep.ok)] = ok
-        if ep.path == "/friend-requests" and ep.method == "POST":
-            op["responses"]["200"] = {
-                "description": "already friends, or a crossing request was accepted",
-                "content": ok["content"],
-            }
-        if ep.path == "/statuses" and ep.method == "POST":
-            op["responses"]["200"] = {
-                "description": "a replay of an earlier request with the same Idempotency-Key",
-                "content": ok["content"],
-            }
+        for status, description in ep.also_ok.items():
+            op["responses"][str(status)] = {"description": description, "content": ok["content"]}
         # 400: any operation refuses unknown or repeated query parameters (app.api.parsing).
         codes = set(ep.errors) | {400, 503}
         if ep.auth:
