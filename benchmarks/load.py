@@ -35,6 +35,7 @@ import httpx
 
 from benchmarks.probe import Probe
 from benchmarks.services import own_service
+from benchmarks.stats import percentile
 
 DEFAULT_CLIENTS = 10
 DEFAULT_SECONDS = 10.0
@@ -237,11 +238,10 @@ async def verify(run: Run, timeline_max: int) -> dict[str, int]:
     return {"lost": lost, "unexpected": unexpected, "checked_pairs": checked}
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
+def _pct(values: list[float], p: float, digits: int) -> float:
+    """benchmarks.stats.percentile, rounded; 0.0 without samples (the field stays a number)."""
+    value = percentile(values, p)
+    return 0.0 if value is None else round(value, digits)
 
 
 async def befriend_probe(run: Run, prefix: str) -> Probe:
@@ -310,13 +310,13 @@ async def drive(
         "statuses_acknowledged": len(run.acknowledged) + len(run.deleted),
         "statuses_deleted": len(run.deleted),
         "req_per_s": round(stats.requests / elapsed, 1) if elapsed > 0 else 0.0,
-        "p50_ms": round(percentile(latencies, 0.50), 2),
-        "p99_ms": round(percentile(latencies, 0.99), 2),
-        "lag_p50_ms": round(percentile(lags, 0.50), 1),
-        "lag_p99_ms": round(percentile(lags, 0.99), 1),
+        "p50_ms": _pct(latencies, 50, 2),
+        "p99_ms": _pct(latencies, 99, 2),
+        "lag_p50_ms": _pct(lags, 50, 1),
+        "lag_p99_ms": _pct(lags, 99, 1),
         "lag_max_ms": round(lags[-1], 1) if lags else 0.0,
-        "lag_at_read_sent_p50_ms": round(percentile(lags_sent, 0.50), 1),
-        "lag_at_read_sent_p99_ms": round(percentile(lags_sent, 0.99), 1),
+        "lag_at_read_sent_p50_ms": _pct(lags_sent, 50, 1),
+        "lag_at_read_sent_p99_ms": _pct(lags_sent, 99, 1),
         "lag_samples": len(lags),
         "drain_s": round(drain_s, 3),
         "drain_share": round(drain_s / elapsed, 3) if elapsed > 0 else 0.0,
