@@ -20,6 +20,7 @@ from benchmarks.config import PAGE_LIMIT, RunConfig
 from benchmarks.loader import derive, load_truth, open_strategy, spot_check, truth_size
 from benchmarks.measure import EXPLAIN_SAMPLE, StrategyBench, repeat, summarize_strategy
 from benchmarks.monitor import CommandCounter, Window
+from benchmarks.results import ReadSummary, ScalingRow
 from benchmarks.stats import mean, ms, percentile, rounded
 from benchmarks.workload import Workload, generate
 
@@ -70,12 +71,12 @@ def _meta(config: RunConfig, work: Workload, backend: tuple[str, str]) -> dict[s
 
 async def _naive(
     bench: StrategyBench, counter: CommandCounter, config: RunConfig
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[ReadSummary, list[ScalingRow]]:
     work = bench.work
     naive = NaiveOnRead(bench.sdb.db, counter)
     readers = [work.user_ids[op.user] for op in work.ops if op.kind == "read"]
     summary = await naive.measure(readers, EXPLAIN_SAMPLE)
-    rows = []
+    rows: list[ScalingRow] = []
     for level in config.sweep:
         uid = work.user_ids[work.probes[level]]
 
@@ -85,21 +86,18 @@ async def _naive(
         reads = await repeat(config.repeats, timed)
         ex = await naive.explain(uid)
         rows.append(
-            {
-                "strategy": "naive_on_read",
-                "friends": level,
-                "read_keys_examined": ex.keys_examined,
-                "read_docs_examined": ex.docs_examined,
-                "read_plan": ex.plan,
-                "read_blocking_sort": ex.blocking_sort,
-                "read_round_trips": rounded(mean([float(w.round_trips) for _, w in reads])),
-                "read_queries": rounded(mean([float(w.queries("statuses")) for _, w in reads])),
-                "read_p50_ms": ms(percentile([s for s, _ in reads], 50)),
-                "write_docs": None,
-                "write_bytes": None,
-                "write_p50_ms": None,
-                "write_visible_p50_ms": None,
-            }
+            ScalingRow(
+                strategy="naive_on_read",
+                friends=level,
+                read_keys_examined=ex.keys_examined,
+                read_keys_matching=None,
+                read_docs_examined=ex.docs_examined,
+                read_plan=ex.plan,
+                read_blocking_sort=ex.blocking_sort,
+                read_round_trips=rounded(mean([float(w.round_trips) for _, w in reads])),
+                read_queries=rounded(mean([float(w.queries("statuses")) for _, w in reads])),
+                read_p50_ms=ms(percentile([s for s, _ in reads], 50)),
+            )
         )
     return summary, rows
 
@@ -178,10 +176,10 @@ async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) ->
             bench = StrategyBench(sdb, work, config)
             storage = await bench.storage()
             samples = await bench.run_mix(phases.start(f"{name}: mix", len(work.ops)))
-            results["strategies"][name] = summarize_strategy(samples, storage)
+            results["strategies"][name] = summarize_strategy(samples, storage).as_json()
             tick = phases.start(f"{name}: sweep", len(config.sweep))
             for level in config.sweep:
-                results["scaling"].append(await bench.sweep_level(level))
+                results["scaling"].append((await bench.sweep_level(level)).as_json())
                 tick(1)
             if config.shards:
                 phases.start(f"{name}: route through {len(config.shards)} shard plans", 1)
@@ -190,8 +188,8 @@ async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) ->
             if i == 0:
                 phases.start("naive_on_read baseline", 1)
                 naive, rows = await _naive(bench, counter, config)
-                results["baselines"]["naive_on_read"] = {"read": naive}
-                results["scaling"] += rows
+                results["baselines"]["naive_on_read"] = {"read": naive.as_json()}
+                results["scaling"] += [row.as_json() for row in rows]
             if not config.keep_data:
                 await client.drop_database(db_name)
         add_floor_ratios(results)
