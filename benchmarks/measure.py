@@ -187,21 +187,8 @@ class StrategyBench:
             lambda i: self.post(u, f"sweep post {i} at {friends_count} friends"),
         )
         self.sweep_windows[friends_count] = ([w for _, w in reads], [p.window for p in posts])
-        return ScalingRow(
-            strategy=self.strategy.name,
-            friends=friends_count,
-            read_keys_examined=ex.keys_examined,
-            read_keys_matching=matching,
-            read_docs_examined=ex.docs_examined,
-            read_plan=ex.plan,
-            read_blocking_sort=ex.blocking_sort,
-            read_round_trips=rounded(mean([w.round_trips for _, w in reads])),
-            read_queries=rounded(mean([w.queries(page_coll) for _, w in reads])),
-            read_p50_ms=ms(percentile([s for s, _ in reads], 50)),
-            write_docs=rounded(mean([p.window.docs_written for p in posts])),
-            write_bytes=rounded(mean([p.window.bytes_written for p in posts]), 0),
-            write_p50_ms=ms(percentile([p.api_s for p in posts], 50)),
-            write_visible_p50_ms=ms(percentile([p.visible_s for p in posts], 50)),
+        return ScalingRow.of(
+            self.strategy.name, friends_count, ex, reads, page_coll, matching=matching, posts=posts
         )
 
 

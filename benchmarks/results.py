@@ -6,6 +6,7 @@ way into results.json, so the document's shape is these declarations."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -189,6 +190,37 @@ class ScalingRow:
     write_bytes: float | None = None
     write_p50_ms: float | None = None
     write_visible_p50_ms: float | None = None
+
+    @classmethod
+    def of(
+        cls,
+        strategy: str,
+        friends: int,
+        ex: Explained,
+        reads: Sequence[tuple[float, Window]],
+        page_collection: str,
+        *,
+        matching: int | None = None,
+        posts: Sequence[WriteSample] = (),
+    ) -> ScalingRow:
+        """The row of `reads` (seconds, window) of one page and `posts` (none: no write figures)
+        by a user with `friends` friends; `ex` is the page query's explain."""
+        return cls(
+            strategy=strategy,
+            friends=friends,
+            read_keys_examined=ex.keys_examined,
+            read_keys_matching=matching,
+            read_docs_examined=ex.docs_examined,
+            read_plan=ex.plan,
+            read_blocking_sort=ex.blocking_sort,
+            read_round_trips=rounded(mean([float(w.round_trips) for _, w in reads])),
+            read_queries=rounded(mean([float(w.queries(page_collection)) for _, w in reads])),
+            read_p50_ms=ms(percentile([s for s, _ in reads], 50)),
+            write_docs=rounded(mean([p.window.docs_written for p in posts])),
+            write_bytes=rounded(mean([p.window.bytes_written for p in posts]), 0),
+            write_p50_ms=ms(percentile([p.api_s for p in posts], 50)),
+            write_visible_p50_ms=ms(percentile([p.visible_s for p in posts], 50)),
+        )
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -48,11 +48,17 @@ def test_a_strategy_summary_has_the_documented_shape() -> None:
     json.dumps(s)  # plain JSON all the way down
 
 
-def test_the_naive_row_leaves_out_the_bound_it_does_not_measure() -> None:
-    row = ScalingRow("naive_on_read", 10, 8, None, 8, "n×(IXSCAN)", True, 12.0, 11.0, 9.1)
-    assert "read_keys_matching" not in row.as_json() and row.as_json()["write_docs"] is None
-    row.read_keys_matching = 5
-    assert row.as_json()["read_keys_matching"] == 5
+def test_the_naive_row_leaves_out_what_it_does_not_measure() -> None:
+    reads = [(0.004, Window(round_trips=12)), (0.002, Window(round_trips=10))]
+    ex = Explained("n×(IXSCAN)", True, 8, 8, 20)
+    row = ScalingRow.of("naive_on_read", 10, ex, reads, "statuses").as_json()
+    assert "read_keys_matching" not in row
+    assert row["read_round_trips"] == 11.0 and row["read_p50_ms"] == 2.0
+    assert row["write_docs"] is row["write_p50_ms"] is row["write_visible_p50_ms"] is None
+    posts = [sample(0.002, 3), sample(0.004, 5)]
+    row = ScalingRow.of("x", 10, ex, reads, "statuses", matching=5, posts=posts).as_json()
+    assert row["read_keys_matching"] == 5 and row["write_docs"] == 4.0
+    assert row["write_visible_p50_ms"] == 4.0
 
 
 def test_every_report_table_reads_the_typed_summary() -> None:
