@@ -74,6 +74,7 @@ class Endpoint:
             )
 
     async def __call__(self, request: Request) -> Response:
+        # The casts are what __post_init__ checked: `auth` says which of the two kinds it is.
         if self.auth:
             me = await current_user(request)
             result = await cast(UserHandler, self.handler)(request, me)
