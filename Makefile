@@ -27,13 +27,13 @@ run: install
 	$(BIN)/timeline serve
 
 test: install-dev
-	$(BIN)/ruff check app fanout benchmarks migrations tests
+	$(BIN)/ruff check app entrypoints fanout benchmarks migrations tests
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install-dev
-	$(BIN)/ruff check app fanout benchmarks migrations tests
-	$(BIN)/ruff format --check app fanout benchmarks migrations tests
+	$(BIN)/ruff check app entrypoints fanout benchmarks migrations tests
+	$(BIN)/ruff format --check app entrypoints fanout benchmarks migrations tests
 
 typecheck: install-dev
 	$(BIN)/mypy

@@ -21,13 +21,8 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from app import pymongo_compat
 from app.errors import DomainError, Unavailable
 from app.models import DOCUMENT_MODELS
-
-# PyMongo's async condition waits misbehave on Python 3.11 during outages (500s and hangs);
-# see app.pymongo_compat.
-pymongo_compat.apply()
 
 T = TypeVar("T")
 

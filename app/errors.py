@@ -24,16 +24,8 @@ class Unauthorized(DomainError):
     code = "unauthorized"
 
 
-class Forbidden(DomainError):
-    code = "forbidden"
-
-
 class NotFound(DomainError):
     code = "not_found"
-
-
-class MethodNotAllowed(DomainError):
-    code = "method_not_allowed"
 
 
 class Conflict(DomainError):

@@ -2,32 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from app import activity
+from app.models import EventKind
 from app.strategies import TimelineStrategy
+
+# A handler applies one kind of event with one strategy. Every handler reconciles to current
+# state, so it is safe to run twice or out of order. `event` is an app.queue.QueuedEvent (or a
+# stored event document: the handlers read only the fields every event of their kind has).
+Handler = Callable[[TimelineStrategy, Mapping[str, Any]], Awaitable[None]]
 
 
 class UnknownEvent(Exception):
     pass
 
 
-async def apply_event(strategy: TimelineStrategy, event: dict[str, Any]) -> None:
-    """Apply `event` with `strategy`. Safe to call twice: every handler reconciles."""
-    kind = event["kind"]
+async def _posted(strategy: TimelineStrategy, event: Mapping[str, Any]) -> None:
+    await strategy.apply_posted(event["author_id"], event["status_id"])
+
+
+async def _deleted(strategy: TimelineStrategy, event: Mapping[str, Any]) -> None:
+    await strategy.apply_deleted(event["author_id"], event["status_id"])
+
+
+async def _friendship(strategy: TimelineStrategy, event: Mapping[str, Any]) -> None:
+    await strategy.apply_friendship(event["author_id"], event["other_id"])
+
+
+async def _rebuild(strategy: TimelineStrategy, event: Mapping[str, Any]) -> None:
+    # A returning inactive user (app.activity). The generation is read first: a return marked
+    # after this point may need a rebuild this one does not see, and its own event finishes it.
     author = event["author_id"]
-    if kind == "status_posted":
-        await strategy.apply_posted(author, event["status_id"])
-    elif kind == "status_deleted":
-        await strategy.apply_deleted(author, event["status_id"])
-    elif kind == "friendship_changed":
-        await strategy.apply_friendship(author, event["other_id"])
-    elif kind == "timeline_rebuild":
-        # A returning inactive user (app.activity). The generation is read first: a return
-        # marked after this point may need a rebuild this one does not see, and its own
-        # event finishes it.
-        generation = await activity.rebuild_generation(author)
-        await strategy.rebuild_reader(author)
-        await activity.finish_rebuild(author, generation)
-    else:
-        raise UnknownEvent(f"unknown event kind {kind!r}")
+    generation = await activity.rebuild_generation(author)
+    await strategy.rebuild_reader(author)
+    await activity.finish_rebuild(author, generation)
+
+
+HANDLERS: dict[EventKind, Handler] = {
+    "status_posted": _posted,
+    "status_deleted": _deleted,
+    "friendship_changed": _friendship,
+    "timeline_rebuild": _rebuild,
+}
+
+
+async def apply_event(strategy: TimelineStrategy, event: Mapping[str, Any]) -> None:
+    """Apply `event` with `strategy`. Safe to call twice: every handler reconciles."""
+    handler = HANDLERS.get(event["kind"])
+    if handler is None:
+        raise UnknownEvent(f"unknown event kind {event['kind']!r}")
+    await handler(strategy, event)

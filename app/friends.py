@@ -12,16 +12,11 @@ from app.context import AppContext
 from app.db import Session
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.models import FriendRequest, Friendship, User, utcnow
-from app.users import by_handle, handles_by_id
+from app.users import by_handle, handles_by_id, id_of
 
 # GET /friend-requests lists at most this many each way: a UI shows a handful, and it bounds
 # the response size for an account that is spammed with requests.
 MAX_LISTED_REQUESTS = 500
-
-
-def _uid(user: User) -> ObjectId:
-    assert user.id is not None
-    return user.id
 
 
 class _NoPendingRequest(outbox.NothingWritten):
@@ -88,7 +83,7 @@ async def request(
 ) -> tuple[Literal["pending", "accepted"], bool]:
     """Send a friend request. Returns (status, created)."""
     other = await by_handle(to_handle)
-    my_id, other_id = _uid(me), _uid(other)
+    my_id, other_id = id_of(me), id_of(other)
     if my_id == other_id:
         raise ValidationFailed("you cannot befriend yourself", code="self_request")
     if await graph.are_friends(my_id, other_id):
@@ -123,14 +118,14 @@ async def request(
 
 async def accept(ctx: AppContext, me: User, from_handle: str) -> None:
     other = await by_handle(from_handle)
-    if not await _befriend(ctx, _uid(me), _uid(other), request_from=_uid(other)):
+    if not await _befriend(ctx, id_of(me), id_of(other), request_from=id_of(other)):
         raise NotFound(f"no pending request from {from_handle!r}", code="request_not_found")
 
 
 async def withdraw(me: User, handle: str) -> None:
     """Decline an incoming request or cancel an outgoing one; nothing pending is fine too."""
     other = await by_handle(handle)
-    my_id, other_id = _uid(me), _uid(other)
+    my_id, other_id = id_of(me), id_of(other)
     await FriendRequest.get_pymongo_collection().delete_many(
         {"$or": [{"from_id": my_id, "to_id": other_id}, {"from_id": other_id, "to_id": my_id}]}
     )
@@ -138,7 +133,7 @@ async def withdraw(me: User, handle: str) -> None:
 
 async def pending(me: User) -> dict[str, list[dict[str, Any]]]:
     coll = FriendRequest.get_pymongo_collection()
-    my_id = _uid(me)
+    my_id = id_of(me)
     incoming = await coll.find({"to_id": my_id}).sort("created_at", -1).to_list(MAX_LISTED_REQUESTS)
     outgoing = (
         await coll.find({"from_id": my_id}).sort("created_at", -1).to_list(MAX_LISTED_REQUESTS)
@@ -162,7 +157,7 @@ async def list_friends(
     me: User, limit: int, before: ObjectId | None
 ) -> tuple[list[dict[str, Any]], ObjectId | None]:
     """A page of friends, most recent friendship first; returns (items, next edge id)."""
-    flt: dict[str, Any] = {"user_id": _uid(me)}
+    flt: dict[str, Any] = {"user_id": id_of(me)}
     if before is not None:
         flt["_id"] = {"$lt": before}
     edges = (
@@ -189,7 +184,7 @@ async def list_friends(
 
 async def unfriend(ctx: AppContext, me: User, handle: str) -> None:
     other = await by_handle(handle)
-    a, b = _uid(me), _uid(other)
+    a, b = id_of(me), id_of(other)
     # Either edge: without a transaction an earlier unfriend may have failed between the two,
     # and this one removes the other.
     if a == b or not (await graph.are_friends(a, b) or await graph.are_friends(b, a)):

@@ -4,7 +4,6 @@ derived data a database holds (the `service_config` document; see docs/operation
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,21 +45,6 @@ async def user_ids(handle: str | None = None) -> list[tuple[ObjectId, str]]:
     flt = {} if handle is None else {"handle": handle}
     coll = User.get_pymongo_collection()
     return [(d["_id"], d["handle"]) async for d in coll.find(flt, {"handle": 1}).sort("_id", 1)]
-
-
-async def rebuild(
-    ctx: AppContext,
-    handle: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """Recompute the strategy's derived data for one user or all; returns documents changed."""
-    users = await user_ids(handle)
-    changed = 0
-    for i, (uid, _) in enumerate(users, 1):
-        changed += await ctx.strategy.rebuild(uid)
-        if progress:
-            progress(i, len(users))
-    return changed
 
 
 async def truth_ids(ctx: AppContext, user_id: ObjectId) -> list[ObjectId]:

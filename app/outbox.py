@@ -14,7 +14,8 @@ has landed:
   failure whose outcome is unknown (an outage, a timeout, a cancelled request: the server may
   still run the write) leaves them staged;
 - the worker looks at a staged event left behind once it is STAGED_GRACE_S old and asks the
-  source of truth whether its change landed (`landed`): then it applies it; if not, it leaves
+  source of truth whether its change landed (`landed`; these steps and their constants are in
+  app.queue): then it applies it; if not, it leaves
   it staged and looks again STAGED_RECHECK_S later (`defer`), and after STAGED_CHECKS looks it
   drops the event unapplied (the writer is presumed dead);
 - a writer whose change lands after the worker took or dropped its event (a writer slower than
@@ -26,34 +27,17 @@ Clocks only decide *when* the worker looks at a staged event, never whether it a
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
-from app import graph
+from app import queue
 from app.db import Database, Session, domain_error_from_pymongo
-from app.models import Event, Status, utcnow
+from app.models import utcnow
 
 T = TypeVar("T")
-
-log = logging.getLogger("timeline.outbox")
-
-# A staged event younger than this is left to its writer, which promotes it within
-# milliseconds; only then does the worker check it against the source of truth. A hint for
-# when to look, not a proof of anything: a skewed clock only makes the worker look earlier.
-STAGED_GRACE_S = 30
-# A staged event whose change has not landed is looked at again this long after each look
-# (by the worker's clock).
-STAGED_RECHECK_S = 30
-# After this many looks (about STAGED_GRACE_S + STAGED_CHECKS * STAGED_RECHECK_S = 5.5
-# minutes, far longer than any request: every database operation is bounded by
-# app.db.OPERATION_TIMEOUT_MS) the change is presumed never to land and its event is dropped
-# unapplied. If the change lands after all, its writer records the event again (`_promote`).
-STAGED_CHECKS = 10
 
 
 class NothingWritten(Exception):
@@ -74,71 +58,24 @@ def friendship_events(a: ObjectId, b: ObjectId, *, friends: bool) -> list[dict[s
     ]
 
 
-def _docs(events: list[dict[str, Any]], state: str) -> list[dict[str, Any]]:
-    now = utcnow()
-    return [
-        {"state": state, "attempts": 0, "lease_until": None, "created_at": now, **e} for e in events
-    ]
-
-
 async def record(events: list[dict[str, Any]], *, session: Session) -> None:
     """Insert events as pending within `session`'s transaction."""
-    await Event.get_pymongo_collection().insert_many(_docs(events, "pending"), session=session)
-
-
-async def landed(event: dict[str, Any]) -> bool:
-    """Whether the change of a staged event is in the source of truth (durable: acknowledged)."""
-    kind = event["kind"]
-    if kind in ("status_posted", "status_deleted"):
-        found = await Status.get_pymongo_collection().find_one(
-            {"author_id": event["author_id"], "_id": event["status_id"]}, {"_id": 1}
-        )
-        return bool((found is not None) == (kind == "status_posted"))
-    if kind == "friendship_changed" and event.get("friends") is not None:
-        friends = await graph.are_friends(event["author_id"], event["other_id"])
-        return bool(friends == event["friends"])
-    return True  # recorded without an outcome to check: applied (handlers reconcile)
-
-
-async def defer(event: dict[str, Any], now: datetime) -> None:
-    """The worker found `event`'s change not landed: look again later, or drop it unapplied."""
-    coll = Event.get_pymongo_collection()
-    checks = event.get("checks", 0) + 1
-    if checks >= STAGED_CHECKS:
-        dropped = await coll.delete_one({"_id": event["_id"], "state": "staged"})
-        if dropped.deleted_count:
-            log.warning(
-                "dropped staged event %s (%s): its change never landed", event["_id"], event["kind"]
-            )
-        return
-    await coll.update_one(
-        {"_id": event["_id"], "state": "staged"},
-        {"$set": {"checks": checks, "lease_until": now + timedelta(seconds=STAGED_RECHECK_S)}},
-    )
+    await queue.insert(queue.new_docs(events, "pending", utcnow()), session=session)
 
 
 async def _promote(docs: list[dict[str, Any]]) -> None:
-    """Staged → pending. An event no longer staged was applied by the worker (perhaps before
-    this change was complete) or dropped: record it again, so that one is applied after it."""
-    coll = Event.get_pymongo_collection()
+    """Staged → pending, or recorded again if the worker took or dropped it (queue.promote)."""
     for doc in docs:
-        flipped = await coll.update_one(
-            {"_id": doc["_id"], "state": "staged"},
-            {"$set": {"state": "pending", "lease_until": None}},
-        )
-        if flipped.matched_count == 0:
-            again = {k: v for k, v in doc.items() if k not in ("_id", "state")}
-            await coll.insert_one({**again, "state": "pending", "created_at": utcnow()})
+        await queue.promote(doc, utcnow())
 
 
 async def _settle(docs: list[dict[str, Any]]) -> None:
     """After a change failed with a definite outcome: promote what landed, delete the rest."""
-    coll = Event.get_pymongo_collection()
     for doc in docs:
-        if await landed(doc):
+        if await queue.landed(doc):
             await _promote([doc])
         else:
-            await coll.delete_one({"_id": doc["_id"], "state": "staged"})
+            await queue.discard_one_staged(doc["_id"])
 
 
 def _outcome_unknown(exc: BaseException) -> bool:
@@ -150,14 +87,13 @@ def _outcome_unknown(exc: BaseException) -> bool:
 
 async def _staged(events: list[dict[str, Any]], change: Callable[[Session], Awaitable[T]]) -> T:
     """The no-transaction path: staged before the change, pending after it (module docstring)."""
-    coll = Event.get_pymongo_collection()
-    docs = _docs(events, "staged")
-    await coll.insert_many(docs)  # sets each doc's _id
+    docs = queue.new_docs(events, "staged", utcnow())
+    await queue.insert(docs)  # sets each doc's _id
     try:
         result = await change(None)
     except NothingWritten:
         try:
-            await coll.delete_many({"_id": {"$in": [d["_id"] for d in docs]}, "state": "staged"})
+            await queue.discard_staged([d["_id"] for d in docs])
         except PyMongoError:
             pass  # left staged: the worker finds that the change never landed, and drops it
         raise
@@ -170,12 +106,6 @@ async def _staged(events: list[dict[str, Any]], change: Callable[[Session], Awai
         raise
     await _promote(docs)
     return result
-
-
-async def pending_count() -> int:
-    return await Event.get_pymongo_collection().count_documents(
-        {"state": {"$in": ["pending", "staged"]}}
-    )
 
 
 async def commit_with_events(

@@ -1,4 +1,4 @@
-"""A workaround for PyMongo's async driver on Python 3.11, applied once at import by app.db.
+"""A workaround for PyMongo's async driver on Python 3.11, applied once by each entry point.
 
 PyMongo (4.20) waits on its asyncio conditions (server selection, connection pool) with
 `asyncio.wait_for(condition.wait(), timeout)`. On Python 3.11, `wait_for` runs the wait in a

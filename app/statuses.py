@@ -16,6 +16,7 @@ from app.db import Session
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.models import IdempotencyRecord, Status, User, utcnow
 from app.timefmt import rfc3339
+from app.users import id_of
 
 # A request holding an Idempotency-Key longer than this is presumed dead (its process crashed
 # between claiming the key and committing); a retry may then take the key over.
@@ -29,11 +30,6 @@ def status_json(doc: dict[str, Any]) -> dict[str, Any]:
         "text": doc["text"],
         "created_at": rfc3339(doc["created_at"]),
     }
-
-
-def _uid(user: User) -> ObjectId:
-    assert user.id is not None
-    return user.id
 
 
 async def _claim_key(
@@ -97,7 +93,7 @@ async def post(
     ctx: AppContext, me: User, text: str, idempotency_key: str | None
 ) -> tuple[dict[str, Any], bool]:
     """Create a status. Returns (status object, created); created is False for a replay."""
-    user_id = _uid(me)
+    user_id = id_of(me)
     keys = IdempotencyRecord.get_pymongo_collection()
     statuses = Status.get_pymongo_collection()
     status_id = ObjectId()
@@ -169,7 +165,7 @@ async def _visible(me: User, status_id: str) -> dict[str, Any]:
     if oid is not None:
         doc = await Status.get_pymongo_collection().find_one({"_id": oid}, {"audience": 0})
     # Not yours and not a friend's: the same 404 as a missing id, so existence does not leak.
-    if doc is None or not await graph.can_see(_uid(me), doc["author_id"]):
+    if doc is None or not await graph.can_see(id_of(me), doc["author_id"]):
         raise NotFound("no such status", code="status_not_found")
     return dict(doc)
 
@@ -186,7 +182,7 @@ async def _own(me: User, status_id: str) -> dict[str, Any]:
     doc = None
     if oid is not None:
         doc = await Status.get_pymongo_collection().find_one(
-            {"author_id": _uid(me), "_id": oid}, {"audience": 0}
+            {"author_id": id_of(me), "_id": oid}, {"audience": 0}
         )
     if doc is None:
         raise NotFound("no such status", code="status_not_found")
@@ -219,8 +215,8 @@ async def delete(ctx: AppContext, me: User, status_id: str) -> None:
 async def by_author(
     me: User, author: User, limit: int, before: ObjectId | None
 ) -> tuple[list[dict[str, Any]], ObjectId | None]:
-    author_id = _uid(author)
-    if not await graph.can_see(_uid(me), author_id):
+    author_id = id_of(author)
+    if not await graph.can_see(id_of(me), author_id):
         raise NotFound("no such user", code="user_not_found")
     flt: dict[str, Any] = {"author_id": author_id}
     if before is not None:

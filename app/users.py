@@ -21,6 +21,12 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def id_of(user: User) -> ObjectId:
+    """The id of a user read from the database (only a never-saved `User` has none)."""
+    assert user.id is not None
+    return user.id
+
+
 async def create_user(handle: str, display_name: str | None) -> tuple[User, str]:
     token = secrets.token_urlsafe(TOKEN_BYTES)
     user = User(handle=handle, display_name=display_name, token_hash=hash_token(token))

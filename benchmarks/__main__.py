@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from app import pymongo_compat
+
 COMMANDS = {
     "run": ("benchmarks.run", "what each strategy costs, side by side (reads, writes, storage)"),
     "fanout": ("benchmarks.fanout", "worker fan-out throughput versus raw insert_many"),
@@ -23,6 +25,8 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # An entry point: PyMongo's Python 3.11 fix first (app.pymongo_compat), as `timeline` does.
+    pymongo_compat.apply()
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         print(usage())

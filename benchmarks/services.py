@@ -46,10 +46,10 @@ def _env(data_dir: Path, mongodb_url: str | None) -> dict[str, str]:
 def _process(
     args: list[str], data_dir: Path, log: IO[bytes], mongodb_url: str | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m app ARGS`, stopped with SIGTERM (then killed) on exit. cwd: the temporary
+    """`python -m entrypoints ARGS`, stopped with SIGTERM (then killed) on exit. cwd: the temporary
     directory, so that a developer's .env does not configure it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", "entrypoints", *args],
         cwd=data_dir,
         env=_env(data_dir, mongodb_url),
         stdout=subprocess.PIPE if args[0] == "db" else log,

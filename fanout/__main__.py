@@ -2,6 +2,6 @@
 
 import sys
 
-from app.cli import main
+from entrypoints.cli import main
 
 main(["worker", *sys.argv[1:]])

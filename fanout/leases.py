@@ -63,7 +63,3 @@ async def held(now: datetime, by_others_than: str) -> list[ObjectId]:
     """Authors whose lease another owner holds: their events are not worth looking at."""
     cursor = _coll().find({"until": {"$gt": now}, "owner": {"$ne": by_others_than}}, {"_id": 1})
     return [d["_id"] async for d in cursor]
-
-
-async def live_count(now: datetime) -> int:
-    return await _coll().count_documents({"until": {"$gt": now}})

@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 from bson import ObjectId
 
-from app import checkpoint, maintenance, recorded_settings
+from app import checkpoint, maintenance, queue, recorded_settings
 from app.context import AppContext
-from app.models import Event, ServiceConfig, utcnow
+from app.models import ServiceConfig, utcnow
 from app.settings import StrategyName
 from app.strategies import TimelineStrategy, build_strategy
 from fanout import leases
@@ -49,10 +49,8 @@ async def _apply_events_before(ctx: AppContext, cutoff: ObjectId) -> None:
     """Wait until every event recorded before `cutoff` is applied, applying them as a worker."""
     worker = Worker(ctx, name=f"switch:{ObjectId()}")
     worker.config_refresh_s = 0.0  # always the current list of strategies
-    events = Event.get_pymongo_collection()
-    older = {"_id": {"$lt": cutoff}, "state": {"$in": ["staged", "pending"]}}
     try:
-        while await events.find_one(older, {"_id": 1}) is not None:
+        while await queue.any_waiting_before(cutoff):
             if not await worker.process_one():
                 await asyncio.sleep(POLL_S)  # the rest are leased by other workers
     finally:

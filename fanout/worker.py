@@ -1,4 +1,4 @@
-"""Claims events from the durable `events` collection and applies them; N workers may share it.
+"""Claims events from the durable event queue (app.queue) and applies them; N workers may share it.
 
 Claiming is two leases (fanout.leases has the argument for the first):
 1. the *author* lease: only one worker at a time applies events of one author (the handlers
@@ -12,7 +12,8 @@ and the event left to its new owner. If the worker dies, its leases expire after
 another worker (or this one, restarted) takes the event again: handlers are idempotent, and a
 long fan-out resumes after its last saved batch (app.checkpoint, `resume_after`). A failing
 event is retried with exponential backoff and parked as `dead` after MAX_ATTEMPTS failures, or
-after MAX_CLAIMS claims that never finished (a worker crashing on it every time). Losing a race
+after MAX_CLAIMS claims that never finished (a worker crashing on it every time): app.queue
+moves the events; this module is the loop, the author leases and the heartbeat. Losing a race
 with other handlers (Contention, a write conflict) is no failure: retried soon, not counted.
 Every derived-data write of a handler is fenced by the lease (app.checkpoint).
 """
@@ -28,20 +29,20 @@ import signal
 import socket
 import time
 from collections import deque
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 from bson import ObjectId
 from pymongo.errors import OperationFailure, PyMongoError
 
-from app import checkpoint, outbox
+from app import checkpoint, queue
 from app.checkpoint import LeaseLost as LeaseLost
 from app.context import AppContext
 from app.db import domain_error_from_pymongo
 from app.events import apply_event
 from app.maintenance import CONFIG_ID
 from app.metrics import EVENTS_APPLIED, EVENTS_DEAD, EVENTS_FAILED
-from app.models import Event, ServiceConfig, utcnow
+from app.models import ServiceConfig, utcnow
+from app.queue import MAX_CLAIMS, QueuedEvent
 from app.settings import STRATEGY_NAMES
 from app.strategies import TimelineStrategy, build_strategy
 from app.strategies.base import Contention
@@ -55,13 +56,6 @@ log = logging.getLogger("timeline.worker")
 LEASE_S = 30.0
 # Renewals per lease period: a worker may miss a couple (a slow database) and keep its lease.
 RENEWALS_PER_LEASE = 3
-# A poison event is parked after this many failed attempts (with backoff, ~2 minutes in all).
-MAX_ATTEMPTS = 8
-# An event claimed this often without ever finishing or failing kills (or stalls) its worker
-# each time: park it rather than crash-loop every worker on it.
-MAX_CLAIMS = 2 * MAX_ATTEMPTS
-BACKOFF_BASE_S = 0.5
-BACKOFF_MAX_S = 60.0
 # An event that lost a race with concurrent handlers (Contention, a write conflict) is retried
 # after about this long (jittered, so that two racing handlers do not meet again in lockstep):
 # long enough for the other handler's pass to end. Such attempts are not counted.
@@ -72,10 +66,6 @@ WRITE_CONFLICT = 112
 POLL_INTERVAL_S = 0.2
 # While the database is unreachable, wait this long between attempts.
 OUTAGE_BACKOFF_S = 1.0
-# How many of the oldest claimable events a claim looks at to find an author no other worker
-# holds. Authors held by others are excluded by the query itself, so this only needs to cover
-# authors whose oldest event is backing off.
-CLAIM_CANDIDATES = 50
 # Log throughput at most this often.
 REPORT_EVERY_S = 10.0
 # How often a worker re-reads which strategies it must keep up to date (`service_config.
@@ -91,46 +81,9 @@ def _is_contention(exc: Exception) -> bool:
     )
 
 
-def backoff_s(attempts: int) -> float:
-    return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
-
-
-# The claim queries select on indexed fields only, `state` (and `author_id`), and test the rest
-# of a claim's conditions here, in Python: the embedded server's planner uses an index only
-# when every field of the filter is in it, and otherwise scans the whole collection, done
-# events included (they stay for DONE_EVENT_TTL_SECONDS), whatever the filter. Hints do not
-# help there (measured: a hinted look at one author's events took 40 ms, this one 3 ms, with
-# 600 waiting events; the unhinted `$or` filter scanned all 3,100 documents of a collection
-# holding 100 waiting events). On mongod the same queries are plain index scans.
-_NOT_DONE: dict[str, Any] = {"state": {"$in": ["pending", "staged"]}}
-# How many of the oldest not-done events a candidate query reads. Events of authors held by
-# other workers, or backing off, are skipped in Python, so this covers a few workers' worth.
-CANDIDATE_SCAN = 4 * CLAIM_CANDIDATES
-
-
-def _staged_due(event: dict[str, Any], now: datetime) -> bool:
-    """A staged event worth checking against the source of truth (app.outbox): past the grace
-    (a young one is a write in flight) and not waiting for its next look."""
-    grace = now - timedelta(seconds=outbox.STAGED_GRACE_S)
-    until = event.get("lease_until")
-    return bool(
-        event["state"] == "staged"
-        and event["created_at"] < grace
-        and (until is None or until < now)
-    )
-
-
-def _is_waiting(event: dict[str, Any], now: datetime) -> bool:
-    """Not yet applied (a young staged event is not: its write is in flight)."""
-    return event["state"] == "pending" or _staged_due(event, now)
-
-
-def _is_claimable(event: dict[str, Any], now: datetime) -> bool:
-    """Waiting, and not leased to a worker or backing off after a failure."""
-    if event["state"] == "pending":
-        until = event.get("lease_until")
-        return until is None or until < now
-    return _staged_due(event, now)
+def _report_parked(event: QueuedEvent, error: str) -> None:
+    EVENTS_DEAD.labels(event["kind"]).inc()
+    log.error("event %s (%s) parked as dead: %s", event["_id"], event["kind"], error)
 
 
 class Worker:
@@ -178,12 +131,12 @@ class Worker:
         return [self.ctx.strategy, *self._also.values()]
 
     # -- claiming ------------------------------------------------------------------------------
-    async def claim(self) -> dict[str, Any] | None:
+    async def claim(self) -> QueuedEvent | None:
         """Lease an author no one else holds and claim that author's oldest waiting event."""
         if self._held is not None:
             author, self._held = self._held, None
             if await leases.renew(author, self.name, utcnow(), self.lease_s):
-                event = await self._claim_first_of(author)
+                event = await queue.claim_oldest(author, self.name, self.lease_s)
                 if event is not None:
                     self._forget(author, 1)
                     return event
@@ -194,7 +147,7 @@ class Worker:
             if not self._queue:
                 if refreshed:
                     return None
-                self._queue = deque(await self._candidates(utcnow()))
+                self._queue = deque(await self._candidates())
                 refreshed = True
                 if not self._queue:
                     return None
@@ -203,31 +156,20 @@ class Worker:
             if not await leases.acquire(author, self.name, utcnow(), self.lease_s):
                 self._forget(author)  # another worker holds it: it applies those events
                 continue
-            event = await self._claim_first_of(author)
+            event = await queue.claim_oldest(author, self.name, self.lease_s)
             if event is not None:
                 return event
             self._forget(author)
             await leases.release(author, self.name)
 
-    async def _candidates(self, now: datetime) -> list[ObjectId]:
-        """The authors of the oldest CLAIM_CANDIDATES claimable events, one entry per event, in
-        `_id` order, skipping authors other workers hold. One query serves up to that many
-        claims: a claim re-checks everything it relies on (the author's lease, then the
-        author's oldest waiting event), so an entry made stale by another worker only costs a
-        failed lease or an empty look."""
+    async def _candidates(self) -> list[ObjectId]:
+        """The authors of the oldest claimable events that no other worker holds (queue.
+        candidates). One query serves up to CLAIM_CANDIDATES claims: a claim re-checks everything
+        it relies on (the author's lease, then the author's oldest waiting event), so an entry
+        made stale by another worker only costs a failed lease or an empty look."""
+        now = utcnow()
         busy = set(await leases.held(now, by_others_than=self.name))
-        cursor = (
-            Event.get_pymongo_collection()
-            .find(_NOT_DONE, {"author_id": 1, "state": 1, "lease_until": 1, "created_at": 1})
-            .sort("_id", 1)
-            .limit(CANDIDATE_SCAN)
-        )
-        found = [
-            d["author_id"]
-            for d in await cursor.to_list()
-            if d["author_id"] not in busy and _is_claimable(d, now)
-        ]
-        return found[:CLAIM_CANDIDATES]
+        return await queue.candidates(now, busy)
 
     def _forget(self, author: ObjectId, n: int | None = None) -> None:
         """Drop `n` (default: all) of `author`'s entries from the candidate queue."""
@@ -239,50 +181,10 @@ class Worker:
             kept.append(a)
         self._queue = kept
 
-    async def _claim_first_of(self, author: ObjectId) -> dict[str, Any] | None:
-        """Claim `author`'s oldest waiting event, unless that one is backing off after a failure
-        (then the author waits too: its events are applied in order). Called holding the
-        author's lease; `started_at` is read now, after the lease was taken."""
-        now = utcnow()
-        events = Event.get_pymongo_collection()
-        cursor = (
-            events.find({"author_id": author, **_NOT_DONE}).sort("_id", 1).limit(CANDIDATE_SCAN)
-        )
-        waiting = [d for d in await cursor.to_list() if _is_waiting(d, now)]
-        while True:
-            if not waiting:
-                return None
-            first = waiting.pop(0)
-            # A staged event is applied only once its change is in the database (app.outbox).
-            if first["state"] != "staged" or await outbox.landed(first):
-                break
-            await outbox.defer(first, now)  # deferred or dropped: no longer waiting
-        until = first.get("lease_until")
-        if first["state"] == "pending" and until is not None and until >= now:
-            return None
-        claimed = {
-            "state": "pending",
-            "lease_until": now + timedelta(seconds=self.lease_s),
-            "lease_owner": self.name,
-            "started_at": now,
-        }
-        # A conditional update_one, not find_one_and_update: the embedded server answers every
-        # findAndModify with a scan of the whole collection (done events included: 130-170 ms
-        # per claim at 10,000 events, against ~2-6 ms for this update). The claimed document is
-        # `first` with this update applied: the filter guarantees nothing else changed it, as
-        # every write to a claimed event (a renewal included) also sets `lease_until`.
-        result = await events.update_one(
-            {"_id": first["_id"], "state": first["state"], "lease_until": until},
-            {"$set": claimed, "$inc": {"attempts": 1}},
-        )
-        if result.matched_count != 1:
-            return None
-        return {**first, **claimed, "attempts": first.get("attempts", 0) + 1}
-
     # -- applying ------------------------------------------------------------------------------
     async def _renew(
         self,
-        event: dict[str, Any],
+        event: QueuedEvent,
         lease: checkpoint.Lease,
         resume_after: ObjectId | None = None,
     ) -> bool:
@@ -290,21 +192,15 @@ class Worker:
         was taken over. The local deadline moves on only when both went through."""
         sent_at = time.monotonic()
         now = utcnow()
-        sets: dict[str, Any] = {"lease_until": now + timedelta(seconds=self.lease_s)}
-        if resume_after is not None:
-            sets["resume_after"] = resume_after
-        result = await Event.get_pymongo_collection().update_one(
-            {"_id": event["_id"], "state": "pending", "lease_owner": self.name}, {"$set": sets}
-        )
-        if result.matched_count != 1 or not await leases.renew(
-            event["author_id"], self.name, now, self.lease_s
-        ):
+        until = now + timedelta(seconds=self.lease_s)
+        renewed = await queue.renew(event["_id"], self.name, until, resume_after)
+        if not renewed or not await leases.renew(event["author_id"], self.name, now, self.lease_s):
             lease.lost = True
             return False
         lease.renewed(sent_at, self.lease_s)
         return True
 
-    async def _heartbeat(self, event: dict[str, Any], lease: checkpoint.Lease) -> None:
+    async def _heartbeat(self, event: QueuedEvent, lease: checkpoint.Lease) -> None:
         """Renew the leases while the handler runs; return when they are lost.
 
         A renewal that fails with an error (a slow or unreachable database) is tried again at
@@ -324,11 +220,13 @@ class Worker:
                     lease.lost = True
                     return
 
-    async def _apply(self, event: dict[str, Any]) -> None:
+    async def _apply(self, event: QueuedEvent) -> None:
         """Apply `event` with a checkpoint, a heartbeat and a fence (app.checkpoint); LeaseLost
         if the lease was lost."""
         # The claim set `lease_until` from this worker's clock; the local deadline starts there.
-        left_s = (event["lease_until"] - utcnow()).total_seconds()
+        claimed_until = event["lease_until"]
+        assert claimed_until is not None, "queue.claim_oldest leases every event it returns"
+        left_s = (claimed_until - utcnow()).total_seconds()
         lease = checkpoint.Lease(
             time.monotonic() + left_s - self.lease_s * checkpoint.FENCE_MARGIN,
             author_id=event["author_id"],
@@ -380,51 +278,25 @@ class Worker:
             return
         raise LeaseLost(f"event {event['_id']}")
 
-    async def _park(self, event: dict[str, Any], error: str) -> None:
-        await Event.get_pymongo_collection().update_one(
-            {"_id": event["_id"], "lease_owner": self.name},
-            {"$set": {"state": "dead", "last_error": error[:2000], "lease_until": None}},
-        )
-        EVENTS_DEAD.labels(event["kind"]).inc()
-        log.error("event %s (%s) parked as dead: %s", event["_id"], event["kind"], error)
+    async def _park(self, event: QueuedEvent, error: str) -> None:
+        await queue.park(event["_id"], self.name, error)
+        _report_parked(event, error)
 
-    async def _failed(self, event: dict[str, Any], exc: Exception) -> None:
+    async def _failed(self, event: QueuedEvent, exc: Exception) -> None:
         """Retry later with backoff, or park the event after MAX_ATTEMPTS failures."""
         self.failed += 1
         EVENTS_FAILED.labels(event["kind"]).inc()
         log.warning("event %s (%s) failed: %r", event["_id"], event["kind"], exc)
-        if event["attempts"] >= MAX_ATTEMPTS:
-            await self._park(event, repr(exc))
-        else:
-            await Event.get_pymongo_collection().update_one(
-                {"_id": event["_id"], "lease_owner": self.name},
-                {
-                    "$set": {
-                        "state": "pending",
-                        "last_error": repr(exc)[:2000],
-                        "lease_until": utcnow() + timedelta(seconds=backoff_s(event["attempts"])),
-                    }
-                },
-            )
+        if await queue.fail(event, self.name, repr(exc)):
+            _report_parked(event, repr(exc))
         await leases.release(event["author_id"], self.name)
 
-    async def _contended(self, event: dict[str, Any], exc: Exception) -> None:
-        """Retry soon, and take back the claim's count: racing another handler is not a fault
-        of the event, so it must never make the event look like poison (MAX_ATTEMPTS,
-        MAX_CLAIMS)."""
+    async def _contended(self, event: QueuedEvent, exc: Exception) -> None:
+        """Retry soon, uncounted: racing another handler is no fault of the event (queue.
+        contended)."""
         log.info("event %s (%s) raced another handler: %r", event["_id"], event["kind"], exc)
         delay = CONTENTION_RETRY_S * random.uniform(0.5, 1.5)
-        await Event.get_pymongo_collection().update_one(
-            {"_id": event["_id"], "lease_owner": self.name},
-            {
-                "$set": {
-                    "state": "pending",
-                    "last_error": repr(exc)[:2000],
-                    "lease_until": utcnow() + timedelta(seconds=delay),
-                },
-                "$inc": {"attempts": -1},
-            },
-        )
+        await queue.contended(event["_id"], self.name, repr(exc), delay)
         await leases.release(event["author_id"], self.name)
 
     async def process_one(self) -> bool:
@@ -432,7 +304,6 @@ class Worker:
         event = await self.claim()
         if event is None:
             return False
-        events = Event.get_pymongo_collection()
         author, kind = event["author_id"], event["kind"]
         if event["attempts"] > MAX_CLAIMS:
             await self._park(event, f"claimed {event['attempts']} times without finishing")
@@ -459,19 +330,13 @@ class Worker:
             # event back soon (best effort: if the database is still gone the lease simply
             # expires) and let `run` back off.
             with contextlib.suppress(PyMongoError):
-                await events.update_one(
-                    {"_id": event["_id"], "lease_owner": self.name},
-                    {"$set": {"lease_until": utcnow() + timedelta(seconds=OUTAGE_BACKOFF_S)}},
-                )
+                await queue.hand_back(event["_id"], self.name, OUTAGE_BACKOFF_S)
                 await leases.release(author, self.name)
             raise
         except Exception as exc:
             await self._failed(event, exc)
             return True
-        await events.update_one(
-            {"_id": event["_id"], "lease_owner": self.name},
-            {"$set": {"state": "done", "done_at": utcnow(), "lease_until": None}},
-        )
+        await queue.complete(event["_id"], self.name)
         EVENTS_APPLIED.labels(kind).inc()
         self.applied += 1
         if author in self._queue:

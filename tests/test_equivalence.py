@@ -36,7 +36,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from app import markers, outbox
+from app import markers, queue
 from app.settings import STRATEGY_NAMES
 from tests import harness
 from tests.harness import FakeClock, Harness
@@ -231,7 +231,7 @@ class Player:
             health = (await h.client.get("/health")).json()
             assert health["pending_events"] == 0, self.where()
         else:
-            assert await outbox.pending_count() == 0, self.where()
+            assert await queue.pending_count() == 0, self.where()
         assert isinstance(s.expect, dict)
         for user, (expected, expected_unread) in s.expect.items():
             if s.a == "api":

@@ -228,3 +228,26 @@ async def test_racing_first_reads(h: Harness, clock: FakeClock) -> None:
     served = await asyncio.gather(*(h.ctx.activity.touch(h.ctx.database, alice) for _ in range(4)))
     assert all(served)
     assert await UserActivity.get_pymongo_collection().count_documents({"_id": alice}) == 1
+
+
+@pytest.mark.parametrize("strategy", ["receiver_copies"])
+async def test_both_lookups_of_away_receivers_agree(
+    h: Harness, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inactive_among reads every away user when no more are away than it was asked about, and
+    looks the receivers up in chunks otherwise: both ways give the same answer."""
+    handles = [f"user{i}" for i in range(6)]
+    for handle in handles:
+        await h.user(handle)
+        await h.timeline(handle)
+    clock.advance(AWAY)
+    for handle in handles[:2]:  # back: active again; user2..user5 stay away
+        await h.timeline(handle)
+    ids = [await uid(x) for x in handles]
+    away = {ids[i] for i in range(2, 6)}
+    monkeypatch.setattr(activity, "LOOKUP_BATCH", 2)  # several chunks on the chunked way
+    # Six receivers, four away: the range of away users.
+    assert await h.ctx.activity.inactive_among(ids) == away
+    # Three receivers, four away: the chunked look-up by id.
+    assert await h.ctx.activity.inactive_among(ids[1:4]) == away & set(ids[1:4])
+    assert await h.ctx.activity.inactive_among(ids[:2]) == set()

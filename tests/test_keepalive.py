@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from app.cli import KEEP_ALIVE_S
 from benchmarks.services import own_service
+from entrypoints.serve import KEEP_ALIVE_S
 
 # Longer than uvicorn's default keep-alive and httpx's keepalive_expiry (both 5 s).
 IDLE_S = 6.0

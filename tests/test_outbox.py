@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from app import graph, outbox
+from app import graph, outbox, queue
 from app.models import Event, Friendship, Status, utcnow
-from app.outbox import STAGED_CHECKS, STAGED_GRACE_S
+from app.queue import STAGED_CHECKS, STAGED_GRACE_S
 from tests.harness import Harness
 
 
@@ -289,7 +289,7 @@ async def test_without_transactions_a_slow_unfriend_is_applied_after_it_lands(
     assert await h.timeline_ids("bob") == [mine["id"]]
     SkewedWriterClock(monkeypatch)
     if dropped:
-        monkeypatch.setattr(outbox, "STAGED_CHECKS", 1)
+        monkeypatch.setattr(queue, "STAGED_CHECKS", 1)
     unlink = graph.unlink
     applied_meanwhile: list[int] = []
 

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-import fanout.worker
+import app.queue
 from app.models import Event, TimelineEntry, TimelineMeta
+from app.queue import MAX_ATTEMPTS
 from app.strategies.receiver_copies import Unsettled
-from fanout.worker import MAX_ATTEMPTS, Worker
+from fanout.worker import Worker
 from tests.harness import Harness
 from tests.worker_workload import reference_timelines, unfinished_events
 
@@ -138,7 +139,7 @@ async def test_contention_is_retried_and_never_parks_an_event(
         await apply_posted(author_id, status_id)
 
     monkeypatch.setattr(strategy, "apply_posted", losing_races)
-    monkeypatch.setattr(fanout.worker, "BACKOFF_BASE_S", 0.01)  # failures would retry as fast
+    monkeypatch.setattr(app.queue, "BACKOFF_BASE_S", 0.01)  # failures would retry as fast
     worker = Worker(h.ctx)
     events = Event.get_pymongo_collection()
     deadline = time.monotonic() + SETTLE_S

@@ -50,6 +50,12 @@ REMOVAL_BY_STATUS = (
     "index, and naming the owners instead is an $in as long as the friend list (quadratic on "
     "the embedded server)"
 )
+AWAY_USERS = (
+    "fan-out's look for inactive receivers (app.activity.inactive_among): a count of away users "
+    "bounded by the number of receivers, then, only when no more are away than that, the away "
+    "users themselves; one range of each shard's last_read_at index. With more away users the "
+    "receivers are looked up by _id, targeted"
+)
 # (command, collection, top-level filter fields) -> why a broadcast is acceptable there.
 ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
     ("find", "statuses", ("audience",)): Allowed(RECIPIENTS_EMBEDDED_PAGE),
@@ -86,6 +92,8 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
     ),
     ("find", "timeline_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
     ("delete", "timeline_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
+    ("aggregate", "user_activity", ("last_read_at",)): Allowed(AWAY_USERS),
+    ("find", "user_activity", ("last_read_at",)): Allowed(AWAY_USERS),
     ("find", "author_leases", ("owner", "until")): Allowed(
         "the claim's list of authors other workers hold: live leases only, a few documents"
     ),

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from bson import ObjectId
 
-from app import maintenance, outbox
-from app.cli import MIGRATIONS_DIR
+from app import maintenance, queue
 from app.settings import STRATEGY_NAMES
+from entrypoints.migrate import MIGRATIONS_DIR
 from fanout import switch
 from tests import harness
 from tests.harness import Harness, running
@@ -59,7 +59,7 @@ DRAIN_ROUNDS = 400
 async def drain_all(h: Harness) -> None:
     for _ in range(DRAIN_ROUNDS):
         await h.drain()
-        if await outbox.pending_count() == 0:
+        if await queue.pending_count() == 0:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("events still pending after the switch's leases should have expired")

@@ -12,7 +12,8 @@ from bson import ObjectId
 from prometheus_client import REGISTRY
 
 from app.models import Event, utcnow
-from fanout.worker import MAX_ATTEMPTS, Worker
+from app.queue import MAX_ATTEMPTS
+from fanout.worker import Worker
 from tests.harness import Harness
 from tests.worker_workload import run_cli, worker_env
 

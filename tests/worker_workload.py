@@ -110,9 +110,10 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 def run_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`timeline ARGS` as a real process (`python -m app`), output captured; bounded in time."""
+    """`timeline ARGS` as a real process (`python -m entrypoints`), output captured; bounded
+    in time."""
     return subprocess.run(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", "entrypoints", *args],
         env=env,
         cwd=cwd,  # no developer .env is read from here
         capture_output=True,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypedDict
+from typing import Protocol, TypedDict
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -30,6 +30,16 @@ log = logging.getLogger("timeline.api")
 
 class State(TypedDict):
     ctx: AppContext
+
+
+class Background(Protocol):
+    """What the API runs beside its requests (the entry point passes the fanout worker)."""
+
+    async def run(self) -> None:
+        """Run until `handle_exit`, then return."""
+
+    def handle_exit(self) -> None:
+        """Ask `run` to finish its current work and return."""
 
 
 def _dispatch(endpoints: dict[str, Endpoint]) -> Callable[[Request], Awaitable[Response]]:
@@ -59,17 +69,15 @@ def build_routes() -> list[Route]:
     ]
 
 
-# Claim loops of the in-process worker (fanout.worker.WorkerPool). Its round trips queue behind
-# every request on this event loop, so one loop fell far behind a 50-client load (a drain as
-# long as the load itself); several loops overlap those waits (docs/benchmarks.md).
-IN_PROCESS_WORKER_LOOPS = 4
-
-
 def create_app(
-    settings: Settings, *, embedded: bool = False, run_worker: bool = False
+    settings: Settings,
+    *,
+    embedded: bool = False,
+    background: Callable[[AppContext], Background] | None = None,
 ) -> Starlette:
     """The API for `settings.mongodb_url` (required here: the CLI starts the embedded server and
-    passes its URL). With `run_worker`, the fanout worker runs in the same event loop."""
+    passes its URL). With `background`, what it builds from the context (the fanout worker) runs
+    in the same event loop for the application's lifetime."""
     if settings.mongodb_url is None:
         raise ValueError("create_app needs settings.mongodb_url")
     url = settings.mongodb_url
@@ -80,19 +88,14 @@ def create_app(
         database = await connect(url, settings.mongodb_db, embedded=embedded)
         ctx = await build_context(settings, database)
         app.state.ctx = ctx
-        worker_task = None
-        worker = None
-        if run_worker:
-            from fanout.worker import WorkerPool  # the API itself never depends on the worker
-
-            worker = WorkerPool(ctx, concurrency=IN_PROCESS_WORKER_LOOPS)
-            worker_task = asyncio.create_task(worker.run(), name="fanout-worker")
+        service = background(ctx) if background is not None else None
+        task = asyncio.create_task(service.run(), name="background") if service else None
         try:
             yield {"ctx": ctx}
         finally:
-            if worker is not None and worker_task is not None:
-                worker.handle_exit()
-                await worker_task
+            if service is not None and task is not None:
+                service.handle_exit()
+                await task
             await database.close()
 
     async def openapi_json(request: Request) -> JSONResponse:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from app import cursors
+from app.api.schemas import MAX_IDEMPOTENCY_KEY_CHARS
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
@@ -103,8 +104,9 @@ def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not 1 <= len(key) <= 255:
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise BadRequest(
-            "Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key"
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
+            code="invalid_idempotency_key",
         )
     return key

@@ -11,6 +11,8 @@ HANDLE_PATTERN = r"^[a-z0-9_]{3,30}$"
 # Status text limit, in characters (the contract's 1–5000).
 MAX_TEXT_CHARS = 5000
 MAX_DISPLAY_NAME_CHARS = 100
+# Idempotency-Key length (the contract's 1–255): room for a UUID or a hash with a prefix, and a
+# bound on what each key costs in idempotency_keys and its unique index.
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 # A status id as the API prints it: an ObjectId's 24 hex digits.
 STATUS_ID_PATTERN = r"^[0-9a-fA-F]{24}$"

@@ -1,0 +1,5 @@
+"""`python -m entrypoints ARGS` is `timeline ARGS`."""
+
+from entrypoints.cli import main
+
+main()
