@@ -1,12 +1,12 @@
-"""Domain errors: one base class; the HTTP mapping lives in app.api.errors."""
+"""Domain errors: one base class. They say what went wrong (a machine-readable `code` and a
+message), never how a transport reports it: the HTTP mapping lives in app.api.errors."""
 
 from __future__ import annotations
 
 
 class DomainError(Exception):
-    """An error the client can act on. `status` is the HTTP status the API answers with."""
+    """An error the client can act on."""
 
-    status: int = 400
     code: str = "bad_request"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
@@ -17,32 +17,32 @@ class DomainError(Exception):
 
 
 class BadRequest(DomainError):
-    status, code = 400, "bad_request"
+    code = "bad_request"
 
 
 class Unauthorized(DomainError):
-    status, code = 401, "unauthorized"
+    code = "unauthorized"
 
 
 class NotFound(DomainError):
-    status, code = 404, "not_found"
+    code = "not_found"
 
 
 class Conflict(DomainError):
-    status, code = 409, "conflict"
+    code = "conflict"
 
 
 class PayloadTooLarge(DomainError):
-    status, code = 413, "payload_too_large"
+    code = "payload_too_large"
 
 
 class UnsupportedMediaType(DomainError):
-    status, code = 415, "unsupported_media_type"
+    code = "unsupported_media_type"
 
 
 class ValidationFailed(DomainError):
-    status, code = 422, "validation_failed"
+    code = "validation_failed"
 
 
 class Unavailable(DomainError):
-    status, code = 503, "database_unavailable"
+    code = "database_unavailable"

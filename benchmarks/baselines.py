@@ -21,8 +21,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from app.models import TimelineEntry
 from benchmarks.config import PAGE_LIMIT
 from benchmarks.explain import Explained, explain_find
-from benchmarks.measure import read_summary
 from benchmarks.monitor import CommandCounter, Window
+from benchmarks.results import ReadSummary
 from benchmarks.stats import Stopwatch, ms, percentile
 from benchmarks.workload import status_text
 
@@ -82,7 +82,7 @@ class NaiveOnRead:
         plan = "n×(" + "|".join(sorted(plans)) + ")>MERGE_IN_PYTHON"
         return Explained(plan, blocking, keys, docs, PAGE_LIMIT)
 
-    async def measure(self, user_ids: list[ObjectId], explain_sample: int) -> dict[str, Any]:
+    async def measure(self, user_ids: list[ObjectId], explain_sample: int) -> ReadSummary:
         read_s, trips, explained = [], [], []
         for uid in user_ids:
             seconds, w = await self.timed_page(uid)
@@ -90,7 +90,7 @@ class NaiveOnRead:
             trips.append(w.round_trips)
         for uid in list(dict.fromkeys(user_ids))[:explain_sample]:
             explained.append(await self.explain(uid))
-        return read_summary(read_s, trips, explained)
+        return ReadSummary.of(read_s, trips, explained)
 
 
 async def measure_floor(
@@ -116,7 +116,7 @@ async def measure_floor(
         trips.append(w.round_trips)
         tick(1)
     ex = await explain_find(db, "floor_pages", {"owner_id": owners[0]})
-    read = read_summary(read_s, trips, [ex])
+    read = ReadSummary.of(read_s, trips, [ex])
 
     entries = db["floor_entries"]
     await entries.create_indexes(list(TimelineEntry.Settings.indexes))
@@ -143,5 +143,5 @@ async def measure_floor(
         "read_p50_ms": ms(percentile(read_s, 50)),
         "insert_many_entries_per_s": round(rate, 1),
         "insert_many_entries": insert_entries,
-        "read": read,
+        "read": read.as_json(),
     }

@@ -5,7 +5,6 @@ and the friend-count sweep. Every operation goes through the domain functions th
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,6 +17,19 @@ from benchmarks.config import PAGE_LIMIT, SWEEP_BUDGET_S, RunConfig
 from benchmarks.explain import Explained, explain_page
 from benchmarks.loader import StrategyDb
 from benchmarks.monitor import Window
+from benchmarks.results import (
+    CollectionStorage,
+    OpSummary,
+    ReadSummary,
+    ReconcileSummary,
+    RefreshSummary,
+    ScalingRow,
+    Storage,
+    StrategyReadSummary,
+    StrategySummary,
+    WriteSample,
+    WriteSummary,
+)
 from benchmarks.stats import Stopwatch, mean, ms, percentile, rounded
 from benchmarks.workload import Op, Workload
 from fanout.worker import Worker
@@ -28,13 +40,6 @@ EXPLAIN_SAMPLE = 40
 
 Tick = Callable[[int], None]
 T = TypeVar("T")
-
-
-@dataclass
-class WriteSample:
-    api_s: float
-    visible_s: float
-    window: Window
 
 
 @dataclass
@@ -152,25 +157,25 @@ class StrategyBench:
         return out
 
     # -- storage ---------------------------------------------------------------------------------
-    async def storage(self) -> dict[str, Any]:
+    async def storage(self) -> Storage:
         db = self.sdb.db
         stats = await db.command("dbStats")
-        collections: dict[str, Any] = {}
+        collections: dict[str, CollectionStorage] = {}
         for name in sorted(await db.list_collection_names()):
             cs = await db.command("collStats", name)
-            collections[name] = {
-                "count": int(cs.get("count", 0)),
-                "data_bytes": int(cs.get("size", 0)),
-                "index_bytes": int(cs.get("totalIndexSize", 0)),
-            }
-        return {
-            "data_bytes": int(stats.get("dataSize", 0)),
-            "index_bytes": int(stats.get("indexSize", 0)),
-            "collections": collections,
-        }
+            collections[name] = CollectionStorage(
+                count=int(cs.get("count", 0)),
+                data_bytes=int(cs.get("size", 0)),
+                index_bytes=int(cs.get("totalIndexSize", 0)),
+            )
+        return Storage(
+            data_bytes=int(stats.get("dataSize", 0)),
+            index_bytes=int(stats.get("indexSize", 0)),
+            collections=collections,
+        )
 
     # -- the sweep -------------------------------------------------------------------------------
-    async def sweep_level(self, friends_count: int) -> dict[str, Any]:
+    async def sweep_level(self, friends_count: int) -> ScalingRow:
         """A reader/author with exactly `friends_count` friends: page reads and posts."""
         u = self.work.probes[friends_count]
         page_coll = self.strategy.collection().name
@@ -182,22 +187,9 @@ class StrategyBench:
             lambda i: self.post(u, f"sweep post {i} at {friends_count} friends"),
         )
         self.sweep_windows[friends_count] = ([w for _, w in reads], [p.window for p in posts])
-        return {
-            "strategy": self.strategy.name,
-            "friends": friends_count,
-            "read_keys_examined": ex.keys_examined,
-            "read_keys_matching": matching,
-            "read_docs_examined": ex.docs_examined,
-            "read_plan": ex.plan,
-            "read_blocking_sort": ex.blocking_sort,
-            "read_round_trips": rounded(mean([w.round_trips for _, w in reads])),
-            "read_queries": rounded(mean([w.queries(page_coll) for _, w in reads])),
-            "read_p50_ms": ms(percentile([s for s, _ in reads], 50)),
-            "write_docs": rounded(mean([p.window.docs_written for p in posts])),
-            "write_bytes": rounded(mean([p.window.bytes_written for p in posts]), 0),
-            "write_p50_ms": ms(percentile([p.api_s for p in posts], 50)),
-            "write_visible_p50_ms": ms(percentile([p.visible_s for p in posts], 50)),
-        }
+        return ScalingRow.of(
+            self.strategy.name, friends_count, ex, reads, page_coll, matching=matching, posts=posts
+        )
 
 
 async def repeat(times: int, fn: Callable[[int], Awaitable[T]]) -> list[T]:
@@ -209,70 +201,27 @@ async def repeat(times: int, fn: Callable[[int], Awaitable[T]]) -> list[T]:
     return out
 
 
-def read_summary(
-    read_s: list[float], round_trips: list[int], explained: list[Explained]
-) -> dict[str, Any]:
-    plans = Counter(e.plan for e in explained)
-    plan = plans.most_common(1)[0][0] if plans else None
-    return {
-        "p50_ms": ms(percentile(read_s, 50)),
-        "p95_ms": ms(percentile(read_s, 95)),
-        "p99_ms": ms(percentile(read_s, 99)),
-        "keys_examined_per_read": rounded(mean([e.keys_examined for e in explained])),
-        "docs_examined_per_read": rounded(mean([e.docs_examined for e in explained])),
-        "round_trips_per_read": rounded(mean([float(r) for r in round_trips])),
-        "plan": plan,
-        "blocking_sort": any(e.blocking_sort for e in explained),
-        "plans": dict(plans),
-        "reads": len(read_s),
-        "explained": len(explained),
-    }
-
-
-def per_op(samples: list[WriteSample]) -> dict[str, Any]:
-    by_coll: Counter[str] = Counter()
-    for s in samples:
-        by_coll.update(s.window.docs_by_collection)
-    n = len(samples)
-    return {
-        "count": n,
-        "p50_ms": ms(percentile([s.api_s for s in samples], 50)),
-        "p99_ms": ms(percentile([s.api_s for s in samples], 99)),
-        "visible_p50_ms": ms(percentile([s.visible_s for s in samples], 50)),
-        "visible_p99_ms": ms(percentile([s.visible_s for s in samples], 99)),
-        "docs": rounded(mean([s.window.docs_written for s in samples])),
-        "bytes": rounded(mean([s.window.bytes_written for s in samples]), 0),
-        "docs_by_collection": {k: round(v / n, 2) for k, v in sorted(by_coll.items())} if n else {},
-    }
-
-
-def summarize_strategy(samples: Samples, storage: dict[str, Any]) -> dict[str, Any]:
-    read = read_summary(samples.read_s, samples.read_round_trips, samples.explained)
-    read["queries_per_read"] = rounded(mean([float(q) for q in samples.read_queries]))
-    read["refresh"] = {
-        "p50_ms": ms(percentile(samples.refresh_s, 50)),
-        "p95_ms": ms(percentile(samples.refresh_s, 95)),
-        "round_trips_per_read": rounded(mean([float(r) for r in samples.refresh_round_trips])),
-    }
-    ops = {kind: per_op(s) for kind, s in samples.writes.items()}
-    post = ops.get("post") or per_op([])
-    return {
-        "read": read,
-        "write": {
-            "p50_ms": post["p50_ms"],
-            "p99_ms": post["p99_ms"],
-            "visible_p50_ms": post["visible_p50_ms"],
-            "visible_p99_ms": post["visible_p99_ms"],
-            "docs_written_per_post": post["docs"],
-            "bytes_written_per_post": post["bytes"],
-            "docs_by_collection": post["docs_by_collection"],
-            "posts": post["count"],
-        },
-        "reconcile": {
-            "docs_per_friend": (ops.get("friend") or per_op([]))["docs"],
-            "docs_per_unfriend": (ops.get("unfriend") or per_op([]))["docs"],
-            "docs_per_delete": (ops.get("delete") or per_op([]))["docs"],
-            "operations": {k: v for k, v in ops.items() if k != "post"},
-        },
-        "storage": storage,
-    }
+def summarize_strategy(samples: Samples, storage: Storage) -> StrategySummary:
+    base = ReadSummary.of(samples.read_s, samples.read_round_trips, samples.explained)
+    read = StrategyReadSummary(
+        **vars(base),
+        queries_per_read=rounded(mean([float(q) for q in samples.read_queries])),
+        refresh=RefreshSummary(
+            p50_ms=ms(percentile(samples.refresh_s, 50)),
+            p95_ms=ms(percentile(samples.refresh_s, 95)),
+            round_trips_per_read=rounded(mean([float(r) for r in samples.refresh_round_trips])),
+        ),
+    )
+    ops = {kind: OpSummary.of(s) for kind, s in samples.writes.items()}
+    none = OpSummary.of([])
+    return StrategySummary(
+        read=read,
+        write=WriteSummary.of(ops.get("post") or none),
+        reconcile=ReconcileSummary(
+            docs_per_friend=(ops.get("friend") or none).docs,
+            docs_per_unfriend=(ops.get("unfriend") or none).docs,
+            docs_per_delete=(ops.get("delete") or none).docs,
+            operations={k: v for k, v in ops.items() if k != "post"},
+        ),
+        storage=storage,
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.table import Table
@@ -34,188 +35,149 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _read_rows(results: dict[str, Any]) -> list[list[Any]]:
-    rows = []
-    entries = [(n, s["read"], s.get("vs_floor")) for n, s in results["strategies"].items()]
+Row = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a report table: its header and how a row (a results.json object) fills it."""
+
+    header: str
+    value: Callable[[Row], Any]
+
+
+def key(*path: str) -> Callable[[Row], Any]:
+    """The value at `path` in a row (None where a level is missing)."""
+
+    def get(row: Row) -> Any:
+        value: Any = row
+        for part in path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        return value
+
+    return get
+
+
+def code(*path: str) -> Callable[[Row], Any]:
+    return lambda row: f"`{key(*path)(row)}`"
+
+
+def render(columns: Sequence[Column], rows: Iterable[Row]) -> str:
+    return table([c.header for c in columns], [[c.value(r) for c in columns] for r in rows])
+
+
+def _derived_collection(row: Row) -> str:
+    return "timeline_entries" if row["name"] == "receiver_copies" else "statuses"
+
+
+READ_COLUMNS = (
+    Column("strategy", key("name")),
+    Column("p50 ms", key("read", "p50_ms")),
+    Column("p95 ms", key("read", "p95_ms")),
+    Column("p99 ms", key("read", "p99_ms")),
+    Column("keys examined", key("read", "keys_examined_per_read")),
+    Column("docs examined", key("read", "docs_examined_per_read")),
+    Column("round trips", key("read", "round_trips_per_read")),
+    Column("winning plan", code("read", "plan")),
+    Column("blocking SORT", key("read", "blocking_sort")),
+    Column("p50 × floor", key("vs_floor", "read_p50")),
+)
+REFRESH_COLUMNS = (
+    Column("strategy", key("name")),
+    Column("p50 ms", key("read", "refresh", "p50_ms")),
+    Column("p95 ms", key("read", "refresh", "p95_ms")),
+    Column("round trips", key("read", "refresh", "round_trips_per_read")),
+)
+WRITE_COLUMNS = (
+    Column("strategy", key("name")),
+    Column("p50 ms", key("write", "p50_ms")),
+    Column("p99 ms", key("write", "p99_ms")),
+    Column("visible p50 ms", key("write", "visible_p50_ms")),
+    Column("visible p99 ms", key("write", "visible_p99_ms")),
+    Column("docs written", key("write", "docs_written_per_post")),
+    Column("bytes written", key("write", "bytes_written_per_post")),
+    Column(
+        "docs by collection",
+        lambda r: ", ".join(f"{k} {fmt(v)}" for k, v in r["write"]["docs_by_collection"].items()),
+    ),
+)
+RECONCILE_COLUMNS = (
+    Column("strategy", key("name")),
+    Column("friend", key("reconcile", "docs_per_friend")),
+    Column("unfriend", key("reconcile", "docs_per_unfriend")),
+    Column("delete", key("reconcile", "docs_per_delete")),
+    Column("friend visible p50 ms", key("reconcile", "operations", "friend", "visible_p50_ms")),
+)
+STORAGE_COLUMNS = (
+    Column("strategy", key("name")),
+    Column("data MB", lambda r: mb(r["storage"]["data_bytes"])),
+    Column("index MB", lambda r: mb(r["storage"]["index_bytes"])),
+    Column("derived collection", _derived_collection),
+    Column(
+        "its documents",
+        lambda r: key("storage", "collections", _derived_collection(r), "count")(r),
+    ),
+)
+SCALING_COLUMNS = (
+    Column("friends", key("friends")),
+    Column("strategy", key("strategy")),
+    Column("keys examined", key("read_keys_examined")),
+    Column("docs examined", key("read_docs_examined")),
+    Column("round trips", key("read_round_trips")),
+    Column("read p50 ms", key("read_p50_ms")),
+    Column("plan", code("read_plan")),
+    Column("docs written", key("write_docs")),
+    Column("post p50 ms", key("write_p50_ms")),
+    Column("visible p50 ms", key("write_visible_p50_ms")),
+    Column("visible × floor", key("write_vs_floor")),
+)
+
+
+def _strategy_rows(results: dict[str, Any]) -> list[Row]:
+    return [{"name": n, **s} for n, s in results["strategies"].items()]
+
+
+def _read_rows(results: dict[str, Any]) -> list[Row]:
+    rows = _strategy_rows(results)
     naive = results["baselines"].get("naive_on_read")
     if naive:
-        entries.append(("naive_on_read (baseline)", naive["read"], naive.get("vs_floor")))
+        rows.append({"name": "naive_on_read (baseline)", **naive})
     floor = results["baselines"].get("floor")
     if floor:
-        entries.append(("floor (baseline)", floor["read"], {"read_p50": 1.0}))
-    for name, r, vs in entries:
         rows.append(
-            [
-                name,
-                r["p50_ms"],
-                r["p95_ms"],
-                r["p99_ms"],
-                r["keys_examined_per_read"],
-                r["docs_examined_per_read"],
-                r["round_trips_per_read"],
-                f"`{r['plan']}`",
-                r["blocking_sort"],
-                (vs or {}).get("read_p50"),
-            ]
+            {"name": "floor (baseline)", "read": floor["read"], "vs_floor": {"read_p50": 1.0}}
         )
     return rows
 
 
 def _sections(results: dict[str, Any]) -> list[str]:
     meta = results["meta"]
-    strategies = results["strategies"]
-    out = []
-    out.append(
+    strategies = _strategy_rows(results)
+    scaling = sorted(results["scaling"], key=lambda r: (r["friends"], r["strategy"]))
+    return [
         "## Reads: first timeline page (limit {})\n\n".format(meta["page_limit"])
         + "Latency of `strategy.read()` (the database part of `GET /timeline`); keys and documents "
         "examined from `explain` (executionStats) of the page query for a sample of the readers; "
         "round trips counted by PyMongo command monitoring (the friend list included where a "
-        "strategy needs it).\n\n"
-        + table(
-            [
-                "strategy",
-                "p50 ms",
-                "p95 ms",
-                "p99 ms",
-                "keys examined",
-                "docs examined",
-                "round trips",
-                "winning plan",
-                "blocking SORT",
-                "p50 × floor",
-            ],
-            _read_rows(results),
-        )
-    )
-    out.append(
-        "### Refresh (`after` the newest item seen)\n\n"
-        + table(
-            ["strategy", "p50 ms", "p95 ms", "round trips"],
-            [
-                [n, r["p50_ms"], r["p95_ms"], r["round_trips_per_read"]]
-                for n, s in strategies.items()
-                for r in [s["read"]["refresh"]]
-            ],
-        )
-    )
-    out.append(
+        "strategy needs it).\n\n" + render(READ_COLUMNS, _read_rows(results)),
+        "### Refresh (`after` the newest item seen)\n\n" + render(REFRESH_COLUMNS, strategies),
         "## Writes: a post\n\n"
         "API latency is `app.statuses.post` (status, the strategy's synchronous part and the "
         "outbox event, in one transaction); *visible* adds draining the fanout worker, after "
         "which every friend's timeline shows it (fanout_on_read's posts are visible at commit: "
         "its drain is outbox bookkeeping only). Documents and BSON bytes written count every "
         "write command of both parts (outbox and lease bookkeeping included: see the "
-        "breakdown).\n\n"
-        + table(
-            [
-                "strategy",
-                "p50 ms",
-                "p99 ms",
-                "visible p50 ms",
-                "visible p99 ms",
-                "docs written",
-                "bytes written",
-                "docs by collection",
-            ],
-            [
-                [
-                    n,
-                    w["p50_ms"],
-                    w["p99_ms"],
-                    w["visible_p50_ms"],
-                    w["visible_p99_ms"],
-                    w["docs_written_per_post"],
-                    w["bytes_written_per_post"],
-                    ", ".join(f"{k} {fmt(v)}" for k, v in w["docs_by_collection"].items()),
-                ]
-                for n, s in strategies.items()
-                for w in [s["write"]]
-            ],
-        )
-    )
-    out.append(
+        "breakdown).\n\n" + render(WRITE_COLUMNS, strategies),
         "## Friendship changes and deletes: documents touched per operation\n\n"
         "Whole operation (request + accept, or unfriend, or delete) plus the worker's "
-        "reconciliation.\n\n"
-        + table(
-            ["strategy", "friend", "unfriend", "delete", "friend visible p50 ms"],
-            [
-                [
-                    n,
-                    r["docs_per_friend"],
-                    r["docs_per_unfriend"],
-                    r["docs_per_delete"],
-                    r["operations"].get("friend", {}).get("visible_p50_ms"),
-                ]
-                for n, s in strategies.items()
-                for r in [s["reconcile"]]
-            ],
-        )
-    )
-    out.append(
+        "reconciliation.\n\n" + render(RECONCILE_COLUMNS, strategies),
         "## Storage (after loading and deriving, before the mix)\n\n"
-        + table(
-            ["strategy", "data MB", "index MB", "derived collection", "its documents"],
-            [
-                [
-                    n,
-                    mb(st["data_bytes"]),
-                    mb(st["index_bytes"]),
-                    *_derived(n, st["collections"]),
-                ]
-                for n, s in strategies.items()
-                for st in [s["storage"]]
-            ],
-        )
-    )
-    out.append(_scaling_section(results))
-    return out
-
-
-def _derived(name: str, collections: dict[str, Any]) -> list[Any]:
-    coll = "timeline_entries" if name == "receiver_copies" else "statuses"
-    return [coll, collections.get(coll, {}).get("count")]
-
-
-def _scaling_section(results: dict[str, Any]) -> str:
-    rows = sorted(results["scaling"], key=lambda r: (r["friends"], r["strategy"]))
-    return (
+        + render(STORAGE_COLUMNS, strategies),
         "## Scaling sweep: a reader/author with F friends\n\n"
         "Reads: one page of the probe user's timeline; writes: a post by the probe user, "
         "until visible to all F friends. *× floor* compares the time until visible with raw "
-        "`insert_many` of F+1 ready-made entries.\n\n"
-        + table(
-            [
-                "friends",
-                "strategy",
-                "keys examined",
-                "docs examined",
-                "round trips",
-                "read p50 ms",
-                "plan",
-                "docs written",
-                "post p50 ms",
-                "visible p50 ms",
-                "visible × floor",
-            ],
-            [
-                [
-                    r["friends"],
-                    r["strategy"],
-                    r["read_keys_examined"],
-                    r["read_docs_examined"],
-                    r["read_round_trips"],
-                    r["read_p50_ms"],
-                    f"`{r['read_plan']}`",
-                    r["write_docs"],
-                    r["write_p50_ms"],
-                    r["write_visible_p50_ms"],
-                    r.get("write_vs_floor"),
-                ]
-                for r in rows
-            ],
-        )
-    )
+        "`insert_many` of F+1 ready-made entries.\n\n" + render(SCALING_COLUMNS, scaling),
+    ]
 
 
 def render_report(results: dict[str, Any], plots: Sequence[str]) -> str:
@@ -253,63 +215,51 @@ def render_report(results: dict[str, Any], plots: Sequence[str]) -> str:
     return "\n".join(head) + "\n" + "\n\n".join(body) + "\n\n" + "\n".join(pics) + "\n"
 
 
+def _summary_plan(row: Row) -> str:
+    if "plan_text" in row:
+        return str(row["plan_text"])
+    read = row["read"]
+    return str(read["plan"]) + (" (blocking SORT)" if read["blocking_sort"] else "")
+
+
+def _summary_size(row: Row) -> str:
+    if "storage" in row:
+        return mb(row["storage"]["data_bytes"] + row["storage"]["index_bytes"])
+    if "insert_many_entries_per_s" in row:
+        return f"insert_many {fmt(row['insert_many_entries_per_s'])}/s"
+    return "–"
+
+
+SUMMARY_COLUMNS = (
+    Column("strategy", key("name")),
+    Column("read p50 ms", key("read", "p50_ms")),
+    Column("read p99 ms", key("read", "p99_ms")),
+    Column("keys/read", key("read", "keys_examined_per_read")),
+    Column("round trips", key("read", "round_trips_per_read")),
+    Column("plan", _summary_plan),
+    Column("post p50 ms", key("write", "p50_ms")),
+    Column("visible p99 ms", key("write", "visible_p99_ms")),
+    Column("docs/post", key("write", "docs_written_per_post")),
+    Column("bytes/post", key("write", "bytes_written_per_post")),
+    Column("data+index MB", _summary_size),
+)
+# Text columns; the others are numbers, right-aligned.
+SUMMARY_LEFT = frozenset({"strategy", "plan"})
+
+
 def summary_table(results: dict[str, Any]) -> Table:
     t = Table(title="Timeline strategies: summary (times are this backend's; counts transfer)")
-    for col in (
-        "strategy",
-        "read p50 ms",
-        "read p99 ms",
-        "keys/read",
-        "round trips",
-        "plan",
-        "post p50 ms",
-        "visible p99 ms",
-        "docs/post",
-        "bytes/post",
-        "data+index MB",
-    ):
-        t.add_column(col, justify="left" if col in ("strategy", "plan") else "right")
-    for name, s in results["strategies"].items():
-        r, w, st = s["read"], s["write"], s["storage"]
-        t.add_row(
-            name,
-            fmt(r["p50_ms"]),
-            fmt(r["p99_ms"]),
-            fmt(r["keys_examined_per_read"]),
-            fmt(r["round_trips_per_read"]),
-            str(r["plan"]) + (" (blocking SORT)" if r["blocking_sort"] else ""),
-            fmt(w["p50_ms"]),
-            fmt(w["visible_p99_ms"]),
-            fmt(w["docs_written_per_post"]),
-            fmt(w["bytes_written_per_post"]),
-            mb(st["data_bytes"] + st["index_bytes"]),
-        )
+    for c in SUMMARY_COLUMNS:
+        t.add_column(c.header, justify="left" if c.header in SUMMARY_LEFT else "right")
+    rows = _strategy_rows(results)
     naive = results["baselines"].get("naive_on_read")
     if naive:
-        r = naive["read"]
-        t.add_row(
-            "naive_on_read",
-            fmt(r["p50_ms"]),
-            fmt(r["p99_ms"]),
-            fmt(r["keys_examined_per_read"]),
-            fmt(r["round_trips_per_read"]),
-            "one find per friend",
-            *["–"] * 5,
+        rows.append(
+            {"name": "naive_on_read", "read": naive["read"], "plan_text": "one find per friend"}
         )
     floor = results["baselines"].get("floor")
     if floor:
-        r = floor["read"]
-        t.add_row(
-            "floor",
-            fmt(r["p50_ms"]),
-            fmt(r["p99_ms"]),
-            fmt(r["keys_examined_per_read"]),
-            fmt(r["round_trips_per_read"]),
-            str(r["plan"]),
-            "–",
-            "–",
-            "–",
-            "–",
-            f"insert_many {fmt(floor['insert_many_entries_per_s'])}/s",
-        )
+        rows.append({"name": "floor", "plan_text": str(floor["read"]["plan"]), **floor})
+    for row in rows:
+        t.add_row(*(fmt(c.value(row)) for c in SUMMARY_COLUMNS))
     return t

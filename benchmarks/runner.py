@@ -17,10 +17,18 @@ from app.db import CONNECT_TIMEOUT_MS, SERVER_SELECTION_TIMEOUT_MS
 from benchmarks import shards
 from benchmarks.baselines import NaiveOnRead, measure_floor
 from benchmarks.config import PAGE_LIMIT, RunConfig
-from benchmarks.loader import derive, load_truth, open_strategy, spot_check, truth_size
+from benchmarks.loader import (
+    StrategyDb,
+    derive,
+    load_truth,
+    open_strategy,
+    spot_check,
+    truth_size,
+)
 from benchmarks.measure import EXPLAIN_SAMPLE, StrategyBench, repeat, summarize_strategy
 from benchmarks.monitor import CommandCounter, Window
-from benchmarks.stats import mean, ms, percentile, rounded
+from benchmarks.results import ReadSummary, ScalingRow
+from benchmarks.stats import rounded
 from benchmarks.workload import Workload, generate
 
 # The floor's raw insert_many writes this many entries when the sweep is empty.
@@ -70,12 +78,12 @@ def _meta(config: RunConfig, work: Workload, backend: tuple[str, str]) -> dict[s
 
 async def _naive(
     bench: StrategyBench, counter: CommandCounter, config: RunConfig
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[ReadSummary, list[ScalingRow]]:
     work = bench.work
     naive = NaiveOnRead(bench.sdb.db, counter)
     readers = [work.user_ids[op.user] for op in work.ops if op.kind == "read"]
     summary = await naive.measure(readers, EXPLAIN_SAMPLE)
-    rows = []
+    rows: list[ScalingRow] = []
     for level in config.sweep:
         uid = work.user_ids[work.probes[level]]
 
@@ -84,23 +92,7 @@ async def _naive(
 
         reads = await repeat(config.repeats, timed)
         ex = await naive.explain(uid)
-        rows.append(
-            {
-                "strategy": "naive_on_read",
-                "friends": level,
-                "read_keys_examined": ex.keys_examined,
-                "read_docs_examined": ex.docs_examined,
-                "read_plan": ex.plan,
-                "read_blocking_sort": ex.blocking_sort,
-                "read_round_trips": rounded(mean([float(w.round_trips) for _, w in reads])),
-                "read_queries": rounded(mean([float(w.queries("statuses")) for _, w in reads])),
-                "read_p50_ms": ms(percentile([s for s, _ in reads], 50)),
-                "write_docs": None,
-                "write_bytes": None,
-                "write_p50_ms": None,
-                "write_visible_p50_ms": None,
-            }
-        )
+        rows.append(ScalingRow.of("naive_on_read", level, ex, reads, "statuses"))
     return summary, rows
 
 
@@ -122,6 +114,20 @@ def add_floor_ratios(results: dict[str, Any]) -> None:
         row["write_vs_floor"] = rounded(visible / floor_ms) if visible and floor_ms else None
         if row.get("read_p50_ms") and base:
             row["read_vs_floor"] = rounded(row["read_p50_ms"] / base)
+
+
+async def _load_and_check(
+    name: str, sdb: StrategyDb, work: Workload, config: RunConfig, phases: Phases
+) -> dict[str, Any]:
+    """Load the ground truth into a strategy's database, derive its data, and compare a sample
+    of its timelines with the truth (the run's `checks.<strategy>`)."""
+    await load_truth(sdb, work, config.seed, phases.start(f"{name}: load", truth_size(work)))
+    await derive(sdb, work, phases.start(f"{name}: derive", len(work.status_ids)))
+    phases.start(f"{name}: check against the truth", 1)
+    wrong, compared = await spot_check(sdb, work, config.check_max_friends)
+    if wrong:
+        phases.note(f"[red]{name}: timelines differ from the truth: {', '.join(wrong)}")
+    return {"timelines_differing_from_truth": wrong, "users_compared": compared}
 
 
 async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) -> dict[str, Any]:
@@ -163,25 +169,14 @@ async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) ->
                 timeline_max=config.timeline_max,
                 embedded=embedded,
             )
-            await load_truth(
-                sdb, work, config.seed, phases.start(f"{name}: load", truth_size(work))
-            )
-            await derive(sdb, work, phases.start(f"{name}: derive", len(work.status_ids)))
-            phases.start(f"{name}: check against the truth", 1)
-            wrong, compared = await spot_check(sdb, work, config.check_max_friends)
-            results["checks"][name] = {
-                "timelines_differing_from_truth": wrong,
-                "users_compared": compared,
-            }
-            if wrong:
-                phases.note(f"[red]{name}: timelines differ from the truth: {', '.join(wrong)}")
+            results["checks"][name] = await _load_and_check(name, sdb, work, config, phases)
             bench = StrategyBench(sdb, work, config)
             storage = await bench.storage()
             samples = await bench.run_mix(phases.start(f"{name}: mix", len(work.ops)))
-            results["strategies"][name] = summarize_strategy(samples, storage)
+            results["strategies"][name] = summarize_strategy(samples, storage).as_json()
             tick = phases.start(f"{name}: sweep", len(config.sweep))
             for level in config.sweep:
-                results["scaling"].append(await bench.sweep_level(level))
+                results["scaling"].append((await bench.sweep_level(level)).as_json())
                 tick(1)
             if config.shards:
                 phases.start(f"{name}: route through {len(config.shards)} shard plans", 1)
@@ -190,8 +185,8 @@ async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) ->
             if i == 0:
                 phases.start("naive_on_read baseline", 1)
                 naive, rows = await _naive(bench, counter, config)
-                results["baselines"]["naive_on_read"] = {"read": naive}
-                results["scaling"] += rows
+                results["baselines"]["naive_on_read"] = {"read": naive.as_json()}
+                results["scaling"] += [row.as_json() for row in rows]
             if not config.keep_data:
                 await client.drop_database(db_name)
         add_floor_ratios(results)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol, TypedDict
 
@@ -14,11 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.api.endpoint import Endpoint
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.metrics import MetricsMiddleware, metrics_endpoint
 from app.api.openapi import build_openapi
 from app.api.parsing import check_query
-from app.api.routes import ENDPOINTS, Endpoint, Handler
+from app.api.routes import ENDPOINTS
 from app.context import AppContext, build_context
 from app.db import connect
 from app.settings import Settings
@@ -41,7 +42,7 @@ class Background(Protocol):
         """Ask `run` to finish its current work and return."""
 
 
-def _dispatch(endpoints: dict[str, Endpoint]) -> Handler:
+def _dispatch(endpoints: dict[str, Endpoint]) -> Callable[[Request], Awaitable[Response]]:
     allowed = {
         method: frozenset(p.name for p in ep.params if p.where == "query")
         for method, ep in endpoints.items()
@@ -51,7 +52,7 @@ def _dispatch(endpoints: dict[str, Endpoint]) -> Handler:
         # HEAD is answered like GET (Starlette allows HEAD wherever GET is; no body is sent).
         method = "GET" if request.method == "HEAD" else request.method
         check_query(request, allowed[method])
-        return await endpoints[method].handler(request)
+        return await endpoints[method](request)
 
     return endpoint
 

@@ -11,11 +11,43 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.db import domain_error_from_pymongo
-from app.errors import DomainError
+from app.errors import (
+    BadRequest,
+    Conflict,
+    DomainError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 
 log = logging.getLogger("timeline.api")
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+# The HTTP status of each domain error class. A subclass not listed answers with its nearest
+# listed ancestor's status (DomainError itself: 400).
+HTTP_STATUS: dict[type[DomainError], int] = {
+    DomainError: 400,
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    ValidationFailed: 422,
+    Unavailable: 503,
+}
+
+
+def http_status(exc: DomainError) -> int:
+    return next(HTTP_STATUS[cls] for cls in type(exc).__mro__ if cls in HTTP_STATUS)
+
+
+def domain_error_response(exc: DomainError) -> JSONResponse:
+    return error_response(http_status(exc), exc.code, exc.message)
 
 
 def error_response(
@@ -31,7 +63,7 @@ def error_response(
 
 async def domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
-    return error_response(exc.status, exc.code, exc.message)
+    return domain_error_response(exc)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -45,7 +77,7 @@ async def database_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PyMongoError)
     mapped = domain_error_from_pymongo(exc)
     if mapped is not None:
-        return error_response(mapped.status, mapped.code, mapped.message)
+        return domain_error_response(mapped)
     log.exception("database error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal error")
 

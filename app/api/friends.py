@@ -3,57 +3,47 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from app import cursors, friends
-from app.api.deps import context, current_user
+from app.api.deps import context
+from app.api.endpoint import Payload, Reply
 from app.api.parsing import cursor_param, json_body, limit_param
 from app.api.schemas import CreateFriendRequest
+from app.models import User
 from app.timefmt import rfc3339
 
 
-async def send_request(request: Request) -> JSONResponse:
-    me = await current_user(request)
+async def send_request(request: Request, me: User) -> Payload | Reply:
     body = await json_body(request, CreateFriendRequest)
     status, created = await friends.request(context(request), me, body.to)
-    return JSONResponse(
-        {"from": me.handle, "to": body.to, "status": status}, status_code=201 if created else 200
-    )
+    payload = {"from": me.handle, "to": body.to, "status": status}
+    return payload if created else Reply(payload, 200)
 
 
-async def list_requests(request: Request) -> JSONResponse:
-    me = await current_user(request)
+async def list_requests(request: Request, me: User) -> Payload:
     lists = await friends.pending(me)
     for items in lists.values():
         for item in items:
             item["created_at"] = rfc3339(item["created_at"])
-    return JSONResponse(lists)
+    return lists
 
 
-async def accept_request(request: Request) -> JSONResponse:
-    me = await current_user(request)
+async def accept_request(request: Request, me: User) -> Payload:
     await friends.accept(context(request), me, request.path_params["handle"])
-    return JSONResponse({"status": "accepted"})
+    return {"status": "accepted"}
 
 
-async def delete_request(request: Request) -> Response:
-    me = await current_user(request)
+async def delete_request(request: Request, me: User) -> None:
     await friends.withdraw(me, request.path_params["handle"])
-    return Response(status_code=204)
 
 
-async def list_friends(request: Request) -> JSONResponse:
-    me = await current_user(request)
+async def list_friends(request: Request, me: User) -> Payload:
     limit = limit_param(request)
     items, more = await friends.list_friends(me, limit, cursor_param(request, "cursor"))
     for item in items:
         item["since"] = rfc3339(item["since"])
-    return JSONResponse(
-        {"items": items, "next_cursor": cursors.encode(more) if more is not None else None}
-    )
+    return {"items": items, "next_cursor": cursors.encode(more) if more is not None else None}
 
 
-async def unfriend(request: Request) -> Response:
-    me = await current_user(request)
+async def unfriend(request: Request, me: User) -> None:
     await friends.unfriend(context(request), me, request.path_params["handle"])
-    return Response(status_code=204)

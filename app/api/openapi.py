@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from app.api import schemas as s
+from app.api.endpoint import Endpoint
 from app.api.routes import ENDPOINTS
 
 _REASONS = {
@@ -23,76 +25,73 @@ _REASONS = {
 }
 
 
+Ref = Callable[[type[BaseModel]], dict[str, Any]]
+
+
+def _operation_id(ep: Endpoint) -> str:
+    words = f"{ep.method.lower()}_{ep.path.strip('/').replace('/', '_')}"
+    return words.replace("{", "").replace("}", "").replace("-", "_") or "root"
+
+
+def _operation(ep: Endpoint, ref: Ref, error: dict[str, Any]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": _operation_id(ep),
+        "summary": ep.summary,
+        "parameters": [
+            {
+                "name": p.name,
+                "in": p.where,
+                "required": p.required or p.where == "path",
+                "description": p.description,
+                "schema": p.schema,
+            }
+            for p in ep.params
+        ],
+        "responses": {},
+    }
+    if ep.auth:
+        op["security"] = [{"bearer": []}]
+    if ep.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": ref(ep.body)}},
+        }
+    ok: dict[str, Any] = {"description": "success"}
+    if ep.response is not None:
+        ok["content"] = {"application/json": {"schema": ref(ep.response)}}
+    op["responses"][str(ep.ok)] = ok
+    for status, description in ep.also_ok.items():
+        op["responses"][str(status)] = {"description": description, "content": ok["content"]}
+    # 400: any operation refuses unknown or repeated query parameters (app.api.parsing).
+    codes = set(ep.errors) | {400, 503}
+    if ep.auth:
+        codes.add(401)
+    for code in sorted(codes):
+        op["responses"][str(code)] = {"description": _REASONS[code], "content": error}
+    return op
+
+
 def build_openapi() -> dict[str, Any]:
+    bodies = {ep.body for ep in ENDPOINTS}
     models: set[type[BaseModel]] = {s.ErrorOut}
     for ep in ENDPOINTS:
         models.update(m for m in (ep.body, ep.response) if m is not None)
-    ordered = sorted(models, key=lambda m: m.__name__)
+
+    def mode_of(model: type[BaseModel]) -> Literal["validation", "serialization"]:
+        return "validation" if model in bodies else "serialization"
+
     keyed, defs = models_json_schema(
-        [
-            (m, "validation" if m in {ep.body for ep in ENDPOINTS} else "serialization")
-            for m in ordered
-        ],
+        [(m, mode_of(m)) for m in sorted(models, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}",
     )
 
-    def ref(model: type[BaseModel], mode: str) -> dict[str, Any]:
-        return dict(keyed[(model, mode)])  # type: ignore[index]
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        return dict(keyed[(model, mode_of(model))])
 
-    def mode_of(model: type[BaseModel]) -> str:
-        return "validation" if model in {ep.body for ep in ENDPOINTS} else "serialization"
-
-    error = {"application/json": {"schema": ref(s.ErrorOut, mode_of(s.ErrorOut))}}
+    error = {"application/json": {"schema": ref(s.ErrorOut)}}
     paths: dict[str, dict[str, Any]] = {}
     for ep in ENDPOINTS:
-        op: dict[str, Any] = {
-            "operationId": f"{ep.method.lower()}_{ep.path.strip('/').replace('/', '_')}".replace(
-                "{", ""
-            )
-            .replace("}", "")
-            .replace("-", "_")
-            or "root",
-            "summary": ep.summary,
-            "parameters": [
-                {
-                    "name": p.name,
-                    "in": p.where,
-                    "required": p.required or p.where == "path",
-                    "description": p.description,
-                    "schema": p.schema,
-                }
-                for p in ep.params
-            ],
-            "responses": {},
-        }
-        if ep.auth:
-            op["security"] = [{"bearer": []}]
-        if ep.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": ref(ep.body, "validation")}},
-            }
-        ok: dict[str, Any] = {"description": "success"}
-        if ep.response is not None:
-            ok["content"] = {"application/json": {"schema": ref(ep.response, mode_of(ep.response))}}
-        op["responses"][str(ep.ok)] = ok
-        if ep.path == "/friend-requests" and ep.method == "POST":
-            op["responses"]["200"] = {
-                "description": "already friends, or a crossing request was accepted",
-                "content": ok["content"],
-            }
-        if ep.path == "/statuses" and ep.method == "POST":
-            op["responses"]["200"] = {
-                "description": "a replay of an earlier request with the same Idempotency-Key",
-                "content": ok["content"],
-            }
-        # 400: any operation refuses unknown or repeated query parameters (app.api.parsing).
-        codes = set(ep.errors) | {400, 503}
-        if ep.auth:
-            codes.add(401)
-        for code in sorted(codes):
-            op["responses"][str(code)] = {"description": _REASONS[code], "content": error}
-        paths.setdefault(ep.path, {})[ep.method.lower()] = op
+        paths.setdefault(ep.path, {})[ep.method.lower()] = _operation(ep, ref, error)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -1,46 +1,16 @@
 """The endpoint table: one entry per endpoint, from which both the Starlette routes and the
-OpenAPI document are built, so the document cannot miss an endpoint."""
+OpenAPI document are built, so the document cannot miss an endpoint (app.api.endpoint: the row
+authenticates and serialises, so it cannot misstate one either)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-
 from bson import ObjectId
-from pydantic import BaseModel
-from starlette.requests import Request
-from starlette.responses import Response
 
 from app import cursors
 from app.api import friends, health, markers, statuses, timeline, users
 from app.api import schemas as s
+from app.api.endpoint import Endpoint, Param
 from app.api.parsing import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    where: str  # "path", "query" or "header"
-    description: str
-    schema: dict[str, object] = field(default_factory=lambda: {"type": "string"})
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    auth: bool
-    ok: int
-    response: type[BaseModel] | None
-    body: type[BaseModel] | None = None
-    params: tuple[Param, ...] = ()
-    errors: tuple[int, ...] = ()
-
 
 # Path and query parameters are described as precisely as the parsers check them, so that a
 # schema-valid value is accepted and a schema-invalid one is refused (the fuzzing test holds
@@ -99,53 +69,62 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/users",
         users.create_user,
-        "Create a user; returns its token once",
-        False,
-        201,
-        s.CreatedUserOut,
-        s.CreateUser,
+        summary="Create a user; returns its token once",
+        auth=False,
+        ok=201,
+        response=s.CreatedUserOut,
+        body=s.CreateUser,
         errors=(400, 409, 413, 415, 422),
     ),
     Endpoint(
         "GET",
         "/users/{handle}",
         users.get_user,
-        "A user's public profile",
-        False,
-        200,
-        s.UserOut,
+        summary="A user's public profile",
+        auth=False,
+        ok=200,
+        response=s.UserOut,
         params=(HANDLE,),
         errors=(404,),
     ),
-    Endpoint("GET", "/me", users.me, "The caller's profile", True, 200, s.UserOut),
+    Endpoint(
+        "GET",
+        "/me",
+        users.me,
+        summary="The caller's profile",
+        auth=True,
+        ok=200,
+        response=s.UserOut,
+    ),
     Endpoint(
         "POST",
         "/friend-requests",
         friends.send_request,
-        "Ask someone to be friends (accepts a crossing request)",
-        True,
-        201,
-        s.FriendRequestOut,
-        s.CreateFriendRequest,
+        summary="Ask someone to be friends (accepts a crossing request)",
+        auth=True,
+        ok=201,
+        response=s.FriendRequestOut,
+        body=s.CreateFriendRequest,
         errors=(400, 404, 409, 413, 415, 422),
+        also_ok={200: "already friends, or a crossing request was accepted"},
     ),
     Endpoint(
         "GET",
         "/friend-requests",
         friends.list_requests,
-        "Pending requests both ways",
-        True,
-        200,
-        s.FriendRequestsOut,
+        summary="Pending requests both ways",
+        auth=True,
+        ok=200,
+        response=s.FriendRequestsOut,
     ),
     Endpoint(
         "POST",
         "/friend-requests/{handle}/accept",
         friends.accept_request,
-        "Accept the pending request from handle",
-        True,
-        200,
-        s.AcceptedOut,
+        summary="Accept the pending request from handle",
+        auth=True,
+        ok=200,
+        response=s.AcceptedOut,
         params=(HANDLE,),
         errors=(404,),
     ),
@@ -153,10 +132,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "DELETE",
         "/friend-requests/{handle}",
         friends.delete_request,
-        "Decline an incoming or cancel an outgoing request",
-        True,
-        204,
-        None,
+        summary="Decline an incoming or cancel an outgoing request",
+        auth=True,
+        ok=204,
+        response=None,
         params=(HANDLE,),
         errors=(404,),
     ),
@@ -164,10 +143,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/friends",
         friends.list_friends,
-        "The caller's friends, newest first",
-        True,
-        200,
-        s.FriendPage,
+        summary="The caller's friends, newest first",
+        auth=True,
+        ok=200,
+        response=s.FriendPage,
         params=(LIMIT, CURSOR),
         errors=(400,),
     ),
@@ -175,10 +154,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "DELETE",
         "/friends/{handle}",
         friends.unfriend,
-        "End a friendship (idempotent)",
-        True,
-        204,
-        None,
+        summary="End a friendship (idempotent)",
+        auth=True,
+        ok=204,
+        response=None,
         params=(HANDLE,),
         errors=(404,),
     ),
@@ -186,22 +165,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/statuses",
         statuses.post_status,
-        "Post a status",
-        True,
-        201,
-        s.StatusOut,
-        s.CreateStatus,
+        summary="Post a status",
+        auth=True,
+        ok=201,
+        response=s.StatusOut,
+        body=s.CreateStatus,
         params=(IDEMPOTENCY,),
         errors=(400, 409, 413, 415, 422),
+        also_ok={200: "a replay of an earlier request with the same Idempotency-Key"},
     ),
     Endpoint(
         "GET",
         "/statuses/{id}",
         statuses.get_status,
-        "A status, if the caller is its author or the author's friend",
-        True,
-        200,
-        s.StatusOut,
+        summary="A status, if the caller is its author or the author's friend",
+        auth=True,
+        ok=200,
+        response=s.StatusOut,
         params=(STATUS_ID,),
         errors=(404,),
     ),
@@ -209,10 +189,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "DELETE",
         "/statuses/{id}",
         statuses.delete_status,
-        "Delete one's own status",
-        True,
-        204,
-        None,
+        summary="Delete one's own status",
+        auth=True,
+        ok=204,
+        response=None,
         params=(STATUS_ID,),
         errors=(404,),
     ),
@@ -220,10 +200,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/users/{handle}/statuses",
         statuses.user_statuses,
-        "A user's statuses (the user or a friend only)",
-        True,
-        200,
-        s.StatusPage,
+        summary="A user's statuses (the user or a friend only)",
+        auth=True,
+        ok=200,
+        response=s.StatusPage,
         params=(HANDLE, LIMIT, BEFORE),
         errors=(400, 404),
     ),
@@ -231,10 +211,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/timeline",
         timeline.timeline,
-        "The caller's home timeline",
-        True,
-        200,
-        s.TimelinePage,
+        summary="The caller's home timeline",
+        auth=True,
+        ok=200,
+        response=s.TimelinePage,
         params=(LIMIT, BEFORE, AFTER),
         errors=(400,),
     ),
@@ -242,38 +222,40 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/timeline/unread_count",
         markers.unread_count,
-        "How many timeline items are newer than the home marker (at most TIMELINE_MAX)",
-        True,
-        200,
-        s.UnreadCountOut,
+        summary="How many timeline items are newer than the home marker (at most TIMELINE_MAX)",
+        auth=True,
+        ok=200,
+        response=s.UnreadCountOut,
     ),
     Endpoint(
         "GET",
         "/markers",
         markers.get_markers,
-        "The caller's read markers (home is null before the first POST)",
-        True,
-        200,
-        s.MarkersOut,
+        summary="The caller's read markers (home is null before the first POST)",
+        auth=True,
+        ok=200,
+        response=s.MarkersOut,
     ),
     Endpoint(
         "POST",
         "/markers",
         markers.post_markers,
-        "Move the home marker forward (an older id changes nothing; a stale version is a 409)",
-        True,
-        200,
-        s.MarkersOut,
-        s.UpdateMarkers,
+        summary=(
+            "Move the home marker forward (an older id changes nothing; a stale version is a 409)"
+        ),
+        auth=True,
+        ok=200,
+        response=s.MarkersOut,
+        body=s.UpdateMarkers,
         errors=(400, 409, 413, 415, 422),
     ),
     Endpoint(
         "GET",
         "/health",
         health.health,
-        "Database reachability and worker backlog",
-        False,
-        200,
-        s.HealthOut,
+        summary="Database reachability and worker backlog",
+        auth=False,
+        ok=200,
+        response=s.HealthOut,
     ),
 )

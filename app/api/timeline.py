@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from app import cursors
-from app.api.deps import context, current_user
+from app.api.deps import context
+from app.api.endpoint import Payload
 from app.api.parsing import cursor_param, limit_param
 from app.context import reading_strategy
 from app.errors import BadRequest
+from app.models import User
 from app.statuses import status_json
 
 
-async def timeline(request: Request) -> JSONResponse:
-    me = await current_user(request)
+async def timeline(request: Request, me: User) -> Payload:
     assert me.id is not None
     limit = limit_param(request)
     before = cursor_param(request, "before")
@@ -27,11 +27,9 @@ async def timeline(request: Request) -> JSONResponse:
         status_json({"_id": s.id, "author": s.author, "text": s.text, "created_at": s.created_at})
         for s in page.items
     ]
-    return JSONResponse(
-        {
-            "items": items,
-            "next_cursor": cursors.encode(page.items[-1].id) if page.has_older else None,
-            "newest_cursor": cursors.encode(page.items[0].id) if page.items else None,
-            "gap": page.gap,
-        }
-    )
+    return {
+        "items": items,
+        "next_cursor": cursors.encode(page.items[-1].id) if page.has_older else None,
+        "newest_cursor": cursors.encode(page.items[0].id) if page.items else None,
+        "gap": page.gap,
+    }

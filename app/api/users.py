@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from app import users
-from app.api.deps import current_user
+from app.api.endpoint import Payload
 from app.api.parsing import json_body
 from app.api.schemas import CreateUser
 from app.models import User
 from app.timefmt import rfc3339
 
 
-async def user_json(user: User) -> dict[str, object]:
+async def user_json(user: User) -> Payload:
     assert user.id is not None
     return {
         "id": str(user.id),
@@ -24,25 +23,21 @@ async def user_json(user: User) -> dict[str, object]:
     }
 
 
-async def create_user(request: Request) -> JSONResponse:
+async def create_user(request: Request) -> Payload:
     body = await json_body(request, CreateUser)
     user, token = await users.create_user(body.handle, body.display_name)
-    return JSONResponse(
-        {
-            "id": str(user.id),
-            "handle": user.handle,
-            "display_name": user.display_name,
-            "created_at": rfc3339(user.created_at),
-            "token": token,
-        },
-        status_code=201,
-    )
+    return {
+        "id": str(user.id),
+        "handle": user.handle,
+        "display_name": user.display_name,
+        "created_at": rfc3339(user.created_at),
+        "token": token,
+    }
 
 
-async def get_user(request: Request) -> JSONResponse:
-    user = await users.by_handle(request.path_params["handle"])
-    return JSONResponse(await user_json(user))
+async def get_user(request: Request) -> Payload:
+    return await user_json(await users.by_handle(request.path_params["handle"]))
 
 
-async def me(request: Request) -> JSONResponse:
-    return JSONResponse(await user_json(await current_user(request)))
+async def me(request: Request, me: User) -> Payload:
+    return await user_json(me)
