@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -45,6 +46,17 @@ WATCHDOG_EXIT_TIMEOUT_S = 5.0
 PIDFILE = "timeline-embedded.pid"
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
+
+
+def terminate(proc: subprocess.Popen[Any], timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if `proc` has not exited within `timeout_s`; waits for it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class EmbeddedServerError(RuntimeError):
@@ -262,13 +274,7 @@ class EmbeddedServer:
         proc, self.process = self.process, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, STOP_TIMEOUT_S)
         self._release(proc.pid)
 
     def kill(self) -> None:

@@ -12,7 +12,6 @@ runs it by default):
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import IO
 
 import httpx
 
-from app.embedded import free_port
+from app.embedded import free_port, terminate
 
 # How long `timeline serve` may take to answer /health (the embedded server starts first).
 SERVE_START_TIMEOUT_S = 90.0
@@ -58,12 +57,7 @@ def _process(
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, STOP_TIMEOUT_S)
         if proc.stdout is not None:
             proc.stdout.close()
 
