@@ -19,6 +19,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from app.db import Database
 from app.errors import Conflict
 from app.models import Marker, utcnow
 from app.strategies import TimelineStrategy
@@ -61,7 +62,9 @@ async def get_home(user_id: ObjectId) -> HomeMarker | None:
     return _home(await Marker.get_pymongo_collection().find_one({"_id": user_id}))
 
 
-async def move_home(user_id: ObjectId, last_read_id: ObjectId, version: int | None) -> HomeMarker:
+async def move_home(
+    database: Database, user_id: ObjectId, last_read_id: ObjectId, version: int | None
+) -> HomeMarker:
     """Move the home marker forward to `last_read_id` and return it.
 
     An id that is not newer than the stored one changes nothing (the stored marker is returned).
@@ -77,14 +80,23 @@ async def move_home(user_id: ObjectId, last_read_id: ObjectId, version: int | No
         condition = missing
     else:
         condition = {"home.version": version, **newer}
+    # The update runs in a transaction where the server has them: the embedded server settles a
+    # write conflict of a plain findAndModify inside the server, and racing first moves then
+    # ended with an older id or a move counted twice (full-suite runs here); in a transaction
+    # the conflict surfaces and the driver retries the whole update, condition included.
     update = {
         "$set": {"home.last_read_id": last_read_id, "home.updated_at": utcnow()},
         "$inc": {"home.version": 1},
     }
     coll = Marker.get_pymongo_collection()
     for _ in range(MOVE_ATTEMPTS):
-        changed = await coll.find_one_and_update(
-            {"_id": user_id, **condition}, update, return_document=ReturnDocument.AFTER
+        changed = await database.in_transaction(
+            lambda session: coll.find_one_and_update(
+                {"_id": user_id, **condition},
+                update,
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
         )
         if changed is not None:
             moved = _home(changed)

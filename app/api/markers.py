@@ -24,7 +24,9 @@ async def post_markers(request: Request, me: User) -> Payload:
     body = await json_body(request, UpdateMarkers)
     # The schema's pattern admits only 24 hex digits; lower case is how ids are printed.
     last_read_id = ObjectId(body.home.last_read_id.lower())
-    home = await markers.move_home(me.id, last_read_id, body.home.version)
+    home = await markers.move_home(
+        context(request).database, me.id, last_read_id, body.home.version
+    )
     return markers.markers_json(home)
 
 
