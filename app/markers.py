@@ -17,7 +17,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from app.db import Database
 from app.errors import Conflict
@@ -31,6 +31,15 @@ NO_MARKER_VERSION = 0
 # is decided by its one conditional update (or by the stored marker). Two attempts always
 # decide; the third is slack, not a spin loop.
 MOVE_ATTEMPTS = 3
+# Write conflicts a move retries before giving up: racing moves of one user's marker come from
+# that user's own tabs and devices, a handful at a time (the tests race 16).
+MAX_MOVE_CONFLICTS = 32
+# MongoDB's code for a write that conflicted with a concurrent one (also fanout.worker's).
+WRITE_CONFLICT = 112
+
+
+def _is_conflict(exc: OperationFailure) -> bool:
+    return exc.code == WRITE_CONFLICT or exc.has_error_label("TransientTransactionError")
 
 
 @dataclass(frozen=True)
@@ -89,15 +98,25 @@ async def move_home(
         "$inc": {"home.version": 1},
     }
     coll = Marker.get_pymongo_collection()
-    for _ in range(MOVE_ATTEMPTS):
-        changed = await database.in_transaction(
-            lambda session: coll.find_one_and_update(
-                {"_id": user_id, **condition},
-                update,
-                return_document=ReturnDocument.AFTER,
-                session=session,
+    attempts = conflicts = 0
+    while attempts < MOVE_ATTEMPTS:
+        try:
+            changed = await database.in_transaction(
+                lambda session: coll.find_one_and_update(
+                    {"_id": user_id, **condition},
+                    update,
+                    return_document=ReturnDocument.AFTER,
+                    session=session,
+                )
             )
-        )
+        except OperationFailure as exc:
+            # A conflict left over by the driver's own retries: another move committed, so
+            # the condition is looked at again. Bounded, though each one is another's progress.
+            if not _is_conflict(exc) or conflicts >= MAX_MOVE_CONFLICTS:
+                raise
+            conflicts += 1
+            continue
+        attempts += 1
         if changed is not None:
             moved = _home(changed)
             assert moved is not None
