@@ -9,7 +9,9 @@ from bson import ObjectId
 
 from app.activity import Activity
 from app.db import Database
+from app.graph import Graph
 from app.settings import Settings
+from app.store import Store
 from app.strategies import TimelineStrategy, build_strategy
 
 
@@ -17,6 +19,9 @@ from app.strategies import TimelineStrategy, build_strategy
 class AppContext:
     settings: Settings
     database: Database
+    # The collections of `database` and the graph reader over them (app.store, app.graph).
+    store: Store
+    graph: Graph
     strategy: TimelineStrategy
     # The TIMELINE_ACTIVE_DAYS window and its clock, shared with `strategy` (app.activity).
     activity: Activity
@@ -28,13 +33,21 @@ class AppContext:
 
 
 async def build_context(settings: Settings, database: Database) -> AppContext:
-    strategy = build_strategy(settings.timeline_strategy, settings.timeline_max)
+    store = database.store
+    graph = Graph(store)
+    strategy = build_strategy(settings.timeline_strategy, store, settings.timeline_max, graph=graph)
     await strategy.ensure_indexes()
     activity = Activity(settings.timeline_active_days)
     strategy.activity = activity
-    truth = build_strategy("fanout_on_read", settings.timeline_max)
+    truth = build_strategy("fanout_on_read", store, settings.timeline_max, graph=graph)
     return AppContext(
-        settings=settings, database=database, strategy=strategy, activity=activity, truth=truth
+        settings=settings,
+        database=database,
+        store=store,
+        graph=graph,
+        strategy=strategy,
+        activity=activity,
+        truth=truth,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pymongo
@@ -23,6 +23,7 @@ from pymongo.errors import (
 
 from app.errors import DomainError, Unavailable
 from app.models import DOCUMENT_MODELS
+from app.store import Store
 
 T = TypeVar("T")
 
@@ -55,6 +56,11 @@ class Database:
     db: AsyncDatabase[Any]
     supports_transactions: bool
     embedded: bool
+    # The collections of `db`, bound once here and passed on (app.store).
+    store: Store = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = Store.bind(self.db)
 
     async def in_transaction(self, fn: Callable[[Session], Awaitable[T]]) -> T:
         """Run `fn` in a transaction (retried by the driver on transient errors) where the server

@@ -25,7 +25,7 @@ class _NoPendingRequest(outbox.NothingWritten):
 
 
 class _FriendLimit(outbox.NothingWritten):
-    """Raised inside the friendship change when one side already has MAX_FRIENDS."""
+    """Raised inside the friendship change when one side already has graph.MAX_FRIENDS."""
 
 
 def _limit_reached() -> Conflict:
@@ -34,7 +34,7 @@ def _limit_reached() -> Conflict:
 
 async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: ObjectId) -> bool:
     """Turn the pending request `request_from` → other into a friendship. False: no such request.
-    Conflict (friend_limit), the request left pending, when either side has MAX_FRIENDS."""
+    Conflict (friend_limit), the request left pending, when either side has graph.MAX_FRIENDS."""
     requests = FriendRequest.get_pymongo_collection()
     other = b if request_from == a else a
     pending_request = {"from_id": request_from, "to_id": other}
@@ -46,21 +46,21 @@ async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: Obj
         # Places are taken before anything else is written, so a refusal gives them back and
         # leaves no trace. Without a transaction a failure after this point leaves a place
         # taken: the count is then high, never low (graph.reserve).
-        if not await graph.reserve(a, session=session):
+        if not await ctx.graph.reserve(a, session=session):
             raise _FriendLimit
-        if not await graph.reserve(b, session=session):
-            await graph.unreserve(a, session=session)
+        if not await ctx.graph.reserve(b, session=session):
+            await ctx.graph.unreserve(a, session=session)
             raise _FriendLimit
         # The edges before the request goes: without a transaction, a write that fails
         # between the two edges leaves the request pending, and accepting again completes
         # the friendship (the upserts are idempotent) instead of answering 404 for good.
-        new_ab, new_ba = await graph.link(a, b, session=session)
+        new_ab, new_ba = await ctx.graph.link(a, b, session=session)
         # An edge that existed already (a concurrent accept, or an earlier attempt that failed
         # half-way) holds its own place.
         if not new_ab:
-            await graph.unreserve(a, session=session)
+            await ctx.graph.unreserve(a, session=session)
         if not new_ba:
-            await graph.unreserve(b, session=session)
+            await ctx.graph.unreserve(b, session=session)
         # The request, and a crossing one the other way, are settled by the friendship. (In a
         # transaction a concurrent withdraw or accept of the request conflicts here, and the
         # retry finds it gone: 404.)
@@ -86,7 +86,7 @@ async def request(
     my_id, other_id = id_of(me), id_of(other)
     if my_id == other_id:
         raise ValidationFailed("you cannot befriend yourself", code="self_request")
-    if await graph.are_friends(my_id, other_id):
+    if await ctx.graph.are_friends(my_id, other_id):
         return "accepted", False
     requests = FriendRequest.get_pymongo_collection()
     if await requests.find_one({"from_id": other_id, "to_id": my_id}, {"_id": 1}) and (
@@ -96,7 +96,7 @@ async def request(
     # Early refusal of a request that could not be accepted now; accepting checks again, and
     # that check is the atomic one (graph.reserve).
     for uid in (my_id, other_id):
-        if await graph.friend_count(uid) >= graph.MAX_FRIENDS:
+        if await ctx.graph.friend_count(uid) >= graph.MAX_FRIENDS:
             raise _limit_reached()
     try:
         await requests.update_one(
@@ -111,7 +111,7 @@ async def request(
         await _befriend(ctx, my_id, other_id, request_from=other_id)
     ):
         return "accepted", False
-    if await graph.are_friends(my_id, other_id):
+    if await ctx.graph.are_friends(my_id, other_id):
         return "accepted", False
     return "pending", True
 
@@ -187,11 +187,11 @@ async def unfriend(ctx: AppContext, me: User, handle: str) -> None:
     a, b = id_of(me), id_of(other)
     # Either edge: without a transaction an earlier unfriend may have failed between the two,
     # and this one removes the other.
-    if a == b or not (await graph.are_friends(a, b) or await graph.are_friends(b, a)):
+    if a == b or not (await ctx.graph.are_friends(a, b) or await ctx.graph.are_friends(b, a)):
         return  # idempotent: nothing to end
 
     async def change(session: Session) -> None:
-        await graph.unlink(a, b, session=session)
+        await ctx.graph.unlink(a, b, session=session)
 
     events = outbox.friendship_events(a, b, friends=False)
     await outbox.commit_with_events(ctx.database, events, change)

@@ -9,7 +9,6 @@ from typing import Any
 
 from bson import ObjectId
 
-from app import graph
 from app.context import AppContext
 from app.models import ServiceConfig, Status, TimelineEntry, User, utcnow
 from app.strategies.common import truth_timeline
@@ -48,8 +47,9 @@ async def user_ids(handle: str | None = None) -> list[tuple[ObjectId, str]]:
 
 
 async def truth_ids(ctx: AppContext, user_id: ObjectId) -> list[ObjectId]:
-    friends = await graph.friend_ids(user_id)
-    return [d["_id"] for d in await truth_timeline(user_id, friends, ctx.settings.timeline_max)]
+    friends = await ctx.graph.friend_ids(user_id)
+    truth = await truth_timeline(ctx.store.statuses, user_id, friends, ctx.settings.timeline_max)
+    return [d["_id"] for d in truth]
 
 
 async def check(ctx: AppContext, sample: int | None = None) -> CheckReport:

@@ -23,9 +23,10 @@ from typing import Any, NotRequired, TypedDict, cast
 
 from bson import ObjectId
 
-from app import graph
 from app.db import Session
+from app.graph import Graph
 from app.models import Event, EventKind, EventState, Status, utcnow
+from app.store import Store
 
 log = logging.getLogger("timeline.queue")
 
@@ -152,7 +153,9 @@ async def landed(event: Mapping[str, Any]) -> bool:
         )
         return bool((found is not None) == (kind == "status_posted"))
     if kind == "friendship_changed" and event.get("friends") is not None:
-        friends = await graph.are_friends(event["author_id"], event["other_id"])
+        friends = await Graph(Store.bind(_events().database)).are_friends(
+            event["author_id"], event["other_id"]
+        )
         return bool(friends == event["friends"])
     return True  # recorded without an outcome to check: applied (handlers reconcile)
 

@@ -9,7 +9,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from app import graph, outbox
+from app import outbox
 from app.context import AppContext
 from app.cursors import parse_id
 from app.db import Session
@@ -159,19 +159,19 @@ async def post(
     return response, True
 
 
-async def _visible(me: User, status_id: str) -> dict[str, Any]:
+async def _visible(ctx: AppContext, me: User, status_id: str) -> dict[str, Any]:
     oid = parse_id(status_id)
     doc = None
     if oid is not None:
         doc = await Status.get_pymongo_collection().find_one({"_id": oid}, {"audience": 0})
     # Not yours and not a friend's: the same 404 as a missing id, so existence does not leak.
-    if doc is None or not await graph.can_see(id_of(me), doc["author_id"]):
+    if doc is None or not await ctx.graph.can_see(id_of(me), doc["author_id"]):
         raise NotFound("no such status", code="status_not_found")
     return dict(doc)
 
 
-async def get(me: User, status_id: str) -> dict[str, Any]:
-    return status_json(await _visible(me, status_id))
+async def get(ctx: AppContext, me: User, status_id: str) -> dict[str, Any]:
+    return status_json(await _visible(ctx, me, status_id))
 
 
 async def _own(me: User, status_id: str) -> dict[str, Any]:
@@ -213,10 +213,10 @@ async def delete(ctx: AppContext, me: User, status_id: str) -> None:
 
 
 async def by_author(
-    me: User, author: User, limit: int, before: ObjectId | None
+    ctx: AppContext, me: User, author: User, limit: int, before: ObjectId | None
 ) -> tuple[list[dict[str, Any]], ObjectId | None]:
     author_id = id_of(author)
-    if not await graph.can_see(id_of(me), author_id):
+    if not await ctx.graph.can_see(id_of(me), author_id):
         raise NotFound("no such user", code="user_not_found")
     flt: dict[str, Any] = {"author_id": author_id}
     if before is not None:

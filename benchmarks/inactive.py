@@ -27,7 +27,6 @@ from typing import Any
 
 from bson import ObjectId
 
-from app import graph
 from app.context import AppContext, build_context, reading_strategy
 from app.db import connect
 from app.embedded import EmbeddedServer
@@ -133,8 +132,8 @@ async def _first_page_ms(ctx: AppContext, user_id: ObjectId) -> tuple[float, boo
     strategy = await reading_strategy(ctx, user_id)
     page = await strategy.read(user_id, limit=PAGE)
     elapsed = (time.perf_counter() - start) * 1000
-    friends = await graph.friend_ids(user_id)
-    truth = await truth_timeline(user_id, friends, ctx.settings.timeline_max)
+    friends = await ctx.graph.friend_ids(user_id)
+    truth = await truth_timeline(ctx.store.statuses, user_id, friends, ctx.settings.timeline_max)
     return elapsed, [s.id for s in page.items] == [s["_id"] for s in truth[:PAGE]]
 
 

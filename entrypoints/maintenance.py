@@ -34,7 +34,10 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
             config = await maintenance.service_config()
             assert config is not None  # mismatches() found a record in it
             names = recorded_settings.derived_strategies(config)
-            strategies = [build_strategy(n, ctx.settings.timeline_max) for n in names]
+            strategies = [
+                build_strategy(n, ctx.store, ctx.settings.timeline_max, graph=ctx.graph)
+                for n in names
+            ]
         users = await maintenance.user_ids(args.user)
         for strategy in strategies:
             await strategy.ensure_indexes()

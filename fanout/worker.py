@@ -121,7 +121,9 @@ class Worker:
             for name in names:
                 if name not in self._also:
                     log.info("also maintaining %s's derived data", name)
-                    strategy = build_strategy(name, self.ctx.settings.timeline_max)
+                    strategy = build_strategy(
+                        name, self.ctx.store, self.ctx.settings.timeline_max, graph=self.ctx.graph
+                    )
                     await strategy.ensure_indexes()
                     also[name] = strategy
                 else:

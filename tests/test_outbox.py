@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from app import graph, outbox, queue
+from app import outbox, queue
 from app.models import Event, Friendship, Status, utcnow
 from app.queue import STAGED_CHECKS, STAGED_GRACE_S
 from tests.harness import Harness
@@ -290,7 +290,7 @@ async def test_without_transactions_a_slow_unfriend_is_applied_after_it_lands(
     SkewedWriterClock(monkeypatch)
     if dropped:
         monkeypatch.setattr(queue, "STAGED_CHECKS", 1)
-    unlink = graph.unlink
+    unlink = h.ctx.graph.unlink
     applied_meanwhile: list[int] = []
 
     async def slow_unlink(a: ObjectId, b: ObjectId, *, session: Any) -> None:
@@ -299,7 +299,7 @@ async def test_without_transactions_a_slow_unfriend_is_applied_after_it_lands(
         assert left == (0 if dropped else 2)
         await unlink(a, b, session=session)
 
-    monkeypatch.setattr(graph, "unlink", slow_unlink)
+    monkeypatch.setattr(h.ctx.graph, "unlink", slow_unlink)
     await h.unfriend("bob", "alice")
     assert applied_meanwhile == [0]
     assert await h.drain() == 2
@@ -344,7 +344,7 @@ async def test_without_transactions_a_half_written_friendship_is_completed_by_a_
     for name in ("alice", "bob"):
         await h.user(name)
     mine = await h.post("alice", "for bob")
-    link, unlink = graph.link, graph.unlink
+    link, unlink = h.ctx.graph.link, h.ctx.graph.unlink
 
     async def first_edge_only(a: ObjectId, b: ObjectId, *, session: Any) -> tuple[bool, bool]:
         await Friendship.get_pymongo_collection().insert_one({"user_id": a, "friend_id": b})
@@ -352,10 +352,10 @@ async def test_without_transactions_a_half_written_friendship_is_completed_by_a_
 
     r = await h.client.post("/friend-requests", json={"to": "bob"}, headers=h.auth("alice"))
     assert r.status_code == 201
-    monkeypatch.setattr(graph, "link", first_edge_only)
+    monkeypatch.setattr(h.ctx.graph, "link", first_edge_only)
     r = await h.client.post("/friend-requests/alice/accept", headers=h.auth("bob"))
     assert r.status_code == 500
-    monkeypatch.setattr(graph, "link", link)
+    monkeypatch.setattr(h.ctx.graph, "link", link)
     r = await h.client.post("/friend-requests/alice/accept", headers=h.auth("bob"))
     assert r.status_code == 200, r.text
     assert await Friendship.get_pymongo_collection().count_documents({}) == 2
@@ -366,10 +366,10 @@ async def test_without_transactions_a_half_written_friendship_is_completed_by_a_
         await Friendship.get_pymongo_collection().delete_one({"user_id": a, "friend_id": b})
         raise RuntimeError("injected fault between the edges")
 
-    monkeypatch.setattr(graph, "unlink", first_edge_gone)
+    monkeypatch.setattr(h.ctx.graph, "unlink", first_edge_gone)
     r = await h.client.delete("/friends/alice", headers=h.auth("bob"))
     assert r.status_code == 500
-    monkeypatch.setattr(graph, "unlink", unlink)
+    monkeypatch.setattr(h.ctx.graph, "unlink", unlink)
     await h.unfriend("bob", "alice")
     assert await Friendship.get_pymongo_collection().count_documents({}) == 0
     await h.drain()

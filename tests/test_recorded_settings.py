@@ -30,9 +30,9 @@ async def first_start(h: Harness) -> None:
     await recorded_settings.ensure_matching(h.ctx.settings)
 
 
-async def wrong_under(name: str, max_items: int) -> list[ObjectId]:
+async def wrong_under(h: Harness, name: str, max_items: int) -> list[ObjectId]:
     """Users whose timeline under `max_items`, as stored, differs from the reference model."""
-    strategy = build_strategy(name, max_items)  # type: ignore[arg-type]
+    strategy = build_strategy(name, h.ctx.store, max_items)  # type: ignore[arg-type]
     reference = await reference_timelines(max_items)
     return [u for u, ids in reference.items() if await strategy.timeline_ids(u) != ids]
 
@@ -45,9 +45,9 @@ async def test_changed_timeline_max_is_refused_then_rebuilt(h: Harness, tmp_path
     await first_start(h)
     config = await maintenance.service_config()
     assert config is not None and config["settings"] == {"TIMELINE_MAX": OLD_MAX}
-    assert await wrong_under(h.ctx.strategy.name, OLD_MAX) == []
+    assert await wrong_under(h, h.ctx.strategy.name, OLD_MAX) == []
     # The data is short under the new value: serving it would be wrong (the point of refusing).
-    assert await wrong_under(h.ctx.strategy.name, NEW_MAX) != []
+    assert await wrong_under(h, h.ctx.strategy.name, NEW_MAX) != []
 
     env = {**worker_env(h.ctx.settings), "TIMELINE_MAX": str(NEW_MAX)}
     for command in ("worker", "serve"):
@@ -65,7 +65,7 @@ async def test_changed_timeline_max_is_refused_then_rebuilt(h: Harness, tmp_path
     rebuilt = await asyncio.to_thread(run_cli, env, tmp_path, "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert f"recorded TIMELINE_MAX={NEW_MAX} (was {OLD_MAX})" in rebuilt.stdout
-    assert await wrong_under(h.ctx.strategy.name, NEW_MAX) == []
+    assert await wrong_under(h, h.ctx.strategy.name, NEW_MAX) == []
     config = await maintenance.service_config()
     assert config is not None and config["settings"] == {"TIMELINE_MAX": NEW_MAX}
     with pytest.raises(recorded_settings.SettingsMismatch, match="TIMELINE_MAX is 3 but"):
@@ -86,7 +86,7 @@ async def test_changed_timeline_max_is_refused_then_rebuilt(h: Harness, tmp_path
         await hn.unfriend("user0", "user5")
         await hn.befriend("user0", "user5")
         await hn.drain()
-        assert await wrong_under(hn.ctx.strategy.name, NEW_MAX) == []
+        assert await wrong_under(h, hn.ctx.strategy.name, NEW_MAX) == []
 
 
 @pytest.mark.parametrize("strategy", ["fanout_on_read"])

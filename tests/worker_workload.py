@@ -16,7 +16,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from app import graph, outbox
+from app import outbox
 from app.context import AppContext
 from app.db import Session
 from app.models import Event, Friendship, Status, TimelineEntry, User, utcnow
@@ -53,9 +53,9 @@ async def set_friends(ctx: AppContext, a: ObjectId, b: ObjectId, friends: bool) 
 
     async def change(session: Session) -> None:
         if friends:
-            await graph.link(a, b, session=session)
+            await ctx.graph.link(a, b, session=session)
         else:
-            await graph.unlink(a, b, session=session)
+            await ctx.graph.unlink(a, b, session=session)
 
     events = outbox.friendship_events(a, b, friends=friends)
     await outbox.commit_with_events(ctx.database, events, change)

@@ -20,7 +20,7 @@ async def post_status(request: Request, me: User) -> Payload | Reply:
 
 
 async def get_status(request: Request, me: User) -> Payload:
-    return await statuses.get(me, request.path_params["id"])
+    return await statuses.get(context(request), me, request.path_params["id"])
 
 
 async def delete_status(request: Request, me: User) -> None:
@@ -31,5 +31,5 @@ async def user_statuses(request: Request, me: User) -> Payload:
     limit = limit_param(request)
     before = cursor_param(request, "before")
     author = await users.by_handle(request.path_params["handle"])
-    items, more = await statuses.by_author(me, author, limit, before)
+    items, more = await statuses.by_author(context(request), me, author, limit, before)
     return {"items": items, "next_cursor": cursors.encode(more) if more is not None else None}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from app.graph import Graph
 from app.settings import StrategyName
+from app.store import Store
 from app.strategies.base import Page, StatusView, TimelineStrategy
 from app.strategies.fanout_on_read import FanoutOnRead
 from app.strategies.receiver_copies import ReceiverCopies
@@ -15,8 +17,11 @@ STRATEGIES: dict[StrategyName, type[TimelineStrategy]] = {
 }
 
 
-def build_strategy(name: StrategyName, max_items: int) -> TimelineStrategy:
-    return STRATEGIES[name](max_items)
+def build_strategy(
+    name: StrategyName, store: Store, max_items: int, *, graph: Graph | None = None
+) -> TimelineStrategy:
+    """The strategy `name` over `store` (and its graph reader unless one is given)."""
+    return STRATEGIES[name](store, graph or Graph(store), max_items)
 
 
 __all__ = ["STRATEGIES", "Page", "StatusView", "TimelineStrategy", "build_strategy"]

@@ -28,6 +28,8 @@ from app.settings import StrategyName
 
 if TYPE_CHECKING:
     from app.activity import Activity
+    from app.graph import Graph
+    from app.store import Store
 
 PAGE_PROJECTION_FIELDS = ("author", "text", "created_at")
 
@@ -74,7 +76,11 @@ class TimelineStrategy(ABC):
     #: index or a collection scan instead (SecantusDB scans every status for fanout_on_read).
     page_index: ClassVar[list[tuple[str, int]] | None] = None
 
-    def __init__(self, max_items: int) -> None:
+    def __init__(self, store: Store, graph: Graph, max_items: int) -> None:
+        # The collections and the graph reader this strategy works on, bound at start-up
+        # (app.store): a process may hold strategies over different stores side by side.
+        self.store = store
+        self.graph = graph
         self.max_items = max_items
         # The TIMELINE_ACTIVE_DAYS window (set by app.context). None: everyone counts as
         # active, which is always safe (a strategy built on the side, during a switch).

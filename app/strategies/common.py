@@ -6,17 +6,18 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.models import Status
+from app.store import Collection
 
 
-async def window_floor(author_id: ObjectId, max_items: int) -> ObjectId | None:
+async def window_floor(
+    statuses: Collection, author_id: ObjectId, max_items: int
+) -> ObjectId | None:
     """The id of the author's `max_items`-th newest status, or None if there are fewer.
 
     Statuses older than this can be in nobody's timeline: every reader who may see the author
     already has `max_items` newer statuses of theirs. That is what bounds backfills."""
     cursor = (
-        Status.get_pymongo_collection()
-        .find({"author_id": author_id}, {"_id": 1})
+        statuses.find({"author_id": author_id}, {"_id": 1})
         .sort("_id", -1)
         .skip(max_items - 1)
         .limit(1)
@@ -25,13 +26,10 @@ async def window_floor(author_id: ObjectId, max_items: int) -> ObjectId | None:
     return docs[0]["_id"] if docs else None
 
 
-async def newest_statuses(author_id: ObjectId, limit: int) -> list[dict[str, Any]]:
-    cursor = (
-        Status.get_pymongo_collection()
-        .find({"author_id": author_id}, {"audience": 0})
-        .sort("_id", -1)
-        .limit(limit)
-    )
+async def newest_statuses(
+    statuses: Collection, author_id: ObjectId, limit: int
+) -> list[dict[str, Any]]:
+    cursor = statuses.find({"author_id": author_id}, {"audience": 0}).sort("_id", -1).limit(limit)
     return await cursor.to_list()
 
 
@@ -43,7 +41,7 @@ TRUTH_AUTHORS_PER_QUERY = 100
 
 
 async def truth_timeline(
-    user_id: ObjectId, friends: list[ObjectId], max_items: int
+    statuses: Collection, user_id: ObjectId, friends: list[ObjectId], max_items: int
 ) -> list[dict[str, Any]]:
     """The ground truth: the fan-out-on-read answer for `user_id`, newest first. Each chunk of
     authors gives its `max_items` newest; the newest `max_items` of their union are the answer."""
@@ -52,8 +50,7 @@ async def truth_timeline(
     for start in range(0, len(authors), TRUTH_AUTHORS_PER_QUERY):
         chunk = authors[start : start + TRUTH_AUTHORS_PER_QUERY]
         cursor = (
-            Status.get_pymongo_collection()
-            .find({"author_id": {"$in": chunk}}, {"audience": 0})
+            statuses.find({"author_id": {"$in": chunk}}, {"audience": 0})
             .sort("_id", -1)
             .limit(max_items)
         )

@@ -14,8 +14,6 @@ from typing import Any
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
-from app import graph
-from app.models import Status
 from app.strategies.base import TimelineStrategy
 
 
@@ -24,8 +22,8 @@ class FanoutOnRead(TimelineStrategy):
     page_index = [("author_id", 1), ("_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
-        return Status.get_pymongo_collection()
+        return self.store.statuses
 
     async def scope(self, user_id: ObjectId) -> dict[str, Any]:
-        authors = [user_id, *await graph.friend_ids(user_id)]
+        authors = [user_id, *await self.graph.friend_ids(user_id)]
         return {"author_id": {"$in": authors}}

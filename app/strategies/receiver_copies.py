@@ -18,11 +18,10 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from app import checkpoint, graph, queue
+from app import checkpoint, queue
 from app.checkpoint import fenced
 from app.db import Session
 from app.metrics import FANOUT_BATCH_SIZE
-from app.models import Status, TimelineEntry, TimelineMeta
 from app.strategies.base import Contention, TimelineStrategy
 from app.strategies.common import newest_statuses, truth_timeline
 
@@ -79,7 +78,7 @@ class ReceiverCopies(TimelineStrategy):
     page_index = [("owner_id", 1), ("status_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
-        return TimelineEntry.get_pymongo_collection()
+        return self.store.timeline_entries
 
     async def scope(self, user_id: ObjectId) -> dict[str, Any]:
         return {"owner_id": user_id}
@@ -220,14 +219,14 @@ class ReceiverCopies(TimelineStrategy):
 
     async def _mark_trimmed(self, owner_id: ObjectId) -> None:
         async with fenced():
-            await TimelineMeta.get_pymongo_collection().update_one(
+            await self.store.timeline_meta.update_one(
                 {"owner_id": owner_id}, {"$set": {"trimmed": True}}, upsert=True
             )
 
     async def _refill_trimmed(self, owners: Sequence[ObjectId]) -> set[ObjectId]:
         """Rebuild those of `owners` that were trimmed before: having lost entries, they may
         now miss older statuses. Returns the owners rebuilt."""
-        meta = TimelineMeta.get_pymongo_collection()
+        meta = self.store.timeline_meta
         rebuilt: set[ObjectId] = set()
         for start in range(0, len(owners), FANOUT_BATCH):  # bounded `$in` lists
             chunk = list(owners[start : start + FANOUT_BATCH])
@@ -241,7 +240,7 @@ class ReceiverCopies(TimelineStrategy):
         """Record on the trimmed ones of `owners` that the removal of `status_id` owes them a
         refill, durably, before the copies go: a retry after a crash (or a refill that gave up)
         finds every owner still owed one even though the copies are gone."""
-        meta = TimelineMeta.get_pymongo_collection()
+        meta = self.store.timeline_meta
         for start in range(0, len(owners), FANOUT_BATCH):  # bounded `$in` lists
             chunk = list(owners[start : start + FANOUT_BATCH])
             async with fenced():
@@ -252,12 +251,12 @@ class ReceiverCopies(TimelineStrategy):
 
     # -- worker handlers -----------------------------------------------------------------------
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
-        status = await Status.get_pymongo_collection().find_one(
+        status = await self.store.statuses.find_one(
             {"author_id": author_id, "_id": status_id}, {"audience": 0}
         )
         if status is None:
             return  # deleted meanwhile: its delete event removes whatever copies exist
-        receivers = [author_id, *await graph.friend_ids(author_id)]
+        receivers = [author_id, *await self.graph.friend_ids(author_id)]
         await self.fan_out(status, receivers)
 
     async def apply_deleted(self, author_id: ObjectId, status_id: ObjectId) -> None:
@@ -285,8 +284,8 @@ class ReceiverCopies(TimelineStrategy):
         await self._mark_owed(holders, status_id)
         # A refill is owed only to the author and current friends (an ex-friend's timeline is
         # refilled by the author's unfriend event, applied in order with this one).
-        owners = sorted({author_id, *await graph.friend_ids(author_id)})
-        meta = TimelineMeta.get_pymongo_collection()
+        owners = sorted({author_id, *await self.graph.friend_ids(author_id)})
+        meta = self.store.timeline_meta
         for start in range(0, len(owners), FANOUT_BATCH):  # bounded `$in` lists
             chunk = owners[start : start + FANOUT_BATCH]
             cursor = meta.find({"owner_id": {"$in": chunk}, "owed": status_id}, {"owner_id": 1})
@@ -298,10 +297,10 @@ class ReceiverCopies(TimelineStrategy):
                     )
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
-        if await graph.are_friends(author_id, other_id):
+        if await self.graph.are_friends(author_id, other_id):
             if not await self._active([other_id], author_id):
                 return  # away: their return rebuilds from the truth, friends included
-            statuses = await newest_statuses(author_id, self.max_items)
+            statuses = await newest_statuses(self.store.statuses, author_id, self.max_items)
             if len(statuses) >= self.max_items:
                 # The backfill stops at the author's TIMELINE_MAX newest, so `other_id` misses
                 # older ones exactly as if trimmed: later removals must refill this timeline.
@@ -350,9 +349,9 @@ class ReceiverCopies(TimelineStrategy):
           TIMELINE_MAX (true) entries are newer, so nothing right is missing once fan-outs end.
         The unfinished fan-outs are read after the truth and before the entries: a fan-out
         finished by then has put its copy in place before the entries are read."""
-        friends = await graph.friend_ids(user_id)
+        friends = await self.graph.friend_ids(user_id)
         allowed = {user_id, *friends}
-        truth = await truth_timeline(user_id, friends, self.max_items)
+        truth = await truth_timeline(self.store.statuses, user_id, friends, self.max_items)
         truth_ids = {s["_id"] for s in truth}
         # Status ids are tested here, not in the query: a second `$in` multiplies its cost on
         # the embedded server (queue.unfinished_posts).
@@ -373,7 +372,7 @@ class ReceiverCopies(TimelineStrategy):
             return False
         if extra:
             extra_ids = [d["status_id"] for d in extra]
-            existing = await Status.get_pymongo_collection().count_documents(
+            existing = await self.store.statuses.count_documents(
                 {
                     "author_id": {"$in": list({d["author_id"] for d in extra})},
                     "_id": {"$in": extra_ids},
@@ -395,8 +394,8 @@ class ReceiverCopies(TimelineStrategy):
         """One pass: upsert the truth, then remove what has a reason to go (an author who is no
         longer a friend, a status that is gone, anything below the TIMELINE_MAX window)."""
         coll = self.collection()
-        friends = await graph.friend_ids(user_id)
-        truth = await truth_timeline(user_id, friends, self.max_items)
+        friends = await self.graph.friend_ids(user_id)
+        truth = await truth_timeline(self.store.statuses, user_id, friends, self.max_items)
         if len(truth) >= self.max_items:
             # Older statuses are about to be cut off: later removals must refill this
             # timeline. Marked before the cut, so a removal that checks afterwards sees it.
@@ -404,7 +403,7 @@ class ReceiverCopies(TimelineStrategy):
         changed = await self._bulk_upsert(_upsert(user_id, s) for s in truth)
         # Re-read the graph after writing: an unfriend or delete that raced with the upserts
         # above either saw them (and removed them) or is seen here.
-        allowed = [user_id, *await graph.friend_ids(user_id)]
+        allowed = [user_id, *await self.graph.friend_ids(user_id)]
         async with fenced():
             result = await coll.delete_many({"owner_id": user_id, "author_id": {"$nin": allowed}})
         changed += result.deleted_count
@@ -413,8 +412,7 @@ class ReceiverCopies(TimelineStrategy):
         # the planner cross two `$in` lists, 30x slower for a full timeline on the embedded
         # server (docs/scaling.md); a timeline's authors span most shards anyway.
         existing = {
-            d["_id"]
-            async for d in Status.get_pymongo_collection().find({"_id": {"$in": ids}}, {"_id": 1})
+            d["_id"] async for d in self.store.statuses.find({"_id": {"$in": ids}}, {"_id": 1})
         }
         gone = [i for i in ids if i not in existing]
         if gone:

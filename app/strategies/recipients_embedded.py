@@ -28,10 +28,8 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from app import graph
 from app.checkpoint import fenced, fenced_write
 from app.db import Session
-from app.models import AudienceWatermark, Status
 from app.strategies.base import TimelineStrategy
 from app.strategies.common import window_floor
 
@@ -50,7 +48,7 @@ class RecipientsEmbedded(TimelineStrategy):
     page_index = [("audience", 1), ("_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
-        return Status.get_pymongo_collection()
+        return self.store.statuses
 
     async def ensure_indexes(self) -> None:
         await self.collection().create_indexes([AUDIENCE_INDEX])
@@ -82,7 +80,7 @@ class RecipientsEmbedded(TimelineStrategy):
     async def _full_audience(
         self, author_id: ObjectId, *, session: Session = None
     ) -> list[ObjectId]:
-        return [author_id, *await graph.friend_ids(author_id, session=session)]
+        return [author_id, *await self.graph.friend_ids(author_id, session=session)]
 
     async def prepare_status(self, status: dict[str, Any], *, session: Session) -> None:
         status["audience"] = await self._full_audience(status["author_id"], session=session)
@@ -101,8 +99,8 @@ class RecipientsEmbedded(TimelineStrategy):
         await fenced_write(coll.database.client, write)
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
-        if await graph.are_friends(author_id, other_id):
-            floor = await window_floor(author_id, self.max_items)
+        if await self.graph.are_friends(author_id, other_id):
+            floor = await window_floor(self.store.statuses, author_id, self.max_items)
             flt: dict[str, Any] = {"author_id": author_id}
             if floor is not None:
                 flt["_id"] = {"$gte": floor}
@@ -110,7 +108,7 @@ class RecipientsEmbedded(TimelineStrategy):
             if floor is not None:
                 # Older statuses did not get `other_id`: complete only from the floor up.
                 async with fenced():
-                    await AudienceWatermark.get_pymongo_collection().update_one(
+                    await self.store.audience_watermarks.update_one(
                         {"author_id": author_id}, {"$max": {"complete_from": floor}}, upsert=True
                     )
         else:
@@ -123,11 +121,11 @@ class RecipientsEmbedded(TimelineStrategy):
 
     async def _complete_window(self, author_id: ObjectId) -> int:
         """Give every status in the author's window the full audience, where it may lack it."""
-        marks = AudienceWatermark.get_pymongo_collection()
+        marks = self.store.audience_watermarks
         mark = await marks.find_one({"author_id": author_id})
         if mark is None:
             return 0  # every status of the author has its full audience
-        floor = await window_floor(author_id, self.max_items)
+        floor = await window_floor(self.store.statuses, author_id, self.max_items)
         if floor is not None and floor >= mark["complete_from"]:
             return 0
         flt: dict[str, Any] = {"author_id": author_id, "_id": {"$lt": mark["complete_from"]}}
@@ -148,12 +146,12 @@ class RecipientsEmbedded(TimelineStrategy):
         """Recompute the audiences of `user_id`'s statuses: full in the window, and no one who is
         no longer a friend anywhere."""
         audience = await self._full_audience(user_id)
-        floor = await window_floor(user_id, self.max_items)
+        floor = await window_floor(self.store.statuses, user_id, self.max_items)
         window: dict[str, Any] = {"author_id": user_id}
         if floor is not None:
             window["_id"] = {"$gte": floor}
         changed = await self._update_each(window, {"$set": {"audience": audience}})
-        marks = AudienceWatermark.get_pymongo_collection()
+        marks = self.store.audience_watermarks
         if floor is not None:
             older = {"author_id": user_id, "_id": {"$lt": floor}}
             changed += await self._update_each(
