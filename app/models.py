@@ -126,6 +126,28 @@ class TimelineMeta(Document):
         indexes = [IndexModel([("owner_id", ASCENDING)], unique=True)]
 
 
+class InboxBucket(Document):
+    """inbox_buckets: up to INBOX_BUCKET_SIZE entries (`s` status id, `a` author id) of one
+    owner's timeline whose status ids lie in [lo, hi), newest first (app/strategies/
+    inbox_layout.py). The head has `_id` = the owner's id and hi = the greatest ObjectId, and
+    carries `count`, `trimmed` and `owed`; the bucket below bucket B has hi == B.lo."""
+
+    owner_id: PydanticObjectId
+    hi: PydanticObjectId
+    lo: PydanticObjectId
+    items: list[dict[str, PydanticObjectId]] = Field(default_factory=list)
+    v: int = 0
+
+    class Settings:
+        name = "inbox_buckets"
+        indexes = [
+            # The chain's links: a page walks it by point look-ups on (owner, hi).
+            IndexModel([("owner_id", ASCENDING), ("hi", ASCENDING)], unique=True),
+            # Which buckets hold a status: a `before` cursor's bucket, a delete's holders.
+            IndexModel([("items.s", ASCENDING), ("owner_id", ASCENDING)]),
+        ]
+
+
 class AudienceWatermark(Document):
     """recipients_embedded: statuses of `author_id` with id >= `complete_from` carry the full
     audience (author + current friends). Older ones may lack friends added later; they are only
@@ -268,6 +290,7 @@ DOCUMENT_MODELS: list[type[Document]] = [
     Status,
     TimelineEntry,
     TimelineMeta,
+    InboxBucket,
     AudienceWatermark,
     Event,
     AuthorLease,

@@ -8,7 +8,7 @@ from typing import Literal, get_args
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-StrategyName = Literal["fanout_on_read", "recipients_embedded", "receiver_copies"]
+StrategyName = Literal["fanout_on_read", "recipients_embedded", "receiver_copies", "inbox_buckets"]
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 
 # Settings that shape derived data, not just reads: environment variable -> Settings field.
@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     timeline_max: int = Field(1000, ge=1, le=100_000)
     # A user who has not read their timeline for this many days gets no fan-out work (app.activity).
     timeline_active_days: int = Field(7, ge=1, le=3650)
+    # Entries per inbox_buckets bucket document. 2 is the least that still splits; above 1,000
+    # a bucket of ids (~40 bytes an entry) rewrites ~40 KB per append for no fewer reads
+    # (a page is at most 100 items). Not recorded with the data: buckets written under another
+    # size are re-cut as they are next written (docs/design.md).
+    inbox_bucket_size: int = Field(50, ge=2, le=1000)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 

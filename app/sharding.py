@@ -69,6 +69,13 @@ PLAN: tuple[ShardPlan, ...] = (
         "owner-local timelines: a page, a trim and a rebuild hit one shard",
     ),
     ShardPlan("timeline_meta", (("owner_id", "hashed"),), "read beside the owner's entries"),
+    ShardPlan(
+        "inbox_buckets",
+        (("owner_id", "hashed"), ("hi", 1)),
+        "owner-local like timeline_entries: a page's bucket look-ups, an append to the head and "
+        "a rebuild hit one shard; the unique (owner_id, hi) chain index is prefixed by the key, "
+        "and `hi` as suffix lets a heavy reader's range split",
+    ),
     ShardPlan("audience_watermarks", (("author_id", "hashed"),), "read beside the author's"),
     ShardPlan(
         "events",

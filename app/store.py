@@ -33,6 +33,7 @@ class Store:
     statuses: Collection
     timeline_entries: Collection
     timeline_meta: Collection
+    inbox_buckets: Collection
     audience_watermarks: Collection
     events: Collection
     author_leases: Collection
@@ -52,6 +53,7 @@ class Store:
             statuses=db[_name(models.Status)],
             timeline_entries=db[_name(models.TimelineEntry)],
             timeline_meta=db[_name(models.TimelineMeta)],
+            inbox_buckets=db[_name(models.InboxBucket)],
             audience_watermarks=db[_name(models.AudienceWatermark)],
             events=db[_name(models.Event)],
             author_leases=db[_name(models.AuthorLease)],

@@ -114,7 +114,13 @@ async def switch_to(
     await _config_update({"$addToSet": {"maintained": target}})
     await asyncio.sleep(2 * refresh_s)
     await _apply_events_before(ctx, ObjectId.from_datetime(utcnow()))
-    strategy = build_strategy(target, ctx.store, ctx.settings.timeline_max, graph=ctx.graph)
+    strategy = build_strategy(
+        target,
+        ctx.store,
+        ctx.settings.timeline_max,
+        graph=ctx.graph,
+        bucket_size=ctx.settings.inbox_bucket_size,
+    )
     await strategy.ensure_indexes()
     changed = await rebuild_leased(strategy, await maintenance.user_ids(), progress, lease_s)
     await _config_update(

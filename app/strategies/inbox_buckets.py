@@ -1,0 +1,277 @@
+"""inbox buckets (fan-out on write, bucketed): each reader's timeline is a chain of bucket
+documents of up to INBOX_BUCKET_SIZE status ids, newest first (app/strategies/inbox_layout.py);
+a page is the head bucket, or the bucket holding the `before` cursor, and the one below it when
+the page needs more, then one `_id $in` query on `statuses` for the page's items.
+
+Cost model: a page reads 1 + ceil((limit + 1) / INBOX_BUCKET_SIZE) buckets at most (2 for the
+default page of 20 and buckets of 50) plus `limit` statuses, by point look-ups, whatever the
+friend count and the timeline's length, on any server. A post costs one conditional update of
+each receiver's head (ids only: ~40 bytes of entry whatever the text), in unordered bulk writes;
+once per INBOX_BUCKET_SIZE appends a receiver's head splits (an insert and an update), and a
+timeline at TIMELINE_MAX also trims its oldest entry (a read of the chain and an update).
+Backfill, unfriend, delete and refills are as in receiver_copies, on the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.collection import AsyncCollection
+
+from app import checkpoint
+from app.checkpoint import fenced
+from app.db import Session
+from app.graph import Graph
+from app.metrics import FANOUT_BATCH_SIZE
+from app.store import Store
+from app.strategies.base import Page, PageQuery, StatusView, TimelineStrategy
+from app.strategies.common import newest_statuses
+from app.strategies.inbox_layout import MAX_ID, Chain, Entry, Inbox, entry
+from app.strategies.inbox_rebuild import rebuild_owner
+
+# Receivers per unordered bulk write of head appends: an op is ~200 bytes, so a batch stays far
+# below the 16 MB command limit, and a resumed fan-out redoes at most one batch.
+FANOUT_BATCH = 1000
+# Owners per `$in` look-up (which receivers hold a status, which heads are trimmed): the
+# embedded server's `$in` cost grows with the square of the list (app/strategies/common.py).
+OWNERS_PER_QUERY = 100
+DEFAULT_BUCKET_SIZE = 50
+
+
+class InboxBuckets(TimelineStrategy):
+    name = "inbox_buckets"
+
+    def __init__(
+        self, store: Store, graph: Graph, max_items: int, bucket_size: int = DEFAULT_BUCKET_SIZE
+    ) -> None:
+        super().__init__(store, graph, max_items)
+        self.inbox = Inbox(store.inbox_buckets, bucket_size, max_items)
+
+    def collection(self) -> AsyncCollection[Any]:
+        return self.store.inbox_buckets
+
+    async def scope(self, user_id: ObjectId) -> dict[str, Any]:
+        return {"owner_id": user_id}
+
+    # -- synchronous part ----------------------------------------------------------------------
+    async def status_created(self, status: dict[str, Any], *, session: Session) -> None:
+        author = status["author_id"]
+        await self.inbox.append(author, entry(status["_id"], author), session=session)
+        await self.inbox.trim(author, session=session)
+
+    async def status_deleted(self, status: dict[str, Any], *, session: Session) -> None:
+        await self.inbox.remove_status(status["author_id"], status["_id"], session=session)
+
+    # -- fan-out -------------------------------------------------------------------------------
+    async def fan_out(self, status: dict[str, Any], receivers: Sequence[ObjectId]) -> int:
+        """Append `status` to `receivers` in FANOUT_BATCH batches in receiver id order, saving
+        the last receiver done after each batch but the last (app.checkpoint), as
+        receiver_copies does; the conditional append makes a redone batch add nothing."""
+        cp = checkpoint.current.get()
+        order = sorted(set(receivers))
+        if cp is not None and cp.resume_after is not None:
+            order = [r for r in order if r > cp.resume_after]
+        item = entry(status["_id"], status["author_id"])
+        appended = 0
+        for start in range(0, len(order), FANOUT_BATCH):
+            batch = await self._active(order[start : start + FANOUT_BATCH], status["author_id"])
+            appended += await self._append_batch(batch, item)
+            if cp is not None and start + FANOUT_BATCH < len(order):
+                await cp.save(order[start + FANOUT_BATCH - 1])
+        return appended
+
+    async def _append_batch(self, owners: list[ObjectId], item: Entry) -> int:
+        if not owners:
+            return 0
+        FANOUT_BATCH_SIZE.observe(len(owners))
+        ops = [self.inbox.append_op(o, item) for o in owners]
+        async with fenced():
+            result = await self.collection().bulk_write(ops, ordered=False)
+        if result.matched_count == len(owners):
+            return len(owners)
+        # Some heads were full, missing, at TIMELINE_MAX or already held the status: those
+        # that do not hold it take the general path.
+        holding = await self._holding(owners, item["s"])
+        for owner in owners:
+            if owner not in holding:
+                await self.inbox.place(owner, [item])
+                await self._trim(owner)
+        return len(owners)
+
+    async def _holding(self, owners: list[ObjectId], status_id: ObjectId) -> set[ObjectId]:
+        held: set[ObjectId] = set()
+        for start in range(0, len(owners), OWNERS_PER_QUERY):
+            chunk = owners[start : start + OWNERS_PER_QUERY]
+            cursor = self.collection().find(
+                {"items.s": status_id, "owner_id": {"$in": chunk}}, {"owner_id": 1}
+            )
+            held.update([d["owner_id"] async for d in cursor])
+        return held
+
+    async def _active(self, receivers: list[ObjectId], author_id: ObjectId) -> list[ObjectId]:
+        """Those of `receivers` who read within TIMELINE_ACTIVE_DAYS, and the author (see
+        receiver_copies._active: a skipped reader is rebuilt on return)."""
+        if self.activity is None:
+            return receivers
+        away = await self.activity.inactive_among(receivers)
+        return [r for r in receivers if r == author_id or r not in away]
+
+    async def _trim(self, owner: ObjectId) -> None:
+        """Trim to TIMELINE_MAX; a trim that overlapped a removal and left the timeline short
+        refills it from the truth (receiver_copies.trim)."""
+        if await self.inbox.trim(owner) and len(await self._ids(owner)) < self.max_items:
+            await self.rebuild(owner)
+
+    async def _ids(self, owner: ObjectId) -> list[ObjectId]:
+        return (await self.inbox.chain(owner)).ids()
+
+    # -- worker handlers -----------------------------------------------------------------------
+    async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
+        status = await self.store.statuses.find_one(
+            {"author_id": author_id, "_id": status_id}, {"author_id": 1}
+        )
+        if status is None:
+            return  # deleted meanwhile: its delete event removes whatever entries exist
+        await self.fan_out(status, [author_id, *await self.graph.friend_ids(author_id)])
+
+    async def apply_deleted(self, author_id: ObjectId, status_id: ObjectId) -> None:
+        """As receiver_copies: whom a refill is owed is recorded on the trimmed holders' heads
+        before the entries go, then every entry goes, then the owed refills run."""
+        holders = sorted({author_id, *await self._holders(status_id)})
+        await self._mark_owed(holders, status_id)
+        for owner in holders:
+            await self.inbox.remove_status(owner, status_id)
+        await self._mark_owed(holders, status_id)
+        owners = sorted({author_id, *await self.graph.friend_ids(author_id)})
+        for start in range(0, len(owners), OWNERS_PER_QUERY):
+            chunk = owners[start : start + OWNERS_PER_QUERY]
+            cursor = self.collection().find(
+                {"_id": {"$in": chunk}, "owner_id": {"$in": chunk}, "owed": status_id},
+                {"owner_id": 1},
+            )
+            for doc in await cursor.to_list():
+                await self.rebuild(doc["owner_id"])
+                async with fenced():
+                    await self.collection().update_one(
+                        {"_id": doc["owner_id"], "owner_id": doc["owner_id"], "hi": MAX_ID},
+                        {"$pull": {"owed": status_id}},
+                    )
+
+    async def _holders(self, status_id: ObjectId) -> set[ObjectId]:
+        # By status id alone (a broadcast on a cluster): the holders are on every shard anyway,
+        # as for receiver_copies' removal by status (docs/scaling.md).
+        cursor = self.collection().find({"items.s": status_id}, {"owner_id": 1})
+        return {d["owner_id"] async for d in cursor}
+
+    async def _mark_owed(self, owners: Sequence[ObjectId], status_id: ObjectId) -> None:
+        for start in range(0, len(owners), OWNERS_PER_QUERY):
+            chunk = list(owners[start : start + OWNERS_PER_QUERY])
+            async with fenced():
+                await self.collection().update_many(
+                    {"_id": {"$in": chunk}, "owner_id": {"$in": chunk}, "trimmed": True},
+                    {"$addToSet": {"owed": status_id}},
+                )
+
+    async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
+        if await self.graph.are_friends(author_id, other_id):
+            if not await self._active([other_id], author_id):
+                return  # away: their return rebuilds from the truth, friends included
+            statuses = await newest_statuses(self.store.statuses, author_id, self.max_items)
+            if len(statuses) >= self.max_items:
+                await self.inbox.mark_trimmed(other_id)  # as receiver_copies' backfill
+            if await self.inbox.place(other_id, [entry(s["_id"], author_id) for s in statuses]):
+                await self._trim(other_id)
+        else:
+            await self.inbox.remove(other_id, lambda chain: chain.by_author(author_id))
+            # Even when nothing went: a retry after a crash still owes the refill.
+            head = await self.inbox.bucket(other_id, MAX_ID)
+            if head is not None and head.get("trimmed"):
+                await self.rebuild(other_id)
+
+    async def rebuild(self, user_id: ObjectId) -> int:
+        return await rebuild_owner(self, user_id)
+
+    async def rebuild_reader(self, user_id: ObjectId) -> int:
+        return await self.rebuild(user_id)
+
+    # -- reading -------------------------------------------------------------------------------
+    async def _start(self, owner: ObjectId, before: ObjectId | None) -> dict[str, Any] | None:
+        if before is None:
+            return await self.inbox.bucket(owner, MAX_ID)
+        found = await self.inbox.holder(owner, before)
+        if found is not None:
+            return found
+        chain = await self.inbox.chain(owner)  # the cursor's status left the timeline
+        return chain.covering(before) if chain.buckets else None
+
+    async def _walk(
+        self, owner: ObjectId, before: ObjectId | None, after: ObjectId | None, want: int
+    ) -> list[ObjectId]:
+        """Up to `want` ids of the owner's timeline, newest first, below `before` and above
+        `after`, following the chain from the bucket where they start."""
+        ids: list[ObjectId] = []
+        bucket = await self._start(owner, before)
+        while bucket is not None and len(ids) < want:
+            for item in bucket["items"]:
+                s = item["s"]
+                if after is not None and s <= after:
+                    return ids[:want]
+                if before is None or s < before:
+                    ids.append(s)
+            if bucket["lo"] >= bucket["hi"] or (after is not None and bucket["lo"] <= after):
+                break
+            bucket = await self.inbox.bucket(owner, bucket["lo"])
+        return ids[:want]
+
+    async def _hydrate(self, ids: list[ObjectId]) -> list[StatusView]:
+        """The statuses of `ids`, in that order; one that is gone (its delete event is on its
+        way) is left out."""
+        cursor = self.store.statuses.find(
+            {"_id": {"$in": ids}}, {"author": 1, "text": 1, "created_at": 1}
+        )
+        found = {d["_id"]: d async for d in cursor}
+        return [
+            StatusView(i, found[i]["author"], found[i]["text"], found[i]["created_at"])
+            for i in ids
+            if i in found
+        ]
+
+    async def read(
+        self,
+        user_id: ObjectId,
+        *,
+        limit: int,
+        before: ObjectId | None = None,
+        after: ObjectId | None = None,
+    ) -> Page:
+        want = min(limit + 1, self.max_items)
+        ids = await self._walk(user_id, None if after is not None else before, after, want)
+        items = await self._hydrate(ids[:limit])
+        more = len(ids) > limit
+        return Page(items, has_older=more, gap=more and after is not None)
+
+    async def count_newer(self, user_id: ObjectId, after: ObjectId | None) -> int:
+        return len(await self._walk(user_id, None, after, self.max_items))
+
+    async def first_page_query(self, user_id: ObjectId, limit: int) -> PageQuery:
+        """The bucket reads of a first page as one query: the head and, when the page needs
+        more than the head holds, the bucket below it."""
+        head = await self.inbox.bucket(user_id, MAX_ID)
+        his = [MAX_ID]
+        if head is not None and len(head["items"]) <= min(limit, self.max_items):
+            his.append(head["lo"])
+        return PageQuery(
+            self.collection(),
+            {"owner_id": user_id, "hi": {"$in": his}},
+            [("hi", -1)],
+            len(his),
+            {"items": 1, "lo": 1, "hi": 1},
+        )
+
+    async def timeline_ids(self, user_id: ObjectId) -> list[ObjectId]:
+        return (await self._ids(user_id))[: self.max_items]
+
+
+__all__ = ["Chain", "InboxBuckets"]

@@ -1,0 +1,388 @@
+"""The bucket layout behind inbox_buckets: an owner's timeline as a chain of bucket documents.
+
+Each bucket of `inbox_buckets` holds the entries (`s` status id, `a` author id; ids only, the
+page is hydrated from `statuses`) whose status ids lie in its range [lo, hi), newest first,
+never more than `size` of them:
+- the head has `_id` = the owner's id and hi = MAX_ID; it also carries the owner's bookkeeping:
+  `count` (an upper bound of the entries of the whole chain, see below), `trimmed` and `owed`
+  (the refill duties, as receiver_copies' timeline_meta);
+- the bucket below bucket B is the one with hi == B.lo (unique index (owner_id, hi)): a reader
+  walks the chain newest first by point look-ups, one document each, and a `before` cursor finds
+  its bucket through the multikey (items.s, owner_id) index. The last bucket has lo = MIN_ID.
+
+Writes:
+- a new status reaches a receiver with one conditional update of the head (`append_op`): it
+  matches only if the status is not there yet, falls in the head's range, the head has room
+  and the timeline is below TIMELINE_MAX, so a repeated fan-out changes nothing;
+- anything else (a full head or timeline, an older status, a backfill) goes through `place`,
+  which reads the chain and writes each bucket it changes with a condition on that bucket's
+  version `v`, splitting a bucket that would exceed `size` (the lower part is inserted first,
+  then the bucket is cut above it: a crash between leaves an unreachable copy, which the next
+  `place` deletes), and retries on a conflict.
+
+`count` only ever over-states: it is raised before entries are placed in the chain and lowered
+only by entries this process removed itself. The head update of `append_op` requires
+count < TIMELINE_MAX, so the chain never holds more than TIMELINE_MAX entries once a change
+has finished (the trim of `place` runs before it returns), and a page is just the stored
+entries: no count of what lies above a cursor is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from app.checkpoint import fenced
+from app.db import Session
+from app.store import Collection
+from app.strategies.base import Contention
+
+MIN_ID = ObjectId("000000000000000000000000")
+MAX_ID = ObjectId("ffffffffffffffffffffffff")
+# Rounds of read-the-chain-then-write-conditionally before `place` gives up: a round only fails
+# when a concurrent change of the same owner's buckets landed between its read and its write,
+# and each retry re-reads; past this many the event is retried later as contention.
+PLACE_ATTEMPTS = 16
+
+Entry = dict[str, ObjectId]  # {"s": status id, "a": author id}
+
+
+def entry(status_id: ObjectId, author_id: ObjectId) -> Entry:
+    return {"s": status_id, "a": author_id}
+
+
+class Conflict(Contention):
+    """Concurrent changes to one owner's buckets kept winning; the worker retries later."""
+
+
+@dataclass
+class Chain:
+    """An owner's buckets as read at one moment: the chain from the head down, and buckets no
+    longer (or not yet) reachable from it (a split interrupted by a crash or a conflict)."""
+
+    buckets: list[dict[str, Any]]
+    orphans: list[dict[str, Any]]
+
+    def ids(self) -> list[ObjectId]:
+        return [i["s"] for b in self.buckets for i in b["items"]]
+
+    def by_author(self, author_id: ObjectId) -> set[ObjectId]:
+        return {i["s"] for b in self.buckets for i in b["items"] if i["a"] == author_id}
+
+    def covering(self, status_id: ObjectId) -> dict[str, Any]:
+        """The chain bucket whose range holds `status_id` (the last one for anything older)."""
+        for bucket in self.buckets:
+            if bucket["lo"] <= status_id:
+                return bucket
+        return self.buckets[-1]
+
+
+def _chunks(items: list[Entry], size: int) -> list[list[Entry]]:
+    """`items` (newest first) cut into buckets of `size` from the oldest up: every bucket but
+    the newest is full, so a head that overflows keeps only what did not fit."""
+    out: list[list[Entry]] = []
+    end = len(items)
+    while end > size:
+        out.append(items[end - size : end])
+        end -= size
+    out.append(items[:end])
+    return out[::-1]  # newest chunk first
+
+
+class Inbox:
+    """The bucket chains of one `inbox_buckets` collection."""
+
+    def __init__(self, coll: Collection, size: int, cap: int) -> None:
+        self.coll = coll
+        self.size = size
+        self.cap = cap
+
+    # -- reading -------------------------------------------------------------------------------
+    async def bucket(self, owner: ObjectId, hi: ObjectId) -> dict[str, Any] | None:
+        return await self.coll.find_one({"owner_id": owner, "hi": hi})
+
+    async def holder(self, owner: ObjectId, status_id: ObjectId) -> dict[str, Any] | None:
+        """The chain bucket holding `status_id`. An interrupted split's copy may hold it too;
+        the copy always lies strictly inside the range of the bucket it was cut from (which
+        still holds the entry), so the candidate with the highest `hi` is the chain's."""
+        found = await self.coll.find({"items.s": status_id, "owner_id": owner}).to_list()
+        return max(found, key=lambda b: b["hi"]) if found else None
+
+    async def chain(self, owner: ObjectId, *, session: Session = None) -> Chain:
+        docs = await self.coll.find({"owner_id": owner}, session=session).to_list()
+        by_hi = {d["hi"]: d for d in docs}
+        buckets: list[dict[str, Any]] = []
+        current = by_hi.get(MAX_ID)
+        while current is not None:
+            buckets.append(current)
+            current = by_hi.get(current["lo"]) if current["lo"] < current["hi"] else None
+        on_chain = {id(b) for b in buckets}
+        return Chain(buckets, [d for d in docs if id(d) not in on_chain])
+
+    # -- the one-write append ------------------------------------------------------------------
+    def append_op(self, owner: ObjectId, item: Entry) -> UpdateOne:
+        return UpdateOne(
+            {
+                "_id": owner,  # first: the embedded server then looks the head up by `_id`
+                "owner_id": owner,
+                "lo": {"$lte": item["s"]},
+                "count": {"$lt": self.cap},
+                f"items.{self.size - 1}": {"$exists": False},
+                "items.s": {"$ne": item["s"]},
+            },
+            {
+                "$push": {"items": {"$each": [item], "$sort": {"s": -1}}},
+                "$inc": {"count": 1, "v": 1},
+            },
+        )
+
+    async def append(self, owner: ObjectId, item: Entry, *, session: Session = None) -> None:
+        """Put `item` in the owner's chain: the one-write append, else `place`."""
+        op = self.append_op(owner, item)
+        async with fenced():
+            result = await self.coll.update_one(op._filter, op._doc, session=session)
+        if result.matched_count == 0:
+            await self.place(owner, [item], session=session)
+
+    # -- the general placement -----------------------------------------------------------------
+    async def place(self, owner: ObjectId, items: list[Entry], *, session: Session = None) -> int:
+        """Put `items` (any order, any age) in the owner's chain, each once, then trim the chain
+        to `cap` entries. Returns how many were new."""
+        placed = 0
+        for _ in range(PLACE_ATTEMPTS):
+            chain = await self.chain(owner, session=session)
+            await self._collect(chain, session)
+            done, finished = await self._place_once(owner, chain, items, session)
+            placed += done
+            if finished:
+                await self.trim(owner, session=session)
+                return placed
+        raise Conflict(f"the buckets of {owner} kept changing")
+
+    async def _place_once(
+        self, owner: ObjectId, chain: Chain, items: list[Entry], session: Session
+    ) -> tuple[int, bool]:
+        """One round: (entries placed, whether all are in). A round that meets a concurrent
+        change of a bucket stops there; the next one re-reads the chain."""
+        present = set(chain.ids())
+        new = {i["s"]: i for i in items if i["s"] not in present}
+        every = sorted(present | set(new), reverse=True)
+        if len(every) > self.cap:  # what falls below the window is not placed at all
+            if chain.buckets and not chain.buckets[0].get("trimmed"):
+                # Cut off as by a trim: later removals must refill. Marked before the look
+                # that sets the cut (the next round's), as `trim` does.
+                await self.mark_trimmed(owner, session=session)
+                return 0, False
+            floor = every[self.cap - 1]
+            new = {s: i for s, i in new.items() if s >= floor}
+        if not new:
+            return 0, True
+        if not chain.buckets:
+            return await self._create(owner, list(new.values()), session), False
+        await self._count(owner, len(new), session)  # first: `count` never under-states
+        groups: dict[ObjectId, list[Entry]] = {}
+        for item in new.values():
+            groups.setdefault(chain.covering(item["s"])["hi"], []).append(item)
+        placed = 0
+        for bucket in chain.buckets:
+            add = groups.get(bucket["hi"])
+            if not add:
+                continue
+            if not await self._merge(owner, bucket, add, session):
+                await self._count(owner, placed - len(new), session)  # give back the rest
+                return placed, False
+            placed += len(add)
+        return placed, True
+
+    async def _count(self, owner: ObjectId, delta: int, session: Session) -> None:
+        if delta:
+            async with fenced():
+                await self.coll.update_one(
+                    {"_id": owner, "owner_id": owner, "hi": MAX_ID},
+                    {"$inc": {"count": delta}},
+                    session=session,
+                )
+
+    async def _create(self, owner: ObjectId, items: list[Entry], session: Session) -> int:
+        """A first head for `owner` with the newest `size` of `items` (`place`'s next round adds
+        the rest, splitting as usual). Returns how many it holds: 0 if another one came first."""
+        newest = sorted(items, key=lambda i: i["s"], reverse=True)[: self.size]
+        head = {
+            "_id": owner,
+            "owner_id": owner,
+            "hi": MAX_ID,
+            "lo": MIN_ID,
+            "items": newest,
+            "count": len(newest),
+            "v": 0,
+        }
+        try:
+            async with fenced():
+                await self.coll.insert_one(head, session=session)
+        except DuplicateKeyError:
+            return 0
+        return len(newest)
+
+    async def _insert_lower(
+        self,
+        owner: ObjectId,
+        items: list[Entry],
+        lo: ObjectId,
+        hi: ObjectId,
+        parent_v: int,
+        session: Session,
+    ) -> bool:
+        """Insert the lower part of a split, unreachable until its parent is cut above it."""
+        doc = {"owner_id": owner, "hi": hi, "lo": lo, "items": items, "v": 0, "pv": parent_v}
+        try:
+            async with fenced():
+                await self.coll.insert_one(doc, session=session)
+        except DuplicateKeyError:
+            # The same split, retried after a crash (same parent version, same cut): adopt the
+            # copy it left. Anything else at this key is a conflict: re-read and start over.
+            same = await self.coll.find_one(
+                {"owner_id": owner, "hi": hi, "lo": lo, "pv": parent_v, "items": items},
+                session=session,
+            )
+            return same is not None
+        return True
+
+    async def _merge(
+        self, owner: ObjectId, bucket: dict[str, Any], add: list[Entry], session: Session
+    ) -> bool:
+        """Add `add` to `bucket` (splitting it past `size`), conditional on its version."""
+        merged = sorted(bucket["items"] + add, key=lambda i: i["s"], reverse=True)
+        lo = min(bucket["lo"], merged[-1]["s"])
+        chunks = _chunks(merged, self.size)
+        lows = [c[-1]["s"] for c in chunks[:-1]] + [lo]
+        for k in range(len(chunks) - 1, 0, -1):
+            if not await self._insert_lower(
+                owner, chunks[k], lows[k], lows[k - 1], bucket["v"], session
+            ):
+                return False
+        async with fenced():
+            result = await self.coll.update_one(
+                {"_id": bucket["_id"], "owner_id": owner, "v": bucket["v"]},
+                {"$set": {"items": chunks[0], "lo": lows[0]}, "$inc": {"v": 1}},
+                session=session,
+            )
+        return result.modified_count == 1
+
+    async def _collect(self, chain: Chain, session: Session) -> None:
+        """Delete the copies of interrupted splits. An orphan inside a chain bucket's range whose
+        split was based on an older version of that bucket can never be linked any more (the
+        cut is conditional on the version); nor can one outside every range, or an empty one."""
+        dead = []
+        for orphan in chain.orphans:
+            parent = next((b for b in chain.buckets if b["lo"] < orphan["hi"] < b["hi"]), None)
+            if parent is None or not orphan["items"] or orphan.get("pv", -1) < parent["v"]:
+                dead.append(orphan["_id"])
+        if dead:
+            owner = chain.orphans[0]["owner_id"]
+            async with fenced():
+                await self.coll.delete_many(
+                    {"owner_id": owner, "_id": {"$in": dead}}, session=session
+                )
+
+    # -- removals ------------------------------------------------------------------------------
+    async def _pull(
+        self,
+        owner: ObjectId,
+        bucket: dict[str, Any],
+        ids: list[ObjectId],
+        last: bool,
+        session: Session,
+    ) -> bool:
+        """Remove `ids` (all present at the bucket's version) from `bucket`. The last bucket of
+        the chain goes when emptied; one in the middle stays, empty, since its range is what
+        links the chain. False on a concurrent change (re-read and retry)."""
+        flt = {"_id": bucket["_id"], "owner_id": owner, "v": bucket["v"]}
+        is_head = bucket["hi"] == MAX_ID
+        async with fenced():
+            if last and not is_head and len(ids) == len(bucket["items"]):
+                deleted = await self.coll.delete_one(flt, session=session)
+                return bool(deleted.deleted_count == 1)
+            update: dict[str, Any] = {
+                "$pull": {"items": {"s": {"$in": ids}}},
+                "$inc": {"v": 1, **({"count": -len(ids)} if is_head else {})},
+            }
+            result = await self.coll.update_one(flt, update, session=session)
+        return bool(result.modified_count == 1)
+
+    async def remove_status(
+        self, owner: ObjectId, status_id: ObjectId, *, session: Session = None
+    ) -> int:
+        """Remove one status from the owner's chain (and from any interrupted split's copy)."""
+        found = await self.coll.find(
+            {"items.s": status_id, "owner_id": owner}, session=session
+        ).to_list()
+        if not found:
+            return 0
+        chained = max(found, key=lambda b: b["hi"])
+        removed = 0
+        for bucket in found:
+            counted = bucket is chained and bucket["hi"] == MAX_ID
+            async with fenced():
+                result = await self.coll.update_one(
+                    {"_id": bucket["_id"], "owner_id": owner, "items.s": status_id},
+                    {
+                        "$pull": {"items": {"s": status_id}},
+                        "$inc": {"v": 1, **({"count": -1} if counted else {})},
+                    },
+                    session=session,
+                )
+            if bucket is chained and result.modified_count:
+                removed = 1
+                if not counted:
+                    await self._count(owner, -1, session)
+        return removed
+
+    async def remove(
+        self, owner: ObjectId, select: Callable[[Chain], set[ObjectId]], *, session: Session = None
+    ) -> int:
+        """Remove the entries `select(chain)` names from the owner's chain, whatever changes
+        concurrently. Returns how many this call removed."""
+        removed = 0
+        for _ in range(PLACE_ATTEMPTS):
+            chain = await self.chain(owner, session=session)
+            doomed = select(chain)
+            if not doomed:
+                return removed
+            sealed = 0
+            last = True  # bottom up: a bucket is last once every one below it went
+            for bucket in reversed(chain.buckets):
+                ids = [i["s"] for i in bucket["items"] if i["s"] in doomed]
+                emptied = len(ids) == len(bucket["items"]) and bucket["hi"] != MAX_ID
+                if ids and await self._pull(owner, bucket, ids, last, session):
+                    removed += len(ids)
+                    sealed += len(ids) if bucket["hi"] != MAX_ID else 0
+                    last = last and emptied
+                else:
+                    last = False
+            await self._count(owner, -sealed, session)
+        raise Conflict(f"the buckets of {owner} kept changing")
+
+    async def trim(self, owner: ObjectId, *, session: Session = None) -> int:
+        """Drop entries beyond the owner's `cap` newest; the owner is marked trimmed (removals
+        must then refill) before the look that sets the cut, as receiver_copies does."""
+        if len((await self.chain(owner, session=session)).ids()) <= self.cap:
+            return 0
+        await self.mark_trimmed(owner, session=session)
+        return await self.remove(owner, lambda chain: set(chain.ids()[self.cap :]), session=session)
+
+    async def mark_trimmed(self, owner: ObjectId, *, session: Session = None) -> None:
+        async with fenced():
+            await self.coll.update_one(
+                {"_id": owner, "owner_id": owner, "hi": MAX_ID},
+                {"$set": {"trimmed": True}, "$setOnInsert": self._empty_head(owner)},
+                upsert=True,
+                session=session,
+            )
+
+    def _empty_head(self, owner: ObjectId) -> dict[str, Any]:
+        return {"hi": MAX_ID, "lo": MIN_ID, "items": [], "count": 0, "v": 0}
