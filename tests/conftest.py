@@ -42,6 +42,15 @@ def timeline_max() -> int:
 
 
 @pytest.fixture
-async def h(mongo_url: str, strategy: str, timeline_max: int) -> AsyncIterator[Harness]:
-    async with running(test_settings(mongo_url, strategy, timeline_max)) as harness:
+def inbox_bucket_size() -> int:
+    """INBOX_BUCKET_SIZE; override with @pytest.mark.parametrize to cross bucket edges often."""
+    return 50
+
+
+@pytest.fixture
+async def h(
+    mongo_url: str, strategy: str, timeline_max: int, inbox_bucket_size: int
+) -> AsyncIterator[Harness]:
+    settings = test_settings(mongo_url, strategy, timeline_max, inbox_bucket_size=inbox_bucket_size)
+    async with running(settings) as harness:
         yield harness

@@ -31,7 +31,8 @@ SEEDS = [22, 77]
 
 
 # fanout_on_read derives nothing, so nothing of it can race.
-@pytest.mark.parametrize("strategy", ["recipients_embedded", "receiver_copies"])
+@pytest.mark.parametrize("strategy", ["recipients_embedded", "receiver_copies", "inbox_buckets"])
+@pytest.mark.parametrize("inbox_bucket_size", [2])  # inbox_buckets: splits all the time
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_workers_racing_the_api_converge_to_the_model(h: Harness, seed: int) -> None:
     workers = [Worker(h.ctx, name=f"w{i}") for i in range(WORKERS)]

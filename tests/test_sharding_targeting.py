@@ -50,6 +50,12 @@ REMOVAL_BY_STATUS = (
     "index, and naming the owners instead is an $in as long as the friend list (quadratic on "
     "the embedded server)"
 )
+# inbox_buckets' pages: ids from the reader's buckets (targeted), then the statuses by `_id`.
+PAGE_HYDRATION = frozenset({"page read", "refresh"})
+INBOX_REMOVAL_BY_STATUS = (
+    "inbox_buckets' delete handler finds the buckets holding a status by items.s, for the same "
+    "reasons as " + REMOVAL_BY_STATUS.split(" removes", 1)[0] + "'s removal by status_id"
+)
 AWAY_USERS = (
     "fan-out's look for inactive receivers (app.activity.inactive_among): a count of away users "
     "bounded by the number of receivers, then, only when no more are away than that, the away "
@@ -75,8 +81,10 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
         "holds still exist by `_id` alone: naming their authors too crosses two `$in` lists, 30x "
         "slower on the embedded server for a full timeline (1.0 s -> 30 s for 1,000 ids), and a "
         "timeline's authors span most shards anyway. Not in the fan-out, where the author is "
-        "known and named",
-        only_in=API_STATUS_LOOKUP | REFILLS,
+        "known and named. And inbox_buckets' page hydration: a page's ids come from the "
+        "reader's buckets (targeted); naming their authors as well crosses two `$in` lists on "
+        "the embedded server, and a page of 20 items from as many authors spans most shards",
+        only_in=API_STATUS_LOOKUP | REFILLS | PAGE_HYDRATION,
     ),
     ("find", "events", ("state",)): Allowed(
         "the worker's claim: the oldest claimable events of any author, wherever they are; "
@@ -92,6 +100,9 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
     ),
     ("find", "timeline_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
     ("delete", "timeline_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
+    ("find", "inbox_buckets", ("items.s",)): Allowed(
+        INBOX_REMOVAL_BY_STATUS, only_in=frozenset({"removal (worker)"})
+    ),
     ("aggregate", "user_activity", ("last_read_at",)): Allowed(AWAY_USERS),
     ("find", "user_activity", ("last_read_at",)): Allowed(AWAY_USERS),
     ("find", "author_leases", ("owner", "until")): Allowed(

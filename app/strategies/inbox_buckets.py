@@ -21,7 +21,7 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app import checkpoint
-from app.checkpoint import fenced
+from app.checkpoint import fenced_write
 from app.db import Session
 from app.graph import Graph
 from app.metrics import FANOUT_BATCH_SIZE
@@ -87,8 +87,10 @@ class InboxBuckets(TimelineStrategy):
             return 0
         FANOUT_BATCH_SIZE.observe(len(owners))
         ops = [self.inbox.append_op(o, item) for o in owners]
-        async with fenced():
-            result = await self.collection().bulk_write(ops, ordered=False)
+        coll = self.collection()
+        result = await fenced_write(
+            coll.database.client, lambda s: coll.bulk_write(ops, ordered=False, session=s)
+        )
         if result.matched_count == len(owners):
             return len(owners)
         # Some heads were full, missing, at TIMELINE_MAX or already held the status: those
@@ -153,11 +155,7 @@ class InboxBuckets(TimelineStrategy):
             )
             for doc in await cursor.to_list():
                 await self.rebuild(doc["owner_id"])
-                async with fenced():
-                    await self.collection().update_one(
-                        {"_id": doc["owner_id"], "owner_id": doc["owner_id"], "hi": MAX_ID},
-                        {"$pull": {"owed": status_id}},
-                    )
+                await self._write_head(doc["owner_id"], {"$pull": {"owed": status_id}})
 
     async def _holders(self, status_id: ObjectId) -> set[ObjectId]:
         # By status id alone (a broadcast on a cluster): the holders are on every shard anyway,
@@ -168,11 +166,23 @@ class InboxBuckets(TimelineStrategy):
     async def _mark_owed(self, owners: Sequence[ObjectId], status_id: ObjectId) -> None:
         for start in range(0, len(owners), OWNERS_PER_QUERY):
             chunk = list(owners[start : start + OWNERS_PER_QUERY])
-            async with fenced():
-                await self.collection().update_many(
-                    {"_id": {"$in": chunk}, "owner_id": {"$in": chunk}, "trimmed": True},
-                    {"$addToSet": {"owed": status_id}},
-                )
+            await self._write_many(
+                {"_id": {"$in": chunk}, "owner_id": {"$in": chunk}, "trimmed": True},
+                {"$addToSet": {"owed": status_id}},
+            )
+
+    async def _write_many(self, flt: dict[str, Any], update: dict[str, Any]) -> None:
+        coll = self.collection()
+        await fenced_write(coll.database.client, lambda s: coll.update_many(flt, update, session=s))
+
+    async def _write_head(self, owner: ObjectId, update: dict[str, Any]) -> None:
+        coll = self.collection()
+        await fenced_write(
+            coll.database.client,
+            lambda s: coll.update_one(
+                {"_id": owner, "owner_id": owner, "hi": MAX_ID}, update, session=s
+            ),
+        )
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await self.graph.are_friends(author_id, other_id):

@@ -29,15 +29,16 @@ entries: no count of what lies above a cursor is needed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
+from pymongo.results import UpdateResult
 
-from app.checkpoint import fenced
+from app.checkpoint import fenced_write
 from app.db import Session
 from app.store import Collection
 from app.strategies.base import Contention
@@ -49,6 +50,7 @@ MAX_ID = ObjectId("ffffffffffffffffffffffff")
 # and each retry re-reads; past this many the event is retried later as contention.
 PLACE_ATTEMPTS = 16
 
+T = TypeVar("T")
 Entry = dict[str, ObjectId]  # {"s": status id, "a": author id}
 
 
@@ -102,6 +104,21 @@ class Inbox:
         self.size = size
         self.cap = cap
 
+    async def _update_one(
+        self, flt: dict[str, Any], update: dict[str, Any], session: Session
+    ) -> UpdateResult:
+        return await self._write(session, lambda s: self.coll.update_one(flt, update, session=s))
+
+    async def _write(self, session: Session, write: Callable[[Session], Awaitable[T]]) -> T:
+        """A write of the API's transaction runs in it (`session`). A handler's runs fenced,
+        in a transaction of its own where the server has them (app.checkpoint.fenced_write):
+        the API's transactions write heads too, and on the embedded server a plain write that
+        meets a transaction's uncommitted write is retried inside the server until that
+        transaction ends, which livelocked concurrent posts (recipients_embedded's docstring)."""
+        if session is not None:
+            return await write(session)
+        return await fenced_write(self.coll.database.client, write)
+
     # -- reading -------------------------------------------------------------------------------
     async def bucket(self, owner: ObjectId, hi: ObjectId) -> dict[str, Any] | None:
         return await self.coll.find_one({"owner_id": owner, "hi": hi})
@@ -144,8 +161,9 @@ class Inbox:
     async def append(self, owner: ObjectId, item: Entry, *, session: Session = None) -> None:
         """Put `item` in the owner's chain: the one-write append, else `place`."""
         op = self.append_op(owner, item)
-        async with fenced():
-            result = await self.coll.update_one(op._filter, op._doc, session=session)
+        result = await self._write(
+            session, lambda s: self.coll.update_one(op._filter, op._doc, session=s)
+        )
         if result.matched_count == 0:
             await self.place(owner, [item], session=session)
 
@@ -181,7 +199,7 @@ class Inbox:
             floor = every[self.cap - 1]
             new = {s: i for s, i in new.items() if s >= floor}
         if not new:
-            return 0, True
+            return 0, await self._recut(owner, chain, session)
         if not chain.buckets:
             return await self._create(owner, list(new.values()), session), False
         await self._count(owner, len(new), session)  # first: `count` never under-states
@@ -199,14 +217,26 @@ class Inbox:
             placed += len(add)
         return placed, True
 
+    async def _recut(self, owner: ObjectId, chain: Chain, session: Session) -> bool:
+        """Split buckets holding more than `size` entries (written under a larger
+        INBOX_BUCKET_SIZE); False if a concurrent change got in the way."""
+        for bucket in chain.buckets:
+            if len(bucket["items"]) > self.size and not await self._merge(
+                owner, bucket, [], session
+            ):
+                return False
+        return True
+
     async def _count(self, owner: ObjectId, delta: int, session: Session) -> None:
         if delta:
-            async with fenced():
-                await self.coll.update_one(
+            await self._write(
+                session,
+                lambda s: self.coll.update_one(
                     {"_id": owner, "owner_id": owner, "hi": MAX_ID},
                     {"$inc": {"count": delta}},
-                    session=session,
-                )
+                    session=s,
+                ),
+            )
 
     async def _create(self, owner: ObjectId, items: list[Entry], session: Session) -> int:
         """A first head for `owner` with the newest `size` of `items` (`place`'s next round adds
@@ -222,8 +252,7 @@ class Inbox:
             "v": 0,
         }
         try:
-            async with fenced():
-                await self.coll.insert_one(head, session=session)
+            await self._write(session, lambda s: self.coll.insert_one(head, session=s))
         except DuplicateKeyError:
             return 0
         return len(newest)
@@ -240,8 +269,7 @@ class Inbox:
         """Insert the lower part of a split, unreachable until its parent is cut above it."""
         doc = {"owner_id": owner, "hi": hi, "lo": lo, "items": items, "v": 0, "pv": parent_v}
         try:
-            async with fenced():
-                await self.coll.insert_one(doc, session=session)
+            await self._write(session, lambda s: self.coll.insert_one(doc, session=s))
         except DuplicateKeyError:
             # The same split, retried after a crash (same parent version, same cut): adopt the
             # copy it left. Anything else at this key is a conflict: re-read and start over.
@@ -265,12 +293,14 @@ class Inbox:
                 owner, chunks[k], lows[k], lows[k - 1], bucket["v"], session
             ):
                 return False
-        async with fenced():
-            result = await self.coll.update_one(
+        result = await self._write(
+            session,
+            lambda s: self.coll.update_one(
                 {"_id": bucket["_id"], "owner_id": owner, "v": bucket["v"]},
                 {"$set": {"items": chunks[0], "lo": lows[0]}, "$inc": {"v": 1}},
-                session=session,
-            )
+                session=s,
+            ),
+        )
         return result.modified_count == 1
 
     async def _collect(self, chain: Chain, session: Session) -> None:
@@ -284,10 +314,12 @@ class Inbox:
                 dead.append(orphan["_id"])
         if dead:
             owner = chain.orphans[0]["owner_id"]
-            async with fenced():
-                await self.coll.delete_many(
-                    {"owner_id": owner, "_id": {"$in": dead}}, session=session
-                )
+            await self._write(
+                session,
+                lambda s: self.coll.delete_many(
+                    {"owner_id": owner, "_id": {"$in": dead}}, session=s
+                ),
+            )
 
     # -- removals ------------------------------------------------------------------------------
     async def _pull(
@@ -303,15 +335,14 @@ class Inbox:
         links the chain. False on a concurrent change (re-read and retry)."""
         flt = {"_id": bucket["_id"], "owner_id": owner, "v": bucket["v"]}
         is_head = bucket["hi"] == MAX_ID
-        async with fenced():
-            if last and not is_head and len(ids) == len(bucket["items"]):
-                deleted = await self.coll.delete_one(flt, session=session)
-                return bool(deleted.deleted_count == 1)
-            update: dict[str, Any] = {
-                "$pull": {"items": {"s": {"$in": ids}}},
-                "$inc": {"v": 1, **({"count": -len(ids)} if is_head else {})},
-            }
-            result = await self.coll.update_one(flt, update, session=session)
+        if last and not is_head and len(ids) == len(bucket["items"]):
+            deleted = await self._write(session, lambda s: self.coll.delete_one(flt, session=s))
+            return bool(deleted.deleted_count == 1)
+        update: dict[str, Any] = {
+            "$pull": {"items": {"s": {"$in": ids}}},
+            "$inc": {"v": 1, **({"count": -len(ids)} if is_head else {})},
+        }
+        result = await self._write(session, lambda s: self.coll.update_one(flt, update, session=s))
         return bool(result.modified_count == 1)
 
     async def remove_status(
@@ -327,15 +358,12 @@ class Inbox:
         removed = 0
         for bucket in found:
             counted = bucket is chained and bucket["hi"] == MAX_ID
-            async with fenced():
-                result = await self.coll.update_one(
-                    {"_id": bucket["_id"], "owner_id": owner, "items.s": status_id},
-                    {
-                        "$pull": {"items": {"s": status_id}},
-                        "$inc": {"v": 1, **({"count": -1} if counted else {})},
-                    },
-                    session=session,
-                )
+            flt = {"_id": bucket["_id"], "owner_id": owner, "items.s": status_id}
+            update: dict[str, Any] = {
+                "$pull": {"items": {"s": status_id}},
+                "$inc": {"v": 1, **({"count": -1} if counted else {})},
+            }
+            result = await self._update_one(flt, update, session)
             if bucket is chained and result.modified_count:
                 removed = 1
                 if not counted:
@@ -376,13 +404,15 @@ class Inbox:
         return await self.remove(owner, lambda chain: set(chain.ids()[self.cap :]), session=session)
 
     async def mark_trimmed(self, owner: ObjectId, *, session: Session = None) -> None:
-        async with fenced():
-            await self.coll.update_one(
+        await self._write(
+            session,
+            lambda s: self.coll.update_one(
                 {"_id": owner, "owner_id": owner, "hi": MAX_ID},
                 {"$set": {"trimmed": True}, "$setOnInsert": self._empty_head(owner)},
                 upsert=True,
-                session=session,
-            )
+                session=s,
+            ),
+        )
 
     def _empty_head(self, owner: ObjectId) -> dict[str, Any]:
         return {"hi": MAX_ID, "lo": MIN_ID, "items": [], "count": 0, "v": 0}
