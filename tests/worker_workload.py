@@ -21,6 +21,7 @@ from app.context import AppContext
 from app.db import Session
 from app.models import Event, Friendship, Status, TimelineEntry, User, utcnow
 from app.settings import Settings
+from app.strategies.inbox_buckets import InboxBuckets
 from app.users import hash_token
 from tests.harness import Harness
 
@@ -90,6 +91,22 @@ async def copies_by_owner(max_items: int) -> tuple[dict[ObjectId, list[ObjectId]
         owners[e["owner_id"]].append(e["status_id"])
     capped = {o: sorted(ids, reverse=True)[:max_items] for o, ids in owners.items()}
     return capped, total, len(pairs)
+
+
+async def inbox_copies_by_owner(
+    strategy: InboxBuckets, max_items: int
+) -> tuple[dict[ObjectId, list[ObjectId]], int, int]:
+    """inbox_buckets' chains as copies_by_owner gives receiver_copies' entries: the timelines
+    (capped), the number of entries held and of distinct (owner, status) pairs."""
+    owners: dict[ObjectId, list[ObjectId]] = {}
+    total = 0
+    pairs = set()
+    for owner in await strategy.collection().distinct("owner_id"):
+        ids = (await strategy.inbox.chain(owner)).ids()
+        total += len(ids)
+        pairs.update((owner, i) for i in ids)
+        owners[owner] = sorted(ids, reverse=True)[:max_items]
+    return owners, total, len(pairs)
 
 
 async def unfinished_events() -> list[dict[str, Any]]:

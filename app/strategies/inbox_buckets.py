@@ -21,15 +21,16 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app import checkpoint
-from app.checkpoint import fenced_write
+from app.checkpoint import fenced
 from app.db import Session
 from app.graph import Graph
 from app.metrics import FANOUT_BATCH_SIZE
 from app.store import Store
 from app.strategies.base import Page, PageQuery, StatusView, TimelineStrategy
 from app.strategies.common import newest_statuses
-from app.strategies.inbox_layout import MAX_ID, Chain, Entry, Inbox, entry
+from app.strategies.inbox_layout import MAX_ID, Chain, Entry, entry
 from app.strategies.inbox_rebuild import rebuild_owner
+from app.strategies.inbox_removals import Inbox
 
 # Receivers per unordered bulk write of head appends: an op is ~200 bytes, so a batch stays far
 # below the 16 MB command limit, and a resumed fan-out redoes at most one batch.
@@ -56,13 +57,21 @@ class InboxBuckets(TimelineStrategy):
         return {"owner_id": user_id}
 
     # -- synchronous part ----------------------------------------------------------------------
+    # The author's own bucket is written beside the API's transaction, not in it: the worker
+    # writes heads with plain writes, and on the embedded server a plain write that meets a
+    # transaction's uncommitted write is retried inside the server until that transaction
+    # ends, which livelocked concurrent clients (tests/test_concurrent_clients.py); running
+    # the worker's writes in transactions instead stalled a worker whose killed predecessor
+    # left one open (tests/test_worker_crash.py). Both writes are idempotent, so a retried
+    # transaction repeats them harmlessly; one that finally fails after the append leaves an
+    # id whose status does not exist, which pages skip (`_hydrate`) and a rebuild removes.
     async def status_created(self, status: dict[str, Any], *, session: Session) -> None:
         author = status["author_id"]
-        await self.inbox.append(author, entry(status["_id"], author), session=session)
-        await self.inbox.trim(author, session=session)
+        await self.inbox.append(author, entry(status["_id"], author))
+        await self.inbox.trim(author)
 
     async def status_deleted(self, status: dict[str, Any], *, session: Session) -> None:
-        await self.inbox.remove_status(status["author_id"], status["_id"], session=session)
+        await self.inbox.remove_status(status["author_id"], status["_id"])
 
     # -- fan-out -------------------------------------------------------------------------------
     async def fan_out(self, status: dict[str, Any], receivers: Sequence[ObjectId]) -> int:
@@ -87,10 +96,8 @@ class InboxBuckets(TimelineStrategy):
             return 0
         FANOUT_BATCH_SIZE.observe(len(owners))
         ops = [self.inbox.append_op(o, item) for o in owners]
-        coll = self.collection()
-        result = await fenced_write(
-            coll.database.client, lambda s: coll.bulk_write(ops, ordered=False, session=s)
-        )
+        async with fenced():
+            result = await self.collection().bulk_write(ops, ordered=False)
         if result.matched_count == len(owners):
             return len(owners)
         # Some heads were full, missing, at TIMELINE_MAX or already held the status: those
@@ -172,17 +179,14 @@ class InboxBuckets(TimelineStrategy):
             )
 
     async def _write_many(self, flt: dict[str, Any], update: dict[str, Any]) -> None:
-        coll = self.collection()
-        await fenced_write(coll.database.client, lambda s: coll.update_many(flt, update, session=s))
+        async with fenced():
+            await self.collection().update_many(flt, update)
 
     async def _write_head(self, owner: ObjectId, update: dict[str, Any]) -> None:
-        coll = self.collection()
-        await fenced_write(
-            coll.database.client,
-            lambda s: coll.update_one(
-                {"_id": owner, "owner_id": owner, "hi": MAX_ID}, update, session=s
-            ),
-        )
+        async with fenced():
+            await self.collection().update_one(
+                {"_id": owner, "owner_id": owner, "hi": MAX_ID}, update
+            )
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await self.graph.are_friends(author_id, other_id):
@@ -230,7 +234,7 @@ class InboxBuckets(TimelineStrategy):
                     return ids[:want]
                 if before is None or s < before:
                     ids.append(s)
-            if bucket["lo"] >= bucket["hi"] or (after is not None and bucket["lo"] <= after):
+            if len(ids) >= want or (after is not None and bucket["lo"] <= after):
                 break
             bucket = await self.inbox.bucket(owner, bucket["lo"])
         return ids[:want]

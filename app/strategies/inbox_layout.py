@@ -38,7 +38,7 @@ from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 from pymongo.results import UpdateResult
 
-from app.checkpoint import fenced_write
+from app.checkpoint import fenced
 from app.db import Session
 from app.store import Collection
 from app.strategies.base import Contention
@@ -96,8 +96,8 @@ def _chunks(items: list[Entry], size: int) -> list[list[Entry]]:
     return out[::-1]  # newest chunk first
 
 
-class Inbox:
-    """The bucket chains of one `inbox_buckets` collection."""
+class InboxPlacement:
+    """The bucket chains of one `inbox_buckets` collection: reading and placing entries."""
 
     def __init__(self, coll: Collection, size: int, cap: int) -> None:
         self.coll = coll
@@ -110,14 +110,9 @@ class Inbox:
         return await self._write(session, lambda s: self.coll.update_one(flt, update, session=s))
 
     async def _write(self, session: Session, write: Callable[[Session], Awaitable[T]]) -> T:
-        """A write of the API's transaction runs in it (`session`). A handler's runs fenced,
-        in a transaction of its own where the server has them (app.checkpoint.fenced_write):
-        the API's transactions write heads too, and on the embedded server a plain write that
-        meets a transaction's uncommitted write is retried inside the server until that
-        transaction ends, which livelocked concurrent posts (recipients_embedded's docstring)."""
-        if session is not None:
+        """A derived-data write, fenced (app.checkpoint)."""
+        async with fenced():
             return await write(session)
-        return await fenced_write(self.coll.database.client, write)
 
     # -- reading -------------------------------------------------------------------------------
     async def bucket(self, owner: ObjectId, hi: ObjectId) -> dict[str, Any] | None:
@@ -169,8 +164,9 @@ class Inbox:
 
     # -- the general placement -----------------------------------------------------------------
     async def place(self, owner: ObjectId, items: list[Entry], *, session: Session = None) -> int:
-        """Put `items` (any order, any age) in the owner's chain, each once, then trim the chain
-        to `cap` entries. Returns how many were new."""
+        """Put `items` (any order, any age) in the owner's chain, each once; what would fall
+        below the `cap` newest is left out, but the caller trims (`InboxRemovals.trim`).
+        Returns how many were new."""
         placed = 0
         for _ in range(PLACE_ATTEMPTS):
             chain = await self.chain(owner, session=session)
@@ -178,7 +174,6 @@ class Inbox:
             done, finished = await self._place_once(owner, chain, items, session)
             placed += done
             if finished:
-                await self.trim(owner, session=session)
                 return placed
         raise Conflict(f"the buckets of {owner} kept changing")
 
@@ -320,88 +315,6 @@ class Inbox:
                     {"owner_id": owner, "_id": {"$in": dead}}, session=s
                 ),
             )
-
-    # -- removals ------------------------------------------------------------------------------
-    async def _pull(
-        self,
-        owner: ObjectId,
-        bucket: dict[str, Any],
-        ids: list[ObjectId],
-        last: bool,
-        session: Session,
-    ) -> bool:
-        """Remove `ids` (all present at the bucket's version) from `bucket`. The last bucket of
-        the chain goes when emptied; one in the middle stays, empty, since its range is what
-        links the chain. False on a concurrent change (re-read and retry)."""
-        flt = {"_id": bucket["_id"], "owner_id": owner, "v": bucket["v"]}
-        is_head = bucket["hi"] == MAX_ID
-        if last and not is_head and len(ids) == len(bucket["items"]):
-            deleted = await self._write(session, lambda s: self.coll.delete_one(flt, session=s))
-            return bool(deleted.deleted_count == 1)
-        update: dict[str, Any] = {
-            "$pull": {"items": {"s": {"$in": ids}}},
-            "$inc": {"v": 1, **({"count": -len(ids)} if is_head else {})},
-        }
-        result = await self._write(session, lambda s: self.coll.update_one(flt, update, session=s))
-        return bool(result.modified_count == 1)
-
-    async def remove_status(
-        self, owner: ObjectId, status_id: ObjectId, *, session: Session = None
-    ) -> int:
-        """Remove one status from the owner's chain (and from any interrupted split's copy)."""
-        found = await self.coll.find(
-            {"items.s": status_id, "owner_id": owner}, session=session
-        ).to_list()
-        if not found:
-            return 0
-        chained = max(found, key=lambda b: b["hi"])
-        removed = 0
-        for bucket in found:
-            counted = bucket is chained and bucket["hi"] == MAX_ID
-            flt = {"_id": bucket["_id"], "owner_id": owner, "items.s": status_id}
-            update: dict[str, Any] = {
-                "$pull": {"items": {"s": status_id}},
-                "$inc": {"v": 1, **({"count": -1} if counted else {})},
-            }
-            result = await self._update_one(flt, update, session)
-            if bucket is chained and result.modified_count:
-                removed = 1
-                if not counted:
-                    await self._count(owner, -1, session)
-        return removed
-
-    async def remove(
-        self, owner: ObjectId, select: Callable[[Chain], set[ObjectId]], *, session: Session = None
-    ) -> int:
-        """Remove the entries `select(chain)` names from the owner's chain, whatever changes
-        concurrently. Returns how many this call removed."""
-        removed = 0
-        for _ in range(PLACE_ATTEMPTS):
-            chain = await self.chain(owner, session=session)
-            doomed = select(chain)
-            if not doomed:
-                return removed
-            sealed = 0
-            last = True  # bottom up: a bucket is last once every one below it went
-            for bucket in reversed(chain.buckets):
-                ids = [i["s"] for i in bucket["items"] if i["s"] in doomed]
-                emptied = len(ids) == len(bucket["items"]) and bucket["hi"] != MAX_ID
-                if ids and await self._pull(owner, bucket, ids, last, session):
-                    removed += len(ids)
-                    sealed += len(ids) if bucket["hi"] != MAX_ID else 0
-                    last = last and emptied
-                else:
-                    last = False
-            await self._count(owner, -sealed, session)
-        raise Conflict(f"the buckets of {owner} kept changing")
-
-    async def trim(self, owner: ObjectId, *, session: Session = None) -> int:
-        """Drop entries beyond the owner's `cap` newest; the owner is marked trimmed (removals
-        must then refill) before the look that sets the cut, as receiver_copies does."""
-        if len((await self.chain(owner, session=session)).ids()) <= self.cap:
-            return 0
-        await self.mark_trimmed(owner, session=session)
-        return await self.remove(owner, lambda chain: set(chain.ids()[self.cap :]), session=session)
 
     async def mark_trimmed(self, owner: ObjectId, *, session: Session = None) -> None:
         await self._write(

@@ -1,0 +1,187 @@
+"""inbox_buckets' own invariants, beyond the behaviour suite: buckets never exceed
+INBOX_BUCKET_SIZE, form one chain without duplicates, a repeated fan-out or an interrupted split
+changes nothing, backfills land in order across bucket edges, a page reads at most 2 buckets
+however long the timeline, and a changed INBOX_BUCKET_SIZE needs no rebuild."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from pymongo import monitoring
+
+from app import cursors
+from app.strategies import build_strategy
+from app.strategies.inbox_buckets import InboxBuckets
+from app.strategies.inbox_layout import MAX_ID
+from benchmarks.explain import explain_page
+from tests import harness
+from tests.harness import Harness, running
+
+SIZE = 3
+pytestmark = pytest.mark.parametrize("strategy", ["inbox_buckets"])
+
+
+@pytest.fixture
+def inbox_bucket_size() -> int:
+    return SIZE
+
+
+def inbox(h: Harness) -> InboxBuckets:
+    strategy = h.ctx.strategy
+    assert isinstance(strategy, InboxBuckets)
+    return strategy
+
+
+async def uid(h: Harness, handle: str) -> ObjectId:
+    doc = await h.ctx.store.users.find_one({"handle": handle})
+    assert doc is not None
+    return ObjectId(doc["_id"])
+
+
+async def assert_sound(h: Harness, owner: ObjectId, size: int = SIZE) -> list[ObjectId]:
+    """Every bucket of `owner` is on its chain, within its size and range, newest first, and no
+    status is held twice. Returns the chain's ids."""
+    chain = await inbox(h).inbox.chain(owner)
+    assert chain.orphans == []
+    ids = chain.ids()
+    assert len(ids) == len(set(ids)), "a status held twice"
+    assert ids == sorted(ids, reverse=True)
+    for bucket in chain.buckets:
+        assert len(bucket["items"]) <= size
+        assert all(bucket["lo"] <= i["s"] < bucket["hi"] for i in bucket["items"])
+    return ids
+
+
+async def test_buckets_stay_within_size_and_fan_out_twice_adds_nothing(h: Harness) -> None:
+    await h.user("ann")
+    await h.user("bob")
+    await h.befriend("ann", "bob")
+    posted = [(await h.post("bob", f"b{i}"))["id"] for i in range(10)]
+    await h.drain()
+    bob, ann = await uid(h, "bob"), await uid(h, "ann")
+    expected = [ObjectId(i) for i in reversed(posted)]
+    assert await assert_sound(h, ann) == expected
+    assert len((await inbox(h).inbox.chain(ann)).buckets) >= 10 // SIZE
+    # A retried (or resumed) fan-out of every status: nothing is added twice.
+    for status_id in posted:
+        await inbox(h).apply_posted(bob, ObjectId(status_id))
+    assert await assert_sound(h, ann) == expected
+    assert await assert_sound(h, bob) == expected
+
+
+async def test_backfill_lands_in_order_across_bucket_edges(h: Harness) -> None:
+    for handle in ("ann", "bob", "cat"):
+        await h.user(handle)
+    await h.befriend("ann", "bob")
+    # Interleaved posts: cat's older statuses must slot between bob's in ann's full buckets.
+    posted = []
+    for i in range(6):
+        posted.append((await h.post("bob", f"b{i}"))["id"])
+        posted.append((await h.post("cat", f"c{i}"))["id"])
+    await h.drain()
+    ann = await uid(h, "ann")
+    await h.befriend("ann", "cat")
+    await h.drain()
+    assert await assert_sound(h, ann) == [ObjectId(i) for i in reversed(posted)]
+    assert await h.timeline_ids("ann", page=2) == list(reversed(posted))
+
+
+async def test_an_interrupted_split_is_invisible_and_collected(h: Harness) -> None:
+    await h.user("ann")
+    posted = [(await h.post("ann", f"a{i}"))["id"] for i in range(SIZE)]
+    ann = await uid(h, "ann")
+    head = await inbox(h).inbox.bucket(ann, MAX_ID)
+    assert head is not None and len(head["items"]) == SIZE
+    # A crash between a split's insert of the lower part and the cut of the head: the copy
+    # holds entries the head still holds, inside the head's range.
+    lower = head["items"][1:]
+    await h.ctx.store.inbox_buckets.insert_one(
+        {"owner_id": ann, "hi": lower[0]["s"], "lo": head["lo"], "items": lower, "v": 0, "pv": -5}
+    )
+    assert await h.timeline_ids("ann", page=1) == list(reversed(posted))
+    # The next post splits the head: the stale copy goes, the chain is whole.
+    posted.append((await h.post("ann", "more"))["id"])
+    assert await assert_sound(h, ann) == [ObjectId(i) for i in reversed(posted)]
+
+
+class Finds(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.on: bool = False
+        self.buckets = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.on and event.command_name == "find":
+            self.buckets += event.command.get("find") == "inbox_buckets"
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+FINDS = Finds()
+monitoring.register(FINDS)
+
+
+@contextmanager
+def counting() -> Iterator[Finds]:
+    FINDS.on, FINDS.buckets = True, 0
+    try:
+        yield FINDS
+    finally:
+        FINDS.on = False
+
+
+@pytest.mark.parametrize("inbox_bucket_size", [10])
+async def test_a_page_reads_at_most_two_buckets_of_a_long_timeline(h: Harness) -> None:
+    await h.user("ann")
+    posted = [(await h.post("ann", f"a{i}"))["id"] for i in range(60)]
+    ann = await uid(h, "ann")
+    await assert_sound(h, ann, size=10)
+    newest = list(reversed(posted))
+    # A page of `limit` items reads at most 1 + ceil((limit + 1) / size) buckets (the `+ 1`
+    # tells whether there is an older page): 2 whenever limit < size, as the default page of
+    # 20 with buckets of 50.
+    limit = 9
+    cursor: str | None = None
+    seen: list[str] = []
+    while True:
+        with counting() as finds:
+            params: dict[str, Any] = {"limit": limit}
+            if cursor is not None:
+                params["before"] = cursor
+            body = await h.timeline("ann", **params)
+        assert finds.buckets <= 2, f"the page after {len(seen)} items read {finds.buckets}"
+        seen += [i["id"] for i in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == newest
+    with counting() as finds:
+        await h.timeline("ann", limit=limit, after=cursors.encode(ObjectId(newest[5])))
+        assert finds.buckets <= 2
+    # What the benchmark explains: the first page's buckets, at most 2 documents examined.
+    explained = await explain_page(h.ctx.store.db, await inbox(h).first_page_query(ann, 10))
+    assert 1 <= explained.docs_examined <= 2
+
+
+async def test_a_changed_bucket_size_needs_no_rebuild(h: Harness, mongo_url: str) -> None:
+    await h.user("ann")
+    posted = [(await h.post("ann", f"a{i}"))["id"] for i in range(7)]
+    ann = await uid(h, "ann")
+    settings = harness.test_settings(mongo_url, "inbox_buckets", inbox_bucket_size=2)
+    settings = settings.model_copy(update={"mongodb_db": h.ctx.settings.mongodb_db})
+    async with running(settings) as smaller:
+        smaller.tokens.update(h.tokens)
+        # Read under the new size: the same timeline from buckets of 3.
+        assert await smaller.timeline_ids("ann", page=2) == list(reversed(posted))
+        # Buckets are re-cut as they are written: a rebuild leaves none above 2.
+        strategy = build_strategy("inbox_buckets", smaller.ctx.store, 1000, bucket_size=2)
+        await strategy.rebuild(ann)
+        posted.append((await smaller.post("ann", "more"))["id"])
+        assert await assert_sound(smaller, ann, size=2) == [ObjectId(i) for i in reversed(posted)]
