@@ -21,7 +21,8 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from app.db import Database
 from app.errors import Conflict
-from app.models import Marker, utcnow
+from app.models import utcnow
+from app.store import Store
 from app.strategies import TimelineStrategy
 from app.timefmt import rfc3339
 
@@ -67,8 +68,8 @@ def markers_json(home: HomeMarker | None) -> dict[str, Any]:
     return {"home": None if home is None else home.json()}
 
 
-async def get_home(user_id: ObjectId) -> HomeMarker | None:
-    return _home(await Marker.get_pymongo_collection().find_one({"_id": user_id}))
+async def get_home(store: Store, user_id: ObjectId) -> HomeMarker | None:
+    return _home(await store.markers.find_one({"_id": user_id}))
 
 
 async def move_home(
@@ -97,7 +98,7 @@ async def move_home(
         "$set": {"home.last_read_id": last_read_id, "home.updated_at": utcnow()},
         "$inc": {"home.version": 1},
     }
-    coll = Marker.get_pymongo_collection()
+    coll = database.store.markers
     attempts = conflicts = 0
     while attempts < MOVE_ATTEMPTS:
         try:
@@ -142,8 +143,10 @@ async def move_home(
     raise Conflict("the marker kept changing meanwhile; retry")
 
 
-async def unread_count(strategy: TimelineStrategy, user_id: ObjectId) -> tuple[int, bool]:
+async def unread_count(
+    store: Store, strategy: TimelineStrategy, user_id: ObjectId
+) -> tuple[int, bool]:
     """(items of the timeline newer than the home marker, whether that hit TIMELINE_MAX)."""
-    home = await get_home(user_id)
+    home = await get_home(store, user_id)
     count = await strategy.count_newer(user_id, None if home is None else home.last_read_id)
     return count, count >= strategy.max_items

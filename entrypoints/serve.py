@@ -40,7 +40,7 @@ def in_process_worker(ctx: AppContext) -> Background:
 def _guard(resolved: Settings, embedded: bool) -> None:
     async def run() -> None:
         async with open_context(resolved, embedded) as ctx:
-            await ensure_strategy_ready(ctx.strategy.name, ctx.settings)
+            await ensure_strategy_ready(ctx)
 
     asyncio.run(run())
 

@@ -34,19 +34,19 @@ from datetime import timedelta
 from bson import ObjectId
 from pymongo.errors import OperationFailure, PyMongoError
 
-from app import checkpoint, queue
+from app import checkpoint
 from app.checkpoint import LeaseLost as LeaseLost
 from app.context import AppContext
 from app.db import domain_error_from_pymongo
 from app.events import apply_event
 from app.maintenance import CONFIG_ID
 from app.metrics import EVENTS_APPLIED, EVENTS_DEAD, EVENTS_FAILED
-from app.models import ServiceConfig, utcnow
+from app.models import utcnow
 from app.queue import MAX_CLAIMS, QueuedEvent
 from app.settings import STRATEGY_NAMES
 from app.strategies import TimelineStrategy, build_strategy
 from app.strategies.base import Contention
-from fanout import leases
+from fanout.leases import AuthorLeases
 
 log = logging.getLogger("timeline.worker")
 
@@ -91,6 +91,9 @@ class Worker:
         self, ctx: AppContext, *, name: str | None = None, lease_s: float = LEASE_S
     ) -> None:
         self.ctx = ctx
+        # The event queue and the author leases of ctx's store.
+        self.events = ctx.queue
+        self.leases = AuthorLeases(ctx.store.author_leases)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_s = lease_s
         self.should_exit = False
@@ -110,7 +113,7 @@ class Worker:
         """The configured strategy plus any other that `service_config` says to maintain."""
         now = time.monotonic()
         if self._config_read_at is None or now - self._config_read_at >= self.config_refresh_s:
-            doc = await ServiceConfig.get_pymongo_collection().find_one(
+            doc = await self.ctx.store.service_config.find_one(
                 {"_id": CONFIG_ID}, {"maintained": 1}
             )
             own = self.ctx.strategy.name
@@ -137,13 +140,13 @@ class Worker:
         """Lease an author no one else holds and claim that author's oldest waiting event."""
         if self._held is not None:
             author, self._held = self._held, None
-            if await leases.renew(author, self.name, utcnow(), self.lease_s):
-                event = await queue.claim_oldest(author, self.name, self.lease_s)
+            if await self.leases.renew(author, self.name, utcnow(), self.lease_s):
+                event = await self.events.claim_oldest(author, self.name, self.lease_s)
                 if event is not None:
                     self._forget(author, 1)
                     return event
             self._forget(author)
-            await leases.release(author, self.name)
+            await self.leases.release(author, self.name)
         refreshed = False
         while True:
             if not self._queue:
@@ -155,14 +158,14 @@ class Worker:
                     return None
             author = self._queue.popleft()
             # A fresh clock reading: the queue may have been read a while ago.
-            if not await leases.acquire(author, self.name, utcnow(), self.lease_s):
+            if not await self.leases.acquire(author, self.name, utcnow(), self.lease_s):
                 self._forget(author)  # another worker holds it: it applies those events
                 continue
-            event = await queue.claim_oldest(author, self.name, self.lease_s)
+            event = await self.events.claim_oldest(author, self.name, self.lease_s)
             if event is not None:
                 return event
             self._forget(author)
-            await leases.release(author, self.name)
+            await self.leases.release(author, self.name)
 
     async def _candidates(self) -> list[ObjectId]:
         """The authors of the oldest claimable events that no other worker holds (queue.
@@ -170,8 +173,8 @@ class Worker:
         it relies on (the author's lease, then the author's oldest waiting event), so an entry
         made stale by another worker only costs a failed lease or an empty look."""
         now = utcnow()
-        busy = set(await leases.held(now, by_others_than=self.name))
-        return await queue.candidates(now, busy)
+        busy = set(await self.leases.held(now, by_others_than=self.name))
+        return await self.events.candidates(now, busy)
 
     def _forget(self, author: ObjectId, n: int | None = None) -> None:
         """Drop `n` (default: all) of `author`'s entries from the candidate queue."""
@@ -195,8 +198,10 @@ class Worker:
         sent_at = time.monotonic()
         now = utcnow()
         until = now + timedelta(seconds=self.lease_s)
-        renewed = await queue.renew(event["_id"], self.name, until, resume_after)
-        if not renewed or not await leases.renew(event["author_id"], self.name, now, self.lease_s):
+        renewed = await self.events.renew(event["_id"], self.name, until, resume_after)
+        if not renewed or not await self.leases.renew(
+            event["author_id"], self.name, now, self.lease_s
+        ):
             lease.lost = True
             return False
         lease.renewed(sent_at, self.lease_s)
@@ -231,6 +236,7 @@ class Worker:
         left_s = (claimed_until - utcnow()).total_seconds()
         lease = checkpoint.Lease(
             time.monotonic() + left_s - self.lease_s * checkpoint.FENCE_MARGIN,
+            author_leases=self.leases.coll,
             author_id=event["author_id"],
             owner=self.name,
             transactions=self.ctx.database.supports_transactions,
@@ -281,7 +287,7 @@ class Worker:
         raise LeaseLost(f"event {event['_id']}")
 
     async def _park(self, event: QueuedEvent, error: str) -> None:
-        await queue.park(event["_id"], self.name, error)
+        await self.events.park(event["_id"], self.name, error)
         _report_parked(event, error)
 
     async def _failed(self, event: QueuedEvent, exc: Exception) -> None:
@@ -289,17 +295,17 @@ class Worker:
         self.failed += 1
         EVENTS_FAILED.labels(event["kind"]).inc()
         log.warning("event %s (%s) failed: %r", event["_id"], event["kind"], exc)
-        if await queue.fail(event, self.name, repr(exc)):
+        if await self.events.fail(event, self.name, repr(exc)):
             _report_parked(event, repr(exc))
-        await leases.release(event["author_id"], self.name)
+        await self.leases.release(event["author_id"], self.name)
 
     async def _contended(self, event: QueuedEvent, exc: Exception) -> None:
         """Retry soon, uncounted: racing another handler is no fault of the event (queue.
         contended)."""
         log.info("event %s (%s) raced another handler: %r", event["_id"], event["kind"], exc)
         delay = CONTENTION_RETRY_S * random.uniform(0.5, 1.5)
-        await queue.contended(event["_id"], self.name, repr(exc), delay)
-        await leases.release(event["author_id"], self.name)
+        await self.events.contended(event["_id"], self.name, repr(exc), delay)
+        await self.leases.release(event["author_id"], self.name)
 
     async def process_one(self) -> bool:
         """Claim and apply one event. False when there was nothing to claim."""
@@ -309,13 +315,13 @@ class Worker:
         author, kind = event["author_id"], event["kind"]
         if event["attempts"] > MAX_CLAIMS:
             await self._park(event, f"claimed {event['attempts']} times without finishing")
-            await leases.release(author, self.name)
+            await self.leases.release(author, self.name)
             return True
         try:
             await self._apply(event)
         except LeaseLost:
             log.warning("lost the lease of event %s (%s) to another worker", event["_id"], kind)
-            await leases.release(author, self.name)  # a no-op if the new owner holds it
+            await self.leases.release(author, self.name)  # a no-op if the new owner holds it
             return True
         except Contention as exc:
             await self._contended(event, exc)
@@ -332,25 +338,25 @@ class Worker:
             # event back soon (best effort: if the database is still gone the lease simply
             # expires) and let `run` back off.
             with contextlib.suppress(PyMongoError):
-                await queue.hand_back(event["_id"], self.name, OUTAGE_BACKOFF_S)
-                await leases.release(author, self.name)
+                await self.events.hand_back(event["_id"], self.name, OUTAGE_BACKOFF_S)
+                await self.leases.release(author, self.name)
             raise
         except Exception as exc:
             await self._failed(event, exc)
             return True
-        await queue.complete(event["_id"], self.name)
+        await self.events.complete(event["_id"], self.name)
         EVENTS_APPLIED.labels(kind).inc()
         self.applied += 1
         if author in self._queue:
             self._held = author  # its next event is taken without a new search
         else:  # none was waiting when last looked: free the author now, saving two round trips
-            await leases.release(author, self.name)
+            await self.leases.release(author, self.name)
         return True
 
     async def release_leases(self) -> None:
         if self._held is not None:
             author, self._held = self._held, None
-            await leases.release(author, self.name)
+            await self.leases.release(author, self.name)
 
     async def drain(self) -> int:
         """Apply events until none is claimable; returns how many were applied."""

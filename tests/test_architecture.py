@@ -54,3 +54,24 @@ def test_importing_the_storage_boundary_patches_nothing() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+# The packages that run outside the declarations and migrations: they get their collections
+# from a Store bound at start-up (app.store), never from Beanie's one-per-process class binding.
+RUNTIME_PACKAGES = ("app", "fanout", "entrypoints", "benchmarks")
+
+
+def runtime_sources() -> list[Path]:
+    return sorted(p for d in RUNTIME_PACKAGES for p in (ROOT / d).rglob("*.py"))
+
+
+def test_collections_are_passed_in_not_reached_through_beanie() -> None:
+    sources = runtime_sources()
+    assert len(sources) > 50  # the scan found the packages
+    bound = [
+        f"{p.relative_to(ROOT)}:{node.lineno}"
+        for p in sources
+        for node in ast.walk(ast.parse(p.read_text(), filename=str(p)))
+        if isinstance(node, ast.Attribute) and node.attr == "get_pymongo_collection"
+    ]
+    assert bound == []

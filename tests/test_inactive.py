@@ -210,7 +210,7 @@ async def test_racing_returns_record_one_rebuild(h: Harness, clock: FakeClock) -
     await h.timeline("alice")
     clock.advance(AWAY)
     alice = await uid("alice")
-    served = await asyncio.gather(*(h.ctx.activity.touch(h.ctx.database, alice) for _ in range(4)))
+    served = await asyncio.gather(*(h.ctx.activity.touch(h.ctx.commit, alice) for _ in range(4)))
     assert not any(served)
     assert (
         await Event.get_pymongo_collection().count_documents(
@@ -218,14 +218,14 @@ async def test_racing_returns_record_one_rebuild(h: Harness, clock: FakeClock) -
         )
         == 1
     )
-    assert await activity.rebuild_generation(alice) == 1
+    assert await activity.rebuild_generation(h.ctx.store.user_activity, alice) == 1
 
 
 async def test_racing_first_reads(h: Harness, clock: FakeClock) -> None:
     """Concurrent first reads ever (no activity document yet) all succeed and leave one."""
     await h.user("alice")
     alice = await uid("alice")
-    served = await asyncio.gather(*(h.ctx.activity.touch(h.ctx.database, alice) for _ in range(4)))
+    served = await asyncio.gather(*(h.ctx.activity.touch(h.ctx.commit, alice) for _ in range(4)))
     assert all(served)
     assert await UserActivity.get_pymongo_collection().count_documents({"_id": alice}) == 1
 

@@ -37,7 +37,7 @@ async def rebuild(
     h: Harness, handle: str | None = None, progress: Callable[[int, int], None] | None = None
 ) -> int:
     """What `timeline rebuild` runs: each user's rebuild under that author's lease."""
-    users = await maintenance.user_ids(handle)
+    users = await maintenance.user_ids(h.ctx.store, handle)
     return await switch.rebuild_leased(h.ctx.strategy, users, progress)
 
 

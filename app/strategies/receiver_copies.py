@@ -18,10 +18,11 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from app import checkpoint, queue
+from app import checkpoint
 from app.checkpoint import fenced
 from app.db import Session
 from app.metrics import FANOUT_BATCH_SIZE
+from app.queue import Queue
 from app.strategies.base import Contention, TimelineStrategy
 from app.strategies.common import newest_statuses, truth_timeline
 
@@ -354,10 +355,10 @@ class ReceiverCopies(TimelineStrategy):
         truth = await truth_timeline(self.store.statuses, user_id, friends, self.max_items)
         truth_ids = {s["_id"] for s in truth}
         # Status ids are tested here, not in the query: a second `$in` multiplies its cost on
-        # the embedded server (queue.unfinished_posts).
+        # the embedded server (Queue.unfinished_posts).
         unfinished = {
             e["status_id"]
-            for e in await queue.unfinished_posts(
+            for e in await Queue(self.store).unfinished_posts(
                 list({s["author_id"] for s in truth}), NOT_DONE_STATES
             )
             if e.get("status_id") in truth_ids
