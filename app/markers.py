@@ -72,6 +72,25 @@ async def get_home(store: Store, user_id: ObjectId) -> HomeMarker | None:
     return _home(await store.markers.find_one({"_id": user_id}))
 
 
+def _move_condition(last_read_id: ObjectId, version: int | None) -> dict[str, Any]:
+    """When a move to `last_read_id` applies: the id is newer (or there is no marker yet), and
+    with `version`, the stored version is that one."""
+    newer = {"home.last_read_id": {"$lt": last_read_id}}
+    missing = {"home": {"$exists": False}}
+    if version is None:
+        return {"$or": [missing, newer]}
+    if version == NO_MARKER_VERSION:
+        return missing
+    return {"home.version": version, **newer}
+
+
+def _move_update(last_read_id: ObjectId) -> dict[str, Any]:
+    return {
+        "$set": {"home.last_read_id": last_read_id, "home.updated_at": utcnow()},
+        "$inc": {"home.version": 1},
+    }
+
+
 async def move_home(
     database: Database, user_id: ObjectId, last_read_id: ObjectId, version: int | None
 ) -> HomeMarker:
@@ -81,23 +100,12 @@ async def move_home(
     With `version`, the change happens only if the stored version equals it (0: no marker yet);
     otherwise `Conflict`, whether or not the id is newer.
     """
-    newer = {"home.last_read_id": {"$lt": last_read_id}}
-    missing = {"home": {"$exists": False}}
-    condition: dict[str, Any]
-    if version is None:
-        condition = {"$or": [missing, newer]}
-    elif version == NO_MARKER_VERSION:
-        condition = missing
-    else:
-        condition = {"home.version": version, **newer}
+    condition = _move_condition(last_read_id, version)
     # The update runs in a transaction where the server has them: the embedded server settles a
     # write conflict of a plain findAndModify inside the server, and racing first moves then
     # ended with an older id or a move counted twice (full-suite runs here); in a transaction
     # the conflict surfaces and the driver retries the whole update, condition included.
-    update = {
-        "$set": {"home.last_read_id": last_read_id, "home.updated_at": utcnow()},
-        "$inc": {"home.version": 1},
-    }
+    update = _move_update(last_read_id)
     coll = database.store.markers
     attempts = conflicts = 0
     while attempts < MOVE_ATTEMPTS:

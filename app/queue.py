@@ -32,6 +32,7 @@ from app.queued import (
     NOT_DONE,
     STAGED_GRACE_S,
     QueuedEvent,
+    QueueReader,
     from_doc,
     is_claimable,
     is_waiting,
@@ -67,21 +68,18 @@ CANDIDATE_SCAN = 4 * CLAIM_CANDIDATES
 # `last_error` keeps this much of an exception's repr: enough to diagnose, bounded so that a
 # huge message cannot bloat the document.
 ERROR_CHARS = 2000
-# `timeline events list` shows at most this many, oldest first: enough to see what is wrong
-# without flooding a terminal when a bug parks thousands.
-LIST_LIMIT = 100
 
 
 def backoff_s(attempts: int) -> float:
     return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
 
 
-class Queue:
+class Queue(QueueReader):
     """The events of one store, and the source of truth their staged changes are checked
     against (`landed`)."""
 
     def __init__(self, store: Store) -> None:
-        self.events = store.events
+        super().__init__(store.events)
         self.statuses = store.statuses
         self.graph = Graph(store)
 
@@ -273,7 +271,7 @@ class Queue:
             event_id, owner, {"$set": {"lease_until": utcnow() + timedelta(seconds=delay_s)}}
         )
 
-    # -- operators and readers ------------------------------------------------------------------
+    # -- operators (the readers are QueueReader's) ----------------------------------------------
     async def retry_dead(self, ids: list[ObjectId] | None) -> int:
         """Re-queue dead events (all of them when `ids` is None) with a fresh attempt budget.
         `last_error` is kept for the record until the event succeeds or fails again."""
@@ -293,41 +291,3 @@ class Queue:
             },
         )
         return int(result.modified_count)
-
-    async def list_events(self, state: str, limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
-        cursor = self.events.find({"state": state}).sort("_id", 1).limit(limit)
-        return cast(list[dict[str, Any]], await cursor.to_list())
-
-    async def count(self, state: str) -> int:
-        return int(await self.events.count_documents({"state": state}))
-
-    async def pending_count(self) -> int:
-        """Events not yet applied."""
-        return int(await self.events.count_documents(NOT_DONE))
-
-    async def any_waiting_before(self, cutoff: ObjectId) -> bool:
-        """Whether an event recorded before `cutoff` is not yet applied."""
-        older = {"_id": {"$lt": cutoff}, **NOT_DONE}
-        return await self.events.find_one(older, {"_id": 1}) is not None
-
-    async def backlog(self) -> dict[str, object]:
-        """The worker's backlog as GET /health reports it."""
-        pending = await self.pending_count()
-        oldest = await self.events.find_one(NOT_DONE, {"created_at": 1}, sort=[("_id", 1)])
-        age = (utcnow() - oldest["created_at"]).total_seconds() if oldest else None
-        return {
-            "pending_events": pending,
-            "oldest_pending_age_s": round(age, 3) if age is not None else None,
-            "dead_events": await self.count("dead"),
-        }
-
-    async def unfinished_posts(
-        self, authors: list[ObjectId], states: list[str]
-    ) -> list[dict[str, Any]]:
-        """The `status_posted` events (with `status_id`) of `authors` in `states`. Selected on the
-        (author_id, state) index's fields alone, the kind tested here: the embedded server scans the
-        whole collection (done events included) for a filter with any other field."""
-        cursor = self.events.find(
-            {"author_id": {"$in": authors}, "state": {"$in": states}}, {"status_id": 1, "kind": 1}
-        )
-        return [e async for e in cursor if e["kind"] == "status_posted"]

@@ -1,5 +1,7 @@
-"""The queue's typed event and the rules that decide from an event document alone whether it is
-waiting or claimable (app.queue moves events; this module only reads them)."""
+"""The queue's typed event, the rules that decide from an event document alone whether it is
+waiting or claimable, and the queue's read-only views (`QueueReader`, for /health, the
+operator's `timeline events`, a refill's look at unfinished fan-outs). app.queue moves events;
+this module only reads them."""
 
 from __future__ import annotations
 
@@ -9,12 +11,16 @@ from typing import Any, NotRequired, TypedDict, cast
 
 from bson import ObjectId
 
-from app.models import EventKind, EventState
+from app.models import EventKind, EventState, utcnow
+from app.store import Collection
 
 # A staged event younger than this is left to its writer, which promotes it within
 # milliseconds; only then does the worker check it against the source of truth. A hint for
 # when to look, not a proof of anything: a skewed clock only makes the worker look earlier.
 STAGED_GRACE_S = 30
+# `timeline events list` shows at most this many, oldest first: enough to see what is wrong
+# without flooding a terminal when a bug parks thousands.
+LIST_LIMIT = 100
 
 # Not yet applied. The claim queries select on indexed fields only, `state` (and `author_id`),
 # and test the rest of a claim's conditions in Python: the embedded server's planner uses an
@@ -83,3 +89,48 @@ def is_claimable(event: Mapping[str, Any], now: datetime) -> bool:
         until = event.get("lease_until")
         return until is None or until < now
     return staged_due(event, now)
+
+
+class QueueReader:
+    """Counts and lists over one store's `events` collection."""
+
+    def __init__(self, events: Collection) -> None:
+        self.events = events
+
+    async def list_events(self, state: str, limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
+        cursor = self.events.find({"state": state}).sort("_id", 1).limit(limit)
+        return cast(list[dict[str, Any]], await cursor.to_list())
+
+    async def count(self, state: str) -> int:
+        return int(await self.events.count_documents({"state": state}))
+
+    async def pending_count(self) -> int:
+        """Events not yet applied."""
+        return int(await self.events.count_documents(NOT_DONE))
+
+    async def any_waiting_before(self, cutoff: ObjectId) -> bool:
+        """Whether an event recorded before `cutoff` is not yet applied."""
+        older = {"_id": {"$lt": cutoff}, **NOT_DONE}
+        return await self.events.find_one(older, {"_id": 1}) is not None
+
+    async def backlog(self) -> dict[str, object]:
+        """The worker's backlog as GET /health reports it."""
+        pending = await self.pending_count()
+        oldest = await self.events.find_one(NOT_DONE, {"created_at": 1}, sort=[("_id", 1)])
+        age = (utcnow() - oldest["created_at"]).total_seconds() if oldest else None
+        return {
+            "pending_events": pending,
+            "oldest_pending_age_s": round(age, 3) if age is not None else None,
+            "dead_events": await self.count("dead"),
+        }
+
+    async def unfinished_posts(
+        self, authors: list[ObjectId], states: list[str]
+    ) -> list[dict[str, Any]]:
+        """The `status_posted` events (with `status_id`) of `authors` in `states`. Selected on the
+        (author_id, state) index's fields alone, the kind tested here: the embedded server scans the
+        whole collection (done events included) for a filter with any other field."""
+        cursor = self.events.find(
+            {"author_id": {"$in": authors}, "state": {"$in": states}}, {"status_id": 1, "kind": 1}
+        )
+        return [e async for e in cursor if e["kind"] == "status_posted"]

@@ -90,6 +90,18 @@ def _in_flight() -> Conflict:
     )
 
 
+async def _release_key(keys: Collection, user_id: ObjectId, key: str) -> None:
+    """Release the key of a post that failed, so that the client's retry is not answered 409
+    until it goes stale; the retry finishes the status (same id) if it was inserted. Best
+    effort: an unreleased key goes stale after IN_FLIGHT_STALE_S."""
+    try:
+        await keys.update_one(
+            {"user_id": user_id, "key": key, "state": "in_flight"}, {"$set": {"released": True}}
+        )
+    except Exception:
+        pass
+
+
 async def post(
     ctx: AppContext, me: Account, text: str, idempotency_key: str | None
 ) -> tuple[dict[str, Any], bool]:
@@ -146,15 +158,7 @@ async def post(
         raise _in_flight() from None  # another attempt with this key inserted it meanwhile
     except BaseException:
         if idempotency_key is not None:
-            # Release the key so that the client's retry is not answered 409 until it goes
-            # stale; the retry finishes this status (same id) if it was inserted.
-            try:
-                await keys.update_one(
-                    {"user_id": user_id, "key": idempotency_key, "state": "in_flight"},
-                    {"$set": {"released": True}},
-                )
-            except Exception:
-                pass
+            await _release_key(keys, user_id, idempotency_key)
         raise
     return response, True
 

@@ -13,7 +13,7 @@ log = logging.getLogger("timeline")
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from fanout.worker import WorkerPool
+    from fanout.pool import WorkerPool
 
     async def run(ctx: AppContext) -> int:
         await ensure_strategy_ready(ctx)

@@ -11,7 +11,7 @@ import pytest
 from bson import ObjectId
 
 from app.events import HANDLERS, UnknownEvent, apply_event
-from app.models import Event, EventKind
+from app.models import EventKind
 from tests.harness import Harness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ async def test_only_the_owner_moves_a_claimed_event(h: Harness) -> None:
     assert await h.ctx.queue.claim_oldest(author, "w2", 30.0) is None  # leased to w1
 
     async def stored() -> dict[str, Any] | None:
-        return await Event.get_pymongo_collection().find_one({"_id": event["_id"]})
+        return await h.ctx.store.events.find_one({"_id": event["_id"]})
 
     before = await stored()
     later = event["created_at"]

@@ -13,7 +13,8 @@ from app import models
 from app.graph import Graph
 from app.store import Store
 from app.strategies import build_strategy
-from tests.harness import Harness, running, test_settings
+from tests import harness
+from tests.harness import Harness, running
 from tests.model import Model
 
 # Copied from the API-written database into a second one: the source of truth.
@@ -119,8 +120,8 @@ async def test_two_apps_side_by_side_in_one_process(mongo_url: str) -> None:
     same handles exist in both: a user written through one app's binding into the other's
     database would collide (409) or be seen by the wrong app."""
     rng = random.Random(10)
-    first = test_settings(mongo_url, APPS[0], APP_TIMELINE_MAX)
-    second = test_settings(mongo_url, APPS[1], APP_TIMELINE_MAX)
+    first = harness.test_settings(mongo_url, APPS[0], APP_TIMELINE_MAX)
+    second = harness.test_settings(mongo_url, APPS[1], APP_TIMELINE_MAX)
     async with running(first) as h1, running(second) as h2:
         apps = [App(h1, Model(APP_TIMELINE_MAX)), App(h2, Model(APP_TIMELINE_MAX))]
         for handle in APP_USERS:
