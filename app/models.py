@@ -1,9 +1,10 @@
 """Beanie documents: the source of truth (users, friendships, statuses), the derived data of the
 strategies (timeline entries, audience watermarks) and the machinery (events, idempotency keys).
 
-Strategy code reads and writes derived data through the raw PyMongo collections of these models
-(`Model.get_pymongo_collection()`), because the hot paths are bulk writes and projected reads;
-the documents remain the single place where collection names and indexes are declared.
+The hot paths read and write through the raw PyMongo collections of these models, bound once
+per database in an app.store.Store (bulk writes and projected reads), never through Beanie's
+class binding; the documents remain the single place where collection names, fields and
+indexes are declared.
 """
 
 from __future__ import annotations

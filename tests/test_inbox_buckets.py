@@ -16,7 +16,7 @@ from pymongo import monitoring
 from app import cursors
 from app.strategies import build_strategy
 from app.strategies.inbox_buckets import InboxBuckets
-from app.strategies.inbox_layout import MAX_ID
+from app.strategies.inbox_chain import MAX_ID
 from benchmarks.explain import explain_page
 from tests import harness
 from tests.harness import Harness, running

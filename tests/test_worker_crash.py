@@ -13,7 +13,7 @@ import pytest
 from bson import ObjectId
 
 from app import maintenance
-from app.models import AuthorLease, Event
+from app.models import Event
 from app.strategies.inbox_buckets import InboxBuckets
 from tests import harness
 from tests.harness import running
@@ -124,7 +124,7 @@ async def test_sigkill_in_the_middle_of_fanouts(mongo_url: str, tmp_path: Path, 
         # No event stuck: every one applied, none leased, none parked.
         assert await unfinished_events() == []
         assert await events().count_documents({"lease_until": {"$ne": None}}) == 0
-        owners = {d["owner"] async for d in AuthorLease.get_pymongo_collection().find()}
+        owners = {d["owner"] async for d in h.ctx.store.author_leases.find()}
         assert "final" not in owners  # a clean stop releases its leases; killed ones expire
         # Every timeline equals the reference model, with no duplicate entry.
         expected = await reference_timelines(settings.timeline_max)

@@ -28,7 +28,7 @@ from app.metrics import FANOUT_BATCH_SIZE
 from app.store import Store
 from app.strategies.base import Page, PageQuery, StatusView, TimelineStrategy
 from app.strategies.common import newest_statuses
-from app.strategies.inbox_layout import MAX_ID, Chain, Entry, entry
+from app.strategies.inbox_chain import MAX_ID, Chain, Entry, entry
 from app.strategies.inbox_rebuild import rebuild_owner
 from app.strategies.inbox_removals import Inbox
 

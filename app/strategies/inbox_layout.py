@@ -30,7 +30,6 @@ entries: no count of what lies above a cursor is needed.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bson import ObjectId
@@ -41,59 +40,17 @@ from pymongo.results import UpdateResult
 from app.checkpoint import fenced
 from app.db import Session
 from app.store import Collection
-from app.strategies.base import Contention
-
-MIN_ID = ObjectId("000000000000000000000000")
-MAX_ID = ObjectId("ffffffffffffffffffffffff")
-# Rounds of read-the-chain-then-write-conditionally before `place` gives up: a round only fails
-# when a concurrent change of the same owner's buckets landed between its read and its write,
-# and each retry re-reads; past this many the event is retried later as contention.
-PLACE_ATTEMPTS = 16
+from app.strategies.inbox_chain import (
+    MAX_ID,
+    MIN_ID,
+    PLACE_ATTEMPTS,
+    Chain,
+    Conflict,
+    Entry,
+    chunks,
+)
 
 T = TypeVar("T")
-Entry = dict[str, ObjectId]  # {"s": status id, "a": author id}
-
-
-def entry(status_id: ObjectId, author_id: ObjectId) -> Entry:
-    return {"s": status_id, "a": author_id}
-
-
-class Conflict(Contention):
-    """Concurrent changes to one owner's buckets kept winning; the worker retries later."""
-
-
-@dataclass
-class Chain:
-    """An owner's buckets as read at one moment: the chain from the head down, and buckets no
-    longer (or not yet) reachable from it (a split interrupted by a crash or a conflict)."""
-
-    buckets: list[dict[str, Any]]
-    orphans: list[dict[str, Any]]
-
-    def ids(self) -> list[ObjectId]:
-        return [i["s"] for b in self.buckets for i in b["items"]]
-
-    def by_author(self, author_id: ObjectId) -> set[ObjectId]:
-        return {i["s"] for b in self.buckets for i in b["items"] if i["a"] == author_id}
-
-    def covering(self, status_id: ObjectId) -> dict[str, Any]:
-        """The chain bucket whose range holds `status_id` (the last one for anything older)."""
-        for bucket in self.buckets:
-            if bucket["lo"] <= status_id:
-                return bucket
-        return self.buckets[-1]
-
-
-def _chunks(items: list[Entry], size: int) -> list[list[Entry]]:
-    """`items` (newest first) cut into buckets of `size` from the oldest up: every bucket but
-    the newest is full, so a head that overflows keeps only what did not fit."""
-    out: list[list[Entry]] = []
-    end = len(items)
-    while end > size:
-        out.append(items[end - size : end])
-        end -= size
-    out.append(items[:end])
-    return out[::-1]  # newest chunk first
 
 
 class InboxPlacement:
@@ -281,18 +238,18 @@ class InboxPlacement:
         """Add `add` to `bucket` (splitting it past `size`), conditional on its version."""
         merged = sorted(bucket["items"] + add, key=lambda i: i["s"], reverse=True)
         lo = min(bucket["lo"], merged[-1]["s"])
-        chunks = _chunks(merged, self.size)
-        lows = [c[-1]["s"] for c in chunks[:-1]] + [lo]
-        for k in range(len(chunks) - 1, 0, -1):
+        parts = chunks(merged, self.size)
+        lows = [c[-1]["s"] for c in parts[:-1]] + [lo]
+        for k in range(len(parts) - 1, 0, -1):
             if not await self._insert_lower(
-                owner, chunks[k], lows[k], lows[k - 1], bucket["v"], session
+                owner, parts[k], lows[k], lows[k - 1], bucket["v"], session
             ):
                 return False
         result = await self._write(
             session,
             lambda s: self.coll.update_one(
                 {"_id": bucket["_id"], "owner_id": owner, "v": bucket["v"]},
-                {"$set": {"items": chunks[0], "lo": lows[0]}, "$inc": {"v": 1}},
+                {"$set": {"items": parts[0], "lo": lows[0]}, "$inc": {"v": 1}},
                 session=s,
             ),
         )

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from bson import ObjectId
 
-from app import queue
+from app.queued import QueueReader
 from app.strategies.base import Contention
 from app.strategies.common import truth_timeline
-from app.strategies.inbox_layout import Chain, entry
+from app.strategies.inbox_chain import Chain, entry
 
 if TYPE_CHECKING:
     from app.strategies.inbox_buckets import InboxBuckets
@@ -88,7 +88,7 @@ async def _settled(strategy: InboxBuckets, user_id: ObjectId) -> bool:
     truth_ids = {s["_id"] for s in truth}
     unfinished = {
         e["status_id"]
-        for e in await queue.unfinished_posts(
+        for e in await QueueReader(strategy.store.events).unfinished_posts(
             list({s["author_id"] for s in truth}), NOT_DONE_STATES
         )
         if e.get("status_id") in truth_ids

@@ -11,7 +11,8 @@ from typing import Any
 from bson import ObjectId
 
 from app.db import Session
-from app.strategies.inbox_layout import MAX_ID, PLACE_ATTEMPTS, Chain, Conflict, InboxPlacement
+from app.strategies.inbox_chain import MAX_ID, PLACE_ATTEMPTS, Chain, Conflict
+from app.strategies.inbox_layout import InboxPlacement
 
 
 class Inbox(InboxPlacement):

@@ -1,0 +1,62 @@
+"""The pieces of inbox_buckets' layout (app/strategies/inbox_layout.py) that need no database:
+the id bounds, entries, and an owner's chain as read at one moment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+
+from app.strategies.base import Contention
+
+MIN_ID = ObjectId("000000000000000000000000")
+MAX_ID = ObjectId("ffffffffffffffffffffffff")
+# Rounds of read-the-chain-then-write-conditionally before `place` gives up: a round only fails
+# when a concurrent change of the same owner's buckets landed between its read and its write,
+# and each retry re-reads; past this many the event is retried later as contention.
+PLACE_ATTEMPTS = 16
+
+Entry = dict[str, ObjectId]  # {"s": status id, "a": author id}
+
+
+def entry(status_id: ObjectId, author_id: ObjectId) -> Entry:
+    return {"s": status_id, "a": author_id}
+
+
+class Conflict(Contention):
+    """Concurrent changes to one owner's buckets kept winning; the worker retries later."""
+
+
+@dataclass
+class Chain:
+    """An owner's buckets as read at one moment: the chain from the head down, and buckets no
+    longer (or not yet) reachable from it (a split interrupted by a crash or a conflict)."""
+
+    buckets: list[dict[str, Any]]
+    orphans: list[dict[str, Any]]
+
+    def ids(self) -> list[ObjectId]:
+        return [i["s"] for b in self.buckets for i in b["items"]]
+
+    def by_author(self, author_id: ObjectId) -> set[ObjectId]:
+        return {i["s"] for b in self.buckets for i in b["items"] if i["a"] == author_id}
+
+    def covering(self, status_id: ObjectId) -> dict[str, Any]:
+        """The chain bucket whose range holds `status_id` (the last one for anything older)."""
+        for bucket in self.buckets:
+            if bucket["lo"] <= status_id:
+                return bucket
+        return self.buckets[-1]
+
+
+def chunks(items: list[Entry], size: int) -> list[list[Entry]]:
+    """`items` (newest first) cut into buckets of `size` from the oldest up: every bucket but
+    the newest is full, so a head that overflows keeps only what did not fit."""
+    out: list[list[Entry]] = []
+    end = len(items)
+    while end > size:
+        out.append(items[end - size : end])
+        end -= size
+    out.append(items[:end])
+    return out[::-1]  # newest chunk first
