@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from app.settings import STRATEGY_NAMES
 
+# Peers measured beside the strategies: Mastodon's layout (benchmarks/redis_peer.py), skipped
+# with a note when no redis-server is on PATH.
+REDIS_PEER = "redis_sorted_set"
+BENCH_NAMES: tuple[str, ...] = (*STRATEGY_NAMES, REDIS_PEER)
+
 # Every timeline read in the benchmark asks for one page of this size, as the API's default.
 PAGE_LIMIT = 20
 
@@ -38,7 +43,7 @@ QUICK_CHECK_MAX_FRIENDS = 100
 
 @dataclass(frozen=True)
 class RunConfig:
-    strategies: tuple[str, ...] = STRATEGY_NAMES
+    strategies: tuple[str, ...] = BENCH_NAMES
     users: int = FULL_USERS
     avg_friends: int = FULL_AVG_FRIENDS
     statuses: int = FULL_STATUSES

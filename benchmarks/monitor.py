@@ -86,6 +86,17 @@ class CommandCounter(monitoring.CommandListener):
         finally:
             self._windows.remove(w)
 
+    def external(self, target: str, commands: int, *, docs: int, nbytes: int) -> None:
+        """One round trip to another server (the redis peer's pipelines: `commands` commands
+        writing `docs` members of `nbytes` bytes), counted in the open windows like a command."""
+        for w in self._windows:
+            w.round_trips += 1
+            w.commands[("pipeline", target)] += commands
+            w.docs_written += docs
+            w.bytes_written += nbytes
+            if docs:
+                w.docs_by_collection[target] += docs
+
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         name = event.command_name
         if not self._windows or name in IGNORED_COMMANDS:

@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from app.embedded import EmbeddedServer, EmbeddedServerError
-from app.settings import STRATEGY_NAMES
 from benchmarks import config as c
 from benchmarks.config import RunConfig
 
@@ -69,11 +68,11 @@ def _shard_counts(text: str) -> tuple[int, ...]:
 
 def _strategies(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in STRATEGY_NAMES]
+    unknown = [n for n in names if n not in c.BENCH_NAMES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown strategy {', '.join(unknown) or '(none)'}; choose from "
-            + ", ".join(STRATEGY_NAMES)
+            + ", ".join(c.BENCH_NAMES)
         )
     return names
 
@@ -182,7 +181,8 @@ def parser() -> argparse.ArgumentParser:
         "--strategies",
         type=_strategies,
         metavar="A,B,C",
-        help=f"strategies to measure, comma-separated (default: all: {','.join(STRATEGY_NAMES)})",
+        help="strategies to measure, comma-separated (default: all, and the redis_sorted_set peer "
+        f"when redis-server is installed: {','.join(c.BENCH_NAMES)})",
     )
     _add_workload_options(p)
     _add_database_options(p)
@@ -196,7 +196,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         return value if value is not None else (small if quick else full)
 
     return RunConfig(
-        strategies=args.strategies or STRATEGY_NAMES,
+        strategies=args.strategies or c.BENCH_NAMES,
         users=pick(args.users, c.FULL_USERS, c.QUICK_USERS),
         avg_friends=pick(args.avg_friends, c.FULL_AVG_FRIENDS, c.QUICK_AVG_FRIENDS),
         statuses=pick(args.statuses, c.FULL_STATUSES, c.QUICK_STATUSES),

@@ -12,9 +12,10 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
 
 from app.db import CONNECT_TIMEOUT_MS, SERVER_SELECTION_TIMEOUT_MS
-from benchmarks import shards
+from benchmarks import redis_peer, shards
 from benchmarks.baselines import NaiveOnRead, measure_floor
 from benchmarks.config import PAGE_LIMIT, RunConfig
 from benchmarks.loader import (
@@ -154,6 +155,70 @@ async def _floor(
     return floor
 
 
+async def measure(
+    name: str, bench: StrategyBench, results: dict[str, Any], phases: Phases
+) -> StrategyBench:
+    """The mix, storage and sweep of one loaded strategy, into `results`."""
+    config, work = bench.config, bench.work
+    storage = await bench.storage()
+    samples = await bench.run_mix(phases.start(f"{name}: mix", len(work.ops)))
+    results["strategies"][name] = summarize_strategy(samples, storage).as_json()
+    tick = phases.start(f"{name}: sweep", len(config.sweep))
+    for level in config.sweep:
+        results["scaling"].append((await bench.sweep_level(level)).as_json())
+        tick(1)
+    if config.shards:
+        phases.start(f"{name}: route through {len(config.shards)} shard plans", 1)
+        results.setdefault("shards", shards.new_results(config.shards))
+        shards.add_strategy(results["shards"], name, samples, bench.sweep_windows)
+    return bench
+
+
+async def _redis_peer(
+    client: AsyncMongoClient[Any],
+    counter: CommandCounter,
+    url: str,
+    embedded: bool,
+    config: RunConfig,
+    work: Workload,
+    phases: Phases,
+    results: dict[str, Any],
+) -> None:
+    """Mastodon's layout beside the strategies: the same truth loaded into its own database
+    (statuses and friendships, as fanout_on_read has them), feeds in a redis-server started
+    for it, and the same mix and sweep."""
+    name = redis_peer.NAME
+    if redis_peer.redis_server_path() is None:
+        phases.note(f"{name}: skipped (no redis-server on PATH; `apt-get install redis-server`)")
+        results.setdefault("skipped", {})[name] = "no redis-server on PATH"
+        return
+    db_name = f"{config.db_prefix}_{name}"
+    sdb = await open_strategy(
+        client,
+        counter,
+        url=url,
+        strategy="fanout_on_read",
+        db_name=db_name,
+        timeline_max=config.timeline_max,
+        embedded=embedded,
+    )
+    with redis_peer.redis_server() as redis_url:
+        redis = Redis.from_url(redis_url, decode_responses=True)
+        try:
+            ctx = sdb.ctx
+            strategy = redis_peer.RedisSortedSet(
+                ctx.store, ctx.graph, config.timeline_max, redis, counter
+            )
+            strategy.empty_bytes = await strategy.used_memory()
+            ctx.strategy = strategy
+            results["checks"][name] = await _load_and_check(name, sdb, work, config, phases)
+            await measure(name, redis_peer.PeerBench(sdb, work, config), results, phases)
+        finally:
+            await redis.aclose()
+    if not config.keep_data:
+        await client.drop_database(db_name)
+
+
 async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) -> dict[str, Any]:
     started = time.monotonic()
     counter = CommandCounter(record=bool(config.shards))
@@ -171,6 +236,9 @@ async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) ->
         for i, name in enumerate(config.strategies):
             db_name = f"{config.db_prefix}_{name}"
             await client.drop_database(db_name)
+            if name == redis_peer.NAME:
+                await _redis_peer(client, counter, url, embedded, config, work, phases, results)
+                continue
             sdb = await open_strategy(
                 client,
                 counter,
@@ -181,18 +249,7 @@ async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) ->
                 embedded=embedded,
             )
             results["checks"][name] = await _load_and_check(name, sdb, work, config, phases)
-            bench = StrategyBench(sdb, work, config)
-            storage = await bench.storage()
-            samples = await bench.run_mix(phases.start(f"{name}: mix", len(work.ops)))
-            results["strategies"][name] = summarize_strategy(samples, storage).as_json()
-            tick = phases.start(f"{name}: sweep", len(config.sweep))
-            for level in config.sweep:
-                results["scaling"].append((await bench.sweep_level(level)).as_json())
-                tick(1)
-            if config.shards:
-                phases.start(f"{name}: route through {len(config.shards)} shard plans", 1)
-                results.setdefault("shards", shards.new_results(config.shards))
-                shards.add_strategy(results["shards"], name, samples, bench.sweep_windows)
+            bench = await measure(name, StrategyBench(sdb, work, config), results, phases)
             if i == 0:
                 phases.start("naive_on_read baseline", 1)
                 naive, rows = await _naive(bench, counter, config)

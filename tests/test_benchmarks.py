@@ -17,6 +17,7 @@ import pytest
 from benchmarks.config import QUICK_CHECK_MAX_FRIENDS
 from benchmarks.explain import stage_chain, summarize
 from benchmarks.loader import CHECK_SAMPLE
+from benchmarks.redis_peer import redis_server_path
 from benchmarks.run import parser
 
 # Smaller than --quick: two sweep levels are enough to see growth with friend count, and 100
@@ -90,11 +91,16 @@ def test_results_schema(results: dict[str, Any]) -> None:
     meta = results["meta"]
     assert {"backend", "users", "statuses", "reads", "seed", "started_at"} <= set(meta)
     assert meta["statuses"] == 300 and meta["reads"] == 24 and meta["seed"] == 1
+    peer = {"redis_sorted_set"} if redis_server_path() is not None else set()
     assert set(results["strategies"]) == {
         "fanout_on_read",
         "recipients_embedded",
         "receiver_copies",
+        "inbox_buckets",
+        *peer,
     }
+    if not peer:
+        assert results["skipped"] == {"redis_sorted_set": "no redis-server on PATH"}
     for name, s in results["strategies"].items():
         assert set(s["read"]) >= READ_KEYS, name
         assert {

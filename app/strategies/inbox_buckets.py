@@ -3,12 +3,14 @@ documents of up to INBOX_BUCKET_SIZE status ids, newest first (app/strategies/in
 a page is the head bucket, or the bucket holding the `before` cursor, and the one below it when
 the page needs more, then one `_id $in` query on `statuses` for the page's items.
 
-Cost model: a page reads 1 + ceil((limit + 1) / INBOX_BUCKET_SIZE) buckets at most (2 for the
-default page of 20 and buckets of 50) plus `limit` statuses, by point look-ups, whatever the
-friend count and the timeline's length, on any server. A post costs one conditional update of
-each receiver's head (ids only: ~40 bytes of entry whatever the text), in unordered bulk writes;
-once per INBOX_BUCKET_SIZE appends a receiver's head splits (an insert and an update), and a
-timeline at TIMELINE_MAX also trims its oldest entry (a read of the chain and an update).
+Cost model: a page reads at most 1 + ceil((limit + 1) / ceil(INBOX_BUCKET_SIZE / 2)) buckets
+(a head split leaves half a bucket on each side; 2 for the default page of 20 and buckets of 50,
+and a first page of up to 24 is the head alone) plus `limit` statuses, by point look-ups,
+whatever the friend count and the timeline's length, on any server. A post costs one
+conditional update of each receiver's head (ids only: ~40 bytes of entry whatever the text), in
+unordered bulk writes; once per INBOX_BUCKET_SIZE / 2 appends a receiver's head splits (an
+insert and an update), and a timeline at TIMELINE_MAX also trims its oldest entry (a read of
+the chain and an update).
 Backfill, unfriend, delete and refills are as in receiver_copies, on the chain.
 """
 

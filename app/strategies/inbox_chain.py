@@ -50,13 +50,19 @@ class Chain:
         return self.buckets[-1]
 
 
-def chunks(items: list[Entry], size: int) -> list[list[Entry]]:
-    """`items` (newest first) cut into buckets of `size` from the oldest up: every bucket but
-    the newest is full, so a head that overflows keeps only what did not fit."""
+def chunks(items: list[Entry], size: int, *, head: bool = False) -> list[list[Entry]]:
+    """`items` (newest first) cut into buckets of `size` from the oldest up, so that every
+    bucket but the newest is full. A head keeps at least half a bucket, so that a first page of
+    fewer items is one bucket read, not two (a head split at `size` + 1 leaves it half)."""
     out: list[list[Entry]] = []
     end = len(items)
     while end > size:
         out.append(items[end - size : end])
         end -= size
     out.append(items[:end])
-    return out[::-1]  # newest chunk first
+    out.reverse()  # newest chunk first
+    keep = min(len(items), (size + 1) // 2) if head else 0
+    if len(out) > 1 and len(out[0]) < keep:
+        moved = keep - len(out[0])
+        out[0], out[1] = out[0] + out[1][:moved], out[1][moved:]
+    return out

@@ -238,7 +238,7 @@ class InboxPlacement:
         """Add `add` to `bucket` (splitting it past `size`), conditional on its version."""
         merged = sorted(bucket["items"] + add, key=lambda i: i["s"], reverse=True)
         lo = min(bucket["lo"], merged[-1]["s"])
-        parts = chunks(merged, self.size)
+        parts = chunks(merged, self.size, head=bucket["hi"] == MAX_ID)
         lows = [c[-1]["s"] for c in parts[:-1]] + [lo]
         for k in range(len(parts) - 1, 0, -1):
             if not await self._insert_lower(
