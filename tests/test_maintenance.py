@@ -145,3 +145,27 @@ async def test_audience_drift_is_reported_and_rebuilt(h: Harness) -> None:
     assert progress[-1] == (USERS, USERS)
     assert (await maintenance.check(h.ctx)).ok
     assert await rebuild(h) == 0  # idempotent
+
+
+@pytest.mark.parametrize("strategy", ["inbox_buckets"])
+@pytest.mark.parametrize("inbox_bucket_size", [2])
+async def test_bucket_drift_is_reported_and_rebuilt(h: Harness) -> None:
+    await filled(h)
+    buckets = h.ctx.store.inbox_buckets
+    handle, uid, ids = await a_user_with_a_timeline(h, 3)
+    # Drift 1: an entry lost from a bucket below the head.
+    lost = ObjectId(ids[-1])
+    await buckets.update_one({"owner_id": uid, "items.s": lost}, {"$pull": {"items": {"s": lost}}})
+    # Drift 2: an entry of a status that does not exist, in another reader's head.
+    other = "user0" if handle != "user0" else "user1"
+    oid = await user_id(other)
+    bogus = ObjectId()
+    await buckets.update_one(
+        {"_id": oid}, {"$push": {"items": {"$each": [{"s": bogus, "a": oid}], "$position": 0}}}
+    )
+    report = await maintenance.check(h.ctx)
+    drift = {d.handle: (sorted(d.missing), sorted(d.extra)) for d in report.drifted}
+    assert drift == {handle: ([str(lost)], []), other: ([], [str(bogus)])}
+    assert await rebuild(h) >= 2
+    assert (await maintenance.check(h.ctx)).drifted == []
+    assert await rebuild(h) == 0  # idempotent
