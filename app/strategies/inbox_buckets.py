@@ -69,8 +69,8 @@ class InboxBuckets(TimelineStrategy):
     # id whose status does not exist, which pages skip (`_hydrate`) and a rebuild removes.
     async def status_created(self, status: dict[str, Any], *, session: Session) -> None:
         author = status["author_id"]
-        await self.inbox.append(author, entry(status["_id"], author))
-        await self.inbox.trim(author)
+        if await self.inbox.append(author, entry(status["_id"], author)):
+            await self.inbox.trim(author)
 
     async def status_deleted(self, status: dict[str, Any], *, session: Session) -> None:
         await self.inbox.remove_status(status["author_id"], status["_id"])

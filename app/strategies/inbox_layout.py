@@ -95,7 +95,11 @@ class InboxPlacement:
 
     # -- the one-write append ------------------------------------------------------------------
     def append_op(self, owner: ObjectId, item: Entry) -> UpdateOne:
-        return UpdateOne(
+        return UpdateOne(*self._append(owner, item))
+
+    def _append(self, owner: ObjectId, item: Entry) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The one-write append's filter and update."""
+        return (
             {
                 "_id": owner,  # first: the embedded server then looks the head up by `_id`
                 "owner_id": owner,
@@ -110,14 +114,14 @@ class InboxPlacement:
             },
         )
 
-    async def append(self, owner: ObjectId, item: Entry, *, session: Session = None) -> None:
-        """Put `item` in the owner's chain: the one-write append, else `place`."""
-        op = self.append_op(owner, item)
-        result = await self._write(
-            session, lambda s: self.coll.update_one(op._filter, op._doc, session=s)
-        )
+    async def append(self, owner: ObjectId, item: Entry, *, session: Session = None) -> bool:
+        """Put `item` in the owner's chain: the one-write append, else `place` (then True: the
+        caller trims; the one-write append never takes the chain past `cap`)."""
+        result = await self._update_one(*self._append(owner, item), session)
         if result.matched_count == 0:
             await self.place(owner, [item], session=session)
+            return True
+        return False
 
     # -- the general placement -----------------------------------------------------------------
     async def place(self, owner: ObjectId, items: list[Entry], *, session: Session = None) -> int:
