@@ -30,7 +30,7 @@ from app.metrics import FANOUT_BATCH_SIZE
 from app.store import Store
 from app.strategies.base import Page, PageQuery, StatusView, TimelineStrategy
 from app.strategies.common import newest_statuses
-from app.strategies.inbox_chain import MAX_ID, Chain, Entry, entry
+from app.strategies.inbox_chain import MAX_ID, MIN_ID, Chain, Entry, entry
 from app.strategies.inbox_rebuild import rebuild_owner
 from app.strategies.inbox_removals import Inbox
 
@@ -236,7 +236,10 @@ class InboxBuckets(TimelineStrategy):
                     return ids[:want]
                 if before is None or s < before:
                     ids.append(s)
-            if len(ids) >= want or (after is not None and bucket["lo"] <= after):
+            # lo = MIN_ID: nothing can lie below, so no look-up for a bucket that is not there.
+            if len(ids) >= want or bucket["lo"] == MIN_ID:
+                break
+            if after is not None and bucket["lo"] <= after:
                 break
             bucket = await self.inbox.bucket(owner, bucket["lo"])
         return ids[:want]
@@ -276,7 +279,7 @@ class InboxBuckets(TimelineStrategy):
         more than the head holds, the bucket below it."""
         head = await self.inbox.bucket(user_id, MAX_ID)
         his = [MAX_ID]
-        if head is not None and len(head["items"]) <= min(limit, self.max_items):
+        if head is not None and head["lo"] != MIN_ID and len(head["items"]) <= limit:
             his.append(head["lo"])
         return PageQuery(
             self.collection(),
