@@ -20,6 +20,7 @@ from app.db import Database
 from app.maintenance import truth_ids
 from app.models import DOCUMENT_MODELS
 from app.settings import Settings
+from app.strategies.base import Contention
 from benchmarks.monitor import CommandCounter
 from benchmarks.workload import Workload
 
@@ -29,6 +30,9 @@ LOAD_BATCH = 2000
 # Authors whose statuses are derived at the same time: overlaps the client's BSON work with the
 # server's; one author's statuses are still applied one at a time, in order, as the worker does.
 DERIVE_CONCURRENCY = 4
+# A handler that raced concurrent derivations of other authors into the same timelines
+# (Contention) runs again after this pause, as the worker retries it (fanout/worker.py).
+CONTENTION_RETRY_S = 0.05
 # Ordinary users whose timelines are compared with the ground truth after deriving (besides
 # every probe user): a benchmark that measured wrong data would be worthless.
 CHECK_SAMPLE = 10
@@ -140,7 +144,12 @@ async def derive(sdb: StrategyDb, work: Workload, tick: Tick) -> None:
     async def one_author(author: int, statuses: list[int]) -> None:
         async with gate:
             for s in statuses:
-                await strategy.apply_posted(work.user_ids[author], work.status_ids[s])
+                while True:
+                    try:
+                        await strategy.apply_posted(work.user_ids[author], work.status_ids[s])
+                        break
+                    except Contention:  # as the worker does: run it again shortly
+                        await asyncio.sleep(CONTENTION_RETRY_S)
                 tick(1)
 
     await asyncio.gather(*(one_author(a, ss) for a, ss in sorted(by_author.items())))

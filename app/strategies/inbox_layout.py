@@ -239,15 +239,32 @@ class InboxPlacement:
     async def _merge(
         self, owner: ObjectId, bucket: dict[str, Any], add: list[Entry], session: Session
     ) -> bool:
-        """Add `add` to `bucket` (splitting it past `size`), conditional on its version."""
+        """Add `add` to `bucket`: a split past `size` is conditional on the bucket's version;
+        entries that fit are pushed under conditions that commute with concurrent appends
+        (still in range, room left, not there yet), so busy heads do not starve it."""
         merged = sorted(bucket["items"] + add, key=lambda i: i["s"], reverse=True)
         lo = min(bucket["lo"], merged[-1]["s"])
+        if len(merged) <= self.size and lo == bucket["lo"]:
+            fits = {
+                "_id": bucket["_id"],
+                "owner_id": owner,
+                "lo": {"$lte": lo},
+                f"items.{self.size - len(add)}": {"$exists": False},
+                "items.s": {"$nin": [i["s"] for i in add]},
+            }
+            push = {"$push": {"items": {"$each": add, "$sort": {"s": -1}}}, "$inc": {"v": 1}}
+            return (await self._update_one(fits, push, session)).modified_count == 1
         parts = chunks(merged, self.size, head=bucket["hi"] == MAX_ID)
         lows = [c[-1]["s"] for c in parts[:-1]] + [lo]
         for k in range(len(parts) - 1, 0, -1):
             if not await self._insert_lower(
                 owner, parts[k], lows[k], lows[k - 1], bucket["v"], session
             ):
+                # Another split of this version holds the key (in flight, or abandoned: then
+                # nothing would ever collect it). Moving the version on fails every split of
+                # it and lets the next round collect their lower parts.
+                version = {"_id": bucket["_id"], "owner_id": owner, "v": bucket["v"]}
+                await self._update_one(version, {"$inc": {"v": 1}}, session)
                 return False
         result = await self._write(
             session,
