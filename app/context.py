@@ -35,7 +35,13 @@ class AppContext:
 async def build_context(settings: Settings, database: Database) -> AppContext:
     store = database.store
     graph = Graph(store)
-    strategy = build_strategy(settings.timeline_strategy, store, settings.timeline_max, graph=graph)
+    strategy = build_strategy(
+        settings.timeline_strategy,
+        store,
+        settings.timeline_max,
+        graph=graph,
+        hybrid_threshold=settings.hybrid_threshold,
+    )
     await strategy.ensure_indexes()
     activity = Activity(settings.timeline_active_days)
     strategy.activity = activity

@@ -8,7 +8,7 @@ from typing import Literal, get_args
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-StrategyName = Literal["fanout_on_read", "recipients_embedded", "receiver_copies"]
+StrategyName = Literal["fanout_on_read", "recipients_embedded", "receiver_copies", "hybrid"]
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 
 # Settings that shape derived data, not just reads: environment variable -> Settings field.
@@ -16,6 +16,10 @@ STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 # (app/recorded_settings.py), since data built under one value is wrong under another.
 # A setting that joins later is assumed to have shaped existing data with its default.
 DERIVED_DATA_SETTINGS: dict[str, str] = {"TIMELINE_MAX": "timeline_max"}
+
+
+# Chosen from the benchmark (docs/benchmarks.md, "hybrid"): see HYBRID_THRESHOLD in README.
+HYBRID_THRESHOLD_DEFAULT = 1000
 
 
 class Settings(BaseSettings):
@@ -31,6 +35,11 @@ class Settings(BaseSettings):
     timeline_max: int = Field(1000, ge=1, le=100_000)
     # A user who has not read their timeline for this many days gets no fan-out work (app.activity).
     timeline_active_days: int = Field(7, ge=1, le=3650)
+    # hybrid: authors with more friends than this are merged into pages at read time instead of
+    # fanned out (docs/design.md, "hybrid"). Up to MAX_FRIENDS (5,000, app.graph): above it no
+    # author would ever be large. Not recorded with the data: pages are exact under any value,
+    # and the worker moves an author over at their next friendship change (docs/operations.md).
+    hybrid_threshold: int = Field(HYBRID_THRESHOLD_DEFAULT, ge=1, le=5000)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 

@@ -34,6 +34,10 @@ class Store:
     timeline_entries: Collection
     timeline_meta: Collection
     audience_watermarks: Collection
+    hybrid_entries: Collection
+    hybrid_meta: Collection
+    large_authors: Collection
+    large_friends: Collection
     events: Collection
     author_leases: Collection
     service_config: Collection
@@ -53,6 +57,10 @@ class Store:
             timeline_entries=db[_name(models.TimelineEntry)],
             timeline_meta=db[_name(models.TimelineMeta)],
             audience_watermarks=db[_name(models.AudienceWatermark)],
+            hybrid_entries=db[_name(models.HybridEntry)],
+            hybrid_meta=db[_name(models.HybridMeta)],
+            large_authors=db[_name(models.LargeAuthor)],
+            large_friends=db[_name(models.LargeFriend)],
             events=db[_name(models.Event)],
             author_leases=db[_name(models.AuthorLease)],
             service_config=db[_name(models.ServiceConfig)],

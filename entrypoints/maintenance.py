@@ -35,7 +35,13 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
             assert config is not None  # mismatches() found a record in it
             names = recorded_settings.derived_strategies(config)
             strategies = [
-                build_strategy(n, ctx.store, ctx.settings.timeline_max, graph=ctx.graph)
+                build_strategy(
+                    n,
+                    ctx.store,
+                    ctx.settings.timeline_max,
+                    graph=ctx.graph,
+                    hybrid_threshold=ctx.settings.hybrid_threshold,
+                )
                 for n in names
             ]
         users = await maintenance.user_ids(args.user)

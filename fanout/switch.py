@@ -75,17 +75,18 @@ async def rebuild_leased(
     progress: Callable[[int, int], None] | None = None,
     lease_s: float = LEASE_S,
 ) -> int:
-    """`strategy.rebuild` for each user while holding that user's author lease, so that it
-    never interleaves with a worker applying that author's events. The lease is not renewed (one
-    user's rebuild is bounded by TIMELINE_MAX): its writes are fenced by it instead, so a rebuild
-    that stalled past it fails (LeaseLost) rather than write over a worker's later events.
-    Returns documents changed."""
+    """`strategy.rebuild` and `rebuild_author` for each user while holding that user's author
+    lease, so that neither interleaves with a worker applying that author's events. The lease is
+    not renewed (one user's rebuild is bounded by TIMELINE_MAX): its writes are fenced by it
+    instead, so a rebuild that stalled past it fails (LeaseLost) rather than write over a
+    worker's later events. Returns documents changed."""
     owner = f"rebuild:{ObjectId()}"
     changed = 0
     for i, (uid, _) in enumerate(users, 1):
         token = checkpoint.lease.set(await _acquire_waiting(uid, owner, lease_s))
         try:
             changed += await strategy.rebuild(uid)
+            changed += await strategy.rebuild_author(uid)
         finally:
             checkpoint.lease.reset(token)
             await leases.release(uid, owner)
@@ -114,7 +115,13 @@ async def switch_to(
     await _config_update({"$addToSet": {"maintained": target}})
     await asyncio.sleep(2 * refresh_s)
     await _apply_events_before(ctx, ObjectId.from_datetime(utcnow()))
-    strategy = build_strategy(target, ctx.store, ctx.settings.timeline_max, graph=ctx.graph)
+    strategy = build_strategy(
+        target,
+        ctx.store,
+        ctx.settings.timeline_max,
+        graph=ctx.graph,
+        hybrid_threshold=ctx.settings.hybrid_threshold,
+    )
     await strategy.ensure_indexes()
     changed = await rebuild_leased(strategy, await maintenance.user_ids(), progress, lease_s)
     await _config_update(

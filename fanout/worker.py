@@ -122,7 +122,11 @@ class Worker:
                 if name not in self._also:
                     log.info("also maintaining %s's derived data", name)
                     strategy = build_strategy(
-                        name, self.ctx.store, self.ctx.settings.timeline_max, graph=self.ctx.graph
+                        name,
+                        self.ctx.store,
+                        self.ctx.settings.timeline_max,
+                        graph=self.ctx.graph,
+                        hybrid_threshold=self.ctx.settings.hybrid_threshold,
                     )
                     await strategy.ensure_indexes()
                     also[name] = strategy

@@ -179,6 +179,11 @@ class ReceiverCopies(TimelineStrategy):
         away = await self.activity.inactive_among(receivers)
         return [r for r in receivers if r == author_id or r not in away]
 
+    async def _materialized_friends(self, owner_id: ObjectId) -> list[ObjectId]:
+        """The friends whose statuses `owner_id`'s entries hold: all of them here. (A hook: the
+        hybrid strategy leaves out the large-audience authors it merges in at read time.)"""
+        return await self.graph.friend_ids(owner_id)
+
     async def rebuild_reader(self, user_id: ObjectId) -> int:
         return await self.rebuild(user_id)
 
@@ -349,7 +354,7 @@ class ReceiverCopies(TimelineStrategy):
           TIMELINE_MAX (true) entries are newer, so nothing right is missing once fan-outs end.
         The unfinished fan-outs are read after the truth and before the entries: a fan-out
         finished by then has put its copy in place before the entries are read."""
-        friends = await self.graph.friend_ids(user_id)
+        friends = await self._materialized_friends(user_id)
         allowed = {user_id, *friends}
         truth = await truth_timeline(self.store.statuses, user_id, friends, self.max_items)
         truth_ids = {s["_id"] for s in truth}
@@ -394,7 +399,7 @@ class ReceiverCopies(TimelineStrategy):
         """One pass: upsert the truth, then remove what has a reason to go (an author who is no
         longer a friend, a status that is gone, anything below the TIMELINE_MAX window)."""
         coll = self.collection()
-        friends = await self.graph.friend_ids(user_id)
+        friends = await self._materialized_friends(user_id)
         truth = await truth_timeline(self.store.statuses, user_id, friends, self.max_items)
         if len(truth) >= self.max_items:
             # Older statuses are about to be cut off: later removals must refill this
@@ -403,7 +408,7 @@ class ReceiverCopies(TimelineStrategy):
         changed = await self._bulk_upsert(_upsert(user_id, s) for s in truth)
         # Re-read the graph after writing: an unfriend or delete that raced with the upserts
         # above either saw them (and removed them) or is seen here.
-        allowed = [user_id, *await self.graph.friend_ids(user_id)]
+        allowed = [user_id, *await self._materialized_friends(user_id)]
         async with fenced():
             result = await coll.delete_many({"owner_id": user_id, "author_id": {"$nin": allowed}})
         changed += result.deleted_count
