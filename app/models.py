@@ -186,8 +186,11 @@ class LargeFriend(Document):
         indexes = [
             # A page reads its owner's pairs; natural key of the idempotent upserts.
             IndexModel([("owner_id", ASCENDING), ("author_id", ASCENDING)], unique=True),
-            # A crossing updates or removes every pair of one author.
-            IndexModel([("author_id", ASCENDING), ("owner_id", ASCENDING)]),
+            # A crossing updates or removes every pair of one author. (`materialized` too: Beanie
+            # merges two indexes over the same fields, whatever their order, into one.)
+            IndexModel(
+                [("author_id", ASCENDING), ("owner_id", ASCENDING), ("materialized", ASCENDING)]
+            ),
         ]
 
 

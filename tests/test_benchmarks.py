@@ -94,6 +94,7 @@ def test_results_schema(results: dict[str, Any]) -> None:
         "fanout_on_read",
         "recipients_embedded",
         "receiver_copies",
+        "hybrid",
     }
     for name, s in results["strategies"].items():
         assert set(s["read"]) >= READ_KEYS, name

@@ -39,7 +39,7 @@ from app.settings import HYBRID_THRESHOLD_DEFAULT, StrategyName
 from app.store import Store
 from app.strategies.base import StatusView
 from app.strategies.common import newest_statuses
-from app.strategies.hybrid_merge import large_of, merge_count, merge_find
+from app.strategies.hybrid_merge import entries_page, large_of, merge_count, merge_find
 from app.strategies.hybrid_pairs import PAIRS_PER_WRITE, LargeAudience
 from app.strategies.receiver_copies import FANOUT_BATCH, ReceiverCopies, _entry
 
@@ -74,10 +74,10 @@ class Hybrid(ReceiverCopies):
     async def _find(
         self, scope: dict[str, Any], id_range: dict[str, ObjectId] | None, limit: int
     ) -> list[StatusView]:
-        entries = await super()._find(scope, id_range, limit)
         large = large_of(scope)
         if not large:
-            return entries
+            return await super()._find(scope, id_range, limit)
+        entries = await entries_page(self.collection(), scope, id_range, limit)
         return await merge_find(self.store.statuses, large, entries, id_range, limit)
 
     async def _count(self, scope: dict[str, Any], id_range: dict[str, ObjectId] | None) -> int:
