@@ -10,7 +10,7 @@ from typing import Any
 from bson import ObjectId
 
 from app.context import AppContext
-from app.models import ServiceConfig, Status, TimelineEntry, User, utcnow
+from app.models import HybridEntry, ServiceConfig, Status, TimelineEntry, User, utcnow
 from app.strategies.common import truth_timeline
 
 CONFIG_ID = "service"
@@ -77,6 +77,8 @@ async def infer_built() -> list[str]:
     built = set(ALWAYS_BUILT)
     if await TimelineEntry.get_pymongo_collection().find_one({}, {"_id": 1}):
         built.add("receiver_copies")
+    if await HybridEntry.get_pymongo_collection().find_one({}, {"_id": 1}):
+        built.add("hybrid")
     statuses = Status.get_pymongo_collection()
     if await statuses.find_one({"audience": {"$exists": True}}, {"_id": 1}):
         built.add("recipients_embedded")
