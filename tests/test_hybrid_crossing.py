@@ -13,6 +13,7 @@ from app import cursors, maintenance
 from app.strategies import build_strategy
 from app.strategies.hybrid import Hybrid
 from app.strategies.hybrid_pairs import LargeAudience
+from fanout import switch
 from tests import harness
 from tests.harness import Harness, running
 
@@ -196,3 +197,20 @@ async def test_a_changed_threshold_needs_no_rebuild(hy: Harness) -> None:
         assert [str(i) for i in await raised.timeline_ids(await uid(h, handle))] == await truth(
             h, handle
         )
+
+
+async def test_check_reports_a_lost_pair_and_rebuild_repairs_it(hy: Harness) -> None:
+    h = hy
+    await h.befriend("amy", "fay")
+    await h.befriend("amy", "fox")
+    await h.drain()
+    assert await state(h, "amy") == "large"
+    await h.post("amy", "merged in, not copied")
+    await h.drain()
+    await h.ctx.store.large_friends.delete_one({"owner_id": await uid(h, "rob")})
+    report = await maintenance.check(h.ctx)
+    assert [d.handle for d in report.drifted] == ["rob"]  # amy's statuses are missing
+    users = await maintenance.user_ids()
+    assert await switch.rebuild_leased(h.ctx.strategy, users) > 0
+    assert (await maintenance.check(h.ctx)).ok
+    assert await switch.rebuild_leased(h.ctx.strategy, users) == 0  # idempotent

@@ -110,7 +110,7 @@ class Hybrid(ReceiverCopies):
             await self.fan_out(status, [author_id])
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
-        await self.rebuild_author(author_id)
+        await self._cross(author_id)
         if await self.large.state(author_id) != "large":
             await super().apply_friendship(author_id, other_id)
         elif await self.graph.are_friends(author_id, other_id):
@@ -121,6 +121,14 @@ class Hybrid(ReceiverCopies):
             await self.large.unlink(other_id, author_id)
 
     async def rebuild_author(self, author_id: ObjectId) -> int:
+        """`_cross`, and for an author who stays large, their pairs made exactly their
+        friends again (repairs drift; a friendship event does only the pair it concerns)."""
+        changed = await self._cross(author_id)
+        if not changed and await self.large.state(author_id) == "large":
+            changed = await self.large.link_all(author_id, await self.graph.friend_ids(author_id))
+        return changed
+
+    async def _cross(self, author_id: ObjectId) -> int:
         """Bring the author to the side of the threshold their friend count is on now,
         finishing a crossing a crash interrupted. Runs only under the author's lease."""
         large = await self.graph.friend_count(author_id) > self.threshold
