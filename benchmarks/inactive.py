@@ -30,7 +30,7 @@ from bson import ObjectId
 from app.context import AppContext, build_context, reading_strategy
 from app.db import connect
 from app.embedded import EmbeddedServer
-from app.models import Friendship, Status, TimelineEntry, User, UserActivity, utcnow
+from app.models import Friendship, Status, User, UserActivity, utcnow
 from app.settings import STRATEGY_NAMES, load_settings
 from app.statuses import post
 from app.strategies.common import truth_timeline
@@ -118,7 +118,8 @@ async def _written_per_post(ctx: AppContext, author: User, posts: int) -> float:
     for _ in range(posts):
         status, _ = await post(ctx, author, TEXT, None)
         await worker.drain()
-        copies = await TimelineEntry.get_pymongo_collection().count_documents(
+        # Where the strategy keeps copies (receiver_copies, hybrid); `statuses` holds none.
+        copies = await ctx.strategy.collection().count_documents(
             {"status_id": ObjectId(status["id"])}
         )
         written += 1 + copies
