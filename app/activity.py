@@ -19,11 +19,11 @@ from datetime import datetime, timedelta
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from app import outbox
 from app.checkpoint import fenced
-from app.db import Database, Session
-from app.models import UserActivity, utcnow
-from app.outbox import NothingWritten
+from app.db import Session
+from app.models import utcnow
+from app.outbox import Commit, NothingWritten
+from app.store import Collection
 
 # A read updates `last_read_at` only if the stored one is older than this: at most one write
 # per user per hour, however often they read. The window is whole days (TIMELINE_ACTIVE_DAYS
@@ -46,9 +46,11 @@ class _AlreadyMarked(NothingWritten):
 
 @dataclass
 class Activity:
-    """The activity window and the clock it is measured by (tests put a fake clock here; the
-    worker's strategy and the API share this object through the AppContext)."""
+    """The activity window over one store's `user_activity` collection, and the clock it is
+    measured by (tests put a fake clock here; the worker's strategy and the API share this
+    object through the AppContext)."""
 
+    coll: Collection
     active_days: int
     clock: Clock = field(default=utcnow)
 
@@ -58,7 +60,7 @@ class Activity:
 
     async def inactive_among(self, users: Sequence[ObjectId]) -> set[ObjectId]:
         """Those of `users` whose last read is older than the window (never read: active)."""
-        coll = UserActivity.get_pymongo_collection()
+        coll = self.coll
         cutoff = self.cutoff()
         away = {"last_read_at": {"$lt": cutoff}}
         # The cheaper of two bounded reads: when no more users are away than `users` holds
@@ -76,24 +78,23 @@ class Activity:
 
     async def count_inactive(self) -> int:
         """For /health: one range over the `last_read_at` index."""
-        return await UserActivity.get_pymongo_collection().count_documents(
-            {"last_read_at": {"$lt": self.cutoff()}}
-        )
+        return await self.coll.count_documents({"last_read_at": {"$lt": self.cutoff()}})
 
     async def serves_materialized(self, user_id: ObjectId) -> bool:
         """Whether a read by `user_id` now would be served by the materialized timeline,
         without recording anything (for `timeline check`)."""
-        doc = await UserActivity.get_pymongo_collection().find_one({"_id": user_id})
+        doc = await self.coll.find_one({"_id": user_id})
         if doc is None:
             return True
         return bool(doc["last_read_at"] >= self.cutoff() and doc.get("materialized", True))
 
-    async def touch(self, database: Database, user_id: ObjectId) -> bool:
-        """Record a read by `user_id`; whether their materialized timeline may serve it.
+    async def touch(self, commit: Commit, user_id: ObjectId) -> bool:
+        """Record a read by `user_id`; whether their materialized timeline may serve it. A
+        return's event is recorded with `commit` (the unit of work, AppContext.commit).
 
         One indexed `_id` look-up per read; a write only when the stored time is older than
         ACTIVITY_RESOLUTION, or on a return (see `_return`)."""
-        coll = UserActivity.get_pymongo_collection()
+        coll = self.coll
         now = self.clock()
         doc = await coll.find_one({"_id": user_id})
         if doc is None:
@@ -108,7 +109,7 @@ class Activity:
                 )
             return True
         if doc["last_read_at"] < self.cutoff():
-            return await self._return(database, user_id, doc["last_read_at"], now)
+            return await self._return(commit, user_id, doc["last_read_at"], now)
         if doc["last_read_at"] < now - ACTIVITY_RESOLUTION:
             await coll.update_one(
                 {"_id": user_id, "last_read_at": {"$lt": now - ACTIVITY_RESOLUTION}},
@@ -117,13 +118,13 @@ class Activity:
         return bool(doc.get("materialized", True))
 
     async def _return(
-        self, database: Database, user_id: ObjectId, last_read_at: datetime, now: datetime
+        self, commit: Commit, user_id: ObjectId, last_read_at: datetime, now: datetime
     ) -> bool:
         """Mark a returning user active and not materialized, with the rebuild event in the same
         write path (app.outbox). The update is conditional on the `last_read_at` just read, so
         of racing returns exactly one records an event. Always False: this read is served from
         the truth (the rebuild has not even started)."""
-        coll = UserActivity.get_pymongo_collection()
+        coll = self.coll
 
         async def mark(session: Session) -> None:
             result = await coll.update_one(
@@ -136,24 +137,25 @@ class Activity:
 
         event = {"kind": "timeline_rebuild", "author_id": user_id}
         try:
-            await outbox.commit_with_events(database, [event], mark)
+            await commit([event], mark)
         except _AlreadyMarked:
             pass
         return False
 
 
-async def rebuild_generation(user_id: ObjectId) -> int:
-    """Read before a rebuild starts: the return it serves (`returns`)."""
-    doc = await UserActivity.get_pymongo_collection().find_one({"_id": user_id}, {"returns": 1})
+async def rebuild_generation(coll: Collection, user_id: ObjectId) -> int:
+    """Read before a rebuild starts: the return it serves (`returns`); `coll` is the store's
+    `user_activity`."""
+    doc = await coll.find_one({"_id": user_id}, {"returns": 1})
     return int(doc.get("returns", 0)) if doc else 0
 
 
-async def finish_rebuild(user_id: ObjectId, generation: int) -> None:
+async def finish_rebuild(coll: Collection, user_id: ObjectId, generation: int) -> None:
     """The rebuild that started at `generation` is complete: reads may use the materialized
     timeline again. Fenced (only the lease holder writes it), and conditional on the
     generation: a return after the rebuild started may have been skipped by fan-outs the
     rebuild did not see, and its own event rebuilds (and finishes) again."""
     async with fenced():
-        await UserActivity.get_pymongo_collection().update_one(
+        await coll.update_one(
             {"_id": user_id, "returns": generation}, {"$set": {"materialized": True}}
         )

@@ -41,7 +41,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from app.db import OPERATION_TIMEOUT_MS, Session
-from app.models import AuthorLease
+from app.store import Collection
 
 T = TypeVar("T")
 
@@ -81,8 +81,9 @@ class Lease:
     # Renews the lease now (False: it was taken over); the worker's heartbeat does it every
     # third of a lease, and `fenced()` when a write finds little of the lease left.
     renew: Callable[[], Awaitable[bool]] | None = None
-    # The author lease document (`author_leases`) held, for `fenced_write`'s check in the
-    # transaction; and whether the server has transactions at all.
+    # The author lease document held and the store's `author_leases` collection it is in, for
+    # `fenced_write`'s check in the transaction; and whether the server has transactions.
+    author_leases: Collection | None = None
     author_id: ObjectId | None = None
     owner: str | None = None
     transactions: bool = False
@@ -141,13 +142,18 @@ async def fenced_write(
     Write conflicts then surface at once and `with_transaction` retries them until the lease's
     deadline. `write` may run more than once: it must be idempotent."""
     held = lease.get()
-    if held is None or not held.transactions or held.author_id is None:
+    if (
+        held is None
+        or not held.transactions
+        or held.author_id is None
+        or held.author_leases is None
+    ):
         async with fenced():
             return await write(None)
-    author_id, owner = held.author_id, held.owner
+    author_id, owner, leases = held.author_id, held.owner, held.author_leases
 
     async def fenced_transaction(session: Session) -> T:
-        mark = await AuthorLease.get_pymongo_collection().update_one(
+        mark = await leases.update_one(
             {"_id": author_id, "owner": owner}, {"$inc": {"fenced_writes": 1}}, session=session
         )
         if mark.matched_count != 1:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from bson import ObjectId
 
 from app.activity import Activity
-from app.db import Database
+from app.db import Database, Session
 from app.graph import Graph
+from app.outbox import commit_with_events
+from app.queue import Queue
 from app.settings import Settings
 from app.store import Store
 from app.strategies import TimelineStrategy, build_strategy
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -22,6 +28,8 @@ class AppContext:
     # The collections of `database` and the graph reader over them (app.store, app.graph).
     store: Store
     graph: Graph
+    # The event queue over `store` (app.queue).
+    queue: Queue
     strategy: TimelineStrategy
     # The TIMELINE_ACTIVE_DAYS window and its clock, shared with `strategy` (app.activity).
     activity: Activity
@@ -30,6 +38,16 @@ class AppContext:
     truth: TimelineStrategy
     # Set when this process records an event, so an in-process worker wakes at once.
     events_recorded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def commit(
+        self, events: list[dict[str, Any]], change: Callable[[Session], Awaitable[T]]
+    ) -> T:
+        """The unit of work: apply `change` and record `events` so that neither can be lost
+        without the other (app.outbox), then wake an in-process worker."""
+        result = await commit_with_events(self.database, self.queue, events, change)
+        if events:
+            self.events_recorded.set()
+        return result
 
 
 async def build_context(settings: Settings, database: Database) -> AppContext:
@@ -43,7 +61,7 @@ async def build_context(settings: Settings, database: Database) -> AppContext:
         hybrid_threshold=settings.hybrid_threshold,
     )
     await strategy.ensure_indexes()
-    activity = Activity(settings.timeline_active_days)
+    activity = Activity(store.user_activity, settings.timeline_active_days)
     strategy.activity = activity
     truth = build_strategy("fanout_on_read", store, settings.timeline_max, graph=graph)
     return AppContext(
@@ -51,6 +69,7 @@ async def build_context(settings: Settings, database: Database) -> AppContext:
         database=database,
         store=store,
         graph=graph,
+        queue=Queue(store),
         strategy=strategy,
         activity=activity,
         truth=truth,
@@ -61,7 +80,6 @@ async def reading_strategy(ctx: AppContext, user_id: ObjectId) -> TimelineStrate
     """Record a read by `user_id` (app.activity) and return the strategy that serves it: the
     configured one, or the truth while a return's rebuild is unfinished. Cursors are status
     ids in both, so a cursor from a truth-served page stays valid after the switch back."""
-    if await ctx.activity.touch(ctx.database, user_id):
+    if await ctx.activity.touch(ctx.commit, user_id):
         return ctx.strategy
-    ctx.events_recorded.set()  # a return records a rebuild event: wake an in-process worker
     return ctx.truth

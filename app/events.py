@@ -35,9 +35,10 @@ async def _rebuild(strategy: TimelineStrategy, event: Mapping[str, Any]) -> None
     # A returning inactive user (app.activity). The generation is read first: a return marked
     # after this point may need a rebuild this one does not see, and its own event finishes it.
     author = event["author_id"]
-    generation = await activity.rebuild_generation(author)
+    coll = strategy.store.user_activity
+    generation = await activity.rebuild_generation(coll, author)
     await strategy.rebuild_reader(author)
-    await activity.finish_rebuild(author, generation)
+    await activity.finish_rebuild(coll, author, generation)
 
 
 HANDLERS: dict[EventKind, Handler] = {

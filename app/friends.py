@@ -11,8 +11,8 @@ from app import graph, outbox
 from app.context import AppContext
 from app.db import Session
 from app.errors import Conflict, NotFound, ValidationFailed
-from app.models import FriendRequest, Friendship, User, utcnow
-from app.users import by_handle, handles_by_id, id_of
+from app.models import utcnow
+from app.users import Account, by_handle, handles_by_id, id_of
 
 # GET /friend-requests lists at most this many each way: a UI shows a handful, and it bounds
 # the response size for an account that is spammed with requests.
@@ -35,7 +35,7 @@ def _limit_reached() -> Conflict:
 async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: ObjectId) -> bool:
     """Turn the pending request `request_from` → other into a friendship. False: no such request.
     Conflict (friend_limit), the request left pending, when either side has graph.MAX_FRIENDS."""
-    requests = FriendRequest.get_pymongo_collection()
+    requests = ctx.store.friend_requests
     other = b if request_from == a else a
     pending_request = {"from_id": request_from, "to_id": other}
 
@@ -69,26 +69,25 @@ async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: Obj
 
     events = outbox.friendship_events(a, b, friends=True)
     try:
-        await outbox.commit_with_events(ctx.database, events, change)
+        await ctx.commit(events, change)
     except _NoPendingRequest:
         return False
     except _FriendLimit:
         raise _limit_reached() from None
-    ctx.events_recorded.set()
     return True
 
 
 async def request(
-    ctx: AppContext, me: User, to_handle: str
+    ctx: AppContext, me: Account, to_handle: str
 ) -> tuple[Literal["pending", "accepted"], bool]:
     """Send a friend request. Returns (status, created)."""
-    other = await by_handle(to_handle)
+    other = await by_handle(ctx.store, to_handle)
     my_id, other_id = id_of(me), id_of(other)
     if my_id == other_id:
         raise ValidationFailed("you cannot befriend yourself", code="self_request")
     if await ctx.graph.are_friends(my_id, other_id):
         return "accepted", False
-    requests = FriendRequest.get_pymongo_collection()
+    requests = ctx.store.friend_requests
     if await requests.find_one({"from_id": other_id, "to_id": my_id}, {"_id": 1}) and (
         await _befriend(ctx, my_id, other_id, request_from=other_id)
     ):
@@ -116,29 +115,31 @@ async def request(
     return "pending", True
 
 
-async def accept(ctx: AppContext, me: User, from_handle: str) -> None:
-    other = await by_handle(from_handle)
+async def accept(ctx: AppContext, me: Account, from_handle: str) -> None:
+    other = await by_handle(ctx.store, from_handle)
     if not await _befriend(ctx, id_of(me), id_of(other), request_from=id_of(other)):
         raise NotFound(f"no pending request from {from_handle!r}", code="request_not_found")
 
 
-async def withdraw(me: User, handle: str) -> None:
+async def withdraw(ctx: AppContext, me: Account, handle: str) -> None:
     """Decline an incoming request or cancel an outgoing one; nothing pending is fine too."""
-    other = await by_handle(handle)
+    other = await by_handle(ctx.store, handle)
     my_id, other_id = id_of(me), id_of(other)
-    await FriendRequest.get_pymongo_collection().delete_many(
+    await ctx.store.friend_requests.delete_many(
         {"$or": [{"from_id": my_id, "to_id": other_id}, {"from_id": other_id, "to_id": my_id}]}
     )
 
 
-async def pending(me: User) -> dict[str, list[dict[str, Any]]]:
-    coll = FriendRequest.get_pymongo_collection()
+async def pending(ctx: AppContext, me: Account) -> dict[str, list[dict[str, Any]]]:
+    coll = ctx.store.friend_requests
     my_id = id_of(me)
     incoming = await coll.find({"to_id": my_id}).sort("created_at", -1).to_list(MAX_LISTED_REQUESTS)
     outgoing = (
         await coll.find({"from_id": my_id}).sort("created_at", -1).to_list(MAX_LISTED_REQUESTS)
     )
-    users = await handles_by_id([r["from_id"] for r in incoming] + [r["to_id"] for r in outgoing])
+    users = await handles_by_id(
+        ctx.store, [r["from_id"] for r in incoming] + [r["to_id"] for r in outgoing]
+    )
     return {
         "incoming": [
             {"from": users[r["from_id"]].handle, "created_at": r["created_at"]}
@@ -154,22 +155,16 @@ async def pending(me: User) -> dict[str, list[dict[str, Any]]]:
 
 
 async def list_friends(
-    me: User, limit: int, before: ObjectId | None
+    ctx: AppContext, me: Account, limit: int, before: ObjectId | None
 ) -> tuple[list[dict[str, Any]], ObjectId | None]:
     """A page of friends, most recent friendship first; returns (items, next edge id)."""
     flt: dict[str, Any] = {"user_id": id_of(me)}
     if before is not None:
         flt["_id"] = {"$lt": before}
-    edges = (
-        await Friendship.get_pymongo_collection()
-        .find(flt)
-        .sort("_id", -1)
-        .limit(limit + 1)
-        .to_list()
-    )
+    edges = await ctx.store.friendships.find(flt).sort("_id", -1).limit(limit + 1).to_list()
     more = len(edges) > limit
     edges = edges[:limit]
-    users = await handles_by_id([e["friend_id"] for e in edges])
+    users = await handles_by_id(ctx.store, [e["friend_id"] for e in edges])
     items = [
         {
             "handle": users[e["friend_id"]].handle,
@@ -182,8 +177,8 @@ async def list_friends(
     return items, (edges[-1]["_id"] if more and edges else None)
 
 
-async def unfriend(ctx: AppContext, me: User, handle: str) -> None:
-    other = await by_handle(handle)
+async def unfriend(ctx: AppContext, me: Account, handle: str) -> None:
+    other = await by_handle(ctx.store, handle)
     a, b = id_of(me), id_of(other)
     # Either edge: without a transaction an earlier unfriend may have failed between the two,
     # and this one removes the other.
@@ -194,5 +189,4 @@ async def unfriend(ctx: AppContext, me: User, handle: str) -> None:
         await ctx.graph.unlink(a, b, session=session)
 
     events = outbox.friendship_events(a, b, friends=False)
-    await outbox.commit_with_events(ctx.database, events, change)
-    ctx.events_recorded.set()
+    await ctx.commit(events, change)

@@ -10,7 +10,8 @@ from typing import Any
 from bson import ObjectId
 
 from app.context import AppContext
-from app.models import HybridEntry, ServiceConfig, Status, TimelineEntry, User, utcnow
+from app.models import utcnow
+from app.store import Store
 from app.strategies.common import truth_timeline
 
 CONFIG_ID = "service"
@@ -40,9 +41,9 @@ class CheckReport:
         return not self.drifted
 
 
-async def user_ids(handle: str | None = None) -> list[tuple[ObjectId, str]]:
+async def user_ids(store: Store, handle: str | None = None) -> list[tuple[ObjectId, str]]:
     flt = {} if handle is None else {"handle": handle}
-    coll = User.get_pymongo_collection()
+    coll = store.users
     return [(d["_id"], d["handle"]) async for d in coll.find(flt, {"handle": 1}).sort("_id", 1)]
 
 
@@ -54,7 +55,7 @@ async def truth_ids(ctx: AppContext, user_id: ObjectId) -> list[ObjectId]:
 
 async def check(ctx: AppContext, sample: int | None = None) -> CheckReport:
     """Compare materialized timelines with the fan-out-on-read answer (the ground truth)."""
-    users = await user_ids()
+    users = await user_ids(ctx.store)
     if sample is not None and sample < len(users):
         users = random.sample(users, sample)
     drifted = []
@@ -72,32 +73,32 @@ async def check(ctx: AppContext, sample: int | None = None) -> CheckReport:
     return CheckReport(checked=len(users), drifted=drifted)
 
 
-async def infer_built() -> list[str]:
+async def infer_built(store: Store) -> list[str]:
     """For a database from before `service_config` existed: which strategies' data is there."""
     built = set(ALWAYS_BUILT)
-    if await TimelineEntry.get_pymongo_collection().find_one({}, {"_id": 1}):
+    if await store.timeline_entries.find_one({}, {"_id": 1}):
         built.add("receiver_copies")
-    if await HybridEntry.get_pymongo_collection().find_one({}, {"_id": 1}):
+    if await store.hybrid_entries.find_one({}, {"_id": 1}):
         built.add("hybrid")
-    statuses = Status.get_pymongo_collection()
+    statuses = store.statuses
     if await statuses.find_one({"audience": {"$exists": True}}, {"_id": 1}):
         built.add("recipients_embedded")
     return sorted(built)
 
 
-async def service_config() -> dict[str, Any] | None:
-    return await ServiceConfig.get_pymongo_collection().find_one({"_id": CONFIG_ID})
+async def service_config(store: Store) -> dict[str, Any] | None:
+    return await store.service_config.find_one({"_id": CONFIG_ID})
 
 
-async def ensure_ready(strategy: str) -> str | None:
+async def ensure_ready(store: Store, strategy: str) -> str | None:
     """Refuse a strategy whose derived data was never built in this database; record the
     strategy of a new database. Returns a warning when `strategy` is built but not the active
     one (the moments around a switch, while processes are restarted one by one)."""
-    config = ServiceConfig.get_pymongo_collection()
-    doc = await service_config()
+    config = store.service_config
+    doc = await service_config(store)
     if doc is None:
-        empty = await Status.get_pymongo_collection().find_one({}, {"_id": 1}) is None
-        built = sorted({*ALWAYS_BUILT, strategy}) if empty else await infer_built()
+        empty = await store.statuses.find_one({}, {"_id": 1}) is None
+        built = sorted({*ALWAYS_BUILT, strategy}) if empty else await infer_built(store)
         if strategy not in built:
             raise StrategyNotBuilt(
                 f"TIMELINE_STRATEGY: {strategy}'s derived data is not in this database (it has "
@@ -115,7 +116,7 @@ async def ensure_ready(strategy: str) -> str | None:
             },
             upsert=True,
         )
-        doc = await service_config()
+        doc = await service_config(store)
         assert doc is not None
     if strategy not in doc["built"]:
         raise StrategyNotBuilt(

@@ -21,7 +21,8 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from app.db import Database
 from app.errors import Conflict
-from app.models import Marker, utcnow
+from app.models import utcnow
+from app.store import Store
 from app.strategies import TimelineStrategy
 from app.timefmt import rfc3339
 
@@ -67,8 +68,27 @@ def markers_json(home: HomeMarker | None) -> dict[str, Any]:
     return {"home": None if home is None else home.json()}
 
 
-async def get_home(user_id: ObjectId) -> HomeMarker | None:
-    return _home(await Marker.get_pymongo_collection().find_one({"_id": user_id}))
+async def get_home(store: Store, user_id: ObjectId) -> HomeMarker | None:
+    return _home(await store.markers.find_one({"_id": user_id}))
+
+
+def _move_condition(last_read_id: ObjectId, version: int | None) -> dict[str, Any]:
+    """When a move to `last_read_id` applies: the id is newer (or there is no marker yet), and
+    with `version`, the stored version is that one."""
+    newer = {"home.last_read_id": {"$lt": last_read_id}}
+    missing = {"home": {"$exists": False}}
+    if version is None:
+        return {"$or": [missing, newer]}
+    if version == NO_MARKER_VERSION:
+        return missing
+    return {"home.version": version, **newer}
+
+
+def _move_update(last_read_id: ObjectId) -> dict[str, Any]:
+    return {
+        "$set": {"home.last_read_id": last_read_id, "home.updated_at": utcnow()},
+        "$inc": {"home.version": 1},
+    }
 
 
 async def move_home(
@@ -80,24 +100,13 @@ async def move_home(
     With `version`, the change happens only if the stored version equals it (0: no marker yet);
     otherwise `Conflict`, whether or not the id is newer.
     """
-    newer = {"home.last_read_id": {"$lt": last_read_id}}
-    missing = {"home": {"$exists": False}}
-    condition: dict[str, Any]
-    if version is None:
-        condition = {"$or": [missing, newer]}
-    elif version == NO_MARKER_VERSION:
-        condition = missing
-    else:
-        condition = {"home.version": version, **newer}
+    condition = _move_condition(last_read_id, version)
     # The update runs in a transaction where the server has them: the embedded server settles a
     # write conflict of a plain findAndModify inside the server, and racing first moves then
     # ended with an older id or a move counted twice (full-suite runs here); in a transaction
     # the conflict surfaces and the driver retries the whole update, condition included.
-    update = {
-        "$set": {"home.last_read_id": last_read_id, "home.updated_at": utcnow()},
-        "$inc": {"home.version": 1},
-    }
-    coll = Marker.get_pymongo_collection()
+    update = _move_update(last_read_id)
+    coll = database.store.markers
     attempts = conflicts = 0
     while attempts < MOVE_ATTEMPTS:
         try:
@@ -142,8 +151,10 @@ async def move_home(
     raise Conflict("the marker kept changing meanwhile; retry")
 
 
-async def unread_count(strategy: TimelineStrategy, user_id: ObjectId) -> tuple[int, bool]:
+async def unread_count(
+    store: Store, strategy: TimelineStrategy, user_id: ObjectId
+) -> tuple[int, bool]:
     """(items of the timeline newer than the home marker, whether that hit TIMELINE_MAX)."""
-    home = await get_home(user_id)
+    home = await get_home(store, user_id)
     count = await strategy.count_newer(user_id, None if home is None else home.last_read_id)
     return count, count >= strategy.max_items

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
-from app import queue
 from app.db import Database, Session, domain_error_from_pymongo
 from app.models import utcnow
+from app.queue import Queue
+from app.queued import new_docs
 
 T = TypeVar("T")
 
@@ -43,6 +44,15 @@ T = TypeVar("T")
 class NothingWritten(Exception):
     """Raised by a change that gives up before writing anything: its events are discarded.
     Subclass it for the caller to tell why."""
+
+
+class Commit(Protocol):
+    """The unit of work (`AppContext.commit`): apply `change` with its `events` so that neither
+    is lost without the other, and wake this process's worker."""
+
+    async def __call__(
+        self, events: list[dict[str, Any]], change: Callable[[Session], Awaitable[T]]
+    ) -> T: ...
 
 
 def status_event(kind: str, author_id: ObjectId, status_id: ObjectId) -> dict[str, Any]:
@@ -58,22 +68,22 @@ def friendship_events(a: ObjectId, b: ObjectId, *, friends: bool) -> list[dict[s
     ]
 
 
-async def record(events: list[dict[str, Any]], *, session: Session) -> None:
+async def record(queue: Queue, events: list[dict[str, Any]], *, session: Session) -> None:
     """Insert events as pending within `session`'s transaction."""
-    await queue.insert(queue.new_docs(events, "pending", utcnow()), session=session)
+    await queue.insert(new_docs(events, "pending", utcnow()), session=session)
 
 
-async def _promote(docs: list[dict[str, Any]]) -> None:
-    """Staged → pending, or recorded again if the worker took or dropped it (queue.promote)."""
+async def _promote(queue: Queue, docs: list[dict[str, Any]]) -> None:
+    """Staged → pending, or recorded again if the worker took or dropped it (Queue.promote)."""
     for doc in docs:
         await queue.promote(doc, utcnow())
 
 
-async def _settle(docs: list[dict[str, Any]]) -> None:
+async def _settle(queue: Queue, docs: list[dict[str, Any]]) -> None:
     """After a change failed with a definite outcome: promote what landed, delete the rest."""
     for doc in docs:
         if await queue.landed(doc):
-            await _promote([doc])
+            await _promote(queue, [doc])
         else:
             await queue.discard_one_staged(doc["_id"])
 
@@ -85,9 +95,11 @@ def _outcome_unknown(exc: BaseException) -> bool:
     return isinstance(exc, PyMongoError) and domain_error_from_pymongo(exc) is not None
 
 
-async def _staged(events: list[dict[str, Any]], change: Callable[[Session], Awaitable[T]]) -> T:
+async def _staged(
+    queue: Queue, events: list[dict[str, Any]], change: Callable[[Session], Awaitable[T]]
+) -> T:
     """The no-transaction path: staged before the change, pending after it (module docstring)."""
-    docs = queue.new_docs(events, "staged", utcnow())
+    docs = new_docs(events, "staged", utcnow())
     await queue.insert(docs)  # sets each doc's _id
     try:
         result = await change(None)
@@ -100,16 +112,17 @@ async def _staged(events: list[dict[str, Any]], change: Callable[[Session], Awai
     except BaseException as exc:
         if not _outcome_unknown(exc):
             try:
-                await _settle(docs)
+                await _settle(queue, docs)
             except PyMongoError:
                 pass  # left staged: the worker settles them the same way
         raise
-    await _promote(docs)
+    await _promote(queue, docs)
     return result
 
 
 async def commit_with_events(
     database: Database,
+    queue: Queue,
     events: list[dict[str, Any]],
     change: Callable[[Session], Awaitable[T]],
 ) -> T:
@@ -120,8 +133,8 @@ async def commit_with_events(
 
         async def both(session: Session) -> T:
             result = await change(session)
-            await record(events, session=session)
+            await record(queue, events, session=session)
             return result
 
         return await database.in_transaction(both)
-    return await _staged(events, change)
+    return await _staged(queue, events, change)

@@ -12,6 +12,8 @@ event stays `pending` with `lease_owner` and `lease_until` set; every write to a
 is conditional on its `lease_owner` (a worker that lost it writes nothing), and every write to
 it sets `lease_until` (the claim's filter relies on that). Which author a worker may take is
 decided by the author leases (fanout.leases) and the worker; this module only moves events.
+A `Queue` works on the `events` collection of one store (app.store), handed to it at
+construction; the typed event and the pure rules are in app.queued.
 """
 
 from __future__ import annotations
@@ -19,21 +21,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, NotRequired, TypedDict, cast
+from typing import Any, cast
 
 from bson import ObjectId
 
 from app.db import Session
 from app.graph import Graph
-from app.models import Event, EventKind, EventState, Status, utcnow
+from app.models import utcnow
+from app.queued import (
+    NOT_DONE,
+    STAGED_GRACE_S,
+    QueuedEvent,
+    QueueReader,
+    from_doc,
+    is_claimable,
+    is_waiting,
+)
 from app.store import Store
+
+__all__ = ["MAX_ATTEMPTS", "MAX_CLAIMS", "STAGED_GRACE_S", "Queue", "QueuedEvent"]
 
 log = logging.getLogger("timeline.queue")
 
-# A staged event younger than this is left to its writer, which promotes it within
-# milliseconds; only then does the worker check it against the source of truth. A hint for
-# when to look, not a proof of anything: a skewed clock only makes the worker look earlier.
-STAGED_GRACE_S = 30
 # A staged event whose change has not landed is looked at again this long after each look
 # (by the worker's clock).
 STAGED_RECHECK_S = 30
@@ -59,328 +68,226 @@ CANDIDATE_SCAN = 4 * CLAIM_CANDIDATES
 # `last_error` keeps this much of an exception's repr: enough to diagnose, bounded so that a
 # huge message cannot bloat the document.
 ERROR_CHARS = 2000
-# `timeline events list` shows at most this many, oldest first: enough to see what is wrong
-# without flooding a terminal when a bug parks thousands.
-LIST_LIMIT = 100
-
-# Not yet applied. The claim queries select on indexed fields only, `state` (and `author_id`),
-# and test the rest of a claim's conditions in Python: the embedded server's planner uses an
-# index only when every field of the filter is in it, and otherwise scans the whole collection,
-# done events included (they stay for DONE_EVENT_TTL_SECONDS), whatever the filter. Hints do not
-# help there (measured: a hinted look at one author's events took 40 ms, this one 3 ms, with
-# 600 waiting events; the unhinted `$or` filter scanned all 3,100 documents of a collection
-# holding 100 waiting events). On mongod the same queries are plain index scans.
-NOT_DONE: dict[str, Any] = {"state": {"$in": ["pending", "staged"]}}
-
-
-class QueuedEvent(TypedDict):
-    """An event document as the queue hands it out (app.models.Event has the field meanings)."""
-
-    _id: ObjectId
-    kind: EventKind
-    author_id: ObjectId
-    state: EventState
-    attempts: int
-    lease_until: datetime | None
-    created_at: datetime
-    status_id: NotRequired[ObjectId | None]
-    other_id: NotRequired[ObjectId | None]
-    # A friendship change's outcome: whether its staged event's change landed (app.outbox).
-    friends: NotRequired[bool]
-    lease_owner: NotRequired[str | None]
-    started_at: NotRequired[datetime | None]
-    resume_after: NotRequired[ObjectId | None]
-    # How often a staged event was found not landed yet (`defer`).
-    checks: NotRequired[int]
-
-
-def from_doc(doc: Mapping[str, Any]) -> QueuedEvent:
-    """The typed view of a stored event document (the boundary: the database wrote it)."""
-    return cast(QueuedEvent, dict(doc))
-
-
-def _events() -> Any:
-    return Event.get_pymongo_collection()
 
 
 def backoff_s(attempts: int) -> float:
     return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
 
 
-# -- recording (the writer's side; app.outbox decides which) ------------------------------------
-def new_docs(
-    events: list[dict[str, Any]], state: EventState, now: datetime
-) -> list[dict[str, Any]]:
-    return [
-        {"state": state, "attempts": 0, "lease_until": None, "created_at": now, **e} for e in events
-    ]
+class Queue(QueueReader):
+    """The events of one store, and the source of truth their staged changes are checked
+    against (`landed`)."""
 
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.events)
+        self.statuses = store.statuses
+        self.graph = Graph(store)
 
-async def insert(docs: list[dict[str, Any]], *, session: Session = None) -> None:
-    """Insert `docs` (within `session`'s transaction if any); sets each doc's `_id`."""
-    await _events().insert_many(docs, session=session)
+    # -- recording (the writer's side; app.outbox decides which) --------------------------------
+    async def insert(self, docs: list[dict[str, Any]], *, session: Session = None) -> None:
+        """Insert `docs` (within `session`'s transaction if any); sets each doc's `_id`."""
+        await self.events.insert_many(docs, session=session)
 
-
-async def promote(doc: dict[str, Any], now: datetime) -> None:
-    """Staged → pending. An event no longer staged was applied by the worker (perhaps before
-    its change was complete) or dropped: record it again, so that one is applied after it."""
-    flipped = await _events().update_one(
-        {"_id": doc["_id"], "state": "staged"},
-        {"$set": {"state": "pending", "lease_until": None}},
-    )
-    if flipped.matched_count == 0:
-        again = {k: v for k, v in doc.items() if k not in ("_id", "state")}
-        await _events().insert_one({**again, "state": "pending", "created_at": now})
-
-
-async def discard_staged(ids: list[ObjectId]) -> None:
-    """Delete those of `ids` still staged (their change never happened)."""
-    await _events().delete_many({"_id": {"$in": ids}, "state": "staged"})
-
-
-async def discard_one_staged(event_id: ObjectId) -> bool:
-    dropped = await _events().delete_one({"_id": event_id, "state": "staged"})
-    return bool(dropped.deleted_count)
-
-
-# -- the staged path's checks (the worker's side) -----------------------------------------------
-async def landed(event: Mapping[str, Any]) -> bool:
-    """Whether the change of a staged event is in the source of truth (durable: acknowledged)."""
-    kind = event["kind"]
-    if kind in ("status_posted", "status_deleted"):
-        found = await Status.get_pymongo_collection().find_one(
-            {"author_id": event["author_id"], "_id": event["status_id"]}, {"_id": 1}
+    async def promote(self, doc: dict[str, Any], now: datetime) -> None:
+        """Staged → pending. An event no longer staged was applied by the worker (perhaps before
+        its change was complete) or dropped: record it again, so that one is applied after it."""
+        flipped = await self.events.update_one(
+            {"_id": doc["_id"], "state": "staged"},
+            {"$set": {"state": "pending", "lease_until": None}},
         )
-        return bool((found is not None) == (kind == "status_posted"))
-    if kind == "friendship_changed" and event.get("friends") is not None:
-        friends = await Graph(Store.bind(_events().database)).are_friends(
-            event["author_id"], event["other_id"]
-        )
-        return bool(friends == event["friends"])
-    return True  # recorded without an outcome to check: applied (handlers reconcile)
+        if flipped.matched_count == 0:
+            again = {k: v for k, v in doc.items() if k not in ("_id", "state")}
+            await self.events.insert_one({**again, "state": "pending", "created_at": now})
 
+    async def discard_staged(self, ids: list[ObjectId]) -> None:
+        """Delete those of `ids` still staged (their change never happened)."""
+        await self.events.delete_many({"_id": {"$in": ids}, "state": "staged"})
 
-async def defer(event: Mapping[str, Any], now: datetime) -> None:
-    """`event`'s change has not landed: look again later, or drop it unapplied."""
-    checks = event.get("checks", 0) + 1
-    if checks >= STAGED_CHECKS:
-        if await discard_one_staged(event["_id"]):
-            log.warning(
-                "dropped staged event %s (%s): its change never landed", event["_id"], event["kind"]
+    async def discard_one_staged(self, event_id: ObjectId) -> bool:
+        dropped = await self.events.delete_one({"_id": event_id, "state": "staged"})
+        return bool(dropped.deleted_count)
+
+    # -- the staged path's checks (the worker's side) -------------------------------------------
+    async def landed(self, event: Mapping[str, Any]) -> bool:
+        """Whether the change of a staged event is in the source of truth (durable:
+        acknowledged)."""
+        kind = event["kind"]
+        if kind in ("status_posted", "status_deleted"):
+            found = await self.statuses.find_one(
+                {"author_id": event["author_id"], "_id": event["status_id"]}, {"_id": 1}
             )
-        return
-    await _events().update_one(
-        {"_id": event["_id"], "state": "staged"},
-        {"$set": {"checks": checks, "lease_until": now + timedelta(seconds=STAGED_RECHECK_S)}},
-    )
+            return bool((found is not None) == (kind == "status_posted"))
+        if kind == "friendship_changed" and event.get("friends") is not None:
+            friends = await self.graph.are_friends(event["author_id"], event["other_id"])
+            return bool(friends == event["friends"])
+        return True  # recorded without an outcome to check: applied (handlers reconcile)
 
+    async def defer(self, event: Mapping[str, Any], now: datetime) -> None:
+        """`event`'s change has not landed: look again later, or drop it unapplied."""
+        checks = event.get("checks", 0) + 1
+        if checks >= STAGED_CHECKS:
+            if await self.discard_one_staged(event["_id"]):
+                log.warning(
+                    "dropped staged event %s (%s): its change never landed",
+                    event["_id"],
+                    event["kind"],
+                )
+            return
+        await self.events.update_one(
+            {"_id": event["_id"], "state": "staged"},
+            {"$set": {"checks": checks, "lease_until": now + timedelta(seconds=STAGED_RECHECK_S)}},
+        )
 
-def _staged_due(event: Mapping[str, Any], now: datetime) -> bool:
-    """A staged event worth checking against the source of truth (app.outbox): past the grace
-    (a young one is a write in flight) and not waiting for its next look."""
-    grace = now - timedelta(seconds=STAGED_GRACE_S)
-    until = event.get("lease_until")
-    return bool(
-        event["state"] == "staged"
-        and event["created_at"] < grace
-        and (until is None or until < now)
-    )
+    # -- claiming -------------------------------------------------------------------------------
+    async def candidates(self, now: datetime, busy: set[ObjectId]) -> list[ObjectId]:
+        """The authors of the oldest CLAIM_CANDIDATES claimable events, one entry per event, in
+        `_id` order, skipping the `busy` authors (held by other workers)."""
+        cursor = (
+            self.events.find(
+                NOT_DONE, {"author_id": 1, "state": 1, "lease_until": 1, "created_at": 1}
+            )
+            .sort("_id", 1)
+            .limit(CANDIDATE_SCAN)
+        )
+        found = [
+            d["author_id"]
+            for d in await cursor.to_list()
+            if d["author_id"] not in busy and is_claimable(d, now)
+        ]
+        return found[:CLAIM_CANDIDATES]
 
+    async def _oldest_waiting(self, author: ObjectId, now: datetime) -> dict[str, Any] | None:
+        """`author`'s oldest waiting event whose change has landed; staged ones that have not
+        are deferred (or dropped) on the way."""
+        flt = {"author_id": author, **NOT_DONE}
+        cursor = self.events.find(flt).sort("_id", 1).limit(CANDIDATE_SCAN)
+        for doc in [d for d in await cursor.to_list() if is_waiting(d, now)]:
+            if doc["state"] != "staged" or await self.landed(doc):
+                return cast(dict[str, Any], doc)
+            await self.defer(doc, now)  # deferred or dropped: no longer waiting
+        return None
 
-def _is_waiting(event: Mapping[str, Any], now: datetime) -> bool:
-    """Not yet applied (a young staged event is not: its write is in flight)."""
-    return event["state"] == "pending" or _staged_due(event, now)
-
-
-def _is_claimable(event: Mapping[str, Any], now: datetime) -> bool:
-    """Waiting, and not leased to a worker or backing off after a failure."""
-    if event["state"] == "pending":
-        until = event.get("lease_until")
-        return until is None or until < now
-    return _staged_due(event, now)
-
-
-# -- claiming -----------------------------------------------------------------------------------
-async def candidates(now: datetime, busy: set[ObjectId]) -> list[ObjectId]:
-    """The authors of the oldest CLAIM_CANDIDATES claimable events, one entry per event, in
-    `_id` order, skipping the `busy` authors (held by other workers)."""
-    cursor = (
-        _events()
-        .find(NOT_DONE, {"author_id": 1, "state": 1, "lease_until": 1, "created_at": 1})
-        .sort("_id", 1)
-        .limit(CANDIDATE_SCAN)
-    )
-    found = [
-        d["author_id"]
-        for d in await cursor.to_list()
-        if d["author_id"] not in busy and _is_claimable(d, now)
-    ]
-    return found[:CLAIM_CANDIDATES]
-
-
-async def claim_oldest(author: ObjectId, owner: str, lease_s: float) -> QueuedEvent | None:
-    """Claim `author`'s oldest waiting event for `owner`, unless that one is backing off after a
-    failure (then the author waits too: its events are applied in order). Called holding the
-    author's lease; `started_at` is read now, after the lease was taken. A staged event is
-    claimed only once its change has landed (`landed`; otherwise `defer`)."""
-    now = utcnow()
-    cursor = _events().find({"author_id": author, **NOT_DONE}).sort("_id", 1).limit(CANDIDATE_SCAN)
-    waiting = [d for d in await cursor.to_list() if _is_waiting(d, now)]
-    while True:
-        if not waiting:
+    async def claim_oldest(
+        self, author: ObjectId, owner: str, lease_s: float
+    ) -> QueuedEvent | None:
+        """Claim `author`'s oldest waiting event for `owner`, unless that one is backing off after
+        a failure (then the author waits too: its events are applied in order). Called holding
+        the author's lease; `started_at` is read now, after the lease was taken. A staged event
+        is claimed only once its change has landed (`landed`; otherwise `defer`)."""
+        now = utcnow()
+        first = await self._oldest_waiting(author, now)
+        if first is None:
             return None
-        first = waiting.pop(0)
-        if first["state"] != "staged" or await landed(first):
-            break
-        await defer(first, now)  # deferred or dropped: no longer waiting
-    until = first.get("lease_until")
-    if first["state"] == "pending" and until is not None and until >= now:
-        return None
-    claimed = {
-        "state": "pending",
-        "lease_until": now + timedelta(seconds=lease_s),
-        "lease_owner": owner,
-        "started_at": now,
-    }
-    # A conditional update_one, not find_one_and_update: the embedded server answers every
-    # findAndModify with a scan of the whole collection (done events included: 130-170 ms
-    # per claim at 10,000 events, against ~2-6 ms for this update). The claimed document is
-    # `first` with this update applied: the filter guarantees nothing else changed it, as
-    # every write to a claimed event (a renewal included) also sets `lease_until`.
-    result = await _events().update_one(
-        {"_id": first["_id"], "state": first["state"], "lease_until": until},
-        {"$set": claimed, "$inc": {"attempts": 1}},
-    )
-    if result.matched_count != 1:
-        return None
-    return from_doc({**first, **claimed, "attempts": first.get("attempts", 0) + 1})
+        until = first.get("lease_until")
+        if first["state"] == "pending" and until is not None and until >= now:
+            return None
+        claimed = {
+            "state": "pending",
+            "lease_until": now + timedelta(seconds=lease_s),
+            "lease_owner": owner,
+            "started_at": now,
+        }
+        # A conditional update_one, not find_one_and_update: the embedded server answers every
+        # findAndModify with a scan of the whole collection (done events included: 130-170 ms
+        # per claim at 10,000 events, against ~2-6 ms for this update). The claimed document is
+        # `first` with this update applied: the filter guarantees nothing else changed it, as
+        # every write to a claimed event (a renewal included) also sets `lease_until`.
+        result = await self.events.update_one(
+            {"_id": first["_id"], "state": first["state"], "lease_until": until},
+            {"$set": claimed, "$inc": {"attempts": 1}},
+        )
+        if result.matched_count != 1:
+            return None
+        return from_doc({**first, **claimed, "attempts": first.get("attempts", 0) + 1})
 
+    # -- a claimed event's transitions (each a no-op for an owner that lost the event) ----------
+    async def renew(
+        self, event_id: ObjectId, owner: str, until: datetime, resume_after: ObjectId | None = None
+    ) -> bool:
+        """Extend `owner`'s lease on the event (and save `resume_after`); False if it lost it."""
+        sets: dict[str, Any] = {"lease_until": until}
+        if resume_after is not None:
+            sets["resume_after"] = resume_after
+        result = await self.events.update_one(
+            {"_id": event_id, "state": "pending", "lease_owner": owner}, {"$set": sets}
+        )
+        return bool(result.matched_count == 1)
 
-# -- a claimed event's transitions (each a no-op for an owner that lost the event) --------------
-async def renew(
-    event_id: ObjectId, owner: str, until: datetime, resume_after: ObjectId | None = None
-) -> bool:
-    """Extend `owner`'s lease on the event (and save `resume_after`); False if it lost it."""
-    sets: dict[str, Any] = {"lease_until": until}
-    if resume_after is not None:
-        sets["resume_after"] = resume_after
-    result = await _events().update_one(
-        {"_id": event_id, "state": "pending", "lease_owner": owner}, {"$set": sets}
-    )
-    return bool(result.matched_count == 1)
+    async def _leased_update(self, event_id: ObjectId, owner: str, update: dict[str, Any]) -> None:
+        await self.events.update_one({"_id": event_id, "lease_owner": owner}, update)
 
+    async def complete(self, event_id: ObjectId, owner: str) -> None:
+        await self._leased_update(
+            event_id, owner, {"$set": {"state": "done", "done_at": utcnow(), "lease_until": None}}
+        )
 
-async def _leased_update(event_id: ObjectId, owner: str, update: dict[str, Any]) -> None:
-    await _events().update_one({"_id": event_id, "lease_owner": owner}, update)
+    async def park(self, event_id: ObjectId, owner: str, error: str) -> None:
+        """Dead: a poison event, left for `retry_dead` once its cause is fixed."""
+        await self._leased_update(
+            event_id,
+            owner,
+            {"$set": {"state": "dead", "last_error": error[:ERROR_CHARS], "lease_until": None}},
+        )
 
-
-async def complete(event_id: ObjectId, owner: str) -> None:
-    await _leased_update(
-        event_id, owner, {"$set": {"state": "done", "done_at": utcnow(), "lease_until": None}}
-    )
-
-
-async def park(event_id: ObjectId, owner: str, error: str) -> None:
-    """Dead: a poison event, left for `retry_dead` once its cause is fixed."""
-    await _leased_update(
-        event_id,
-        owner,
-        {"$set": {"state": "dead", "last_error": error[:ERROR_CHARS], "lease_until": None}},
-    )
-
-
-async def fail(event: QueuedEvent, owner: str, error: str) -> bool:
-    """A failed attempt: retried after a backoff, or parked after MAX_ATTEMPTS. True if parked."""
-    if event["attempts"] >= MAX_ATTEMPTS:
-        await park(event["_id"], owner, error)
-        return True
-    retry_at = utcnow() + timedelta(seconds=backoff_s(event["attempts"]))
-    await _leased_update(
-        event["_id"],
-        owner,
-        {"$set": {"state": "pending", "last_error": error[:ERROR_CHARS], "lease_until": retry_at}},
-    )
-    return False
-
-
-async def contended(event_id: ObjectId, owner: str, error: str, delay_s: float) -> None:
-    """Retry after `delay_s`, and take back the claim's count: racing another handler is no
-    fault of the event, so it must never make the event look like poison."""
-    await _leased_update(
-        event_id,
-        owner,
-        {
-            "$set": {
-                "state": "pending",
-                "last_error": error[:ERROR_CHARS],
-                "lease_until": utcnow() + timedelta(seconds=delay_s),
+    async def fail(self, event: QueuedEvent, owner: str, error: str) -> bool:
+        """A failed attempt: retried after a backoff, or parked after MAX_ATTEMPTS. True if
+        parked."""
+        if event["attempts"] >= MAX_ATTEMPTS:
+            await self.park(event["_id"], owner, error)
+            return True
+        retry_at = utcnow() + timedelta(seconds=backoff_s(event["attempts"]))
+        await self._leased_update(
+            event["_id"],
+            owner,
+            {
+                "$set": {
+                    "state": "pending",
+                    "last_error": error[:ERROR_CHARS],
+                    "lease_until": retry_at,
+                }
             },
-            "$inc": {"attempts": -1},
-        },
-    )
+        )
+        return False
 
+    async def contended(self, event_id: ObjectId, owner: str, error: str, delay_s: float) -> None:
+        """Retry after `delay_s`, and take back the claim's count: racing another handler is no
+        fault of the event, so it must never make the event look like poison."""
+        await self._leased_update(
+            event_id,
+            owner,
+            {
+                "$set": {
+                    "state": "pending",
+                    "last_error": error[:ERROR_CHARS],
+                    "lease_until": utcnow() + timedelta(seconds=delay_s),
+                },
+                "$inc": {"attempts": -1},
+            },
+        )
 
-async def hand_back(event_id: ObjectId, owner: str, delay_s: float) -> None:
-    """Let another claim take the event after `delay_s`, counting nothing against it."""
-    await _leased_update(
-        event_id, owner, {"$set": {"lease_until": utcnow() + timedelta(seconds=delay_s)}}
-    )
+    async def hand_back(self, event_id: ObjectId, owner: str, delay_s: float) -> None:
+        """Let another claim take the event after `delay_s`, counting nothing against it."""
+        await self._leased_update(
+            event_id, owner, {"$set": {"lease_until": utcnow() + timedelta(seconds=delay_s)}}
+        )
 
-
-# -- operators and readers ----------------------------------------------------------------------
-async def retry_dead(ids: list[ObjectId] | None) -> int:
-    """Re-queue dead events (all of them when `ids` is None) with a fresh attempt budget.
-    `last_error` is kept for the record until the event succeeds or fails again."""
-    flt: dict[str, Any] = {"state": "dead"}
-    if ids is not None:
-        flt["_id"] = {"$in": ids}
-    result = await _events().update_many(
-        flt,
-        {
-            "$set": {"state": "pending", "attempts": 0, "lease_until": None, "lease_owner": None},
-            "$unset": {"resume_after": ""},
-        },
-    )
-    return int(result.modified_count)
-
-
-async def list_events(state: str, limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
-    cursor = _events().find({"state": state}).sort("_id", 1).limit(limit)
-    return cast(list[dict[str, Any]], await cursor.to_list())
-
-
-async def count(state: str) -> int:
-    return int(await _events().count_documents({"state": state}))
-
-
-async def pending_count() -> int:
-    """Events not yet applied."""
-    return int(await _events().count_documents(NOT_DONE))
-
-
-async def any_waiting_before(cutoff: ObjectId) -> bool:
-    """Whether an event recorded before `cutoff` is not yet applied."""
-    older = {"_id": {"$lt": cutoff}, **NOT_DONE}
-    return await _events().find_one(older, {"_id": 1}) is not None
-
-
-async def backlog() -> dict[str, object]:
-    """The worker's backlog as GET /health reports it."""
-    pending = await pending_count()
-    oldest = await _events().find_one(NOT_DONE, {"created_at": 1}, sort=[("_id", 1)])
-    age = (utcnow() - oldest["created_at"]).total_seconds() if oldest else None
-    return {
-        "pending_events": pending,
-        "oldest_pending_age_s": round(age, 3) if age is not None else None,
-        "dead_events": await count("dead"),
-    }
-
-
-async def unfinished_posts(authors: list[ObjectId], states: list[str]) -> list[dict[str, Any]]:
-    """The `status_posted` events (with `status_id`) of `authors` in `states`. Selected on the
-    (author_id, state) index's fields alone, the kind tested here: the embedded server scans the
-    whole collection (done events included) for a filter with any other field."""
-    cursor = _events().find(
-        {"author_id": {"$in": authors}, "state": {"$in": states}}, {"status_id": 1, "kind": 1}
-    )
-    return [e async for e in cursor if e["kind"] == "status_posted"]
+    # -- operators (the readers are QueueReader's) ----------------------------------------------
+    async def retry_dead(self, ids: list[ObjectId] | None) -> int:
+        """Re-queue dead events (all of them when `ids` is None) with a fresh attempt budget.
+        `last_error` is kept for the record until the event succeeds or fails again."""
+        flt: dict[str, Any] = {"state": "dead"}
+        if ids is not None:
+            flt["_id"] = {"$in": ids}
+        result = await self.events.update_many(
+            flt,
+            {
+                "$set": {
+                    "state": "pending",
+                    "attempts": 0,
+                    "lease_until": None,
+                    "lease_owner": None,
+                },
+                "$unset": {"resume_after": ""},
+            },
+        )
+        return int(result.modified_count)

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 from app import maintenance
-from app.models import ServiceConfig, utcnow
+from app.models import utcnow
 from app.settings import DERIVED_DATA_SETTINGS, Settings, StrategyName
+from app.store import Store
 
 
 class SettingsMismatch(Exception):
@@ -37,37 +38,37 @@ def derived_strategies(config: dict[str, Any]) -> list[StrategyName]:
     return cast(list[StrategyName], sorted(names - set(maintenance.ALWAYS_BUILT)))
 
 
-async def _set(values: dict[str, Any]) -> None:
+async def _set(store: Store, values: dict[str, Any]) -> None:
     fields = {f"settings.{var}": value for var, value in values.items()}
-    await ServiceConfig.get_pymongo_collection().update_one(
+    await store.service_config.update_one(
         {"_id": maintenance.CONFIG_ID}, {"$set": {**fields, "updated_at": utcnow()}}
     )
 
 
-async def mismatches(settings: Settings) -> dict[str, tuple[Any, Any]]:
+async def mismatches(store: Store, settings: Settings) -> dict[str, tuple[Any, Any]]:
     """{variable: (recorded, configured)} for every setting whose derived data disagrees.
 
     Records what is missing first: a database from before this record gets the configured
     values (the data is assumed built under them, as it was served with them), a setting
     that joined the table later gets its default. A database without derived data (only
     fanout_on_read) takes the configured values: nothing was shaped by the old ones."""
-    config = await maintenance.service_config()
+    config = await maintenance.service_config(store)
     if config is None:
         return {}  # nothing recorded yet: the first `ensure_ready` creates the document
     wanted = current(settings)
     recorded = config.get("settings")
     if recorded is None:
-        await _set(wanted)
+        await _set(store, wanted)
         return {}
     missing = {var: value for var, value in defaults().items() if var not in recorded}
     if missing:
-        await _set(missing)
+        await _set(store, missing)
         recorded = {**recorded, **missing}
     differ = {
         var: (recorded[var], value) for var, value in wanted.items() if recorded[var] != value
     }
     if differ and not derived_strategies(config):
-        await _set(wanted)
+        await _set(store, wanted)
         return {}
     return differ
 
@@ -80,12 +81,12 @@ def fix_hint(var: str, recorded: Any, configured: Any) -> str:
     )
 
 
-async def ensure_matching(settings: Settings) -> None:
+async def ensure_matching(store: Store, settings: Settings) -> None:
     """Refuse to run on derived data shaped by other values of DERIVED_DATA_SETTINGS."""
-    for var, (recorded, configured) in (await mismatches(settings)).items():
+    for var, (recorded, configured) in (await mismatches(store, settings)).items():
         raise SettingsMismatch(fix_hint(var, recorded, configured))
 
 
-async def record(settings: Settings) -> None:
+async def record(store: Store, settings: Settings) -> None:
     """After every strategy's derived data was rebuilt under `settings`."""
-    await _set(current(settings))
+    await _set(store, current(settings))

@@ -14,9 +14,10 @@ from app.context import AppContext
 from app.cursors import parse_id
 from app.db import Session
 from app.errors import Conflict, NotFound, ValidationFailed
-from app.models import IdempotencyRecord, Status, User, utcnow
+from app.models import utcnow
+from app.store import Collection
 from app.timefmt import rfc3339
-from app.users import id_of
+from app.users import Account, id_of
 
 # A request holding an Idempotency-Key longer than this is presumed dead (its process crashed
 # between claiming the key and committing); a retry may then take the key over.
@@ -33,12 +34,12 @@ def status_json(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _claim_key(
-    user_id: ObjectId, key: str, body_hash: str, status_id: ObjectId
+    coll: Collection, user_id: ObjectId, key: str, body_hash: str, status_id: ObjectId
 ) -> tuple[dict[str, Any] | None, ObjectId]:
     """Claim the key for this request. Returns (a stored response to replay, None) or (None, the
     id of the status to create). The key is bound to that id when first claimed, so that every
-    attempt with the key creates (or finishes) the same status, never a second one."""
-    coll = IdempotencyRecord.get_pymongo_collection()
+    attempt with the key creates (or finishes) the same status, never a second one. `coll` is
+    the store's `idempotency_keys`."""
     now = utcnow()
     try:
         await coll.insert_one(
@@ -57,7 +58,7 @@ async def _claim_key(
         pass
     rec = await coll.find_one({"user_id": user_id, "key": key})
     if rec is None:  # expired between the two calls: claim again
-        return await _claim_key(user_id, key, body_hash, status_id)
+        return await _claim_key(coll, user_id, key, body_hash, status_id)
     if rec["body_hash"] != body_hash:
         raise ValidationFailed(
             "this Idempotency-Key was used with a different body", code="idempotency_key_reused"
@@ -89,18 +90,30 @@ def _in_flight() -> Conflict:
     )
 
 
+async def _release_key(keys: Collection, user_id: ObjectId, key: str) -> None:
+    """Release the key of a post that failed, so that the client's retry is not answered 409
+    until it goes stale; the retry finishes the status (same id) if it was inserted. Best
+    effort: an unreleased key goes stale after IN_FLIGHT_STALE_S."""
+    try:
+        await keys.update_one(
+            {"user_id": user_id, "key": key, "state": "in_flight"}, {"$set": {"released": True}}
+        )
+    except Exception:
+        pass
+
+
 async def post(
-    ctx: AppContext, me: User, text: str, idempotency_key: str | None
+    ctx: AppContext, me: Account, text: str, idempotency_key: str | None
 ) -> tuple[dict[str, Any], bool]:
     """Create a status. Returns (status object, created); created is False for a replay."""
     user_id = id_of(me)
-    keys = IdempotencyRecord.get_pymongo_collection()
-    statuses = Status.get_pymongo_collection()
+    keys = ctx.store.idempotency_keys
+    statuses = ctx.store.statuses
     status_id = ObjectId()
     existing: dict[str, Any] | None = None
     if idempotency_key is not None:
         body_hash = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        replay, status_id = await _claim_key(user_id, idempotency_key, body_hash, status_id)
+        replay, status_id = await _claim_key(keys, user_id, idempotency_key, body_hash, status_id)
         if replay is not None:
             return replay, False
         # Without transactions an earlier attempt may have inserted the status and failed
@@ -138,50 +151,41 @@ async def post(
 
     events = [outbox.status_event("status_posted", user_id, status["_id"])]
     try:
-        await outbox.commit_with_events(ctx.database, events, change)
+        await ctx.commit(events, change)
     except DuplicateKeyError:
         if idempotency_key is None:
             raise
         raise _in_flight() from None  # another attempt with this key inserted it meanwhile
     except BaseException:
         if idempotency_key is not None:
-            # Release the key so that the client's retry is not answered 409 until it goes
-            # stale; the retry finishes this status (same id) if it was inserted.
-            try:
-                await keys.update_one(
-                    {"user_id": user_id, "key": idempotency_key, "state": "in_flight"},
-                    {"$set": {"released": True}},
-                )
-            except Exception:
-                pass
+            await _release_key(keys, user_id, idempotency_key)
         raise
-    ctx.events_recorded.set()
     return response, True
 
 
-async def _visible(ctx: AppContext, me: User, status_id: str) -> dict[str, Any]:
+async def _visible(ctx: AppContext, me: Account, status_id: str) -> dict[str, Any]:
     oid = parse_id(status_id)
     doc = None
     if oid is not None:
-        doc = await Status.get_pymongo_collection().find_one({"_id": oid}, {"audience": 0})
+        doc = await ctx.store.statuses.find_one({"_id": oid}, {"audience": 0})
     # Not yours and not a friend's: the same 404 as a missing id, so existence does not leak.
     if doc is None or not await ctx.graph.can_see(id_of(me), doc["author_id"]):
         raise NotFound("no such status", code="status_not_found")
     return dict(doc)
 
 
-async def get(ctx: AppContext, me: User, status_id: str) -> dict[str, Any]:
+async def get(ctx: AppContext, me: Account, status_id: str) -> dict[str, Any]:
     return status_json(await _visible(ctx, me, status_id))
 
 
-async def _own(me: User, status_id: str) -> dict[str, Any]:
+async def _own(ctx: AppContext, me: Account, status_id: str) -> dict[str, Any]:
     """The caller's own status. Looked up with its author, the shard key of `statuses`, so that
     on a sharded cluster a delete asks one shard (docs/scaling.md); a friend's status gets the
     same 404 as a missing id, as before."""
     oid = parse_id(status_id)
     doc = None
     if oid is not None:
-        doc = await Status.get_pymongo_collection().find_one(
+        doc = await ctx.store.statuses.find_one(
             {"author_id": id_of(me), "_id": oid}, {"audience": 0}
         )
     if doc is None:
@@ -189,31 +193,30 @@ async def _own(me: User, status_id: str) -> dict[str, Any]:
     return dict(doc)
 
 
-async def delete(ctx: AppContext, me: User, status_id: str) -> None:
-    doc = await _own(me, status_id)
+async def delete(ctx: AppContext, me: Account, status_id: str) -> None:
+    doc = await _own(ctx, me, status_id)
     strategy = ctx.strategy
 
     async def change(session: Session) -> None:
         # A key still bound to this status in flight (its post failed after inserting it,
         # without a transaction) is settled first: a retry then replays the post instead of
         # inserting the deleted status again.
-        await IdempotencyRecord.get_pymongo_collection().update_many(
+        await ctx.store.idempotency_keys.update_many(
             {"user_id": doc["author_id"], "status_id": doc["_id"], "state": "in_flight"},
             {"$set": {"state": "done", "response": status_json(doc)}},
             session=session,
         )
-        await Status.get_pymongo_collection().delete_one(
+        await ctx.store.statuses.delete_one(
             {"author_id": doc["author_id"], "_id": doc["_id"]}, session=session
         )
         await strategy.status_deleted(doc, session=session)
 
     events = [outbox.status_event("status_deleted", doc["author_id"], doc["_id"])]
-    await outbox.commit_with_events(ctx.database, events, change)
-    ctx.events_recorded.set()
+    await ctx.commit(events, change)
 
 
 async def by_author(
-    ctx: AppContext, me: User, author: User, limit: int, before: ObjectId | None
+    ctx: AppContext, me: Account, author: Account, limit: int, before: ObjectId | None
 ) -> tuple[list[dict[str, Any]], ObjectId | None]:
     author_id = id_of(author)
     if not await ctx.graph.can_see(id_of(me), author_id):
@@ -222,8 +225,7 @@ async def by_author(
     if before is not None:
         flt["_id"] = {"$lt": before}
     docs = (
-        await Status.get_pymongo_collection()
-        .find(flt, {"audience": 0})
+        await ctx.store.statuses.find(flt, {"audience": 0})
         .sort("_id", -1)
         .limit(limit + 1)
         .to_list()

@@ -1,62 +1,111 @@
-"""Users and bearer tokens."""
+"""Users and bearer tokens.
+
+A user is read into an `Account`, a plain value built from its document, over the store's
+`users` collection. Not the Beanie `User` document: Beanie can build one only while its class is
+bound to a database (`CollectionWasNotInitialized` otherwise), and that binding is one per
+process, so a second database in the same process would be reached through it (app.store).
+`app.models.User` still declares the collection, its fields and its indexes.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from app.errors import Conflict, NotFound, Unauthorized
-from app.models import Friendship, User
+from app.models import utcnow
+from app.store import Store
 
 # 32 random bytes: guessing is hopeless, so a fast hash (sha256) is enough to store; a slow
 # password hash would only add latency to every request.
 TOKEN_BYTES = 32
 
 
+@dataclass(frozen=True)
+class Account:
+    """A user as stored (app.models.User has the field meanings)."""
+
+    id: ObjectId
+    handle: str
+    display_name: str | None
+    token_hash: str
+    created_at: datetime
+    friend_count: int = 0
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Account:
+        return cls(
+            id=doc["_id"],
+            handle=doc["handle"],
+            display_name=doc.get("display_name"),
+            token_hash=doc["token_hash"],
+            created_at=doc["created_at"],
+            friend_count=int(doc.get("friend_count", 0)),
+        )
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def id_of(user: User) -> ObjectId:
-    """The id of a user read from the database (only a never-saved `User` has none)."""
-    assert user.id is not None
+def id_of(user: Account) -> ObjectId:
     return user.id
 
 
-async def create_user(handle: str, display_name: str | None) -> tuple[User, str]:
+def new_user_doc(handle: str, display_name: str | None, token_hash: str) -> dict[str, Any]:
+    """A `users` document with every field app.models.User declares."""
+    return {
+        "_id": ObjectId(),
+        "handle": handle,
+        "display_name": display_name,
+        "token_hash": token_hash,
+        "created_at": utcnow(),
+        "friend_count": 0,
+    }
+
+
+async def create_user(store: Store, handle: str, display_name: str | None) -> tuple[Account, str]:
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    user = User(handle=handle, display_name=display_name, token_hash=hash_token(token))
+    doc = new_user_doc(handle, display_name, hash_token(token))
     try:
-        await user.insert()
+        await store.users.insert_one(doc)
     except DuplicateKeyError:
         raise Conflict(f"the handle {handle!r} is taken", code="handle_taken") from None
-    return user, token
+    return Account.from_doc(doc), token
 
 
-async def authenticate(token: str) -> User:
+async def authenticate(store: Store, token: str) -> Account:
     digest = hash_token(token)
-    user = await User.find_one(User.token_hash == digest)
+    doc = await store.users.find_one({"token_hash": digest})
     # The lookup is by hash, so timing reveals nothing about the token; compare anyway.
-    if user is None or not hmac.compare_digest(user.token_hash, digest):
+    if doc is None or not hmac.compare_digest(doc["token_hash"], digest):
         raise Unauthorized("the bearer token is invalid", code="invalid_token")
-    return user
+    return Account.from_doc(doc)
 
 
-async def by_handle(handle: str) -> User:
-    user = await User.find_one(User.handle == handle)
-    if user is None:
+async def by_handle(store: Store, handle: str) -> Account:
+    doc = await store.users.find_one({"handle": handle})
+    if doc is None:
         raise NotFound(f"no user {handle!r}", code="user_not_found")
-    return user
+    return Account.from_doc(doc)
 
 
-async def friend_count(user_id: ObjectId) -> int:
-    return await Friendship.get_pymongo_collection().count_documents({"user_id": user_id})
+async def by_id(store: Store, user_id: ObjectId) -> Account | None:
+    doc = await store.users.find_one({"_id": user_id})
+    return None if doc is None else Account.from_doc(doc)
 
 
-async def handles_by_id(ids: list[ObjectId]) -> dict[ObjectId, User]:
-    users = await User.find({"_id": {"$in": ids}}).to_list()
-    return {u.id: u for u in users if u.id is not None}
+async def friend_count(store: Store, user_id: ObjectId) -> int:
+    return int(await store.friendships.count_documents({"user_id": user_id}))
+
+
+async def handles_by_id(store: Store, ids: list[ObjectId]) -> dict[ObjectId, Account]:
+    return {d["_id"]: Account.from_doc(d) async for d in store.users.find({"_id": {"$in": ids}})}

@@ -24,14 +24,14 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.context import build_context
+from app.context import AppContext, build_context
 from app.db import connect
 from app.embedded import EmbeddedServer
-from app.models import Friendship, TimelineEntry, User, utcnow
+from app.models import TimelineEntry, utcnow
 from app.settings import load_settings
 from app.statuses import post
 from app.strategies.receiver_copies import FANOUT_BATCH
-from app.users import hash_token
+from app.users import Account, hash_token, new_user_doc
 from fanout.worker import Worker
 
 DEFAULT_FRIENDS = 5000
@@ -64,19 +64,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-async def _author_with_friends(n: int) -> User:
+async def _author_with_friends(ctx: AppContext, n: int) -> Account:
     now = utcnow()
-    author = User(handle="author", token_hash=hash_token(secrets.token_hex(16)))
-    await author.insert()
-    assert author.id is not None
+    doc = new_user_doc("author", None, hash_token(secrets.token_hex(16)))
+    await ctx.store.users.insert_one(doc)
+    author = Account.from_doc(doc)
     friends = [
         {"_id": ObjectId(), "handle": f"f{i}", "token_hash": hash_token(secrets.token_hex(16))}
         for i in range(n)
     ]
-    await User.get_pymongo_collection().insert_many(friends)
+    await ctx.store.users.insert_many(friends)
     edges = [{"user_id": author.id, "friend_id": f["_id"], "since": now} for f in friends]
     edges += [{"user_id": f["_id"], "friend_id": author.id, "since": now} for f in friends]
-    await Friendship.get_pymongo_collection().insert_many(edges)
+    await ctx.store.friendships.insert_many(edges)
     return author
 
 
@@ -104,10 +104,10 @@ async def measure(url: str, friends: int, repeat: int, embedded: bool) -> dict[s
     raw_runs: list[float] = []
     try:
         ctx = await build_context(settings, database)
-        author = await _author_with_friends(friends)
-        users = User.get_pymongo_collection()
+        author = await _author_with_friends(ctx, friends)
+        users = ctx.store.users
         owners = [u["_id"] async for u in users.find({"_id": {"$ne": author.id}}, {"_id": 1})]
-        entries = TimelineEntry.get_pymongo_collection()
+        entries = ctx.store.timeline_entries
         # Alternate the two so that a busy machine slows both alike; report medians.
         for _ in range(repeat):
             status, _ = await post(ctx, author, TEXT, None)

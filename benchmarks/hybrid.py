@@ -31,8 +31,9 @@ from pymongo import AsyncMongoClient
 from app import statuses
 from app.embedded import EmbeddedServer
 from app.maintenance import truth_ids
-from app.models import Friendship, Status, User, utcnow
+from app.models import utcnow
 from app.strategies import build_strategy
+from app.users import by_id
 from benchmarks.config import PAGE_LIMIT
 from benchmarks.loader import StrategyDb, derive, load_truth, open_strategy, workload_timeline
 from benchmarks.monitor import CommandCounter
@@ -113,7 +114,7 @@ async def _page(sdb: StrategyDb, uid: ObjectId, repeats: int) -> dict[str, Any]:
 async def _visible_s(sdb: StrategyDb, uid: ObjectId, repeats: int) -> dict[str, Any]:
     """A post by `uid` through the API's code, then a worker drain: until every timeline
     shows it. Median seconds and documents written per post."""
-    me = await User.get(uid)
+    me = await by_id(sdb.ctx.store, uid)
     assert me is not None
     worker = Worker(sdb.ctx, name="bench-hybrid")
     times, docs = [], []
@@ -139,16 +140,17 @@ async def _crossing(sdb: StrategyDb, work: Workload, level: int) -> dict[str, An
     then one of `level` down; each crossing applied as the worker does (`rebuild_author`)."""
     ctx = sdb.ctx
     author = ObjectId()
-    await User.get_pymongo_collection().insert_one(
+    store = ctx.store
+    await store.users.insert_one(
         {"_id": author, "handle": f"crosser{level}", "token_hash": f"x{level}"}
     )
     friends = work.user_ids[1 : level + 1]
     now = utcnow()
     edges = [{"user_id": author, "friend_id": f, "since": now} for f in friends]
     edges += [{"user_id": f, "friend_id": author, "since": now} for f in friends]
-    await Friendship.get_pymongo_collection().insert_many(edges)
+    await store.friendships.insert_many(edges)
     for i in range(CROSSING_POSTS):
-        await Status.get_pymongo_collection().insert_one(
+        await store.statuses.insert_one(
             {"author_id": author, "author": f"crosser{level}", "text": f"x {i}", "created_at": now}
         )
     out: dict[str, Any] = {"friends": level}

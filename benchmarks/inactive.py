@@ -30,11 +30,11 @@ from bson import ObjectId
 from app.context import AppContext, build_context, reading_strategy
 from app.db import connect
 from app.embedded import EmbeddedServer
-from app.models import Friendship, Status, User, UserActivity, utcnow
+from app.models import utcnow
 from app.settings import STRATEGY_NAMES, load_settings
 from app.statuses import post
 from app.strategies.common import truth_timeline
-from app.users import hash_token
+from app.users import Account, hash_token, new_user_doc
 from fanout.worker import Worker
 
 # Default share of users away longer than TIMELINE_ACTIVE_DAYS. Public figures put daily over
@@ -86,14 +86,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-async def _population(friends: int, share: float) -> tuple[User, list[ObjectId], list[ObjectId]]:
+async def _population(
+    ctx: AppContext, friends: int, share: float
+) -> tuple[Account, list[ObjectId], list[ObjectId]]:
     """The author, their inactive friends and their active friends (activity recorded)."""
     now = utcnow()
-    author = User(handle="author", token_hash=hash_token(secrets.token_hex(16)))
-    await author.insert()
-    assert author.id is not None
+    store = ctx.store
+    doc = new_user_doc("author", None, hash_token(secrets.token_hex(16)))
+    await store.users.insert_one(doc)
+    author = Account.from_doc(doc)
     ids = [ObjectId() for _ in range(friends)]
-    await User.get_pymongo_collection().insert_many(
+    await store.users.insert_many(
         [
             {"_id": i, "handle": f"f{n}", "token_hash": hash_token(f"t{n}")}
             for n, i in enumerate(ids)
@@ -101,17 +104,17 @@ async def _population(friends: int, share: float) -> tuple[User, list[ObjectId],
     )
     edges = [{"user_id": author.id, "friend_id": i, "since": now} for i in ids]
     edges += [{"user_id": i, "friend_id": author.id, "since": now} for i in ids]
-    await Friendship.get_pymongo_collection().insert_many(edges)
+    await store.friendships.insert_many(edges)
     away = round(friends * share)
     inactive, active = ids[:away], ids[away:]
     docs = [{"_id": i, "last_read_at": now - AWAY, "materialized": True} for i in inactive]
     docs += [{"_id": i, "last_read_at": now, "materialized": True} for i in active]
     docs.append({"_id": author.id, "last_read_at": now, "materialized": True})
-    await UserActivity.get_pymongo_collection().insert_many(docs)
+    await store.user_activity.insert_many(docs)
     return author, inactive, active
 
 
-async def _written_per_post(ctx: AppContext, author: User, posts: int) -> float:
+async def _written_per_post(ctx: AppContext, author: Account, posts: int) -> float:
     """Documents written per post: the status and the fan-out's copies (drained)."""
     worker = Worker(ctx, name="bench")
     written = 0
@@ -149,7 +152,7 @@ async def measure_one(
     database = await connect(url, settings.mongodb_db, embedded=embedded)
     try:
         ctx = await build_context(settings, database)
-        author, inactive, active = await _population(args.friends, args.inactive_share)
+        author, inactive, active = await _population(ctx, args.friends, args.inactive_share)
         ctx.strategy.activity = None  # everyone treated as active: no window
         without = await _written_per_post(ctx, author, args.posts)
         ctx.strategy.activity = ctx.activity
@@ -168,7 +171,7 @@ async def measure_one(
             ms, ok = await _first_page_ms(ctx, uid)
             active_ms.append(ms)
             correct = correct and ok
-        statuses = await Status.get_pymongo_collection().count_documents({})
+        statuses = await ctx.store.statuses.count_documents({})
     finally:
         await database.client.drop_database(settings.mongodb_db)
         await database.close()

@@ -83,6 +83,20 @@ async def befriend_probe(run: Run, prefix: str) -> Probe:
     return Probe(author, reader)
 
 
+def _lag_figures(probe: Probe) -> dict[str, Any]:
+    """How long the probe's posts took to show in its reader's timeline (milliseconds)."""
+    lags = sorted(x * 1000 for x in probe.lags_s)
+    lags_sent = sorted(x * 1000 for x in probe.lags_sent_s)
+    return {
+        "lag_p50_ms": _pct(lags, 50, 1),
+        "lag_p99_ms": _pct(lags, 99, 1),
+        "lag_max_ms": round(lags[-1], 1) if lags else 0.0,
+        "lag_at_read_sent_p50_ms": _pct(lags_sent, 50, 1),
+        "lag_at_read_sent_p99_ms": _pct(lags_sent, 99, 1),
+        "lag_samples": len(lags),
+    }
+
+
 async def drive(
     url: str, clients: int, seconds: float, max_requests: int, seed: int, timeline_max: int
 ) -> dict[str, Any]:
@@ -115,8 +129,6 @@ async def drive(
             polling.cancel()
         check = await verify(run, timeline_max)
     latencies = sorted(stats.latencies_ms)
-    lags = sorted(x * 1000 for x in probe.lags_s)
-    lags_sent = sorted(x * 1000 for x in probe.lags_sent_s)
     return {
         "url": url,
         "clients": clients,
@@ -127,18 +139,13 @@ async def drive(
         # A probe post never seen after the drain is lost like any other.
         "lost": check["lost"] + probe.unseen,
         "unexpected": check["unexpected"],
-        "checked_pairs": check["checked_pairs"] + len(lags) + probe.unseen,
+        "checked_pairs": check["checked_pairs"] + len(probe.lags_s) + probe.unseen,
         "statuses_acknowledged": len(run.acknowledged) + len(run.deleted),
         "statuses_deleted": len(run.deleted),
         "req_per_s": round(stats.requests / elapsed, 1) if elapsed > 0 else 0.0,
         "p50_ms": _pct(latencies, 50, 2),
         "p99_ms": _pct(latencies, 99, 2),
-        "lag_p50_ms": _pct(lags, 50, 1),
-        "lag_p99_ms": _pct(lags, 99, 1),
-        "lag_max_ms": round(lags[-1], 1) if lags else 0.0,
-        "lag_at_read_sent_p50_ms": _pct(lags_sent, 50, 1),
-        "lag_at_read_sent_p99_ms": _pct(lags_sent, 99, 1),
-        "lag_samples": len(lags),
+        **_lag_figures(probe),
         "drain_s": round(drain_s, 3),
         "drain_share": round(drain_s / elapsed, 3) if elapsed > 0 else 0.0,
         "probe_requests": stats.probe_requests,

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from bson import ObjectId
 
 from app import friends, statuses
-from app.models import User
+from app.users import Account, by_id
 from benchmarks.config import PAGE_LIMIT, SWEEP_BUDGET_S, RunConfig
 from benchmarks.explain import Explained, explain_page
 from benchmarks.loader import StrategyDb
@@ -64,15 +64,15 @@ class StrategyBench:
         self.work = work
         self.config = config
         self.worker = Worker(sdb.ctx, name=f"bench-{self.strategy.name}")
-        self._users: dict[int, User] = {}
+        self._users: dict[int, Account] = {}
         self._newest: dict[int, ObjectId] = {}
         # Per sweep level: the windows of its reads and of its posts (for `--shards`).
         self.sweep_windows: dict[int, tuple[list[Window], list[Window]]] = {}
 
-    async def user(self, u: int) -> User:
-        """The User document, as the API's authentication would have loaded it (not timed)."""
+    async def user(self, u: int) -> Account:
+        """The user, as the API's authentication would have loaded it (not timed)."""
         if u not in self._users:
-            found = await User.get(self.work.user_ids[u])
+            found = await by_id(self.ctx.store, self.work.user_ids[u])
             assert found is not None, self.work.handles[u]
             self._users[u] = found
         return self._users[u]

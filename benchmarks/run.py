@@ -85,27 +85,8 @@ def _positive(text: str) -> int:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks run",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"a small run for CI (~1 minute on 2 cores): {c.QUICK_USERS} users, "
-        f"{c.QUICK_STATUSES} statuses, {c.QUICK_READS} reads, sweep "
-        f"{','.join(map(str, c.QUICK_SWEEP))}; explicit options still win",
-    )
-    p.add_argument(
-        "--strategies",
-        type=_strategies,
-        metavar="A,B,C",
-        help=f"strategies to measure, comma-separated (default: all: {','.join(STRATEGY_NAMES)})",
-    )
+def _add_workload_options(p: argparse.ArgumentParser) -> None:
+    """The size and shape of the generated workload."""
     p.add_argument(
         "--users",
         type=_positive,
@@ -153,6 +134,10 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="TIMELINE_MAX of every strategy (default 1000, the service default)",
     )
+
+
+def _add_database_options(p: argparse.ArgumentParser) -> None:
+    """Where the benchmark runs and what it keeps."""
     p.add_argument(
         "--mongodb-url",
         metavar="URL",
@@ -176,6 +161,31 @@ def parser() -> argparse.ArgumentParser:
         help="also route every measured command through the shard plan (docs/scaling.md) with "
         "N shards each and report the shards each operation touches (default: not simulated)",
     )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks run",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a small run for CI (~1 minute on 2 cores): {c.QUICK_USERS} users, "
+        f"{c.QUICK_STATUSES} statuses, {c.QUICK_READS} reads, sweep "
+        f"{','.join(map(str, c.QUICK_SWEEP))}; explicit options still win",
+    )
+    p.add_argument(
+        "--strategies",
+        type=_strategies,
+        metavar="A,B,C",
+        help=f"strategies to measure, comma-separated (default: all: {','.join(STRATEGY_NAMES)})",
+    )
+    _add_workload_options(p)
+    _add_database_options(p)
     return p
 
 

@@ -130,16 +130,34 @@ async def _load_and_check(
     return {"timelines_differing_from_truth": wrong, "users_compared": compared}
 
 
-async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) -> dict[str, Any]:
-    started = time.monotonic()
-    counter = CommandCounter(record=bool(config.shards))
-    client: AsyncMongoClient[Any] = AsyncMongoClient(
+def _client(url: str, counter: CommandCounter) -> AsyncMongoClient[Any]:
+    """A client whose every command the counter sees (round trips, keys examined)."""
+    return AsyncMongoClient(
         url,
         event_listeners=[counter],
         tz_aware=True,
         serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
         connectTimeoutMS=CONNECT_TIMEOUT_MS,
     )
+
+
+async def _floor(
+    client: AsyncMongoClient[Any], counter: CommandCounter, config: RunConfig, phases: Phases
+) -> dict[str, Any]:
+    """The floor baseline, in its own database."""
+    floor_db = f"{config.db_prefix}_floor"
+    entries = max(config.sweep, default=DEFAULT_FLOOR_ENTRIES) + 1
+    tick = phases.start("floor: reads and insert_many", 200 + 3)
+    floor = await measure_floor(client[floor_db], counter, entries, tick)
+    if not config.keep_data:
+        await client.drop_database(floor_db)
+    return floor
+
+
+async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) -> dict[str, Any]:
+    started = time.monotonic()
+    counter = CommandCounter(record=bool(config.shards))
+    client = _client(url, counter)
     try:
         work = generate(config)
         results: dict[str, Any] = {
@@ -149,14 +167,7 @@ async def run(config: RunConfig, url: str, *, embedded: bool, phases: Phases) ->
             "scaling": [],
             "checks": {},
         }
-        floor_db = f"{config.db_prefix}_floor"
-        entries = max(config.sweep, default=DEFAULT_FLOOR_ENTRIES) + 1
-        tick = phases.start("floor: reads and insert_many", 200 + 3)
-        results["baselines"]["floor"] = await measure_floor(
-            client[floor_db], counter, entries, tick
-        )
-        if not config.keep_data:
-            await client.drop_database(floor_db)
+        results["baselines"]["floor"] = await _floor(client, counter, config, phases)
         for i, name in enumerate(config.strategies):
             db_name = f"{config.db_prefix}_{name}"
             await client.drop_database(db_name)

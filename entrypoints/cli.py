@@ -37,13 +37,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="timeline", description="MongoDB social-timeline service")
-    sub = p.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="the API (and, unless --no-worker, the fanout worker)")
-    serve.add_argument("--host", default=None, help="listen address (default: $HOST)")
-    serve.add_argument("--port", type=int, default=None, help="listen port (default: $PORT)")
-    serve.add_argument("--no-worker", action="store_true", help="do not run the fanout worker")
+def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = sub.add_parser("worker", help="the fanout worker alone (run several if you like)")
     worker.add_argument(
         "--lease-seconds",
@@ -69,12 +63,9 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--metrics-host", default="127.0.0.1", help="address for --metrics-port (127.0.0.1)"
     )
-    db = sub.add_parser("db", help="the embedded database alone, printing its MONGODB_URL")
-    db.add_argument("--port", type=int, default=None, help="port (default: a free one)")
-    rebuild = sub.add_parser("rebuild", help="recompute derived timeline data from the truth")
-    rebuild.add_argument("--user", default=None, help="only this handle")
-    check = sub.add_parser("check", help="compare materialized timelines with the truth")
-    check.add_argument("--sample", type=int, default=None, help="check N random users")
+
+
+def _add_events(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     events = sub.add_parser("events", help="inspect the outbox; re-queue dead events")
     events_sub = events.add_subparsers(dest="events_command", required=True)
     listing = events_sub.add_parser("list", help="list events of one state (oldest first)")
@@ -85,6 +76,23 @@ def parser() -> argparse.ArgumentParser:
     retry = events_sub.add_parser("retry", help="re-queue dead events with a fresh attempt budget")
     retry.add_argument("ids", nargs="*", help="event ids (from `events list --dead`)")
     retry.add_argument("--all", action="store_true", help="every dead event")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="timeline", description="MongoDB social-timeline service")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="the API (and, unless --no-worker, the fanout worker)")
+    serve.add_argument("--host", default=None, help="listen address (default: $HOST)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (default: $PORT)")
+    serve.add_argument("--no-worker", action="store_true", help="do not run the fanout worker")
+    _add_worker(sub)
+    db = sub.add_parser("db", help="the embedded database alone, printing its MONGODB_URL")
+    db.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    rebuild = sub.add_parser("rebuild", help="recompute derived timeline data from the truth")
+    rebuild.add_argument("--user", default=None, help="only this handle")
+    check = sub.add_parser("check", help="compare materialized timelines with the truth")
+    check.add_argument("--sample", type=int, default=None, help="check N random users")
+    _add_events(sub)
     switch = sub.add_parser(
         "switch-strategy",
         help="build another strategy's derived data on a live database and make it active",

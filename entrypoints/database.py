@@ -92,14 +92,14 @@ def with_context(settings: Settings, fn: Callable[[AppContext], Awaitable[T]]) -
         return asyncio.run(run(resolved, embedded))
 
 
-async def ensure_strategy_ready(strategy: str, settings: Settings) -> None:
+async def ensure_strategy_ready(ctx: AppContext) -> None:
     """Refuse to serve a strategy whose derived data this database never had built, or whose
     data was shaped by other values of the settings that shape it (e.g. TIMELINE_MAX)."""
     from app import maintenance, recorded_settings
 
     try:
-        warning = await maintenance.ensure_ready(strategy)
-        await recorded_settings.ensure_matching(settings)
+        warning = await maintenance.ensure_ready(ctx.store, ctx.strategy.name)
+        await recorded_settings.ensure_matching(ctx.store, ctx.settings)
     except (maintenance.StrategyNotBuilt, recorded_settings.SettingsMismatch) as exc:
         raise StartupError(str(exc)) from None
     if warning:

@@ -18,11 +18,11 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from fanout import switch
 
     async def run(ctx: AppContext) -> int:
-        if args.user and not await maintenance.user_ids(args.user):
+        if args.user and not await maintenance.user_ids(ctx.store, args.user):
             raise StartupError(f"--user: no user {args.user!r}")
         # A changed setting that shapes derived data (TIMELINE_MAX): every strategy's data
         # is rebuilt for every user under the new value, which is then recorded.
-        changed_settings = await recorded_settings.mismatches(ctx.settings)
+        changed_settings = await recorded_settings.mismatches(ctx.store, ctx.settings)
         strategies = [ctx.strategy]
         if changed_settings:
             var = next(iter(changed_settings))
@@ -31,7 +31,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
                     f"--user: {var} differs from the value the data was built with "
                     f"({changed_settings[var][0]}); rebuild every user to change it"
                 )
-            config = await maintenance.service_config()
+            config = await maintenance.service_config(ctx.store)
             assert config is not None  # mismatches() found a record in it
             names = recorded_settings.derived_strategies(config)
             strategies = [
@@ -44,7 +44,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 for n in names
             ]
-        users = await maintenance.user_ids(args.user)
+        users = await maintenance.user_ids(ctx.store, args.user)
         for strategy in strategies:
             await strategy.ensure_indexes()
             with progress(f"rebuilding ({strategy.name})") as step:
@@ -52,7 +52,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
                 changed = await switch.rebuild_leased(strategy, users, step)
             print(f"rebuilt {strategy.name}: {changed} documents changed")
         if changed_settings:
-            await recorded_settings.record(ctx.settings)
+            await recorded_settings.record(ctx.store, ctx.settings)
             for var, (old, new) in changed_settings.items():
                 print(f"recorded {var}={new} (was {old}): start the API and workers with it")
         return 0
@@ -85,7 +85,7 @@ def cmd_switch_strategy(settings: Settings, args: argparse.Namespace) -> int:
     async def run(ctx: AppContext) -> int:
         try:
             if args.retire:
-                await switch.retire(args.retire)
+                await switch.retire(ctx.store, args.retire)
                 print(f"{args.retire} is no longer maintained")
                 return 0
             with progress(f"building {args.to}") as step:
@@ -108,8 +108,6 @@ def _object_ids(values: list[str]) -> list[ObjectId]:
 
 
 def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
-    from app import queue
-
     if args.events_command == "retry":
         if bool(args.all) == bool(args.ids):
             raise StartupError("events retry: give event ids or --all (not both)")
@@ -117,17 +115,17 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run(ctx: AppContext) -> int:
         if args.events_command == "retry":
-            n = await queue.retry_dead(ids)
+            n = await ctx.queue.retry_dead(ids)
             print(f"re-queued {n} dead event(s)")
             return 0 if ids is None or n == len(ids) else 1
         state = "dead" if args.dead else args.state
-        shown = await queue.list_events(state)
+        shown = await ctx.queue.list_events(state)
         for e in shown:
             print(
                 f"{e['_id']} {e['kind']} author={e['author_id']} attempts={e['attempts']} "
                 f"created={e['created_at']:%Y-%m-%dT%H:%M:%SZ} error={e.get('last_error')}"
             )
-        total = await queue.count(state)
+        total = await ctx.queue.count(state)
         print(
             f"{total} {state} event(s)"
             + (f", first {len(shown)} shown" if total > len(shown) else "")

@@ -24,7 +24,7 @@ from entrypoints.database import (
 # ReadError (a connection reset; seen once in a 50-client load run). 75 s also outlasts the
 # 60 s idle timeout of common load balancers (nginx, AWS ALB), which must close first.
 KEEP_ALIVE_S = 75
-# Claim loops of the in-process worker (fanout.worker.WorkerPool). Its round trips queue behind
+# Claim loops of the in-process worker (fanout.pool.WorkerPool). Its round trips queue behind
 # every request on this event loop, so one loop fell far behind a 50-client load (a drain as
 # long as the load itself); several loops overlap those waits (docs/benchmarks.md).
 IN_PROCESS_WORKER_LOOPS = 4
@@ -32,7 +32,7 @@ IN_PROCESS_WORKER_LOOPS = 4
 
 def in_process_worker(ctx: AppContext) -> Background:
     """The fanout worker the API runs beside its requests (create_app's `background`)."""
-    from fanout.worker import WorkerPool
+    from fanout.pool import WorkerPool
 
     return WorkerPool(ctx, concurrency=IN_PROCESS_WORKER_LOOPS)
 
@@ -40,7 +40,7 @@ def in_process_worker(ctx: AppContext) -> Background:
 def _guard(resolved: Settings, embedded: bool) -> None:
     async def run() -> None:
         async with open_context(resolved, embedded) as ctx:
-            await ensure_strategy_ready(ctx.strategy.name, ctx.settings)
+            await ensure_strategy_ready(ctx)
 
     asyncio.run(run())
 

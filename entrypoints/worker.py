@@ -13,10 +13,10 @@ log = logging.getLogger("timeline")
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from fanout.worker import WorkerPool
+    from fanout.pool import WorkerPool
 
     async def run(ctx: AppContext) -> int:
-        await ensure_strategy_ready(ctx.strategy.name, ctx.settings)
+        await ensure_strategy_ready(ctx)
         worker = WorkerPool(
             ctx, name=args.name, lease_s=args.lease_seconds, concurrency=args.concurrency
         )

@@ -20,46 +20,45 @@ sync (NTP); the lease time is chosen to be far larger than any plausible skew.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from bson import ObjectId
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from app.models import AuthorLease
+from app.store import Collection
 
 
-def _coll() -> AsyncCollection[Any]:
-    return AuthorLease.get_pymongo_collection()
+class AuthorLeases:
+    """The author leases of one store (its `author_leases` collection)."""
 
+    def __init__(self, coll: Collection) -> None:
+        self.coll = coll
 
-async def acquire(author_id: ObjectId, owner: str, now: datetime, lease_s: float) -> bool:
-    """Take (or extend) the lease on `author_id`; False if another owner holds it."""
-    try:
-        await _coll().update_one(
-            {"_id": author_id, "$or": [{"until": {"$lte": now}}, {"owner": owner}]},
-            {"$set": {"owner": owner, "until": now + timedelta(seconds=lease_s)}},
-            upsert=True,
+    async def acquire(self, author_id: ObjectId, owner: str, now: datetime, lease_s: float) -> bool:
+        """Take (or extend) the lease on `author_id`; False if another owner holds it."""
+        try:
+            await self.coll.update_one(
+                {"_id": author_id, "$or": [{"until": {"$lte": now}}, {"owner": owner}]},
+                {"$set": {"owner": owner, "until": now + timedelta(seconds=lease_s)}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def renew(self, author_id: ObjectId, owner: str, now: datetime, lease_s: float) -> bool:
+        """Extend a lease this owner holds; False if it was lost (expired and taken over)."""
+        result = await self.coll.update_one(
+            {"_id": author_id, "owner": owner},
+            {"$set": {"until": now + timedelta(seconds=lease_s)}},
         )
-    except DuplicateKeyError:
-        return False
-    return True
+        return result.matched_count == 1
 
+    async def release(self, author_id: ObjectId, owner: str) -> None:
+        await self.coll.delete_one({"_id": author_id, "owner": owner})
 
-async def renew(author_id: ObjectId, owner: str, now: datetime, lease_s: float) -> bool:
-    """Extend a lease this owner holds; False if it was lost (expired and taken over)."""
-    result = await _coll().update_one(
-        {"_id": author_id, "owner": owner},
-        {"$set": {"until": now + timedelta(seconds=lease_s)}},
-    )
-    return result.matched_count == 1
-
-
-async def release(author_id: ObjectId, owner: str) -> None:
-    await _coll().delete_one({"_id": author_id, "owner": owner})
-
-
-async def held(now: datetime, by_others_than: str) -> list[ObjectId]:
-    """Authors whose lease another owner holds: their events are not worth looking at."""
-    cursor = _coll().find({"until": {"$gt": now}, "owner": {"$ne": by_others_than}}, {"_id": 1})
-    return [d["_id"] async for d in cursor]
+    async def held(self, now: datetime, by_others_than: str) -> list[ObjectId]:
+        """Authors whose lease another owner holds: their events are not worth looking at."""
+        cursor = self.coll.find(
+            {"until": {"$gt": now}, "owner": {"$ne": by_others_than}}, {"_id": 1}
+        )
+        return [d["_id"] async for d in cursor]

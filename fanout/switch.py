@@ -22,12 +22,13 @@ from collections.abc import Callable
 
 from bson import ObjectId
 
-from app import checkpoint, maintenance, queue, recorded_settings
+from app import checkpoint, maintenance, recorded_settings
 from app.context import AppContext
-from app.models import ServiceConfig, utcnow
+from app.models import utcnow
 from app.settings import StrategyName
+from app.store import Store
 from app.strategies import TimelineStrategy, build_strategy
-from fanout import leases
+from fanout.leases import AuthorLeases
 from fanout.worker import CONFIG_REFRESH_S, LEASE_S, Worker
 
 # While waiting for another worker's author lease or for older events, look again this often.
@@ -38,11 +39,9 @@ class SwitchError(Exception):
     pass
 
 
-async def _config_update(update: dict[str, dict[str, object]]) -> None:
+async def _config_update(store: Store, update: dict[str, dict[str, object]]) -> None:
     sets = {**update.get("$set", {}), "updated_at": utcnow()}
-    await ServiceConfig.get_pymongo_collection().update_one(
-        {"_id": maintenance.CONFIG_ID}, {**update, "$set": sets}
-    )
+    await store.service_config.update_one({"_id": maintenance.CONFIG_ID}, {**update, "$set": sets})
 
 
 async def _apply_events_before(ctx: AppContext, cutoff: ObjectId) -> None:
@@ -50,14 +49,16 @@ async def _apply_events_before(ctx: AppContext, cutoff: ObjectId) -> None:
     worker = Worker(ctx, name=f"switch:{ObjectId()}")
     worker.config_refresh_s = 0.0  # always the current list of strategies
     try:
-        while await queue.any_waiting_before(cutoff):
+        while await ctx.queue.any_waiting_before(cutoff):
             if not await worker.process_one():
                 await asyncio.sleep(POLL_S)  # the rest are leased by other workers
     finally:
         await worker.release_leases()
 
 
-async def _acquire_waiting(author: ObjectId, owner: str, lease_s: float) -> checkpoint.Lease:
+async def _acquire_waiting(
+    leases: AuthorLeases, author: ObjectId, owner: str, lease_s: float
+) -> checkpoint.Lease:
     """The author's lease, once the worker applying one of its events lets go; returned as the
     fence of the writes made under it (app.checkpoint)."""
     while True:
@@ -81,9 +82,10 @@ async def rebuild_leased(
     instead, so a rebuild that stalled past it fails (LeaseLost) rather than write over a
     worker's later events. Returns documents changed."""
     owner = f"rebuild:{ObjectId()}"
+    leases = AuthorLeases(strategy.store.author_leases)
     changed = 0
     for i, (uid, _) in enumerate(users, 1):
-        token = checkpoint.lease.set(await _acquire_waiting(uid, owner, lease_s))
+        token = checkpoint.lease.set(await _acquire_waiting(leases, uid, owner, lease_s))
         try:
             changed += await strategy.rebuild(uid)
             changed += await strategy.rebuild_author(uid)
@@ -105,14 +107,14 @@ async def switch_to(
 ) -> int:
     """Build `target`'s derived data while the configured strategy serves; make it active.
     Returns the number of documents the rebuild changed."""
-    if await maintenance.service_config() is None:
+    if await maintenance.service_config(ctx.store) is None:
         # A database from before service_config: record what serves it now (TIMELINE_STRATEGY).
-        await maintenance.ensure_ready(ctx.strategy.name)
+        await maintenance.ensure_ready(ctx.store, ctx.strategy.name)
     try:  # the target is built under this process's TIMELINE_MAX: it must be the recorded one
-        await recorded_settings.ensure_matching(ctx.settings)
+        await recorded_settings.ensure_matching(ctx.store, ctx.settings)
     except recorded_settings.SettingsMismatch as exc:
         raise SwitchError(str(exc)) from None
-    await _config_update({"$addToSet": {"maintained": target}})
+    await _config_update(ctx.store, {"$addToSet": {"maintained": target}})
     await asyncio.sleep(2 * refresh_s)
     await _apply_events_before(ctx, ObjectId.from_datetime(utcnow()))
     strategy = build_strategy(
@@ -123,22 +125,25 @@ async def switch_to(
         hybrid_threshold=ctx.settings.hybrid_threshold,
     )
     await strategy.ensure_indexes()
-    changed = await rebuild_leased(strategy, await maintenance.user_ids(), progress, lease_s)
+    changed = await rebuild_leased(
+        strategy, await maintenance.user_ids(ctx.store), progress, lease_s
+    )
     await _config_update(
-        {"$addToSet": {"built": target, "maintained": target}, "$set": {"active_strategy": target}}
+        ctx.store,
+        {"$addToSet": {"built": target, "maintained": target}, "$set": {"active_strategy": target}},
     )
     return changed
 
 
-async def retire(name: StrategyName) -> None:
+async def retire(store: Store, name: StrategyName) -> None:
     """Stop maintaining `name`'s derived data (it must not be the active strategy). Its data
     stays where it is but goes stale; switching back to it rebuilds it."""
-    doc = await maintenance.service_config()
+    doc = await maintenance.service_config(store)
     if doc is None:
         raise SwitchError("this database has no service_config yet: nothing to retire")
     if doc["active_strategy"] == name:
         raise SwitchError(f"{name} is the active strategy; switch to another one first")
     if name in maintenance.ALWAYS_BUILT:  # nothing to go stale: it stays ready
-        await _config_update({"$pull": {"maintained": name}})
+        await _config_update(store, {"$pull": {"maintained": name}})
     else:
-        await _config_update({"$pull": {"maintained": name, "built": name}})
+        await _config_update(store, {"$pull": {"maintained": name, "built": name}})

@@ -1,19 +1,14 @@
 """Claims events from the durable event queue (app.queue) and applies them; N workers may share it.
 
-Claiming is two leases (fanout.leases has the argument for the first):
-1. the *author* lease: only one worker at a time applies events of one author (the handlers
-   are written for that); events of different authors run in parallel on different workers;
-2. the *event* lease (`lease_owner`, `lease_until` on the event): holding the author lease, the
-   worker takes that author's oldest waiting event, so each author's events run in `_id` order.
-
-While an event runs, a heartbeat renews both leases every LEASE_S / RENEWALS_PER_LEASE; if a
+Claiming is two leases, an author's and then its oldest event's (fanout.claims). While an
+event runs, a heartbeat renews both leases every LEASE_S / RENEWALS_PER_LEASE; if a
 renewal finds a lease taken over (this worker stalled past LEASE_S), the handler is cancelled
 and the event left to its new owner. If the worker dies, its leases expire after LEASE_S and
 another worker (or this one, restarted) takes the event again: handlers are idempotent, and a
 long fan-out resumes after its last saved batch (app.checkpoint, `resume_after`). A failing
 event is retried with exponential backoff and parked as `dead` after MAX_ATTEMPTS failures, or
 after MAX_CLAIMS claims that never finished (a worker crashing on it every time): app.queue
-moves the events; this module is the loop, the author leases and the heartbeat. Losing a race
+moves the events; this module is the loop, the failure policy and the heartbeat. Losing a race
 with other handlers (Contention, a write conflict) is no failure: retried soon, not counted.
 Every derived-data write of a handler is fenced by the lease (app.checkpoint).
 """
@@ -28,25 +23,24 @@ import random
 import signal
 import socket
 import time
-from collections import deque
 from datetime import timedelta
 
 from bson import ObjectId
 from pymongo.errors import OperationFailure, PyMongoError
 
-from app import checkpoint, queue
+from app import checkpoint
 from app.checkpoint import LeaseLost as LeaseLost
 from app.context import AppContext
 from app.db import domain_error_from_pymongo
 from app.events import apply_event
-from app.maintenance import CONFIG_ID
 from app.metrics import EVENTS_APPLIED, EVENTS_DEAD, EVENTS_FAILED
-from app.models import ServiceConfig, utcnow
+from app.models import utcnow
 from app.queue import MAX_CLAIMS, QueuedEvent
-from app.settings import STRATEGY_NAMES
-from app.strategies import TimelineStrategy, build_strategy
+from app.strategies import TimelineStrategy
 from app.strategies.base import Contention
-from fanout import leases
+from fanout.claims import Claims
+from fanout.leases import AuthorLeases
+from fanout.maintained import Maintained
 
 log = logging.getLogger("timeline.worker")
 
@@ -91,101 +85,26 @@ class Worker:
         self, ctx: AppContext, *, name: str | None = None, lease_s: float = LEASE_S
     ) -> None:
         self.ctx = ctx
+        # The event queue and the author leases of ctx's store.
+        self.events = ctx.queue
+        self.leases = AuthorLeases(ctx.store.author_leases)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_s = lease_s
         self.should_exit = False
         self.applied = 0
         self.failed = 0
-        # The author whose lease this worker kept after an event, to take its next one cheaply.
-        self._held: ObjectId | None = None
-        # Authors of the claimable events the last candidate query found, one entry per event,
-        # oldest first, minus those claimed since (see `_candidates`).
-        self._queue: deque[ObjectId] = deque()
+        self.claims = Claims(self.events, self.leases, self.name, lease_s)
         self.config_refresh_s = CONFIG_REFRESH_S
-        self._config_read_at: float | None = None
-        # Other strategies whose derived data is being built or kept (during a switch).
-        self._also: dict[str, TimelineStrategy] = {}
+        self.maintained = Maintained(ctx)
 
     async def strategies(self) -> list[TimelineStrategy]:
         """The configured strategy plus any other that `service_config` says to maintain."""
-        now = time.monotonic()
-        if self._config_read_at is None or now - self._config_read_at >= self.config_refresh_s:
-            doc = await ServiceConfig.get_pymongo_collection().find_one(
-                {"_id": CONFIG_ID}, {"maintained": 1}
-            )
-            own = self.ctx.strategy.name
-            names = [
-                n for n in (doc or {}).get("maintained", []) if n != own and n in STRATEGY_NAMES
-            ]
-            also = {}
-            for name in names:
-                if name not in self._also:
-                    log.info("also maintaining %s's derived data", name)
-                    strategy = build_strategy(
-                        name,
-                        self.ctx.store,
-                        self.ctx.settings.timeline_max,
-                        graph=self.ctx.graph,
-                        hybrid_threshold=self.ctx.settings.hybrid_threshold,
-                    )
-                    await strategy.ensure_indexes()
-                    also[name] = strategy
-                else:
-                    also[name] = self._also[name]
-            self._also = also
-            self._config_read_at = now
-        return [self.ctx.strategy, *self._also.values()]
+        return await self.maintained.strategies(self.config_refresh_s)
 
-    # -- claiming ------------------------------------------------------------------------------
     async def claim(self) -> QueuedEvent | None:
-        """Lease an author no one else holds and claim that author's oldest waiting event."""
-        if self._held is not None:
-            author, self._held = self._held, None
-            if await leases.renew(author, self.name, utcnow(), self.lease_s):
-                event = await queue.claim_oldest(author, self.name, self.lease_s)
-                if event is not None:
-                    self._forget(author, 1)
-                    return event
-            self._forget(author)
-            await leases.release(author, self.name)
-        refreshed = False
-        while True:
-            if not self._queue:
-                if refreshed:
-                    return None
-                self._queue = deque(await self._candidates())
-                refreshed = True
-                if not self._queue:
-                    return None
-            author = self._queue.popleft()
-            # A fresh clock reading: the queue may have been read a while ago.
-            if not await leases.acquire(author, self.name, utcnow(), self.lease_s):
-                self._forget(author)  # another worker holds it: it applies those events
-                continue
-            event = await queue.claim_oldest(author, self.name, self.lease_s)
-            if event is not None:
-                return event
-            self._forget(author)
-            await leases.release(author, self.name)
-
-    async def _candidates(self) -> list[ObjectId]:
-        """The authors of the oldest claimable events that no other worker holds (queue.
-        candidates). One query serves up to CLAIM_CANDIDATES claims: a claim re-checks everything
-        it relies on (the author's lease, then the author's oldest waiting event), so an entry
-        made stale by another worker only costs a failed lease or an empty look."""
-        now = utcnow()
-        busy = set(await leases.held(now, by_others_than=self.name))
-        return await queue.candidates(now, busy)
-
-    def _forget(self, author: ObjectId, n: int | None = None) -> None:
-        """Drop `n` (default: all) of `author`'s entries from the candidate queue."""
-        kept: deque[ObjectId] = deque()
-        for a in self._queue:
-            if a == author and (n is None or n > 0):
-                n = None if n is None else n - 1
-                continue
-            kept.append(a)
-        self._queue = kept
+        """Lease an author no one else holds and claim that author's oldest waiting event
+        (fanout.claims)."""
+        return await self.claims.claim()
 
     # -- applying ------------------------------------------------------------------------------
     async def _renew(
@@ -199,8 +118,10 @@ class Worker:
         sent_at = time.monotonic()
         now = utcnow()
         until = now + timedelta(seconds=self.lease_s)
-        renewed = await queue.renew(event["_id"], self.name, until, resume_after)
-        if not renewed or not await leases.renew(event["author_id"], self.name, now, self.lease_s):
+        renewed = await self.events.renew(event["_id"], self.name, until, resume_after)
+        if not renewed or not await self.leases.renew(
+            event["author_id"], self.name, now, self.lease_s
+        ):
             lease.lost = True
             return False
         lease.renewed(sent_at, self.lease_s)
@@ -235,6 +156,7 @@ class Worker:
         left_s = (claimed_until - utcnow()).total_seconds()
         lease = checkpoint.Lease(
             time.monotonic() + left_s - self.lease_s * checkpoint.FENCE_MARGIN,
+            author_leases=self.leases.coll,
             author_id=event["author_id"],
             owner=self.name,
             transactions=self.ctx.database.supports_transactions,
@@ -285,7 +207,7 @@ class Worker:
         raise LeaseLost(f"event {event['_id']}")
 
     async def _park(self, event: QueuedEvent, error: str) -> None:
-        await queue.park(event["_id"], self.name, error)
+        await self.events.park(event["_id"], self.name, error)
         _report_parked(event, error)
 
     async def _failed(self, event: QueuedEvent, exc: Exception) -> None:
@@ -293,17 +215,17 @@ class Worker:
         self.failed += 1
         EVENTS_FAILED.labels(event["kind"]).inc()
         log.warning("event %s (%s) failed: %r", event["_id"], event["kind"], exc)
-        if await queue.fail(event, self.name, repr(exc)):
+        if await self.events.fail(event, self.name, repr(exc)):
             _report_parked(event, repr(exc))
-        await leases.release(event["author_id"], self.name)
+        await self.leases.release(event["author_id"], self.name)
 
     async def _contended(self, event: QueuedEvent, exc: Exception) -> None:
         """Retry soon, uncounted: racing another handler is no fault of the event (queue.
         contended)."""
         log.info("event %s (%s) raced another handler: %r", event["_id"], event["kind"], exc)
         delay = CONTENTION_RETRY_S * random.uniform(0.5, 1.5)
-        await queue.contended(event["_id"], self.name, repr(exc), delay)
-        await leases.release(event["author_id"], self.name)
+        await self.events.contended(event["_id"], self.name, repr(exc), delay)
+        await self.leases.release(event["author_id"], self.name)
 
     async def process_one(self) -> bool:
         """Claim and apply one event. False when there was nothing to claim."""
@@ -313,13 +235,13 @@ class Worker:
         author, kind = event["author_id"], event["kind"]
         if event["attempts"] > MAX_CLAIMS:
             await self._park(event, f"claimed {event['attempts']} times without finishing")
-            await leases.release(author, self.name)
+            await self.leases.release(author, self.name)
             return True
         try:
             await self._apply(event)
         except LeaseLost:
             log.warning("lost the lease of event %s (%s) to another worker", event["_id"], kind)
-            await leases.release(author, self.name)  # a no-op if the new owner holds it
+            await self.leases.release(author, self.name)  # a no-op if the new owner holds it
             return True
         except Contention as exc:
             await self._contended(event, exc)
@@ -336,25 +258,20 @@ class Worker:
             # event back soon (best effort: if the database is still gone the lease simply
             # expires) and let `run` back off.
             with contextlib.suppress(PyMongoError):
-                await queue.hand_back(event["_id"], self.name, OUTAGE_BACKOFF_S)
-                await leases.release(author, self.name)
+                await self.events.hand_back(event["_id"], self.name, OUTAGE_BACKOFF_S)
+                await self.leases.release(author, self.name)
             raise
         except Exception as exc:
             await self._failed(event, exc)
             return True
-        await queue.complete(event["_id"], self.name)
+        await self.events.complete(event["_id"], self.name)
         EVENTS_APPLIED.labels(kind).inc()
         self.applied += 1
-        if author in self._queue:
-            self._held = author  # its next event is taken without a new search
-        else:  # none was waiting when last looked: free the author now, saving two round trips
-            await leases.release(author, self.name)
+        await self.claims.applied(author)
         return True
 
     async def release_leases(self) -> None:
-        if self._held is not None:
-            author, self._held = self._held, None
-            await leases.release(author, self.name)
+        await self.claims.release_held()
 
     async def drain(self) -> int:
         """Apply events until none is claimable; returns how many were applied."""
@@ -401,45 +318,3 @@ class Worker:
     def handle_exit(self) -> None:
         self.should_exit = True
         self.ctx.events_recorded.set()
-
-
-class WorkerPool:
-    """Several claim-and-apply loops in one process, each a Worker with its own name and leases,
-    coordinating with each other exactly as separate processes do (author leases).
-
-    An event's time is mostly spent waiting: about eight round trips, each fsynced by the
-    embedded server, plus the API's requests queueing in front of them on a shared event loop.
-    Loops that wait at the same time overlap those waits. Measured in a 50-client load run
-    (docs/benchmarks.md): one worker process drained its backlog in a third of the load's
-    duration, two in a twentieth."""
-
-    def __init__(
-        self,
-        ctx: AppContext,
-        *,
-        name: str | None = None,
-        lease_s: float = LEASE_S,
-        concurrency: int = 1,
-    ) -> None:
-        base = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        # The first loop keeps the plain name: with one loop, leases name the process as before.
-        self.workers = [
-            Worker(ctx, name=base if i == 0 else f"{base}#{i + 1}", lease_s=lease_s)
-            for i in range(concurrency)
-        ]
-
-    @property
-    def applied(self) -> int:
-        return sum(w.applied for w in self.workers)
-
-    async def run(self) -> None:
-        await asyncio.gather(*(w.run() for w in self.workers))
-
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.handle_exit)
-
-    def handle_exit(self) -> None:
-        for w in self.workers:
-            w.handle_exit()

@@ -18,14 +18,14 @@ from app.api import schemas as s
 from app.api.endpoint import Endpoint, Payload, Reply
 from app.api.errors import EXCEPTION_HANDLERS, HTTP_STATUS, http_status
 from app.api.routes import ENDPOINTS
-from app.models import User
+from app.users import Account
 
 
 async def public(request: Request) -> Payload | Reply | None:
     return request.app.state.result  # type: ignore[no-any-return]
 
 
-async def private(request: Request, me: User) -> Payload:
+async def private(request: Request, me: Account) -> Payload:
     return {}
 
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import httpx
 
-from app.models import FriendRequest, Friendship
 from tests.harness import Harness
 from tests.test_api_errors import assert_error, snapshot
 from tests.test_api_users import assert_recent_rfc3339
@@ -33,8 +32,8 @@ async def friend_handles(h: Harness, handle: str) -> list[str]:
 async def counts(h: Harness) -> tuple[int, int]:
     """(pending requests, friendship edges) in the database."""
     return (
-        await FriendRequest.get_pymongo_collection().count_documents({}),
-        await Friendship.get_pymongo_collection().count_documents({}),
+        await h.ctx.store.friend_requests.count_documents({}),
+        await h.ctx.store.friendships.count_documents({}),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from bson import ObjectId
 
-from app.models import IdempotencyRecord, Status
+from app.models import Status
 from tests.harness import Harness
 from tests.test_api_errors import assert_error, snapshot
 from tests.test_api_users import assert_recent_rfc3339
@@ -99,7 +99,7 @@ async def test_same_key_while_the_first_is_in_flight_is_409(h: Harness) -> None:
     await h.user("alice")
     first = await post_keyed(h, "alice", "text", "key-1")
     # Put the key back into the state a request holds between claiming it and committing.
-    records = IdempotencyRecord.get_pymongo_collection()
+    records = h.ctx.store.idempotency_keys
     changed = await records.update_one({"key": "key-1"}, {"$set": {"state": "in_flight"}})
     assert changed.modified_count == 1
     before = await snapshot(h)

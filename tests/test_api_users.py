@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from app.api.schemas import MAX_DISPLAY_NAME_CHARS
-from app.models import User
 from tests.harness import Harness
 from tests.test_api_errors import assert_error, snapshot
 
@@ -55,7 +54,7 @@ async def test_display_name_is_optional_and_tokens_differ(h: Harness) -> None:
 
 async def test_only_a_hash_of_the_token_is_stored(h: Harness) -> None:
     created = await h.user("alice")
-    docs = await User.get_pymongo_collection().find({}).to_list()
+    docs = await h.ctx.store.users.find({}).to_list()
     assert len(docs) == 1
     stored = repr(docs[0])
     assert created["token"] not in stored

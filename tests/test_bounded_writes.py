@@ -13,7 +13,6 @@ import time
 import pytest
 from bson import ObjectId
 
-from app.models import Event, Status
 from fanout.worker import Worker
 from tests.harness import Harness
 
@@ -37,13 +36,13 @@ async def test_a_backfill_blocked_by_a_transaction_gives_up_in_bounded_time(h: H
     posted = [ObjectId((await h.post("ann", f"ann {i}"))["id"]) for i in range(MAX)]
     await h.drain()
     await h.befriend("ann", "bob")
-    statuses = Status.get_pymongo_collection()
+    statuses = h.ctx.store.statuses
     async with h.ctx.database.client.start_session() as session:
         await session.start_transaction()
         # An uncommitted write to ann's newest status, as a slow API transaction would hold.
         await statuses.update_one({"_id": posted[-1]}, {"$set": {"held": True}}, session=session)
         worker = Worker(h.ctx, name="blocked", lease_s=LEASE_S)
-        events = Event.get_pymongo_collection()
+        events = h.ctx.store.events
         backfill = {"kind": "friendship_changed", "author_id": ann, "other_id": bob}
         began = time.monotonic()
         while not (await events.find_one(backfill) or {}).get("attempts"):

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import pytest
 from bson import ObjectId
 
-from app.models import Event
 from fanout.worker import Worker
 from tests.harness import Harness
 from tests.model import Model
@@ -122,7 +121,7 @@ async def test_concurrent_clients_and_workers_converge_to_the_model(h: Harness) 
         h.ctx.events_recorded.set()
         await asyncio.gather(*running)
     await drain_fully(h)
-    assert await Event.get_pymongo_collection().count_documents({"state": "dead"}) == 0
+    assert await h.ctx.store.events.count_documents({"state": "dead"}) == 0
 
     model, ids = model_of(cs)
     for user in USERS:

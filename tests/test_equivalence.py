@@ -36,7 +36,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from app import markers, queue
+from app import markers
 from app.settings import STRATEGY_NAMES
 from tests import harness
 from tests.harness import FakeClock, Harness
@@ -257,7 +257,7 @@ class Player:
             health = (await h.client.get("/health")).json()
             assert health["pending_events"] == 0, self.where()
         else:
-            assert await queue.pending_count() == 0, self.where()
+            assert await h.ctx.queue.pending_count() == 0, self.where()
         assert isinstance(s.expect, dict)
         for user, (expected, expected_unread) in s.expect.items():
             if s.a == "api":
@@ -272,7 +272,7 @@ class Player:
                 if await h.ctx.activity.serves_materialized(uid):
                     served = h.ctx.strategy
                 ids = [str(i) for i in await served.timeline_ids(uid)]
-                unread = await markers.unread_count(served, uid)
+                unread = await markers.unread_count(h.ctx.store, served, uid)
             got = [self.numbers.get(i, -1) for i in ids]
             assert got == expected, f"{user}: got {got}, expected {expected}; {self.where()}"
             assert unread == expected_unread, f"{user}: unread {unread}; {self.where()}"

@@ -136,7 +136,7 @@ async def test_a_user_from_before_the_counter_is_counted_from_its_edges(
     await h.befriend("uma", "ann")
     assert (await send(h, "cat", "uma")).status_code == 201
     await h.befriend("uma", "ben")
-    await User.get_pymongo_collection().update_many({}, {"$unset": {"friend_count": 1}})
+    await h.ctx.store.users.update_many({}, {"$unset": {"friend_count": 1}})
     assert refused(await accept(h, "uma", "cat"))
     await h.unfriend("uma", "ann")
     assert (await accept(h, "uma", "cat")).status_code == 200

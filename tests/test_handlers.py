@@ -160,10 +160,10 @@ async def test_unfriend_applied_before_the_befriend_that_preceded_it(h: Harness)
     await assert_matches_model(h, player, s)
     # Nothing of the other side is left behind in the derived data either.
     user0, user1 = player.user_ids["user0"], player.user_ids["user1"]
-    entries = TimelineEntry.get_pymongo_collection()
+    entries = h.ctx.store.timeline_entries
     assert await entries.count_documents({"owner_id": user1, "author_id": user0}) == 0
     assert await entries.count_documents({"owner_id": user0, "author_id": user1}) == 0
-    statuses = Status.get_pymongo_collection()
+    statuses = h.ctx.store.statuses
     assert await statuses.count_documents({"author_id": user0, "audience": user1}) == 0
     assert await statuses.count_documents({"author_id": user1, "audience": user0}) == 0
 
@@ -195,8 +195,8 @@ async def test_delete_applied_before_post(h: Harness) -> None:
     await apply_in_order(h, others + deleted + posted)
     await assert_matches_model(h, player, s)
     gone = deleted[0]["status_id"]
-    assert await TimelineEntry.get_pymongo_collection().count_documents({"status_id": gone}) == 0
-    assert await Status.get_pymongo_collection().count_documents({"_id": gone}) == 0
+    assert await h.ctx.store.timeline_entries.count_documents({"status_id": gone}) == 0
+    assert await h.ctx.store.statuses.count_documents({"_id": gone}) == 0
 
 
 async def test_post_applied_after_a_later_friendship(h: Harness) -> None:
@@ -211,11 +211,6 @@ async def test_post_applied_after_a_later_friendship(h: Harness) -> None:
     await assert_matches_model(h, player, s)
     if h.ctx.strategy.name == "receiver_copies":
         status_id = events[0]["status_id"]
-        owners = await TimelineEntry.get_pymongo_collection().distinct(
-            "owner_id", {"status_id": status_id}
-        )
+        owners = await h.ctx.store.timeline_entries.distinct("owner_id", {"status_id": status_id})
         assert sorted(owners) == sorted([player.user_ids["user0"], player.user_ids["user1"]])
-        assert (
-            await TimelineEntry.get_pymongo_collection().count_documents({"status_id": status_id})
-            == 2
-        )
+        assert await h.ctx.store.timeline_entries.count_documents({"status_id": status_id}) == 2

@@ -210,7 +210,7 @@ async def test_check_reports_a_lost_pair_and_rebuild_repairs_it(hy: Harness) -> 
     await h.ctx.store.large_friends.delete_one({"owner_id": await uid(h, "rob")})
     report = await maintenance.check(h.ctx)
     assert [d.handle for d in report.drifted] == ["rob"]  # amy's statuses are missing
-    users = await maintenance.user_ids()
+    users = await maintenance.user_ids(h.ctx.store)
     assert await switch.rebuild_leased(h.ctx.strategy, users) > 0
     assert (await maintenance.check(h.ctx)).ok
     assert await switch.rebuild_leased(h.ctx.strategy, users) == 0  # idempotent

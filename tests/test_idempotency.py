@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.models import IDEMPOTENCY_TTL_SECONDS, Event, IdempotencyRecord, Status, utcnow
+from app.models import IDEMPOTENCY_TTL_SECONDS, utcnow
 from app.statuses import IN_FLIGHT_STALE_S
 from tests.harness import Harness
 from tests.test_outbox import without_transactions
@@ -23,11 +23,11 @@ CONCURRENT = 20
 
 
 async def statuses_of(h: Harness, handle: str) -> list[dict[str, Any]]:
-    return await Status.get_pymongo_collection().find({"author": handle}).to_list()
+    return await h.ctx.store.statuses.find({"author": handle}).to_list()
 
 
 async def posted_events(h: Harness) -> int:
-    return await Event.get_pymongo_collection().count_documents({"kind": "status_posted"})
+    return await h.ctx.store.events.count_documents({"kind": "status_posted"})
 
 
 async def send(h: Harness, handle: str, text: str, key: str) -> httpx.Response:
@@ -102,7 +102,7 @@ async def test_a_stale_in_flight_claim_is_taken_over(h: Harness) -> None:
     claim's created_at."""
     await h.user("alice")
     first = await h.post("alice", "warm-up")
-    keys = IdempotencyRecord.get_pymongo_collection()
+    keys = h.ctx.store.idempotency_keys
     user_id = (await h.ctx.database.db["users"].find_one({"handle": "alice"}))["_id"]
     body_hash = hashlib.sha256(b"crashed").hexdigest()
     await keys.insert_one(
@@ -133,13 +133,13 @@ async def test_a_stale_in_flight_claim_is_taken_over(h: Harness) -> None:
 
 async def test_keys_expire_after_a_documented_time(h: Harness) -> None:
     await h.user("alice")
-    indexes = await IdempotencyRecord.get_pymongo_collection().index_information()
+    indexes = await h.ctx.store.idempotency_keys.index_information()
     ttl = [i for i in indexes.values() if i.get("key") == [("created_at", 1)]]
     assert [i["expireAfterSeconds"] for i in ttl] == [IDEMPOTENCY_TTL_SECONDS]
     assert IDEMPOTENCY_TTL_SECONDS == 24 * 3600
     first = (await send(h, "alice", "daily", "k4")).json()
     # What MongoDB's TTL monitor does once the record is older than the TTL:
-    await IdempotencyRecord.get_pymongo_collection().delete_many({"key": "k4"})
+    await h.ctx.store.idempotency_keys.delete_many({"key": "k4"})
     r = await send(h, "alice", "daily", "k4")
     assert r.status_code == 201
     assert r.json()["id"] != first["id"]

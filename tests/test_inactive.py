@@ -14,7 +14,7 @@ from bson import ObjectId
 from app import activity
 from app.activity import ACTIVITY_RESOLUTION
 from app.events import apply_event
-from app.models import Event, TimelineEntry, User, UserActivity
+from app.models import TimelineEntry, User, UserActivity
 from app.strategies.receiver_copies import ReceiverCopies
 from tests.harness import FakeClock, Harness
 
@@ -113,9 +113,7 @@ async def test_rebuild_is_idempotent_and_resumable(
     expected = await away_with_posts(h, clock, n=6)
     await h.timeline("alice")
     alice = await uid("alice")
-    event = await Event.get_pymongo_collection().find_one(
-        {"kind": "timeline_rebuild", "author_id": alice}
-    )
+    event = await h.ctx.store.events.find_one({"kind": "timeline_rebuild", "author_id": alice})
     assert event is not None
     strategy = h.ctx.strategy
     if isinstance(strategy, ReceiverCopies):
@@ -177,7 +175,7 @@ async def test_activity_is_written_at_most_once_per_resolution(
 ) -> None:
     await h.user("alice")
     await h.timeline("alice")
-    coll = UserActivity.get_pymongo_collection()
+    coll = h.ctx.store.user_activity
     first = await coll.find_one({"_id": await uid("alice")})
     assert first is not None
     clock.advance(ACTIVITY_RESOLUTION / 2)
@@ -210,24 +208,22 @@ async def test_racing_returns_record_one_rebuild(h: Harness, clock: FakeClock) -
     await h.timeline("alice")
     clock.advance(AWAY)
     alice = await uid("alice")
-    served = await asyncio.gather(*(h.ctx.activity.touch(h.ctx.database, alice) for _ in range(4)))
+    served = await asyncio.gather(*(h.ctx.activity.touch(h.ctx.commit, alice) for _ in range(4)))
     assert not any(served)
     assert (
-        await Event.get_pymongo_collection().count_documents(
-            {"kind": "timeline_rebuild", "author_id": alice}
-        )
+        await h.ctx.store.events.count_documents({"kind": "timeline_rebuild", "author_id": alice})
         == 1
     )
-    assert await activity.rebuild_generation(alice) == 1
+    assert await activity.rebuild_generation(h.ctx.store.user_activity, alice) == 1
 
 
 async def test_racing_first_reads(h: Harness, clock: FakeClock) -> None:
     """Concurrent first reads ever (no activity document yet) all succeed and leave one."""
     await h.user("alice")
     alice = await uid("alice")
-    served = await asyncio.gather(*(h.ctx.activity.touch(h.ctx.database, alice) for _ in range(4)))
+    served = await asyncio.gather(*(h.ctx.activity.touch(h.ctx.commit, alice) for _ in range(4)))
     assert all(served)
-    assert await UserActivity.get_pymongo_collection().count_documents({"_id": alice}) == 1
+    assert await h.ctx.store.user_activity.count_documents({"_id": alice}) == 1
 
 
 @pytest.mark.parametrize("strategy", ["receiver_copies"])

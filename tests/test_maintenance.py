@@ -12,7 +12,7 @@ import pytest
 from bson import ObjectId
 
 from app import maintenance
-from app.models import Friendship, Status, TimelineEntry, User
+from app.models import Friendship, User
 from fanout import switch
 from tests.harness import Harness
 from tests.worker_workload import random_workload, run_cli, worker_env
@@ -37,7 +37,7 @@ async def rebuild(
     h: Harness, handle: str | None = None, progress: Callable[[int, int], None] | None = None
 ) -> int:
     """What `timeline rebuild` runs: each user's rebuild under that author's lease."""
-    users = await maintenance.user_ids(handle)
+    users = await maintenance.user_ids(h.ctx.store, handle)
     return await switch.rebuild_leased(h.ctx.strategy, users, progress)
 
 
@@ -59,7 +59,7 @@ async def a_user_with_a_timeline(h: Harness, at_least: int) -> tuple[str, Object
 @pytest.mark.parametrize("strategy", ["receiver_copies"])
 async def test_copies_drift_is_reported_and_rebuilt(h: Harness, tmp_path: Path) -> None:
     await filled(h)
-    entries = TimelineEntry.get_pymongo_collection()
+    entries = h.ctx.store.timeline_entries
     handle, uid, ids = await a_user_with_a_timeline(h, 3)
     # Drift 1: two copies lost.
     lost = [ObjectId(i) for i in ids[:2]]
@@ -68,9 +68,7 @@ async def test_copies_drift_is_reported_and_rebuilt(h: Harness, tmp_path: Path) 
     other = "user0" if handle != "user0" else "user1"
     oid = await user_id(other)
     allowed = {oid, *await friends_of(oid)}
-    stranger = await Status.get_pymongo_collection().find_one(
-        {"author_id": {"$nin": list(allowed)}}
-    )
+    stranger = await h.ctx.store.statuses.find_one({"author_id": {"$nin": list(allowed)}})
     assert stranger is not None
     bogus = [
         {"_id": ObjectId(), "author_id": oid, "author": other, "text": "never posted"},
@@ -118,7 +116,7 @@ async def test_copies_drift_is_reported_and_rebuilt(h: Harness, tmp_path: Path) 
 @pytest.mark.parametrize("strategy", ["recipients_embedded"])
 async def test_audience_drift_is_reported_and_rebuilt(h: Harness) -> None:
     await filled(h)
-    statuses = Status.get_pymongo_collection()
+    statuses = h.ctx.store.statuses
     # Drift 1: a friend stripped from the audience of a status (the friend misses it).
     victim = await statuses.find_one({"audience.1": {"$exists": True}}, sort=[("_id", -1)])
     assert victim is not None
@@ -128,12 +126,10 @@ async def test_audience_drift_is_reported_and_rebuilt(h: Harness) -> None:
     target = await statuses.find_one({"_id": {"$ne": victim["_id"]}}, sort=[("_id", -1)])
     assert target is not None
     allowed = {target["author_id"], *await friends_of(target["author_id"])}
-    users = User.get_pymongo_collection().find({"_id": {"$nin": list(allowed)}})
+    users = h.ctx.store.users.find({"_id": {"$nin": list(allowed)}})
     stranger = (await users.to_list())[0]
     await statuses.update_one({"_id": target["_id"]}, {"$push": {"audience": stranger["_id"]}})
-    handles = {
-        u["_id"]: u["handle"] async for u in User.get_pymongo_collection().find({}, {"handle": 1})
-    }
+    handles = {u["_id"]: u["handle"] async for u in h.ctx.store.users.find({}, {"handle": 1})}
     report = await maintenance.check(h.ctx)
     drift = {d.handle: (d.missing, d.extra) for d in report.drifted}
     assert drift == {

@@ -20,7 +20,6 @@ import httpx
 import pytest
 
 from app.embedded import EmbeddedServer, free_port
-from app.models import Event
 from fanout.worker import Worker
 from tests import harness
 from tests.harness import Harness
@@ -48,9 +47,7 @@ async def bounded(request: Awaitable[httpx.Response]) -> httpx.Response | None:
 
 
 async def pending(h: Harness) -> int:
-    return await Event.get_pymongo_collection().count_documents(
-        {"state": {"$in": ["pending", "staged"]}}
-    )
+    return await h.ctx.store.events.count_documents({"state": {"$in": ["pending", "staged"]}})
 
 
 async def wait_until_healthy(h: Harness) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from bson import ObjectId
 
 from app import outbox, queue
-from app.models import Event, Friendship, Status, utcnow
+from app.models import Event, utcnow
 from app.queue import STAGED_CHECKS, STAGED_GRACE_S
 from tests.harness import Harness
 
@@ -122,7 +122,7 @@ async def test_failed_requests_record_nothing(h: Harness, transactions: bool) ->
         r = await h.client.request(method, path, **kwargs)
         assert r.status_code == code, (method, path, r.text)
         assert await log.new() == [], (method, path)
-    assert await Status.get_pymongo_collection().count_documents({}) == 1
+    assert await h.ctx.store.statuses.count_documents({}) == 1
     assert (await h.client.get("/health")).json()["pending_events"] == 1  # the post's
 
 
@@ -138,7 +138,7 @@ async def test_a_failing_change_leaves_no_event(h: Harness) -> None:
     h.ctx.strategy.status_created = broken  # type: ignore[method-assign]
     r = await h.client.post("/statuses", json={"text": "lost"}, headers=h.auth("alice"))
     assert r.status_code == 500
-    assert await Status.get_pymongo_collection().count_documents({}) == 0
+    assert await h.ctx.store.statuses.count_documents({}) == 0
     assert await all_events() == []
 
 
@@ -153,7 +153,7 @@ async def test_without_transactions_events_are_staged_first_and_fan_out(h: Harne
 
     async def spy(status: dict[str, Any], *, session: Any) -> None:
         assert session is None  # no transaction on this path
-        events = await Event.get_pymongo_collection().find({"status_id": status["_id"]}).to_list()
+        events = await h.ctx.store.events.find({"status_id": status["_id"]}).to_list()
         seen_during_change.append([e["state"] for e in events])
         await created(status, session=session)
 
@@ -184,7 +184,7 @@ async def test_a_staged_event_left_behind_is_applied_once_its_change_landed(h: H
     await h.befriend("alice", "bob")
     await h.drain()
     status = await h.post("alice", "the writer crashed before the flip")
-    events = Event.get_pymongo_collection()
+    events = h.ctx.store.events
     old = utcnow() - timedelta(seconds=STAGED_GRACE_S + 1)
     crashed = await events.find_one_and_update(
         {"status_id": ObjectId(status["id"])}, {"$set": {"state": "staged", "created_at": old}}
@@ -240,7 +240,7 @@ async def test_without_transactions_a_change_failing_after_its_insert_is_publish
     [event] = await all_events()
     assert event["state"] == "pending"
     assert await h.drain() == 1
-    statuses = await Status.get_pymongo_collection().find({}).to_list()
+    statuses = await h.ctx.store.statuses.find({}).to_list()
     assert [s["_id"] for s in statuses] == [event["status_id"]]
     assert await h.timeline_ids("alice") == [str(event["status_id"])]
     assert (await h.client.get("/health")).json()["pending_events"] == 0
@@ -260,7 +260,7 @@ async def test_without_transactions_a_change_failing_before_it_writes_leaves_not
     r = await h.client.post("/statuses", json={"text": "never"}, headers=h.auth("alice"))
     assert r.status_code == 500
     assert await all_events() == []
-    assert await Status.get_pymongo_collection().count_documents({}) == 0
+    assert await h.ctx.store.statuses.count_documents({}) == 0
     assert (await h.client.get("/health")).json()["pending_events"] == 0
 
 
@@ -295,7 +295,7 @@ async def test_without_transactions_a_slow_unfriend_is_applied_after_it_lands(
 
     async def slow_unlink(a: ObjectId, b: ObjectId, *, session: Any) -> None:
         applied_meanwhile.append(await h.drain())
-        left = await Event.get_pymongo_collection().count_documents({"state": "staged"})
+        left = await h.ctx.store.events.count_documents({"state": "staged"})
         assert left == (0 if dropped else 2)
         await unlink(a, b, session=session)
 
@@ -347,7 +347,7 @@ async def test_without_transactions_a_half_written_friendship_is_completed_by_a_
     link, unlink = h.ctx.graph.link, h.ctx.graph.unlink
 
     async def first_edge_only(a: ObjectId, b: ObjectId, *, session: Any) -> tuple[bool, bool]:
-        await Friendship.get_pymongo_collection().insert_one({"user_id": a, "friend_id": b})
+        await h.ctx.store.friendships.insert_one({"user_id": a, "friend_id": b})
         raise RuntimeError("injected fault between the edges")
 
     r = await h.client.post("/friend-requests", json={"to": "bob"}, headers=h.auth("alice"))
@@ -358,12 +358,12 @@ async def test_without_transactions_a_half_written_friendship_is_completed_by_a_
     monkeypatch.setattr(h.ctx.graph, "link", link)
     r = await h.client.post("/friend-requests/alice/accept", headers=h.auth("bob"))
     assert r.status_code == 200, r.text
-    assert await Friendship.get_pymongo_collection().count_documents({}) == 2
+    assert await h.ctx.store.friendships.count_documents({}) == 2
     await h.drain()
     assert await h.timeline_ids("bob") == [mine["id"]]
 
     async def first_edge_gone(a: ObjectId, b: ObjectId, *, session: Any) -> None:
-        await Friendship.get_pymongo_collection().delete_one({"user_id": a, "friend_id": b})
+        await h.ctx.store.friendships.delete_one({"user_id": a, "friend_id": b})
         raise RuntimeError("injected fault between the edges")
 
     monkeypatch.setattr(h.ctx.graph, "unlink", first_edge_gone)
@@ -371,7 +371,7 @@ async def test_without_transactions_a_half_written_friendship_is_completed_by_a_
     assert r.status_code == 500
     monkeypatch.setattr(h.ctx.graph, "unlink", unlink)
     await h.unfriend("bob", "alice")
-    assert await Friendship.get_pymongo_collection().count_documents({}) == 0
+    assert await h.ctx.store.friendships.count_documents({}) == 0
     await h.drain()
     assert await h.timeline_ids("bob") == []
     assert (await h.client.get("/health")).json()["pending_events"] == 0

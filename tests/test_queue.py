@@ -10,9 +10,8 @@ from typing import Any, get_args
 import pytest
 from bson import ObjectId
 
-from app import queue
 from app.events import HANDLERS, UnknownEvent, apply_event
-from app.models import Event, EventKind
+from app.models import EventKind
 from tests.harness import Harness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,24 +55,24 @@ async def test_an_unknown_kind_is_refused(h: Harness) -> None:
 async def test_only_the_owner_moves_a_claimed_event(h: Harness) -> None:
     author = ObjectId((await h.user("ann"))["id"])
     await h.post("ann", "one")
-    event = await queue.claim_oldest(author, "w1", 30.0)
+    event = await h.ctx.queue.claim_oldest(author, "w1", 30.0)
     assert event is not None and event["lease_owner"] == "w1" and event["attempts"] == 1
-    assert await queue.claim_oldest(author, "w2", 30.0) is None  # leased to w1
+    assert await h.ctx.queue.claim_oldest(author, "w2", 30.0) is None  # leased to w1
 
     async def stored() -> dict[str, Any] | None:
-        return await Event.get_pymongo_collection().find_one({"_id": event["_id"]})
+        return await h.ctx.store.events.find_one({"_id": event["_id"]})
 
     before = await stored()
     later = event["created_at"]
-    assert not await queue.renew(event["_id"], "w2", later)
-    await queue.complete(event["_id"], "w2")
-    await queue.park(event["_id"], "w2", "not mine")
-    assert not await queue.fail(event, "w2", "not mine")
-    await queue.contended(event["_id"], "w2", "not mine", 0.0)
-    await queue.hand_back(event["_id"], "w2", 0.0)
+    assert not await h.ctx.queue.renew(event["_id"], "w2", later)
+    await h.ctx.queue.complete(event["_id"], "w2")
+    await h.ctx.queue.park(event["_id"], "w2", "not mine")
+    assert not await h.ctx.queue.fail(event, "w2", "not mine")
+    await h.ctx.queue.contended(event["_id"], "w2", "not mine", 0.0)
+    await h.ctx.queue.hand_back(event["_id"], "w2", 0.0)
     assert await stored() == before
-    assert await queue.renew(event["_id"], "w1", later)
-    await queue.complete(event["_id"], "w1")
+    assert await h.ctx.queue.renew(event["_id"], "w1", later)
+    await h.ctx.queue.complete(event["_id"], "w1")
     done = await stored()
     assert done is not None and done["state"] == "done"
-    assert await queue.pending_count() == 0
+    assert await h.ctx.queue.pending_count() == 0

@@ -26,8 +26,8 @@ OPERATIONS = 80
 
 async def first_start(h: Harness) -> None:
     """What `timeline serve` / `timeline worker` check before they run."""
-    assert await maintenance.ensure_ready(h.ctx.strategy.name) is None
-    await recorded_settings.ensure_matching(h.ctx.settings)
+    assert await maintenance.ensure_ready(h.ctx.store, h.ctx.strategy.name) is None
+    await recorded_settings.ensure_matching(h.ctx.store, h.ctx.settings)
 
 
 async def wrong_under(h: Harness, name: str, max_items: int) -> list[ObjectId]:
@@ -43,7 +43,7 @@ async def test_changed_timeline_max_is_refused_then_rebuilt(h: Harness, tmp_path
     await random_workload(h, random.Random(8), USERS, OPERATIONS, drain_every=10)
     await h.drain()
     await first_start(h)
-    config = await maintenance.service_config()
+    config = await maintenance.service_config(h.ctx.store)
     assert config is not None and config["settings"] == {"TIMELINE_MAX": OLD_MAX}
     assert await wrong_under(h, h.ctx.strategy.name, OLD_MAX) == []
     # The data is short under the new value: serving it would be wrong (the point of refusing).
@@ -66,10 +66,11 @@ async def test_changed_timeline_max_is_refused_then_rebuilt(h: Harness, tmp_path
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert f"recorded TIMELINE_MAX={NEW_MAX} (was {OLD_MAX})" in rebuilt.stdout
     assert await wrong_under(h, h.ctx.strategy.name, NEW_MAX) == []
-    config = await maintenance.service_config()
+    config = await maintenance.service_config(h.ctx.store)
     assert config is not None and config["settings"] == {"TIMELINE_MAX": NEW_MAX}
     with pytest.raises(recorded_settings.SettingsMismatch, match="TIMELINE_MAX is 3 but"):
-        await recorded_settings.ensure_matching(h.ctx.settings)  # now the old value is refused
+        # now the old value is refused
+        await recorded_settings.ensure_matching(h.ctx.store, h.ctx.settings)
 
     # Served under the new value, through the API, and kept right by its worker afterwards.
     new = h.ctx.settings.model_copy(update={"timeline_max": NEW_MAX})
@@ -77,7 +78,10 @@ async def test_changed_timeline_max_is_refused_then_rebuilt(h: Harness, tmp_path
         hn.tokens = h.tokens
         await first_start(hn)
         reference = await reference_timelines(NEW_MAX)
-        handles = {(await maintenance.user_ids(f"user{i}"))[0][0]: f"user{i}" for i in range(USERS)}
+        handles = {
+            (await maintenance.user_ids(hn.ctx.store, f"user{i}"))[0][0]: f"user{i}"
+            for i in range(USERS)
+        }
         for uid, handle in handles.items():
             assert await hn.timeline_ids(handle) == [str(i) for i in reference[uid]], handle
         for i in range(USERS):
@@ -95,8 +99,8 @@ async def test_no_derived_data_takes_any_timeline_max(h: Harness) -> None:
     await random_workload(h, random.Random(2), 3, 10)
     await first_start(h)
     other = h.ctx.settings.model_copy(update={"timeline_max": 5})
-    await recorded_settings.ensure_matching(other)
-    config = await maintenance.service_config()
+    await recorded_settings.ensure_matching(h.ctx.store, other)
+    config = await maintenance.service_config(h.ctx.store)
     assert config is not None and config["settings"] == {"TIMELINE_MAX": 5}
 
 
@@ -105,17 +109,18 @@ async def test_settings_recorded_later_default_or_configured(h: Harness) -> None
     """A database from before the record takes the configured values; a setting missing from
     an existing record takes its default (what shaped the data before it was configurable)."""
     await random_workload(h, random.Random(4), 3, 10)
-    assert await maintenance.ensure_ready("receiver_copies") is None
-    config = await maintenance.service_config()
+    assert await maintenance.ensure_ready(h.ctx.store, "receiver_copies") is None
+    config = await maintenance.service_config(h.ctx.store)
     assert config is not None and "settings" not in config
-    await recorded_settings.ensure_matching(h.ctx.settings)  # configured: 1000, recorded
-    coll = maintenance.ServiceConfig.get_pymongo_collection()
+    # configured: 1000, recorded
+    await recorded_settings.ensure_matching(h.ctx.store, h.ctx.settings)
+    coll = h.ctx.store.service_config
     await coll.update_one({"_id": maintenance.CONFIG_ID}, {"$set": {"settings": {}}})
     small = h.ctx.settings.model_copy(update={"timeline_max": 10})
     with pytest.raises(recorded_settings.SettingsMismatch, match="TIMELINE_MAX=1000"):
-        await recorded_settings.ensure_matching(small)
+        await recorded_settings.ensure_matching(h.ctx.store, small)
     # Nor is another strategy built under another value.
     with pytest.raises(switch.SwitchError, match=r"^TIMELINE_MAX is 10 but"):
         await switch.switch_to(replace(h.ctx, settings=small), "recipients_embedded")
-    config = await maintenance.service_config()
+    config = await maintenance.service_config(h.ctx.store)
     assert config is not None and config["maintained"] == ["receiver_copies"]

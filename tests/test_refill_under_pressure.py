@@ -12,7 +12,6 @@ import pytest
 from bson import ObjectId
 
 import app.queue
-from app.models import Event, TimelineEntry, TimelineMeta
 from app.queue import MAX_ATTEMPTS
 from app.strategies.receiver_copies import Unsettled
 from fanout.worker import Worker
@@ -46,7 +45,7 @@ async def trimmed_reader_holding_a_copy(h: Harness) -> tuple[dict[str, ObjectId]
     status = ObjectId((await h.post("ann", "soon deleted"))["id"])
     await h.drain()
     await h.ctx.strategy.trim(ids["rea"])  # type: ignore[attr-defined]
-    meta = await TimelineMeta.get_pymongo_collection().find_one({"owner_id": ids["rea"]})
+    meta = await h.ctx.store.timeline_meta.find_one({"owner_id": ids["rea"]})
     assert meta is not None and meta["trimmed"]
     assert status in await h.ctx.strategy.timeline_ids(ids["rea"])
     return ids, status
@@ -87,10 +86,10 @@ async def test_a_delete_leaves_every_timeline_while_friends_keep_posting(
     await h.delete("ann", str(status))
     await h.drain()
     assert posted > 0  # the refill did race the posts
-    entries = TimelineEntry.get_pymongo_collection()
+    entries = h.ctx.store.timeline_entries
     assert await entries.count_documents({"status_id": status}) == 0
     await drain_fully(h)
-    assert await Event.get_pymongo_collection().count_documents({"state": "dead"}) == 0
+    assert await h.ctx.store.events.count_documents({"state": "dead"}) == 0
     await assert_model(ids, h)
 
 
@@ -110,12 +109,12 @@ async def test_a_delete_whose_refill_fails_still_removes_every_copy(
     await h.delete("ann", str(status))
     with pytest.raises(Crash):
         await strategy.apply_deleted(ids["ann"], status)
-    entries = TimelineEntry.get_pymongo_collection()
+    entries = h.ctx.store.timeline_entries
     assert await entries.count_documents({"status_id": status}) == 0
     monkeypatch.setattr(strategy, "rebuild", rebuild)
     await strategy.apply_deleted(ids["ann"], status)  # the retry
     await assert_model(ids, h)
-    owed = await TimelineMeta.get_pymongo_collection().count_documents({"owed": status})
+    owed = await h.ctx.store.timeline_meta.count_documents({"owed": status})
     assert owed == 0  # every refill owed was made
 
 
@@ -141,12 +140,12 @@ async def test_contention_is_retried_and_never_parks_an_event(
     monkeypatch.setattr(strategy, "apply_posted", losing_races)
     monkeypatch.setattr(app.queue, "BACKOFF_BASE_S", 0.01)  # failures would retry as fast
     worker = Worker(h.ctx)
-    events = Event.get_pymongo_collection()
+    events = h.ctx.store.events
     deadline = time.monotonic() + SETTLE_S
     while await events.count_documents({"state": {"$in": ["pending", "staged"]}}):
         assert time.monotonic() < deadline
         if not await worker.process_one():
             await asyncio.sleep(0.05)
     assert calls == losses + 1
-    event = await Event.get_pymongo_collection().find_one({})
+    event = await h.ctx.store.events.find_one({})
     assert event is not None and event["state"] == "done"

@@ -3,13 +3,19 @@ over two stores, and two strategies over one store, run side by side in one proc
 
 from __future__ import annotations
 
+import asyncio
+import random
+from dataclasses import dataclass, field
+
 import pytest
 
 from app import models
 from app.graph import Graph
 from app.store import Store
 from app.strategies import build_strategy
-from tests.harness import Harness
+from tests import harness
+from tests.harness import Harness, running
+from tests.model import Model
 
 # Copied from the API-written database into a second one: the source of truth.
 TRUTH = ("users", "friendships", "statuses")
@@ -65,3 +71,76 @@ async def test_strategies_over_two_stores_side_by_side(h: Harness) -> None:
         assert await h.ctx.truth.timeline_ids(bob) == served[bob]
     finally:
         await h.ctx.database.client.drop_database(other_db.name)
+
+
+# Two whole apps in one process: small, so that trimming (TIMELINE_MAX) is exercised too.
+APPS = ("receiver_copies", "recipients_embedded")
+APP_USERS = ("ann", "ben", "cat", "dan")
+APP_OPERATIONS = 40
+APP_TIMELINE_MAX = 4
+
+
+@dataclass
+class App:
+    """One running app and the reference model of what it was asked to do."""
+
+    h: Harness
+    model: Model
+    ids: dict[int, str] = field(default_factory=dict)  # model number -> status id
+
+    async def step(self, rng: random.Random, i: int) -> None:
+        a, b = rng.sample(APP_USERS, 2)
+        roll = rng.random()
+        mine = self.model.statuses_of(a)
+        if roll < 0.45:
+            number = self.model.post(a)
+            self.ids[number] = (await self.h.post(a, f"{self.h.ctx.strategy.name} {i}"))["id"]
+        elif roll < 0.6 and mine:
+            number = rng.choice(mine)
+            self.model.delete(number)
+            await self.h.delete(a, self.ids[number])
+        elif roll < 0.85:
+            await self.h.befriend(a, b)
+            self.model.request(a, b)
+            self.model.accept(b, a)
+        else:
+            await self.h.unfriend(a, b)
+            self.model.unfriend(a, b)
+
+    async def check(self) -> None:
+        numbers = {v: k for k, v in self.ids.items()}
+        for user in APP_USERS:
+            got = [numbers.get(i, -1) for i in await self.h.timeline_ids(user)]
+            assert got == self.model.timeline(user), (self.h.ctx.strategy.name, user)
+
+
+async def test_two_apps_side_by_side_in_one_process(mongo_url: str) -> None:
+    """Two whole apps (API, lifespan, worker) over two databases with two strategies, driven
+    in turns: each serves its own users and statuses only, as its reference model says. The
+    same handles exist in both: a user written through one app's binding into the other's
+    database would collide (409) or be seen by the wrong app."""
+    rng = random.Random(10)
+    first = harness.test_settings(mongo_url, APPS[0], APP_TIMELINE_MAX)
+    second = harness.test_settings(mongo_url, APPS[1], APP_TIMELINE_MAX)
+    async with running(first) as h1, running(second) as h2:
+        apps = [App(h1, Model(APP_TIMELINE_MAX)), App(h2, Model(APP_TIMELINE_MAX))]
+        for handle in APP_USERS:
+            for app in apps:
+                await app.h.user(handle)
+        # A token of one app means nothing to the other.
+        assert h1.tokens["ann"] != h2.tokens["ann"]
+        r = await h2.client.get("/me", headers=h1.auth("ann"))
+        assert r.status_code == 401, r.text
+        for i in range(APP_OPERATIONS):
+            for app in apps:
+                await app.step(rng, i)
+            if i % 10 == 9:  # both workers at once, then both APIs
+                await asyncio.gather(h1.drain(), h2.drain())
+                for app in apps:
+                    await app.check()
+        await asyncio.gather(h1.drain(), h2.drain())
+        for app in apps:
+            await app.check()
+            counted = await app.h.ctx.store.statuses.count_documents({})
+            assert counted == len(app.model.statuses)
+            assert await app.h.ctx.queue.pending_count() == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from bson import ObjectId
 
-from app import maintenance, queue
+from app import maintenance
 from app.settings import STRATEGY_NAMES
 from entrypoints.migrate import MIGRATIONS_DIR
 from fanout import switch
@@ -59,7 +59,7 @@ DRAIN_ROUNDS = 400
 async def drain_all(h: Harness) -> None:
     for _ in range(DRAIN_ROUNDS):
         await h.drain()
-        if await queue.pending_count() == 0:
+        if await h.ctx.queue.pending_count() == 0:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("events still pending after the switch's leases should have expired")
@@ -71,10 +71,11 @@ async def test_switch_on_a_live_database(mongo_url: str, source: str, target: st
     old = harness.test_settings(mongo_url, source, timeline_max=6)
     handles = [f"user{i}" for i in range(USERS)]
     async with running(old) as hx:
-        assert await maintenance.ensure_ready(source) is None  # what `timeline serve` does
+        # what `timeline serve` does
+        assert await maintenance.ensure_ready(hx.ctx.store, source) is None
         if target != "fanout_on_read":
             with pytest.raises(maintenance.StrategyNotBuilt):
-                await maintenance.ensure_ready(target)
+                await maintenance.ensure_ready(hx.ctx.store, target)
         hx.worker.config_refresh_s = 0.0
         await random_workload(hx, rng, USERS, OPERATIONS, drain_every=20)
         await hx.drain()
@@ -83,7 +84,7 @@ async def test_switch_on_a_live_database(mongo_url: str, source: str, target: st
         building = asyncio.create_task(switch.switch_to(hx.ctx, target, refresh_s=SWITCH_REFRESH_S))
         during = 0  # writes begun after the target joined `maintained`, ended before the switch
         while not building.done():
-            config = await maintenance.service_config()
+            config = await maintenance.service_config(hx.ctx.store)
             both = config is not None and target in config["maintained"]
             await live_writes(hx, rng, handles)
             await expect_truth(hx, rng.sample(handles, 2))  # the old strategy keeps serving
@@ -92,11 +93,11 @@ async def test_switch_on_a_live_database(mongo_url: str, source: str, target: st
         print(f"{during} writes during the switch")  # shown on failure
         assert during >= MIN_WRITES_DURING
 
-        config = await maintenance.service_config()
+        config = await maintenance.service_config(hx.ctx.store)
         assert config is not None and config["active_strategy"] == target
         assert {source, target} <= set(config["built"]) & set(config["maintained"])
-        assert await maintenance.ensure_ready(target) is None
-        assert "active strategy is" in (await maintenance.ensure_ready(source) or "")
+        assert await maintenance.ensure_ready(hx.ctx.store, target) is None
+        assert "active strategy is" in (await maintenance.ensure_ready(hx.ctx.store, source) or "")
 
         new = old.model_copy(update={"timeline_strategy": target})
         async with running(new) as hy:
@@ -109,11 +110,11 @@ async def test_switch_on_a_live_database(mongo_url: str, source: str, target: st
                 await live_writes(hy, rng, handles)
             await expect_truth(hy, handles)
             await expect_truth(hx, handles)
-            await switch.retire(source)  # type: ignore[arg-type]
-            config = await maintenance.service_config()
+            await switch.retire(hx.ctx.store, source)  # type: ignore[arg-type]
+            config = await maintenance.service_config(hx.ctx.store)
             assert config is not None and source not in config["maintained"]
             with pytest.raises(switch.SwitchError):
-                await switch.retire(target)  # type: ignore[arg-type]
+                await switch.retire(hx.ctx.store, target)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("strategy", ["fanout_on_read"])
@@ -124,7 +125,7 @@ async def test_commands_migrate_refuse_and_switch(h: Harness, tmp_path: Path) ->
     migrated = await asyncio.to_thread(run_cli, env, tmp_path, "migrate")
     assert migrated.returncode == 0, migrated.stderr
     # The migration recorded what this (pre-existing) database holds.
-    config = await maintenance.service_config()
+    config = await maintenance.service_config(h.ctx.store)
     assert config is not None and config["built"] == ["fanout_on_read"]
     assert "markers" in await h.ctx.database.db.list_collection_names()
     again = await asyncio.to_thread(run_cli, env, tmp_path, "migrate")
@@ -145,7 +146,7 @@ async def test_commands_migrate_refuse_and_switch(h: Harness, tmp_path: Path) ->
         run_cli, env, tmp_path, "migrate", "--backward", "--distance", str(len(newer) + 1)
     )
     assert back.returncode == 0, back.stderr
-    assert await maintenance.service_config() is None
+    assert await maintenance.service_config(h.ctx.store) is None
     assert "markers" not in await h.ctx.database.db.list_collection_names()
     # (Last: the second harness re-binds the models to its own client and drops the database.)
     new = h.ctx.settings.model_copy(update={"timeline_strategy": "receiver_copies"})

@@ -13,7 +13,8 @@ import pytest
 from bson import ObjectId
 
 from app import maintenance
-from app.models import AuthorLease, Event, HybridEntry, LargeAuthor, LargeFriend
+from app.models import Event
+from app.store import Collection
 from tests import harness
 from tests.harness import running
 from tests.worker_workload import (
@@ -116,7 +117,7 @@ async def test_sigkill_in_the_middle_of_fanouts(mongo_url: str, tmp_path: Path) 
         # No event stuck: every one applied, none leased, none parked.
         assert await unfinished_events() == []
         assert await events().count_documents({"lease_until": {"$ne": None}}) == 0
-        owners = {d["owner"] async for d in AuthorLease.get_pymongo_collection().find()}
+        owners = {d["owner"] async for d in h.ctx.store.author_leases.find()}
         assert "final" not in owners  # a clean stop releases its leases; killed ones expire
         # Every timeline equals the reference model, with no duplicate entry.
         expected = await reference_timelines(settings.timeline_max)
@@ -134,10 +135,10 @@ CROSSING_FRIENDS = 2500  # a downward crossing copies the window to each: 25 ins
 CROSSING_KILLS = 3
 
 
-async def hybrid_copies(max_items: int) -> dict[ObjectId, list[ObjectId]]:
+async def hybrid_copies(entries: Collection, max_items: int) -> dict[ObjectId, list[ObjectId]]:
     """hybrid's materialized timelines as reads see them once no author is large (capped)."""
     owners: dict[ObjectId, list[ObjectId]] = {}
-    cursor = HybridEntry.get_pymongo_collection().find({}, {"owner_id": 1, "status_id": 1})
+    cursor = entries.find({}, {"owner_id": 1, "status_id": 1})
     async for e in cursor:
         owners.setdefault(e["owner_id"], []).append(e["status_id"])
     return {o: sorted(ids, reverse=True)[:max_items] for o, ids in owners.items()}
@@ -161,7 +162,7 @@ async def test_sigkill_in_the_middle_of_a_hybrid_crossing(mongo_url: str, tmp_pa
         await h.ctx.store.users.update_one(
             {"_id": author}, {"$set": {"friend_count": len(friends)}}
         )
-        states = LargeAuthor.get_pymongo_collection()
+        states = h.ctx.store.large_authors
         await set_friends(h.ctx, author, friends[-1], True)  # an event: the crossing up
         for i in range(5):
             await h.post("author", f"status {i}")  # merged in, not fanned out
@@ -203,9 +204,9 @@ async def test_sigkill_in_the_middle_of_a_hybrid_crossing(mongo_url: str, tmp_pa
                 kill(p)
         assert interrupted, "no kill interrupted the crossing: the test did not test anything"
         assert await states.find_one({"_id": author}) is None
-        assert await LargeFriend.get_pymongo_collection().count_documents({}) == 0
+        assert await h.ctx.store.large_friends.count_documents({}) == 0
         expected = await reference_timelines(settings.timeline_max)
-        copies = await hybrid_copies(settings.timeline_max)
+        copies = await hybrid_copies(h.ctx.store.hybrid_entries, settings.timeline_max)
         wrong = [u for u, ids in expected.items() if copies.get(u, []) != ids]
         assert wrong == [], f"{len(wrong)} timelines differ from the reference"
         report = await maintenance.check(h.ctx, sample=50)

@@ -52,7 +52,7 @@ async def test_a_poison_event_is_parked_then_retried(h: Harness, tmp_path: Path)
     worker = Worker(h.ctx, name="w")
     for attempt in range(1, MAX_ATTEMPTS + 1):
         assert await worker.process_one()
-        ev = await Event.get_pymongo_collection().find_one({"status_id": ObjectId(poison["id"])})
+        ev = await h.ctx.store.events.find_one({"status_id": ObjectId(poison["id"])})
         assert ev is not None and ev["attempts"] == attempt
         assert "injected failure" in ev["last_error"]
         if attempt < MAX_ATTEMPTS:
@@ -90,7 +90,7 @@ async def test_a_poison_event_is_parked_then_retried(h: Harness, tmp_path: Path)
 
 async def test_retry_all_and_bad_arguments(h: Harness, tmp_path: Path) -> None:
     ann = ObjectId((await h.user("ann"))["id"])
-    await Event.get_pymongo_collection().insert_many(
+    await h.ctx.store.events.insert_many(
         [
             {"kind": "no_such_kind", "author_id": ann, "state": "dead", "attempts": 8}
             | {"created_at": utcnow(), "lease_until": None, "last_error": "UnknownEvent"}
@@ -102,4 +102,4 @@ async def test_retry_all_and_bad_arguments(h: Harness, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--all" in bad.stderr
     done = await asyncio.to_thread(run_cli, env, tmp_path, "events", "retry", "--all")
     assert done.returncode == 0 and "re-queued 3" in done.stdout
-    assert await Event.get_pymongo_collection().count_documents({"state": "pending"}) == 3
+    assert await h.ctx.store.events.count_documents({"state": "pending"}) == 3

@@ -10,7 +10,7 @@ import pytest
 from bson import ObjectId
 
 from app import checkpoint
-from app.models import AuthorLease, Event, TimelineEntry, utcnow
+from app.models import AuthorLease, Event, utcnow
 from app.strategies.receiver_copies import FANOUT_BATCH
 from fanout.worker import LeaseLost, Worker
 from tests.harness import Harness
@@ -49,7 +49,7 @@ async def test_one_author_is_held_by_one_worker_at_a_time(h: Harness) -> None:
     assert again is not None and again["_id"] == first["_id"]
     assert again["attempts"] == 2
     assert await w1.claim() is None  # w1 is back, but w3 now holds ann
-    owners = {d["_id"]: d["owner"] async for d in AuthorLease.get_pymongo_collection().find()}
+    owners = {d["_id"]: d["owner"] async for d in h.ctx.store.author_leases.find()}
     assert owners == {ann: "w3", bob: "w2"}
 
 
@@ -57,12 +57,12 @@ async def test_events_of_one_author_run_in_order(h: Harness) -> None:
     ann = ObjectId((await h.user("ann"))["id"])
     for i in range(4):
         await h.post("ann", f"ann {i}")
-    ids = [e["_id"] async for e in Event.get_pymongo_collection().find({"author_id": ann})]
+    ids = [e["_id"] async for e in h.ctx.store.events.find({"author_id": ann})]
     worker = Worker(h.ctx, name="w")
     applied = []
     for _ in ids:
         assert await worker.process_one()
-        done = await Event.get_pymongo_collection().find_one(
+        done = await h.ctx.store.events.find_one(
             {"state": "done", "_id": {"$nin": applied}}, sort=[("_id", 1)]
         )
         assert done is not None
@@ -70,7 +70,7 @@ async def test_events_of_one_author_run_in_order(h: Harness) -> None:
     assert applied == sorted(ids)
     assert not await worker.process_one()
     # The worker released the author when it ran out of events.
-    assert await AuthorLease.get_pymongo_collection().count_documents({}) == 0
+    assert await h.ctx.store.author_leases.count_documents({}) == 0
 
 
 async def test_a_worker_that_lost_its_lease_stops_writing(h: Harness) -> None:
@@ -87,11 +87,11 @@ async def test_a_worker_that_lost_its_lease_stops_writing(h: Harness) -> None:
     assert (await fast.claim() or {}).get("_id") == event["_id"]
     with pytest.raises(LeaseLost):
         await slow._apply(event)  # its first checkpoint finds the lease gone
-    copies = await TimelineEntry.get_pymongo_collection().count_documents(
+    copies = await h.ctx.store.timeline_entries.count_documents(
         {"status_id": ObjectId(status["id"])}
     )
     assert copies == FANOUT_BATCH  # one batch written, then it stopped
-    stored = await Event.get_pymongo_collection().find_one({"_id": event["_id"]})
+    stored = await h.ctx.store.events.find_one({"_id": event["_id"]})
     assert stored is not None and stored["lease_owner"] == "fast" and stored["state"] == "pending"
 
 
@@ -117,7 +117,7 @@ async def test_a_fanout_resumes_after_its_last_batch(h: Harness) -> None:
             await h.ctx.strategy.apply_posted(author, status)
     finally:
         checkpoint.current.reset(token)
-    entries = TimelineEntry.get_pymongo_collection()
+    entries = h.ctx.store.timeline_entries
     assert await entries.count_documents({"status_id": status}) == 2 * FANOUT_BATCH
     resumed: list[ObjectId] = []
 
@@ -163,17 +163,15 @@ async def test_the_heartbeat_keeps_a_long_event_and_gives_up_a_lost_one(h: Harne
         assert await other.claim() is None
     release.set()
     assert await first
-    done = await Event.get_pymongo_collection().count_documents({"state": "done"})
+    done = await h.ctx.store.events.count_documents({"state": "done"})
     assert done == 1
     # Now the lease is taken away while the handler runs: the heartbeat notices and cancels it.
     release.clear()
     started.clear()
     second = asyncio.create_task(worker.process_one())
     await started.wait()
-    await Event.get_pymongo_collection().update_one(
-        {"state": "pending"}, {"$set": {"lease_owner": "thief"}}
-    )
+    await h.ctx.store.events.update_one({"state": "pending"}, {"$set": {"lease_owner": "thief"}})
     assert await second  # it handled the loss (no exception), without marking anything
     assert len(cancelled) == 1
-    stored = await Event.get_pymongo_collection().find_one({"state": "pending"})
+    stored = await h.ctx.store.events.find_one({"state": "pending"})
     assert stored is not None and stored["lease_owner"] == "thief"

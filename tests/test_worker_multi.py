@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from app.embedded import free_port
-from app.models import Event
 from tests import harness
 from tests.harness import running
 from tests.worker_workload import (
@@ -67,7 +66,7 @@ async def test_three_workers_share_a_random_workload(mongo_url: str, tmp_path: P
             for p in procs:
                 kill(p)
         assert codes == [0] * WORKERS
-        events = await Event.get_pymongo_collection().find().to_list()
+        events = await h.ctx.store.events.find().to_list()
         assert len(events) > OPERATIONS  # friendship changes are two events each
         assert {e["state"] for e in events} == {"done"}
         assert {e["attempts"] for e in events} == {1}  # each applied once

@@ -58,7 +58,7 @@ async def set_friends(ctx: AppContext, a: ObjectId, b: ObjectId, friends: bool) 
             await ctx.graph.unlink(a, b, session=session)
 
     events = outbox.friendship_events(a, b, friends=friends)
-    await outbox.commit_with_events(ctx.database, events, change)
+    await ctx.commit(events, change)
 
 
 async def reference_timelines(max_items: int) -> dict[ObjectId, list[ObjectId]]:

@@ -6,8 +6,7 @@ from starlette.requests import Request
 
 from app.context import AppContext
 from app.errors import Unauthorized
-from app.models import User
-from app.users import authenticate
+from app.users import Account, authenticate
 
 # Tokens are ~43 characters; anything much longer is not ours and is not worth hashing.
 MAX_TOKEN_CHARS = 512
@@ -18,7 +17,7 @@ def context(request: Request) -> AppContext:
     return ctx
 
 
-async def current_user(request: Request) -> User:
+async def current_user(request: Request) -> Account:
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized("send Authorization: Bearer <token>", code="missing_token")
@@ -26,4 +25,4 @@ async def current_user(request: Request) -> User:
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized("the bearer token is invalid", code="invalid_token")
-    return await authenticate(token)
+    return await authenticate(context(request).store, token)

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.api.deps import current_user
-from app.models import User
+from app.users import Account
 
 Payload = Mapping[str, Any]
 
@@ -30,7 +30,7 @@ class Reply:
 
 Result = Payload | Reply | None
 PublicHandler = Callable[[Request], Awaitable[Result]]
-UserHandler = Callable[[Request, User], Awaitable[Result]]
+UserHandler = Callable[[Request, Account], Awaitable[Result]]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pymongo.errors import PyMongoError
 from starlette.requests import Request
 
-from app import queue
 from app.api.deps import context
 from app.api.endpoint import Payload
 from app.errors import Unavailable
@@ -15,7 +14,7 @@ async def health(request: Request) -> Payload:
     ctx = context(request)
     try:
         await ctx.database.ping()
-        stats = await queue.backlog()
+        stats = await ctx.queue.backlog()
         inactive = await ctx.activity.count_inactive()
     except PyMongoError:
         raise Unavailable("the database is unavailable") from None

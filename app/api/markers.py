@@ -11,16 +11,14 @@ from app.api.endpoint import Payload
 from app.api.parsing import json_body
 from app.api.schemas import UpdateMarkers
 from app.context import reading_strategy
-from app.models import User
+from app.users import Account
 
 
-async def get_markers(request: Request, me: User) -> Payload:
-    assert me.id is not None
-    return markers.markers_json(await markers.get_home(me.id))
+async def get_markers(request: Request, me: Account) -> Payload:
+    return markers.markers_json(await markers.get_home(context(request).store, me.id))
 
 
-async def post_markers(request: Request, me: User) -> Payload:
-    assert me.id is not None
+async def post_markers(request: Request, me: Account) -> Payload:
     body = await json_body(request, UpdateMarkers)
     # The schema's pattern admits only 24 hex digits; lower case is how ids are printed.
     last_read_id = ObjectId(body.home.last_read_id.lower())
@@ -30,10 +28,10 @@ async def post_markers(request: Request, me: User) -> Payload:
     return markers.markers_json(home)
 
 
-async def unread_count(request: Request, me: User) -> Payload:
-    assert me.id is not None
+async def unread_count(request: Request, me: Account) -> Payload:
     # A read like GET /timeline (the badge is what a client polls), served by the same
     # strategy so that the two agree while a returning user's rebuild runs.
-    strategy = await reading_strategy(context(request), me.id)
-    count, capped = await markers.unread_count(strategy, me.id)
+    ctx = context(request)
+    strategy = await reading_strategy(ctx, me.id)
+    count, capped = await markers.unread_count(ctx.store, strategy, me.id)
     return {"count": count, "capped": capped}

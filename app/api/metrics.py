@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import queue
+from app.api.deps import context
 from app.metrics import PENDING_EVENTS
 
 UNMATCHED = "unmatched"
@@ -77,7 +77,7 @@ async def metrics_endpoint(request: Request) -> Response:
     during an outage still answers (the pending gauge keeps its last value)."""
     try:
         with pymongo.timeout(SCRAPE_DB_TIMEOUT_S):
-            PENDING_EVENTS.set(await queue.pending_count())
+            PENDING_EVENTS.set(await context(request).queue.pending_count())
     except PyMongoError:
         pass
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

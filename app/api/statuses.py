@@ -9,27 +9,27 @@ from app.api.deps import context
 from app.api.endpoint import Payload, Reply
 from app.api.parsing import cursor_param, idempotency_key, json_body, limit_param
 from app.api.schemas import CreateStatus
-from app.models import User
+from app.users import Account
 
 
-async def post_status(request: Request, me: User) -> Payload | Reply:
+async def post_status(request: Request, me: Account) -> Payload | Reply:
     key = idempotency_key(request)
     body = await json_body(request, CreateStatus)
     status, created = await statuses.post(context(request), me, body.text, key)
     return status if created else Reply(status, 200)
 
 
-async def get_status(request: Request, me: User) -> Payload:
+async def get_status(request: Request, me: Account) -> Payload:
     return await statuses.get(context(request), me, request.path_params["id"])
 
 
-async def delete_status(request: Request, me: User) -> None:
+async def delete_status(request: Request, me: Account) -> None:
     await statuses.delete(context(request), me, request.path_params["id"])
 
 
-async def user_statuses(request: Request, me: User) -> Payload:
+async def user_statuses(request: Request, me: Account) -> Payload:
     limit = limit_param(request)
     before = cursor_param(request, "before")
-    author = await users.by_handle(request.path_params["handle"])
+    author = await users.by_handle(context(request).store, request.path_params["handle"])
     items, more = await statuses.by_author(context(request), me, author, limit, before)
     return {"items": items, "next_cursor": cursors.encode(more) if more is not None else None}

@@ -10,11 +10,11 @@ from app.api.endpoint import Payload
 from app.api.parsing import cursor_param, limit_param
 from app.context import reading_strategy
 from app.errors import BadRequest
-from app.models import User
 from app.statuses import status_json
+from app.users import Account
 
 
-async def timeline(request: Request, me: User) -> Payload:
+async def timeline(request: Request, me: Account) -> Payload:
     assert me.id is not None
     limit = limit_param(request)
     before = cursor_param(request, "before")

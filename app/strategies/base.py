@@ -132,6 +132,11 @@ class TimelineStrategy(ABC):
         rebuild converges. Only strategies that skip inactive receivers have any to do."""
         return 0
 
+    async def _materialized_friends(self, owner_id: ObjectId) -> list[ObjectId]:
+        """The friends whose statuses `owner_id`'s materialized timeline holds: all of them,
+        but in hybrid, which merges its large-audience authors in at read time."""
+        return await self.graph.friend_ids(owner_id)
+
     # -- reading -------------------------------------------------------------------------------
     @abstractmethod
     async def scope(self, user_id: ObjectId) -> dict[str, Any]:

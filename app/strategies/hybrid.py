@@ -34,6 +34,7 @@ from bson import ObjectId
 from pymongo import UpdateOne
 
 from app.checkpoint import fenced
+from app.db import Session
 from app.graph import Graph
 from app.settings import HYBRID_THRESHOLD_DEFAULT, StrategyName
 from app.store import Store
@@ -41,7 +42,9 @@ from app.strategies.base import StatusView
 from app.strategies.common import newest_statuses
 from app.strategies.hybrid_merge import entries_page, large_of, merge_count, merge_find
 from app.strategies.hybrid_pairs import PAIRS_PER_WRITE, LargeAudience
-from app.strategies.receiver_copies import FANOUT_BATCH, ReceiverCopies, _entry
+from app.strategies.receiver_copies import ReceiverCopies
+from app.strategies.receiver_entries import FANOUT_BATCH, entry
+from app.strategies.receiver_settled import settled
 
 
 class Hybrid(ReceiverCopies):
@@ -92,6 +95,12 @@ class Hybrid(ReceiverCopies):
         """All friends but the large ones whose copies this owner no longer keeps."""
         merged = {a for a, kept in await self.large.of_reader(owner_id) if not kept}
         return [f for f in await self.graph.friend_ids(owner_id) if f not in merged]
+
+    async def _settled(self, user_id: ObjectId) -> bool:
+        # receiver_copies' check, over the materialized friends only (it reads them from the
+        # graph it is given).
+        graph = _MaterializedGraph(self)
+        return await settled(graph, self.store, self.collection(), user_id, self.max_items)
 
     # -- worker handlers -----------------------------------------------------------------------
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
@@ -169,7 +178,7 @@ class Hybrid(ReceiverCopies):
         inserted = 0
         for start in range(0, len(owners), per_insert):
             group = owners[start : start + per_insert]
-            inserted += await self._insert_new([_entry(o, s) for o in group for s in statuses])
+            inserted += await self._insert_new([entry(o, s) for o in group for s in statuses])
             await self._trim_over(group)
         return inserted
 
@@ -181,3 +190,15 @@ class Hybrid(ReceiverCopies):
             ]
             async with fenced():
                 await self.store.timeline_meta.bulk_write(ops, ordered=False)
+
+
+class _MaterializedGraph(Graph):
+    """The graph as a hybrid's materialized side sees it: an owner's friends are those whose
+    statuses their entries hold (`Hybrid._materialized_friends`)."""
+
+    def __init__(self, hybrid: Hybrid) -> None:
+        super().__init__(hybrid.store)
+        self.hybrid = hybrid
+
+    async def friend_ids(self, user_id: ObjectId, *, session: Session = None) -> list[ObjectId]:
+        return await self.hybrid._materialized_friends(user_id)

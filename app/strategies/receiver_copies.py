@@ -9,67 +9,36 @@ refilled from the source of truth, so it never shows fewer than it should.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
 
-from app import checkpoint, queue
+from app import checkpoint
 from app.checkpoint import fenced
 from app.db import Session
-from app.metrics import FANOUT_BATCH_SIZE
 from app.strategies.base import Contention, TimelineStrategy
 from app.strategies.common import newest_statuses, truth_timeline
+from app.strategies.receiver_entries import FANOUT_BATCH as FANOUT_BATCH
+from app.strategies.receiver_entries import TRIM_EVERY as TRIM_EVERY
+from app.strategies.receiver_entries import bulk_upsert, insert_new
+from app.strategies.receiver_entries import entry as _entry
+from app.strategies.receiver_entries import should_trim as _should_trim
+from app.strategies.receiver_entries import upsert as _upsert
+from app.strategies.receiver_settled import settled
 
-# Entries per unordered bulk write. 1,000 keeps each command well under the 16 MB message limit
-# (an entry is ~250 B plus text of up to 5,000 chars) and lets a resumed fan-out redo at most one
-# batch, while amortizing the round trip (drivers split bigger batches anyway).
-FANOUT_BATCH = 1000
-# Trimming an owner costs one query over TIMELINE_MAX index keys, so it is done on about one
-# insert in TRIM_EVERY (chosen by a hash, deterministic). Reads never show more than
-# TIMELINE_MAX, so the bound on storage is TIMELINE_MAX + ~TRIM_EVERY entries per owner.
-TRIM_EVERY = 16
-DUPLICATE_KEY = 11000
 # A rebuild pass is repeated only when a concurrent change to this owner's timeline made it act
 # on a stale view (a re-friendship's backfill, another refill of the same owner); new posts and
 # their fan-outs do not count (see `_settled`). Each repeat needs yet another such change during
 # the previous pass. Past this many, the event is retried a little later as contention
 # (fanout/worker.py), which does not count towards parking it as dead.
 REBUILD_PASSES = 8
-# Event states whose change may still be on its way into timelines (a dead event's too, until
-# it is retried): their statuses are not required in a refilled window yet.
-NOT_DONE_STATES = ["staged", "pending", "dead"]
 
 
 class Unsettled(Contention):
     """A rebuild kept racing concurrent changes; the worker retries the event later."""
-
-
-def _entry(owner_id: ObjectId, status: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "owner_id": owner_id,
-        "status_id": status["_id"],
-        "author_id": status["author_id"],
-        "author": status["author"],
-        "text": status["text"],
-        "created_at": status["created_at"],
-    }
-
-
-def _upsert(owner_id: ObjectId, status: dict[str, Any]) -> UpdateOne:
-    return UpdateOne(
-        {"owner_id": owner_id, "status_id": status["_id"]},
-        {"$setOnInsert": _entry(owner_id, status)},
-        upsert=True,
-    )
-
-
-def _should_trim(owner_id: ObjectId, status_id: ObjectId) -> bool:
-    return zlib.crc32(owner_id.binary + status_id.binary) % TRIM_EVERY == 0
 
 
 class ReceiverCopies(TimelineStrategy):
@@ -95,41 +64,12 @@ class ReceiverCopies(TimelineStrategy):
     # -- bulk writes ---------------------------------------------------------------------------
     async def _bulk_upsert(self, ops: Iterable[UpdateOne]) -> int:
         """Unordered bulk upserts in FANOUT_BATCH-sized batches; returns entries inserted."""
-        inserted = 0
-        batch: list[UpdateOne] = []
-        for op in ops:
-            batch.append(op)
-            if len(batch) >= FANOUT_BATCH:
-                FANOUT_BATCH_SIZE.observe(len(batch))
-                async with fenced():
-                    result = await self.collection().bulk_write(batch, ordered=False)
-                inserted += result.upserted_count
-                batch = []
-        if batch:
-            FANOUT_BATCH_SIZE.observe(len(batch))
-            async with fenced():
-                inserted += (
-                    await self.collection().bulk_write(batch, ordered=False)
-                ).upserted_count
-        return inserted
+        return await bulk_upsert(self.collection(), ops)
 
     async def _insert_new(self, entries: list[dict[str, Any]]) -> int:
-        """Insert fresh copies with one unordered `insert_many`; returns how many were new.
-
-        Equivalent to `$setOnInsert` upserts on the unique (owner_id, status_id) key, because a
-        copy never changes once written: a duplicate-key error only says the copy is already
-        there (a resumed or repeated fan-out), and unordered inserts carry on past it. Plain
-        inserts cost about a third of upserts on the embedded server (benchmarks/fanout.py)."""
-        FANOUT_BATCH_SIZE.observe(len(entries))
-        try:
-            async with fenced():
-                result = await self.collection().insert_many(entries, ordered=False)
-            return len(result.inserted_ids)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            return int(exc.details.get("nInserted", 0))
+        """Insert fresh copies with one unordered `insert_many`; returns how many were new
+        (receiver_entries.insert_new)."""
+        return await insert_new(self.collection(), entries)
 
     async def _trim_over(self, owners: Sequence[ObjectId]) -> None:
         """Trim those of `owners` holding more than TIMELINE_MAX entries; one counting query
@@ -178,11 +118,6 @@ class ReceiverCopies(TimelineStrategy):
             return receivers
         away = await self.activity.inactive_among(receivers)
         return [r for r in receivers if r == author_id or r not in away]
-
-    async def _materialized_friends(self, owner_id: ObjectId) -> list[ObjectId]:
-        """The friends whose statuses `owner_id`'s entries hold: all of them here. (A hook: the
-        hybrid strategy leaves out the large-audience authors it merges in at read time.)"""
-        return await self.graph.friend_ids(owner_id)
 
     async def rebuild_reader(self, user_id: ObjectId) -> int:
         return await self.rebuild(user_id)
@@ -341,59 +276,9 @@ class ReceiverCopies(TimelineStrategy):
         raise Unsettled(f"timeline of {user_id} kept changing during {REBUILD_PASSES} passes")
 
     async def _settled(self, user_id: ObjectId) -> bool:
-        """Whether `user_id`'s entries agree with the truth read now, over what a refill owns.
-
-        A status whose fan-out has not finished is its fan-out's to deliver, and a newer one
-        that pushes an older status out of the window is the trim's business: neither makes a
-        refill wrong. Comparing the whole first page instead made a refill fail for as long as
-        friends kept posting (each pass saw a status its fan-out had not delivered yet), so
-        that a delete's refills never finished. What is checked:
-        - every entry from the bottom of the true window up is a true status (its author may
-          be seen, it exists), so nothing wrong is shown;
-        - every status of the true window is there, or its fan-out is unfinished, or at least
-          TIMELINE_MAX (true) entries are newer, so nothing right is missing once fan-outs end.
-        The unfinished fan-outs are read after the truth and before the entries: a fan-out
-        finished by then has put its copy in place before the entries are read."""
-        friends = await self._materialized_friends(user_id)
-        allowed = {user_id, *friends}
-        truth = await truth_timeline(self.store.statuses, user_id, friends, self.max_items)
-        truth_ids = {s["_id"] for s in truth}
-        # Status ids are tested here, not in the query: a second `$in` multiplies its cost on
-        # the embedded server (queue.unfinished_posts).
-        unfinished = {
-            e["status_id"]
-            for e in await queue.unfinished_posts(
-                list({s["author_id"] for s in truth}), NOT_DONE_STATES
-            )
-            if e.get("status_id") in truth_ids
-        }
-        flt: dict[str, Any] = {"owner_id": user_id}
-        if len(truth) >= self.max_items:
-            flt["status_id"] = {"$gte": truth[-1]["_id"]}
-        cursor = self.collection().find(flt, {"status_id": 1, "author_id": 1})
-        shown = await cursor.sort("status_id", -1).to_list()
-        extra = [d for d in shown if d["status_id"] not in truth_ids]
-        if any(d["author_id"] not in allowed for d in extra):
-            return False
-        if extra:
-            extra_ids = [d["status_id"] for d in extra]
-            existing = await self.store.statuses.count_documents(
-                {
-                    "author_id": {"$in": list({d["author_id"] for d in extra})},
-                    "_id": {"$in": extra_ids},
-                }
-            )
-            if existing != len(extra_ids):
-                return False
-        shown_ids = [d["status_id"] for d in shown]  # newest first
-        present = set(shown_ids)
-        for status in truth:
-            sid = status["_id"]
-            if sid in present or sid in unfinished:
-                continue
-            if sum(1 for i in shown_ids if i > sid) < self.max_items:
-                return False
-        return True
+        """Whether `user_id`'s entries agree with the truth read now, over what a refill owns
+        (receiver_settled.settled)."""
+        return await settled(self.graph, self.store, self.collection(), user_id, self.max_items)
 
     async def _reconcile(self, user_id: ObjectId) -> int:
         """One pass: upsert the truth, then remove what has a reason to go (an author who is no

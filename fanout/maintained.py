@@ -1,0 +1,53 @@
+"""Which strategies a worker keeps up to date: its own, plus those `service_config.maintained`
+names while a switch builds or keeps another one (fanout.switch)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from app.context import AppContext
+from app.maintenance import CONFIG_ID
+from app.settings import STRATEGY_NAMES
+from app.strategies import TimelineStrategy, build_strategy
+
+log = logging.getLogger("timeline.worker")
+
+
+class Maintained:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self._config_read_at: float | None = None
+        # Other strategies whose derived data is being built or kept (during a switch).
+        self._also: dict[str, TimelineStrategy] = {}
+
+    async def strategies(self, refresh_s: float) -> list[TimelineStrategy]:
+        """The configured strategy plus any other that `service_config` says to maintain, as
+        read at most `refresh_s` ago."""
+        now = time.monotonic()
+        if self._config_read_at is None or now - self._config_read_at >= refresh_s:
+            doc = await self.ctx.store.service_config.find_one(
+                {"_id": CONFIG_ID}, {"maintained": 1}
+            )
+            own = self.ctx.strategy.name
+            names = [
+                n for n in (doc or {}).get("maintained", []) if n != own and n in STRATEGY_NAMES
+            ]
+            also = {}
+            for name in names:
+                if name not in self._also:
+                    log.info("also maintaining %s's derived data", name)
+                    strategy = build_strategy(
+                        name,
+                        self.ctx.store,
+                        self.ctx.settings.timeline_max,
+                        graph=self.ctx.graph,
+                        hybrid_threshold=self.ctx.settings.hybrid_threshold,
+                    )
+                    await strategy.ensure_indexes()
+                    also[name] = strategy
+                else:
+                    also[name] = self._also[name]
+            self._also = also
+            self._config_read_at = now
+        return [self.ctx.strategy, *self._also.values()]
