@@ -38,7 +38,7 @@ from app.db import Session
 from app.graph import Graph
 from app.settings import HYBRID_THRESHOLD_DEFAULT, StrategyName
 from app.store import Store
-from app.strategies.base import StatusView
+from app.strategies.base import PageQuery, StatusView
 from app.strategies.common import newest_statuses
 from app.strategies.hybrid_merge import entries_page, large_of, merge_count, merge_find
 from app.strategies.hybrid_pairs import PAIRS_PER_WRITE, LargeAudience
@@ -73,6 +73,17 @@ class Hybrid(ReceiverCopies):
         if not large:
             return {"owner_id": user_id}
         return {"owner_id": user_id, "author_id": {"$nin": large}}
+
+    async def first_page_query(self, user_id: ObjectId, limit: int) -> PageQuery:
+        """The entries side's query as a first page sends it: without the large friends'
+        `$nin` (hybrid_merge.entries_page). Their statuses are read by a second query."""
+        return PageQuery(
+            self.collection(),
+            {"owner_id": user_id},
+            [(self.id_field, -1)],
+            min(limit, self.max_items),
+            self._projection(),
+        )
 
     async def _find(
         self, scope: dict[str, Any], id_range: dict[str, ObjectId] | None, limit: int
