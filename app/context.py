@@ -59,6 +59,7 @@ async def build_context(settings: Settings, database: Database) -> AppContext:
         settings.timeline_max,
         graph=graph,
         bucket_size=settings.inbox_bucket_size,
+        hybrid_threshold=settings.hybrid_threshold,
     )
     await strategy.ensure_indexes()
     activity = Activity(store.user_activity, settings.timeline_active_days)

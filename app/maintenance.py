@@ -80,6 +80,8 @@ async def infer_built(store: Store) -> list[str]:
         built.add("receiver_copies")
     if await store.inbox_buckets.find_one({}, {"_id": 1}):
         built.add("inbox_buckets")
+    if await store.hybrid_entries.find_one({}, {"_id": 1}):
+        built.add("hybrid")
     statuses = store.statuses
     if await statuses.find_one({"audience": {"$exists": True}}, {"_id": 1}):
         built.add("recipients_embedded")

@@ -16,6 +16,11 @@ from beanie import Document, PydanticObjectId
 from pydantic import Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from app.models_hybrid import HybridEntry as HybridEntry
+from app.models_hybrid import HybridMeta as HybridMeta
+from app.models_hybrid import LargeAuthor as LargeAuthor
+from app.models_hybrid import LargeFriend as LargeFriend
+
 # Idempotency keys are kept this long; a retry after that creates a new status.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # Applied events are kept this long for inspection, then MongoDB's TTL monitor removes them.
@@ -293,6 +298,10 @@ DOCUMENT_MODELS: list[type[Document]] = [
     TimelineMeta,
     InboxBucket,
     AudienceWatermark,
+    HybridEntry,
+    HybridMeta,
+    LargeAuthor,
+    LargeFriend,
     Event,
     AuthorLease,
     ServiceConfig,

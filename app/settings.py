@@ -8,7 +8,9 @@ from typing import Literal, get_args
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-StrategyName = Literal["fanout_on_read", "recipients_embedded", "receiver_copies", "inbox_buckets"]
+StrategyName = Literal[
+    "fanout_on_read", "recipients_embedded", "receiver_copies", "hybrid", "inbox_buckets"
+]
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 
 # Settings that shape derived data, not just reads: environment variable -> Settings field.
@@ -16,6 +18,10 @@ STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 # (app/recorded_settings.py), since data built under one value is wrong under another.
 # A setting that joins later is assumed to have shaped existing data with its default.
 DERIVED_DATA_SETTINGS: dict[str, str] = {"TIMELINE_MAX": "timeline_max"}
+
+
+# Chosen from the benchmark (docs/benchmarks.md, "hybrid"): see HYBRID_THRESHOLD in README.
+HYBRID_THRESHOLD_DEFAULT = 1000
 
 
 class Settings(BaseSettings):
@@ -36,6 +42,11 @@ class Settings(BaseSettings):
     # (a page is at most 100 items). Not recorded with the data: buckets written under another
     # size are re-cut as they are next written (docs/design.md).
     inbox_bucket_size: int = Field(50, ge=2, le=1000)
+    # hybrid: authors with more friends than this are merged into pages at read time instead of
+    # fanned out (docs/design.md, "hybrid"). Up to MAX_FRIENDS (5,000, app.graph): above it no
+    # author would ever be large. Not recorded with the data: pages are exact under any value,
+    # and the worker moves an author over at their next friendship change (docs/operations.md).
+    hybrid_threshold: int = Field(HYBRID_THRESHOLD_DEFAULT, ge=1, le=5000)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 

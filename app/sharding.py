@@ -77,6 +77,15 @@ PLAN: tuple[ShardPlan, ...] = (
         "and `hi` as suffix lets a heavy reader's range split",
     ),
     ShardPlan("audience_watermarks", (("author_id", "hashed"),), "read beside the author's"),
+    ShardPlan("hybrid_entries", (("owner_id", "hashed"),), "as timeline_entries"),
+    ShardPlan("hybrid_meta", (("owner_id", "hashed"),), "as timeline_meta"),
+    ShardPlan("large_authors", (("_id", "hashed"),), "_id is the author: one small document"),
+    ShardPlan(
+        "large_friends",
+        (("owner_id", "hashed"),),
+        "a page reads its owner's pairs on one shard; a crossing's per-author update is a "
+        "broadcast, as rare as the crossing",
+    ),
     ShardPlan(
         "events",
         (("_id", "hashed"),),

@@ -35,6 +35,10 @@ class Store:
     timeline_meta: Collection
     inbox_buckets: Collection
     audience_watermarks: Collection
+    hybrid_entries: Collection
+    hybrid_meta: Collection
+    large_authors: Collection
+    large_friends: Collection
     events: Collection
     author_leases: Collection
     service_config: Collection
@@ -55,6 +59,10 @@ class Store:
             timeline_meta=db[_name(models.TimelineMeta)],
             inbox_buckets=db[_name(models.InboxBucket)],
             audience_watermarks=db[_name(models.AudienceWatermark)],
+            hybrid_entries=db[_name(models.HybridEntry)],
+            hybrid_meta=db[_name(models.HybridMeta)],
+            large_authors=db[_name(models.LargeAuthor)],
+            large_friends=db[_name(models.LargeFriend)],
             events=db[_name(models.Event)],
             author_leases=db[_name(models.AuthorLease)],
             service_config=db[_name(models.ServiceConfig)],

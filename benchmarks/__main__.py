@@ -14,6 +14,10 @@ COMMANDS = {
         "benchmarks.inactive",
         "what the TIMELINE_ACTIVE_DAYS window saves; a returning user's first page",
     ),
+    "hybrid": (
+        "benchmarks.hybrid",
+        "hybrid against receiver_copies for a reader of large-audience authors; crossings",
+    ),
     "load": ("benchmarks.load", "HTTP load against a running service, then a loss check"),
 }
 

@@ -121,7 +121,8 @@ async def _written_per_post(ctx: AppContext, author: Account, posts: int) -> flo
     for _ in range(posts):
         status, _ = await post(ctx, author, TEXT, None)
         await worker.drain()
-        copies = await ctx.store.timeline_entries.count_documents(
+        # Where the strategy keeps copies (receiver_copies, hybrid); `statuses` holds none.
+        copies = await ctx.strategy.collection().count_documents(
             {"status_id": ObjectId(status["id"])}
         )
         written += 1 + copies

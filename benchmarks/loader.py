@@ -19,7 +19,7 @@ from app.context import AppContext, build_context
 from app.db import Database
 from app.maintenance import truth_ids
 from app.models import DOCUMENT_MODELS
-from app.settings import Settings
+from app.settings import HYBRID_THRESHOLD_DEFAULT, Settings
 from app.strategies.base import Contention
 from benchmarks.monitor import CommandCounter
 from benchmarks.workload import Workload
@@ -58,6 +58,7 @@ async def open_strategy(
     db_name: str,
     timeline_max: int,
     embedded: bool,
+    hybrid_threshold: int = HYBRID_THRESHOLD_DEFAULT,
 ) -> StrategyDb:
     """Bind Beanie's documents to `db_name` and build the strategy's context on `client` (whose
     command listener counts what the domain code sends). Beanie binds classes globally, so the
@@ -73,6 +74,7 @@ async def open_strategy(
         mongodb_db=db_name,
         timeline_strategy=strategy,
         timeline_max=timeline_max,
+        hybrid_threshold=hybrid_threshold,
     )
     return StrategyDb(await build_context(settings, database), db, counter)
 
@@ -140,6 +142,14 @@ async def derive(sdb: StrategyDb, work: Workload, tick: Tick) -> None:
         by_author[author].append(s)
     gate = asyncio.Semaphore(DERIVE_CONCURRENCY)
     strategy = sdb.ctx.strategy
+
+    async def settle(author: ObjectId) -> None:
+        async with gate:
+            await strategy.rebuild_author(author)
+
+    # Each author's own state first, as their friendship events left it (hybrid: which side of
+    # HYBRID_THRESHOLD they are on; nothing for the other strategies).
+    await asyncio.gather(*(settle(uid) for uid in work.user_ids))
 
     async def one_author(author: int, statuses: list[int]) -> None:
         async with gate:

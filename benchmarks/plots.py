@@ -17,10 +17,16 @@ COLORS = {
     "fanout_on_read": "tab:blue",
     "recipients_embedded": "tab:green",
     "receiver_copies": "tab:red",
+    "hybrid": "tab:purple",
     "naive_on_read": "tab:orange",
     "floor": "tab:gray",
 }
-MARKERS = {"fanout_on_read": "o", "recipients_embedded": "s", "receiver_copies": "^"}
+MARKERS = {
+    "fanout_on_read": "o",
+    "recipients_embedded": "s",
+    "receiver_copies": "^",
+    "hybrid": "D",
+}
 
 
 def _bars(ax: Any, groups: Sequence[str], series: dict[str, list[float | None]]) -> None:

@@ -66,8 +66,13 @@ def render(columns: Sequence[Column], rows: Iterable[Row]) -> str:
     return table([c.header for c in columns], [[c.value(r) for c in columns] for r in rows])
 
 
+# Where each strategy's page is read (hybrid: its entries side; its large friends' statuses are
+# merged in from `statuses`).
+DERIVED_COLLECTION = {"receiver_copies": "timeline_entries", "hybrid": "hybrid_entries"}
+
+
 def _derived_collection(row: Row) -> str:
-    return "timeline_entries" if row["name"] == "receiver_copies" else "statuses"
+    return DERIVED_COLLECTION.get(row["name"], "statuses")
 
 
 READ_COLUMNS = (

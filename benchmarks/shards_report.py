@@ -82,6 +82,7 @@ STYLES = {
     "fanout_on_read": ("-", 9),
     "recipients_embedded": ("--", 6),
     "receiver_copies": ("-.", 4),
+    "hybrid": (":", 7),
 }
 
 

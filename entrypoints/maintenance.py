@@ -41,6 +41,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
                     ctx.settings.timeline_max,
                     graph=ctx.graph,
                     bucket_size=ctx.settings.inbox_bucket_size,
+                    hybrid_threshold=ctx.settings.hybrid_threshold,
                 )
                 for n in names
             ]

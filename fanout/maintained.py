@@ -43,6 +43,7 @@ class Maintained:
                         self.ctx.settings.timeline_max,
                         graph=self.ctx.graph,
                         bucket_size=self.ctx.settings.inbox_bucket_size,
+                        hybrid_threshold=self.ctx.settings.hybrid_threshold,
                     )
                     await strategy.ensure_indexes()
                     also[name] = strategy

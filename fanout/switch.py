@@ -76,11 +76,11 @@ async def rebuild_leased(
     progress: Callable[[int, int], None] | None = None,
     lease_s: float = LEASE_S,
 ) -> int:
-    """`strategy.rebuild` for each user while holding that user's author lease, so that it
-    never interleaves with a worker applying that author's events. The lease is not renewed (one
-    user's rebuild is bounded by TIMELINE_MAX): its writes are fenced by it instead, so a rebuild
-    that stalled past it fails (LeaseLost) rather than write over a worker's later events.
-    Returns documents changed."""
+    """`strategy.rebuild` and `rebuild_author` for each user while holding that user's author
+    lease, so that neither interleaves with a worker applying that author's events. The lease is
+    not renewed (one user's rebuild is bounded by TIMELINE_MAX): its writes are fenced by it
+    instead, so a rebuild that stalled past it fails (LeaseLost) rather than write over a
+    worker's later events. Returns documents changed."""
     owner = f"rebuild:{ObjectId()}"
     leases = AuthorLeases(strategy.store.author_leases)
     changed = 0
@@ -88,6 +88,7 @@ async def rebuild_leased(
         token = checkpoint.lease.set(await _acquire_waiting(leases, uid, owner, lease_s))
         try:
             changed += await strategy.rebuild(uid)
+            changed += await strategy.rebuild_author(uid)
         finally:
             checkpoint.lease.reset(token)
             await leases.release(uid, owner)
@@ -122,6 +123,7 @@ async def switch_to(
         ctx.settings.timeline_max,
         graph=ctx.graph,
         bucket_size=ctx.settings.inbox_bucket_size,
+        hybrid_threshold=ctx.settings.hybrid_threshold,
     )
     await strategy.ensure_indexes()
     changed = await rebuild_leased(

@@ -110,8 +110,14 @@ async def running(settings: Settings) -> AsyncIterator[Harness]:
                 await ctx.database.client.drop_database(settings.mongodb_db)
 
 
+# HYBRID_THRESHOLD in tests: an author with two friends or more is merged in at read time, so
+# the behaviour suite sees both sides of the hybrid strategy (and authors crossing it).
+TEST_HYBRID_THRESHOLD = 1
+
+
 def test_settings(url: str, strategy: str, timeline_max: int = 1000, **extra: Any) -> Settings:
     """Settings for one test: its own database; nothing read from a developer's .env."""
+    extra.setdefault("hybrid_threshold", TEST_HYBRID_THRESHOLD)
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         mongodb_url=url,

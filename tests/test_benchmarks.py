@@ -98,6 +98,7 @@ def test_results_schema(results: dict[str, Any]) -> None:
         "receiver_copies",
         "inbox_buckets",
         *peer,
+        "hybrid",
     }
     if not peer:
         assert results["skipped"] == {"redis_sorted_set": "no redis-server on PATH"}

@@ -38,7 +38,7 @@ async def wrong_under(h: Harness, name: str, max_items: int) -> list[ObjectId]:
 
 
 @pytest.mark.parametrize("timeline_max", [OLD_MAX])
-@pytest.mark.parametrize("strategy", ["receiver_copies", "recipients_embedded"])
+@pytest.mark.parametrize("strategy", ["receiver_copies", "recipients_embedded", "hybrid"])
 async def test_changed_timeline_max_is_refused_then_rebuilt(h: Harness, tmp_path: Path) -> None:
     await random_workload(h, random.Random(8), USERS, OPERATIONS, drain_every=10)
     await h.drain()

@@ -62,6 +62,13 @@ AWAY_USERS = (
     "users themselves; one range of each shard's last_read_at index. With more away users the "
     "receivers are looked up by _id, targeted"
 )
+HYBRID_CROSSING = (
+    "hybrid's crossing of HYBRID_THRESHOLD: an author's pairs with their friends (one per "
+    "friend, sharded by the reader who reads them) are found, marked or removed by author, "
+    "each shard answering from its (author_id, owner_id) index; only when the author's friend "
+    "count crosses the threshold, never per post or per page"
+)
+CROSSINGS = frozenset({"backfill (worker)", "removal (worker)"})
 # (command, collection, top-level filter fields) -> why a broadcast is acceptable there.
 ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
     ("find", "statuses", ("audience",)): Allowed(RECIPIENTS_EMBEDDED_PAGE),
@@ -103,8 +110,14 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
     ("find", "inbox_buckets", ("items.s",)): Allowed(
         INBOX_REMOVAL_BY_STATUS, only_in=frozenset({"removal (worker)"})
     ),
+    # hybrid's materialized side is receiver_copies' code over its own collection.
+    ("find", "hybrid_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
+    ("delete", "hybrid_entries", ("status_id",)): Allowed(REMOVAL_BY_STATUS),
     ("aggregate", "user_activity", ("last_read_at",)): Allowed(AWAY_USERS),
     ("find", "user_activity", ("last_read_at",)): Allowed(AWAY_USERS),
+    ("find", "large_friends", ("author_id",)): Allowed(HYBRID_CROSSING, only_in=CROSSINGS),
+    ("update", "large_friends", ("author_id",)): Allowed(HYBRID_CROSSING, only_in=CROSSINGS),
+    ("delete", "large_friends", ("author_id",)): Allowed(HYBRID_CROSSING, only_in=CROSSINGS),
     ("find", "author_leases", ("owner", "until")): Allowed(
         "the claim's list of authors other workers hold: live leases only, a few documents"
     ),

@@ -14,6 +14,7 @@ from bson import ObjectId
 
 from app import maintenance
 from app.models import Event
+from app.store import Collection
 from app.strategies.inbox_buckets import InboxBuckets
 from tests import harness
 from tests.harness import running
@@ -138,5 +139,87 @@ async def test_sigkill_in_the_middle_of_fanouts(mongo_url: str, tmp_path: Path, 
         assert wrong == [], f"{len(wrong)} timelines differ from the reference"
         assert len(expected) == FRIENDS + 1
         # ... and the service's own drift check agrees, through the strategy's reads.
+        report = await maintenance.check(h.ctx, sample=50)
+        assert report.ok and report.checked == 50
+
+
+CROSSING_FRIENDS = 2500  # a downward crossing copies the window to each: 25 inserts of 500
+CROSSING_KILLS = 3
+
+
+async def hybrid_copies(entries: Collection, max_items: int) -> dict[ObjectId, list[ObjectId]]:
+    """hybrid's materialized timelines as reads see them once no author is large (capped)."""
+    owners: dict[ObjectId, list[ObjectId]] = {}
+    cursor = entries.find({}, {"owner_id": 1, "status_id": 1})
+    async for e in cursor:
+        owners.setdefault(e["owner_id"], []).append(e["status_id"])
+    return {o: sorted(ids, reverse=True)[:max_items] for o, ids in owners.items()}
+
+
+@pytest.mark.slow
+async def test_sigkill_in_the_middle_of_a_hybrid_crossing(mongo_url: str, tmp_path: Path) -> None:
+    """An author of 2,501 friends (above HYBRID_THRESHOLD 2,500: merged at read time) posts,
+    then drops to 2,500: the downward crossing copies their window to every friend, and the
+    workers applying it are killed mid-way, again and again. The retries converge: no large
+    author left, no pair left, every timeline equal to the reference model."""
+    rng = random.Random(SEED)
+    settings = harness.test_settings(
+        mongo_url, "hybrid", timeline_max=5, hybrid_threshold=CROSSING_FRIENDS
+    )
+    async with running(settings) as h:
+        author = ObjectId((await h.user("author"))["id"])
+        friends = await bulk_users(CROSSING_FRIENDS + 1, "f")
+        await bulk_befriend(author, friends)
+        # Bulk edges are not counted: the count the API's accepts would have left.
+        await h.ctx.store.users.update_one(
+            {"_id": author}, {"$set": {"friend_count": len(friends)}}
+        )
+        states = h.ctx.store.large_authors
+        await set_friends(h.ctx, author, friends[-1], True)  # an event: the crossing up
+        for i in range(5):
+            await h.post("author", f"status {i}")  # merged in, not fanned out
+        await h.drain()  # in-process
+        assert (await states.find_one({"_id": author}) or {}).get("state") == "large"
+        await set_friends(h.ctx, author, friends[0], False)  # 2,500: the crossing down
+        interrupted = 0
+        procs = []
+        try:
+            for i in range(CROSSING_KILLS):
+                proc = start_worker(settings, f"killed{i}", tmp_path, LEASE_S)
+                procs.append(proc)
+
+                async def descending() -> bool:
+                    doc = await states.find_one({"_id": author})
+                    return (doc or {}).get("state") == "descending" or not (
+                        await unfinished_events()
+                    )
+
+                await wait_for("the crossing down to start", descending)
+                await asyncio.sleep(rng.uniform(0.05, 0.4))
+                kill(proc)
+                doc = await states.find_one({"_id": author})
+                interrupted += (doc or {}).get("state") == "descending"
+            final = start_worker(settings, "final", tmp_path, LEASE_S)
+            procs.append(final)
+
+            async def drained() -> bool:
+                return not await unfinished_events()
+
+            async def final_started() -> bool:
+                return "started" in (tmp_path / "final.log").read_text()
+
+            await wait_for("the restarted worker to drain the outbox", drained)
+            await wait_for("the restarted worker to start", final_started)  # handles SIGTERM
+            assert stop(final) == 0, (tmp_path / "final.log").read_text()
+        finally:
+            for p in procs:
+                kill(p)
+        assert interrupted, "no kill interrupted the crossing: the test did not test anything"
+        assert await states.find_one({"_id": author}) is None
+        assert await h.ctx.store.large_friends.count_documents({}) == 0
+        expected = await reference_timelines(settings.timeline_max)
+        copies = await hybrid_copies(h.ctx.store.hybrid_entries, settings.timeline_max)
+        wrong = [u for u, ids in expected.items() if copies.get(u, []) != ids]
+        assert wrong == [], f"{len(wrong)} timelines differ from the reference"
         report = await maintenance.check(h.ctx, sample=50)
         assert report.ok and report.checked == 50

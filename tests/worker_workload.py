@@ -116,12 +116,17 @@ async def unfinished_events() -> list[dict[str, Any]]:
 
 def worker_env(settings: Settings) -> dict[str, str]:
     assert settings.mongodb_url is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIMELINE_", "MONGODB_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TIMELINE_", "MONGODB_", "HYBRID_"))
+    }
     env.update(
         MONGODB_URL=settings.mongodb_url,
         MONGODB_DB=settings.mongodb_db,
         TIMELINE_STRATEGY=settings.timeline_strategy,
         TIMELINE_MAX=str(settings.timeline_max),
+        HYBRID_THRESHOLD=str(settings.hybrid_threshold),
     )
     return env
 

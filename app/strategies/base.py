@@ -120,11 +120,22 @@ class TimelineStrategy(ABC):
         number of documents changed. Idempotent."""
         return 0
 
+    async def rebuild_author(self, user_id: ObjectId) -> int:
+        """Recompute the derived data that follows from `user_id` as an author rather than as
+        a reader (hybrid: which side of its threshold the author is on). Called only under the
+        author's lease (their events, `timeline rebuild`, a switch). Idempotent."""
+        return 0
+
     async def rebuild_reader(self, user_id: ObjectId) -> int:
         """Recompute the derived data that serves `user_id`'s reads from the source of truth
         (a returning inactive user, app.activity). Idempotent, so a repeated or resumed
         rebuild converges. Only strategies that skip inactive receivers have any to do."""
         return 0
+
+    async def _materialized_friends(self, owner_id: ObjectId) -> list[ObjectId]:
+        """The friends whose statuses `owner_id`'s materialized timeline holds: all of them,
+        but in hybrid, which merges its large-audience authors in at read time."""
+        return await self.graph.friend_ids(owner_id)
 
     # -- reading -------------------------------------------------------------------------------
     @abstractmethod

@@ -284,7 +284,7 @@ class ReceiverCopies(TimelineStrategy):
         """One pass: upsert the truth, then remove what has a reason to go (an author who is no
         longer a friend, a status that is gone, anything below the TIMELINE_MAX window)."""
         coll = self.collection()
-        friends = await self.graph.friend_ids(user_id)
+        friends = await self._materialized_friends(user_id)
         truth = await truth_timeline(self.store.statuses, user_id, friends, self.max_items)
         if len(truth) >= self.max_items:
             # Older statuses are about to be cut off: later removals must refill this
@@ -293,7 +293,7 @@ class ReceiverCopies(TimelineStrategy):
         changed = await self._bulk_upsert(_upsert(user_id, s) for s in truth)
         # Re-read the graph after writing: an unfriend or delete that raced with the upserts
         # above either saw them (and removed them) or is seen here.
-        allowed = [user_id, *await self.graph.friend_ids(user_id)]
+        allowed = [user_id, *await self._materialized_friends(user_id)]
         async with fenced():
             result = await coll.delete_many({"owner_id": user_id, "author_id": {"$nin": allowed}})
         changed += result.deleted_count
