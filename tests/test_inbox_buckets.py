@@ -168,6 +168,30 @@ async def test_a_lower_part_below_its_parents_range_survives_a_collection(
     assert await assert_sound(h, owner) == [oid(n) for n in (3, 2, 1, 0)]
 
 
+async def test_a_crashed_splits_copy_does_not_count_as_holding_the_status(h: Harness) -> None:
+    """A fan-out that crashed between a split's insert of the lower part (holding the status)
+    and the cut leaves the status in that copy only. Its retry, finding the head full, asked
+    which readers hold the status: the copy counted, so the reader never got it."""
+    await h.user("ann")
+    await h.user("bob")
+    await h.befriend("ann", "bob")
+    await h.drain()
+    status = ObjectId((await h.post("bob", "older"))["id"])  # its fan-out has not run yet
+    mine = [ObjectId((await h.post("ann", f"a{i}"))["id"]) for i in range(SIZE)]
+    ann = await uid(h, "ann")
+    head = await inbox(h).inbox.bucket(ann, MAX_ID)
+    assert head is not None and [i["s"] for i in head["items"]] == mine[::-1]
+    bob = await uid(h, "bob")
+    lower = [head["items"][-1], entry(status, bob)]  # the split a crashed attempt began
+    await h.ctx.store.inbox_buckets.insert_one(
+        {"owner_id": ann, "hi": head["items"][-2]["s"], "lo": head["lo"], "items": lower}
+        | {"v": 0, "p": ann, "pv": head["v"]}
+    )
+    await h.drain()
+    assert (await inbox(h).inbox.chain(ann)).ids() == [*mine[::-1], status]
+    assert await assert_sound(h, ann) == [*mine[::-1], status]
+
+
 class Finds(monitoring.CommandListener):
     def __init__(self) -> None:
         self.on: bool = False
