@@ -224,24 +224,15 @@ class InboxPlacement:
     ) -> bool:
         """Insert the lower part of a split, unreachable until its parent is cut above it. It
         names its parent (`p`) and the parent's version (`pv`): what `_collect` judges it by."""
-        parent_v = parent["v"]
-        doc = {"owner_id": owner, "hi": hi, "lo": lo, "items": items, "v": 0}
-        doc |= {"p": parent["_id"], "pv": parent_v}
+        named = {"p": parent["_id"], "pv": parent["v"]}
+        doc = {"owner_id": owner, "hi": hi, "lo": lo, "items": items, "v": 0, **named}
         try:
             await self._write(session, lambda s: self.coll.insert_one(doc, session=s))
         except DuplicateKeyError:
             # The same split, retried after a crash (same parent version, same cut): adopt the
             # copy it left. Anything else at this key is a conflict: re-read and start over.
             same = await self.coll.find_one(
-                {
-                    "owner_id": owner,
-                    "hi": hi,
-                    "lo": lo,
-                    "p": parent["_id"],
-                    "pv": parent_v,
-                    "items": items,
-                },
-                session=session,
+                {"owner_id": owner, "hi": hi, "lo": lo, "items": items, **named}, session=session
             )
             return same is not None
         return True
@@ -294,7 +285,7 @@ class InboxPlacement:
         dead = []
         by_id = {b["_id"]: b for b in chain.buckets}
         for orphan in chain.orphans:
-            parent = by_id.get(orphan["p"]) if "p" in orphan else self._around(chain, orphan)
+            parent = by_id.get(orphan["p"]) if "p" in orphan else chain.around(orphan)
             if parent is None or not orphan["items"] or orphan.get("pv", -1) < parent["v"]:
                 dead.append(orphan["_id"])
         if dead:
@@ -305,12 +296,6 @@ class InboxPlacement:
                     {"owner_id": owner, "_id": {"$in": dead}}, session=s
                 ),
             )
-
-    @staticmethod
-    def _around(chain: Chain, orphan: dict[str, Any]) -> dict[str, Any] | None:
-        """The parent of a lower part written before parts named theirs: the chain bucket whose
-        range holds its `hi`."""
-        return next((b for b in chain.buckets if b["lo"] < orphan["hi"] < b["hi"]), None)
 
     async def mark_trimmed(self, owner: ObjectId, *, session: Session = None) -> None:
         await self._write(
