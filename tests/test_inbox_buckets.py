@@ -16,7 +16,7 @@ from pymongo import monitoring
 from app import cursors
 from app.strategies import build_strategy
 from app.strategies.inbox_buckets import InboxBuckets
-from app.strategies.inbox_chain import MAX_ID
+from app.strategies.inbox_chain import MAX_ID, entry
 from benchmarks.explain import explain_page
 from tests import harness
 from tests.harness import Harness, running
@@ -106,6 +106,90 @@ async def test_an_interrupted_split_is_invisible_and_collected(h: Harness) -> No
     # The next post splits the head: the stale copy goes, the chain is whole.
     posted.append((await h.post("ann", "more"))["id"])
     assert await assert_sound(h, ann) == [ObjectId(i) for i in reversed(posted)]
+
+
+def oid(n: int) -> ObjectId:
+    """A status id of our choosing, so that a test can place entries between others."""
+    return ObjectId(f"{n:024x}")
+
+
+def racing_split(h: Harness, monkeypatch: pytest.MonkeyPatch, race: Any) -> list[bool]:
+    """Run `race()` once, right after the first lower part of a split is inserted (before the
+    split cuts its parent above it): the window in which a concurrent handler sees it as an
+    orphan."""
+    placement = inbox(h).inbox
+    insert = placement._insert_lower
+    raced: list[bool] = []
+
+    async def racing_insert(*args: Any) -> bool:
+        done = bool(await insert(*args))
+        if not raced:
+            raced.append(True)
+            await race()
+        return done
+
+    monkeypatch.setattr(placement, "_insert_lower", racing_insert)
+    return raced
+
+
+async def test_a_split_racing_another_split_of_its_bucket_is_collected(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Racing workers' Conflict (seed 22 of test_concurrent_workers): two splits of one head
+    from the same version; the second wins, so the first's lower part is dead, but it lay in
+    the new lower bucket's range, and was judged by that bucket's version (0, not the head's):
+    kept, it blocked every later split cutting at its key until that version passed the
+    head's, and the placement gave up with Conflict (its fan-out left readers without it)."""
+    owner, placement = ObjectId(), inbox(h).inbox
+    await placement.place(owner, [entry(oid(n), owner) for n in (4, 2, 1)])  # full head
+    # A head that has seen many writes: its version is far past a new bucket's.
+    await h.ctx.store.inbox_buckets.update_one({"_id": owner}, {"$set": {"v": 40}})
+    raced = racing_split(h, monkeypatch, lambda: placement.place(owner, [entry(oid(5), owner)]))
+    assert await placement.place(owner, [entry(oid(n), owner) for n in (3, 0)]) == 2
+    assert raced
+    assert await assert_sound(h, owner) == [oid(n) for n in (5, 4, 3, 2, 1, 0)]
+
+
+async def test_a_lower_part_below_its_parents_range_survives_a_collection(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Older entries merged into an emptied head (its buckets below went with an unfriend's
+    removals) make a lower part below the head's range. A concurrent placement with nothing
+    new (a rebuild's) collects orphans meanwhile: finding no bucket around it, it deleted the
+    live part, and the cut that followed linked the head to nothing (entries lost)."""
+    owner, placement = ObjectId(), inbox(h).inbox
+    await h.ctx.store.inbox_buckets.insert_one(
+        {"_id": owner, "owner_id": owner, "hi": MAX_ID, "lo": oid(10), "items": [], "count": 0}
+        | {"v": 3}
+    )
+    raced = racing_split(h, monkeypatch, lambda: placement.place(owner, []))
+    assert await placement.place(owner, [entry(oid(n), owner) for n in (3, 2, 1, 0)]) == 4
+    assert raced
+    assert await assert_sound(h, owner) == [oid(n) for n in (3, 2, 1, 0)]
+
+
+async def test_a_crashed_splits_copy_does_not_count_as_holding_the_status(h: Harness) -> None:
+    """A fan-out that crashed between a split's insert of the lower part (holding the status)
+    and the cut leaves the status in that copy only. Its retry, finding the head full, asked
+    which readers hold the status: the copy counted, so the reader never got it."""
+    await h.user("ann")
+    await h.user("bob")
+    await h.befriend("ann", "bob")
+    await h.drain()
+    status = ObjectId((await h.post("bob", "older"))["id"])  # its fan-out has not run yet
+    mine = [ObjectId((await h.post("ann", f"a{i}"))["id"]) for i in range(SIZE)]
+    ann = await uid(h, "ann")
+    head = await inbox(h).inbox.bucket(ann, MAX_ID)
+    assert head is not None and [i["s"] for i in head["items"]] == mine[::-1]
+    bob = await uid(h, "bob")
+    lower = [head["items"][-1], entry(status, bob)]  # the split a crashed attempt began
+    await h.ctx.store.inbox_buckets.insert_one(
+        {"owner_id": ann, "hi": head["items"][-2]["s"], "lo": head["lo"], "items": lower}
+        | {"v": 0, "p": ann, "pv": head["v"]}
+    )
+    await h.drain()
+    assert (await inbox(h).inbox.chain(ann)).ids() == [*mine[::-1], status]
+    assert await assert_sound(h, ann) == [*mine[::-1], status]
 
 
 class Finds(monitoring.CommandListener):

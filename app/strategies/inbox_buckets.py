@@ -112,13 +112,17 @@ class InboxBuckets(TimelineStrategy):
         return len(owners)
 
     async def _holding(self, owners: list[ObjectId], status_id: ObjectId) -> set[ObjectId]:
+        """Those of `owners` whose head holds `status_id`. Only a head is surely on the chain:
+        an interrupted split's lower part holds entries the chain may not (a crash before the
+        cut), and counting it skipped the placement for good. One lower on the chain only
+        costs `place` a read that finds it there."""
         held: set[ObjectId] = set()
         for start in range(0, len(owners), OWNERS_PER_QUERY):
             chunk = owners[start : start + OWNERS_PER_QUERY]
             cursor = self.collection().find(
-                {"items.s": status_id, "owner_id": {"$in": chunk}}, {"owner_id": 1}
+                {"items.s": status_id, "owner_id": {"$in": chunk}}, {"owner_id": 1, "hi": 1}
             )
-            held.update([d["owner_id"] async for d in cursor])
+            held.update([d["owner_id"] async for d in cursor if d["hi"] == MAX_ID])
         return held
 
     async def _active(self, receivers: list[ObjectId], author_id: ObjectId) -> list[ObjectId]:

@@ -42,6 +42,11 @@ class Chain:
     def by_author(self, author_id: ObjectId) -> set[ObjectId]:
         return {i["s"] for b in self.buckets for i in b["items"] if i["a"] == author_id}
 
+    def around(self, orphan: dict[str, Any]) -> dict[str, Any] | None:
+        """The parent of a lower part written before parts named theirs (`p`): the chain
+        bucket whose range holds its `hi`."""
+        return next((b for b in self.buckets if b["lo"] < orphan["hi"] < b["hi"]), None)
+
     def covering(self, status_id: ObjectId) -> dict[str, Any]:
         """The chain bucket whose range holds `status_id` (the last one for anything older)."""
         for bucket in self.buckets:

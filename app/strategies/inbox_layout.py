@@ -219,19 +219,20 @@ class InboxPlacement:
         items: list[Entry],
         lo: ObjectId,
         hi: ObjectId,
-        parent_v: int,
+        parent: dict[str, Any],
         session: Session,
     ) -> bool:
-        """Insert the lower part of a split, unreachable until its parent is cut above it."""
-        doc = {"owner_id": owner, "hi": hi, "lo": lo, "items": items, "v": 0, "pv": parent_v}
+        """Insert the lower part of a split, unreachable until its parent is cut above it. It
+        names its parent (`p`) and the parent's version (`pv`): what `_collect` judges it by."""
+        named = {"p": parent["_id"], "pv": parent["v"]}
+        doc = {"owner_id": owner, "hi": hi, "lo": lo, "items": items, "v": 0, **named}
         try:
             await self._write(session, lambda s: self.coll.insert_one(doc, session=s))
         except DuplicateKeyError:
             # The same split, retried after a crash (same parent version, same cut): adopt the
             # copy it left. Anything else at this key is a conflict: re-read and start over.
             same = await self.coll.find_one(
-                {"owner_id": owner, "hi": hi, "lo": lo, "pv": parent_v, "items": items},
-                session=session,
+                {"owner_id": owner, "hi": hi, "lo": lo, "items": items, **named}, session=session
             )
             return same is not None
         return True
@@ -257,9 +258,7 @@ class InboxPlacement:
         parts = chunks(merged, self.size, head=bucket["hi"] == MAX_ID)
         lows = [c[-1]["s"] for c in parts[:-1]] + [lo]
         for k in range(len(parts) - 1, 0, -1):
-            if not await self._insert_lower(
-                owner, parts[k], lows[k], lows[k - 1], bucket["v"], session
-            ):
+            if not await self._insert_lower(owner, parts[k], lows[k], lows[k - 1], bucket, session):
                 # Another split of this version holds the key (in flight, or abandoned: then
                 # nothing would ever collect it). Moving the version on fails every split of
                 # it and lets the next round collect their lower parts.
@@ -277,12 +276,16 @@ class InboxPlacement:
         return result.modified_count == 1
 
     async def _collect(self, chain: Chain, session: Session) -> None:
-        """Delete the copies of interrupted splits. An orphan inside a chain bucket's range whose
-        split was based on an older version of that bucket can never be linked any more (the
-        cut is conditional on the version); nor can one outside every range, or an empty one."""
+        """Delete the copies of interrupted splits: one whose parent (`p`) moved past the
+        version it was cut at (`pv`) or left the chain can never be linked (the cut is
+        conditional on it); nor can an empty one. Named, not found by range: a racing split
+        leaves a new bucket around the orphan, whose version says nothing of it (a dead orphan
+        then blocked every split at its key), and a live lower part can lie below its parent's
+        range (older entries merged into the last bucket: it was deleted in flight)."""
         dead = []
+        by_id = {b["_id"]: b for b in chain.buckets}
         for orphan in chain.orphans:
-            parent = next((b for b in chain.buckets if b["lo"] < orphan["hi"] < b["hi"]), None)
+            parent = by_id.get(orphan["p"]) if "p" in orphan else chain.around(orphan)
             if parent is None or not orphan["items"] or orphan.get("pv", -1) < parent["v"]:
                 dead.append(orphan["_id"])
         if dead:
