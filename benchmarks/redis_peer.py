@@ -32,8 +32,8 @@ from app.db import Session
 from app.embedded import free_port, terminate
 from app.graph import Graph
 from app.store import Store
-from app.strategies.base import Page, PageQuery, StatusView, TimelineStrategy
-from app.strategies.common import newest_statuses, truth_timeline
+from app.strategies.base import Page, PageQuery, TimelineStrategy
+from app.strategies.common import hydrate, newest_statuses, truth_timeline
 from benchmarks.config import REDIS_PEER
 from benchmarks.measure import StrategyBench
 from benchmarks.monitor import CommandCounter
@@ -192,16 +192,6 @@ class RedisSortedSet(TimelineStrategy):
             self.counter.external("redis", 1, docs=0, nbytes=0)
         return [ObjectId(str(m)) for m in raw]
 
-    async def _hydrate(self, ids: list[ObjectId]) -> list[StatusView]:
-        found = {
-            d["_id"]: d async for d in self.store.statuses.find({"_id": {"$in": ids}}, PROJECTION)
-        }
-        return [
-            StatusView(i, found[i]["author"], found[i]["text"], found[i]["created_at"])
-            for i in ids
-            if i in found
-        ]
-
     async def read(
         self,
         user_id: ObjectId,
@@ -215,7 +205,9 @@ class RedisSortedSet(TimelineStrategy):
         )
         more = len(ids) > limit
         return Page(
-            await self._hydrate(ids[:limit]), has_older=more, gap=more and after is not None
+            await hydrate(self.store.statuses, ids[:limit]),
+            has_older=more,
+            gap=more and after is not None,
         )
 
     async def count_newer(self, user_id: ObjectId, after: ObjectId | None) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 from bson import ObjectId
 
 from app.store import Collection
+from app.strategies.base import StatusView
 
 
 async def window_floor(
@@ -57,3 +58,16 @@ async def truth_timeline(
         found.extend(await cursor.to_list())
     found.sort(key=lambda s: s["_id"], reverse=True)
     return found[:max_items]
+
+
+async def hydrate(statuses: Collection, ids: list[ObjectId]) -> list[StatusView]:
+    """The statuses of `ids` (at most a page's: one `_id $in` query), in that order. One that is
+    gone (its delete event is on its way to the derived data) is left out. Pages that keep ids
+    only (inbox_buckets, the benchmark's Redis peer) are filled by this."""
+    cursor = statuses.find({"_id": {"$in": ids}}, {"author": 1, "text": 1, "created_at": 1})
+    found = {d["_id"]: d async for d in cursor}
+    return [
+        StatusView(i, found[i]["author"], found[i]["text"], found[i]["created_at"])
+        for i in ids
+        if i in found
+    ]

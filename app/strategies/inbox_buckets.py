@@ -28,8 +28,8 @@ from app.db import Session
 from app.graph import Graph
 from app.metrics import FANOUT_BATCH_SIZE
 from app.store import Store
-from app.strategies.base import Page, PageQuery, StatusView, TimelineStrategy
-from app.strategies.common import newest_statuses
+from app.strategies.base import Page, PageQuery, TimelineStrategy
+from app.strategies.common import hydrate, newest_statuses
 from app.strategies.inbox_chain import MAX_ID, MIN_ID, Chain, Entry, entry
 from app.strategies.inbox_rebuild import rebuild_owner
 from app.strategies.inbox_removals import Inbox
@@ -66,7 +66,7 @@ class InboxBuckets(TimelineStrategy):
     # the worker's writes in transactions instead stalled a worker whose killed predecessor
     # left one open (tests/test_worker_crash.py). Both writes are idempotent, so a retried
     # transaction repeats them harmlessly; one that finally fails after the append leaves an
-    # id whose status does not exist, which pages skip (`_hydrate`) and a rebuild removes.
+    # id whose status does not exist, which pages skip (`common.hydrate`) and a rebuild removes.
     async def status_created(self, status: dict[str, Any], *, session: Session) -> None:
         author = status["author_id"]
         if await self.inbox.append(author, entry(status["_id"], author)):
@@ -248,19 +248,6 @@ class InboxBuckets(TimelineStrategy):
             bucket = await self.inbox.bucket(owner, bucket["lo"])
         return ids[:want]
 
-    async def _hydrate(self, ids: list[ObjectId]) -> list[StatusView]:
-        """The statuses of `ids`, in that order; one that is gone (its delete event is on its
-        way) is left out."""
-        cursor = self.store.statuses.find(
-            {"_id": {"$in": ids}}, {"author": 1, "text": 1, "created_at": 1}
-        )
-        found = {d["_id"]: d async for d in cursor}
-        return [
-            StatusView(i, found[i]["author"], found[i]["text"], found[i]["created_at"])
-            for i in ids
-            if i in found
-        ]
-
     async def read(
         self,
         user_id: ObjectId,
@@ -271,7 +258,7 @@ class InboxBuckets(TimelineStrategy):
     ) -> Page:
         want = min(limit + 1, self.max_items)
         ids = await self._walk(user_id, None if after is not None else before, after, want)
-        items = await self._hydrate(ids[:limit])
+        items = await hydrate(self.store.statuses, ids[:limit])
         more = len(ids) > limit
         return Page(items, has_older=more, gap=more and after is not None)
 
