@@ -77,8 +77,10 @@ class InboxPlacement:
 
     async def holder(self, owner: ObjectId, status_id: ObjectId) -> dict[str, Any] | None:
         """The chain bucket holding `status_id`. An interrupted split's copy may hold it too;
-        the copy always lies strictly inside the range of the bucket it was cut from (which
-        still holds the entry), so the candidate with the highest `hi` is the chain's."""
+        the copy lies inside the range of the bucket it was cut from (which still holds the
+        entry), so the candidate with the highest `hi` is the chain's. Not always: a lower
+        part cut from a head whose older entries were merged in can lie below the head's range
+        while that split is in flight; it is then the only holder until the cut links it."""
         found = await self.coll.find({"items.s": status_id, "owner_id": owner}).to_list()
         return max(found, key=lambda b: b["hi"]) if found else None
 
