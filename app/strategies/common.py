@@ -71,3 +71,23 @@ async def hydrate(statuses: Collection, ids: list[ObjectId]) -> list[StatusView]
         for i in ids
         if i in found
     ]
+
+
+def window_misses_none(
+    shown_ids: list[ObjectId],
+    truth: list[dict[str, Any]],
+    unfinished: set[ObjectId] | frozenset[ObjectId],
+    cap: int,
+) -> bool:
+    """Whether a materialized window (`shown_ids`, newest first) leaves out no status of the
+    `truth` that belongs in it: each one missing, and not still on its way (`unfinished`), must
+    sit below `cap` newer shown entries. The settled check of receiver_copies and
+    inbox_buckets' rebuilds."""
+    present = set(shown_ids)
+    for status in truth:
+        sid = status["_id"]
+        if sid in present or sid in unfinished:
+            continue
+        if sum(1 for i in shown_ids if i > sid) < cap:
+            return False
+    return True

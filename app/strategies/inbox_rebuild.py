@@ -11,7 +11,7 @@ from bson import ObjectId
 
 from app.queued import QueueReader
 from app.strategies.base import Contention
-from app.strategies.common import truth_timeline
+from app.strategies.common import truth_timeline, window_misses_none
 from app.strategies.inbox_chain import Chain, entry
 
 if TYPE_CHECKING:
@@ -102,12 +102,4 @@ async def _settled(strategy: InboxBuckets, user_id: ObjectId) -> bool:
         return False
     if extra and len(await _existing(strategy, [i["s"] for i in extra])) != len(extra):
         return False
-    shown_ids = [i["s"] for i in shown]
-    present = set(shown_ids)
-    for status in truth:
-        sid = status["_id"]
-        if sid in present or sid in unfinished:
-            continue
-        if sum(1 for i in shown_ids if i > sid) < cap:
-            return False
-    return True
+    return window_misses_none([i["s"] for i in shown], truth, unfinished, cap)

@@ -9,7 +9,7 @@ from bson import ObjectId
 from app.graph import Graph
 from app.queued import QueueReader
 from app.store import Collection, Store
-from app.strategies.common import truth_timeline
+from app.strategies.common import truth_timeline, window_misses_none
 
 # Event states whose change may still be on its way into timelines (a dead event's too, until
 # it is retried): their statuses are not required in a refilled window yet.
@@ -65,11 +65,4 @@ async def settled(
         if existing != len(extra_ids):
             return False
     shown_ids = [d["status_id"] for d in shown]  # newest first
-    present = set(shown_ids)
-    for status in truth:
-        sid = status["_id"]
-        if sid in present or sid in unfinished:
-            continue
-        if sum(1 for i in shown_ids if i > sid) < max_items:
-            return False
-    return True
+    return window_misses_none(shown_ids, truth, unfinished, max_items)
