@@ -24,6 +24,13 @@ DERIVED_DATA_SETTINGS: dict[str, str] = {"TIMELINE_MAX": "timeline_max"}
 HYBRID_THRESHOLD_DEFAULT = 1000
 
 
+# inbox_buckets entries carry the status text (up to 5,000 characters: 20,000 UTF-8 bytes at
+# worst) beside ~100 bytes of ids, handle and time, so 500 of them stay near 10 MB, clear of
+# MongoDB's 16 MB document limit whatever the texts (tests/test_inbox_buckets.py encodes such a
+# bucket); a page is at most 100 items, so bigger buckets would buy no fewer reads.
+MAX_INBOX_BUCKET_SIZE = 500
+
+
 class Settings(BaseSettings):
     """Configuration from environment variables (and an optional `.env`), see README."""
 
@@ -37,11 +44,10 @@ class Settings(BaseSettings):
     timeline_max: int = Field(1000, ge=1, le=100_000)
     # A user who has not read their timeline for this many days gets no fan-out work (app.activity).
     timeline_active_days: int = Field(7, ge=1, le=3650)
-    # Entries per inbox_buckets bucket document. 2 is the least that still splits; above 1,000
-    # a bucket of ids (~40 bytes an entry) rewrites ~40 KB per append for no fewer reads
-    # (a page is at most 100 items). Not recorded with the data: buckets written under another
-    # size are re-cut as they are next written (docs/design.md).
-    inbox_bucket_size: int = Field(50, ge=2, le=1000)
+    # Entries per inbox_buckets bucket document, 2 (the least that still splits) to
+    # MAX_INBOX_BUCKET_SIZE. Not recorded with the data: buckets written under another size are
+    # re-cut as they are next written (docs/design.md).
+    inbox_bucket_size: int = Field(50, ge=2, le=MAX_INBOX_BUCKET_SIZE)
     # hybrid: authors with more friends than this are merged into pages at read time instead of
     # fanned out (docs/design.md, "hybrid"). Up to MAX_FRIENDS (5,000, app.graph): above it no
     # author would ever be large. Not recorded with the data: pages are exact under any value,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from app import outbox
 from app.context import AppContext
@@ -16,8 +18,11 @@ from app.db import Session
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.models import utcnow
 from app.store import Collection
+from app.strategies.base import Contention
 from app.timefmt import rfc3339
 from app.users import Account, id_of
+
+log = logging.getLogger("timeline.statuses")
 
 # A request holding an Idempotency-Key longer than this is presumed dead (its process crashed
 # between claiming the key and committing); a retry may then take the key over.
@@ -160,7 +165,19 @@ async def post(
         if idempotency_key is not None:
             await _release_key(keys, user_id, idempotency_key)
         raise
+    await _after(strategy.after_post(status))
     return response, True
+
+
+async def _after(step: Awaitable[None]) -> None:
+    """A strategy's step after a committed change (`after_post`, `after_delete`). The change
+    and its event are durable, so a failure here only delays what the worker does anyway: it
+    is logged, and the reply still says what was committed (a 5xx would make the client retry
+    a write that succeeded)."""
+    try:
+        await step
+    except (PyMongoError, Contention):
+        log.warning("a step after commit failed; the worker will catch up", exc_info=True)
 
 
 async def _visible(ctx: AppContext, me: Account, status_id: str) -> dict[str, Any]:
@@ -213,6 +230,7 @@ async def delete(ctx: AppContext, me: Account, status_id: str) -> None:
 
     events = [outbox.status_event("status_deleted", doc["author_id"], doc["_id"])]
     await ctx.commit(events, change)
+    await _after(strategy.after_delete(doc))
 
 
 async def by_author(

@@ -9,11 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import bson
 import pytest
 from bson import ObjectId
 from pymongo import monitoring
 
 from app import cursors
+from app.api.schemas import MAX_TEXT_CHARS
+from app.settings import MAX_INBOX_BUCKET_SIZE
 from app.strategies import build_strategy
 from app.strategies.inbox_buckets import InboxBuckets
 from app.strategies.inbox_chain import MAX_ID, entry
@@ -28,6 +31,12 @@ pytestmark = pytest.mark.parametrize("strategy", ["inbox_buckets"])
 @pytest.fixture
 def inbox_bucket_size() -> int:
     return SIZE
+
+
+def ref(status_id: ObjectId, author_id: ObjectId) -> dict[str, Any]:
+    """An entry of ids only (as written before entries carried the page's fields): placement
+    needs no more, and pages hydrate it."""
+    return {"s": status_id, "a": author_id}
 
 
 def inbox(h: Harness) -> InboxBuckets:
@@ -141,11 +150,11 @@ async def test_a_split_racing_another_split_of_its_bucket_is_collected(
     kept, it blocked every later split cutting at its key until that version passed the
     head's, and the placement gave up with Conflict (its fan-out left readers without it)."""
     owner, placement = ObjectId(), inbox(h).inbox
-    await placement.place(owner, [entry(oid(n), owner) for n in (4, 2, 1)])  # full head
+    await placement.place(owner, [ref(oid(n), owner) for n in (4, 2, 1)])  # full head
     # A head that has seen many writes: its version is far past a new bucket's.
     await h.ctx.store.inbox_buckets.update_one({"_id": owner}, {"$set": {"v": 40}})
-    raced = racing_split(h, monkeypatch, lambda: placement.place(owner, [entry(oid(5), owner)]))
-    assert await placement.place(owner, [entry(oid(n), owner) for n in (3, 0)]) == 2
+    raced = racing_split(h, monkeypatch, lambda: placement.place(owner, [ref(oid(5), owner)]))
+    assert await placement.place(owner, [ref(oid(n), owner) for n in (3, 0)]) == 2
     assert raced
     assert await assert_sound(h, owner) == [oid(n) for n in (5, 4, 3, 2, 1, 0)]
 
@@ -163,7 +172,7 @@ async def test_a_lower_part_below_its_parents_range_survives_a_collection(
         | {"v": 3}
     )
     raced = racing_split(h, monkeypatch, lambda: placement.place(owner, []))
-    assert await placement.place(owner, [entry(oid(n), owner) for n in (3, 2, 1, 0)]) == 4
+    assert await placement.place(owner, [ref(oid(n), owner) for n in (3, 2, 1, 0)]) == 4
     assert raced
     assert await assert_sound(h, owner) == [oid(n) for n in (3, 2, 1, 0)]
 
@@ -182,7 +191,9 @@ async def test_a_crashed_splits_copy_does_not_count_as_holding_the_status(h: Har
     head = await inbox(h).inbox.bucket(ann, MAX_ID)
     assert head is not None and [i["s"] for i in head["items"]] == mine[::-1]
     bob = await uid(h, "bob")
-    lower = [head["items"][-1], entry(status, bob)]  # the split a crashed attempt began
+    posted = await h.ctx.store.statuses.find_one({"_id": status, "author_id": bob})
+    assert posted is not None
+    lower = [head["items"][-1], entry(posted)]  # the split a crashed attempt began
     await h.ctx.store.inbox_buckets.insert_one(
         {"owner_id": ann, "hi": head["items"][-2]["s"], "lo": head["lo"], "items": lower}
         | {"v": 0, "p": ann, "pv": head["v"]}
@@ -196,10 +207,12 @@ class Finds(monitoring.CommandListener):
     def __init__(self) -> None:
         self.on: bool = False
         self.buckets = 0
+        self.statuses = 0
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if self.on and event.command_name == "find":
             self.buckets += event.command.get("find") == "inbox_buckets"
+            self.statuses += event.command.get("find") == "statuses"
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -214,7 +227,7 @@ monitoring.register(FINDS)
 
 @contextmanager
 def counting() -> Iterator[Finds]:
-    FINDS.on, FINDS.buckets = True, 0
+    FINDS.on, FINDS.buckets, FINDS.statuses = True, 0, 0
     try:
         yield FINDS
     finally:
@@ -241,6 +254,7 @@ async def test_a_page_reads_at_most_two_buckets_of_a_long_timeline(h: Harness) -
                 params["before"] = cursor
             body = await h.timeline("ann", **params)
         assert finds.buckets <= 2, f"the page after {len(seen)} items read {finds.buckets}"
+        assert finds.statuses == 0, "entries carry the page: no second round trip"
         seen += [i["id"] for i in body["items"]]
         cursor = body["next_cursor"]
         if cursor is None:
@@ -269,3 +283,77 @@ async def test_a_changed_bucket_size_needs_no_rebuild(h: Harness, mongo_url: str
         await strategy.rebuild(ann)
         posted.append((await smaller.post("ann", "more"))["id"])
         assert await assert_sound(smaller, ann, size=2) == [ObjectId(i) for i in reversed(posted)]
+
+
+async def test_entries_of_ids_only_are_hydrated(h: Harness) -> None:
+    """Entries written before they carried the page's fields (ids only) still show: a page
+    hydrates them with one query, and leaves out one whose status is gone."""
+    await h.user("ann")
+    posted = [await h.post("ann", f"a{i}") for i in range(3)]
+    ann = await uid(h, "ann")
+    before = await h.timeline("ann")
+    head = await inbox(h).inbox.bucket(ann, MAX_ID)
+    assert head is not None and all(set(i) == {"s", "a", "n", "t", "c"} for i in head["items"])
+    bare = [{"s": i["s"], "a": i["a"]} for i in head["items"]]
+    gone = ObjectId()  # an id-only entry whose status no longer exists
+    await h.ctx.store.inbox_buckets.update_one(
+        {"_id": ann}, {"$set": {"items": [{"s": gone, "a": ann}, *bare]}}
+    )
+    with counting() as finds:
+        after = await h.timeline("ann")
+    assert finds.statuses == 1
+    assert after["items"] == before["items"]
+    assert [i["text"] for i in after["items"]] == [p["text"] for p in reversed(posted)]
+
+
+async def test_a_post_whose_transaction_fails_leaves_no_entry(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries carry the text, so the author's own entry is written only once the post is
+    committed: written before (as when entries were ids only), a failed transaction left an
+    entry showing a status that never existed."""
+    await h.user("ann")
+    await h.post("ann", "kept")
+    commit = h.ctx.commit
+
+    async def failing(events: list[dict[str, Any]], change: Any) -> Any:
+        async def then_fail(session: Any) -> None:
+            await change(session)
+            raise RuntimeError("the transaction fails after the change")
+
+        return await commit(events, then_fail)
+
+    monkeypatch.setattr(h.ctx, "commit", failing)
+    r = await h.client.post("/statuses", json={"text": "lost"}, headers=h.auth("ann"))
+    assert r.status_code == 500  # the server's own failure, logged
+    monkeypatch.undo()
+    shown = [i["text"] for i in (await h.timeline("ann"))["items"]]
+    stored = await h.ctx.store.statuses.find({}, {"text": 1}).sort("_id", -1).to_list()
+    assert shown == [s["text"] for s in stored]
+    assert "kept" in shown
+
+
+async def test_a_post_deleted_before_its_own_append_is_not_resurrected(h: Harness) -> None:
+    """The author's append runs after the commit: a delete that committed and was fanned out
+    in between found nothing to remove, so the append undoes itself."""
+    await h.user("ann")
+    ann = await uid(h, "ann")
+    status = {"_id": ObjectId(), "author_id": ann, "author": "ann", "text": "gone"}
+    status["created_at"] = ObjectId().generation_time
+    await inbox(h).after_post(status)  # no such status in `statuses`: deleted meanwhile
+    assert (await inbox(h).inbox.chain(ann)).ids() == []
+    assert (await h.timeline("ann"))["items"] == []
+
+
+def test_a_bucket_of_the_largest_size_and_texts_fits_a_document(strategy: str) -> None:
+    """MAX_INBOX_BUCKET_SIZE entries of the longest texts in 4-byte characters, the longest
+    handle and the head's bookkeeping encode below MongoDB's 16 MB document limit."""
+    text = "\U0001f600" * MAX_TEXT_CHARS
+    status = {"_id": ObjectId(), "author_id": ObjectId(), "author": "h" * 30, "text": text}
+    status["created_at"] = ObjectId().generation_time
+    owner = ObjectId()
+    head = {"_id": owner, "owner_id": owner, "hi": MAX_ID, "lo": MAX_ID, "count": 10**6}
+    head |= {"v": 10**9, "trimmed": True, "owed": [ObjectId() for _ in range(100)]}
+    head["items"] = [entry(status)] * MAX_INBOX_BUCKET_SIZE
+    size = len(bson.encode(head))
+    assert 8 * 2**20 < size < 16 * 2**20, size

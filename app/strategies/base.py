@@ -104,6 +104,17 @@ class TimelineStrategy(ABC):
     async def status_deleted(self, status: dict[str, Any], *, session: Session) -> None:
         """Called after `status` is deleted. Must remove it from its author's timeline at once."""
 
+    # -- after the API's transaction committed, before the reply -------------------------------
+    # For derived writes that cannot run inside the transaction (inbox_buckets). Each must be
+    # idempotent and must leave nothing wrong if the process dies before it runs: the change's
+    # event reaches the author's own timeline too.
+    async def after_post(self, status: dict[str, Any]) -> None:
+        """Called once `status` is committed: make it visible to its author at once."""
+
+    async def after_delete(self, status: dict[str, Any]) -> None:
+        """Called once the delete of `status` is committed: remove it from its author's
+        timeline at once."""
+
     # -- worker handlers -----------------------------------------------------------------------
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
         """Make status `status_id` reach the current friends of its author (if it still exists)."""

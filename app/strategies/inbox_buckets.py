@@ -1,13 +1,13 @@
 """inbox buckets (fan-out on write, bucketed): each reader's timeline is a chain of bucket
-documents of up to INBOX_BUCKET_SIZE status ids, newest first (app/strategies/inbox_layout.py);
-a page is the head bucket, or the bucket holding the `before` cursor, and the one below it when
-the page needs more, then one `_id $in` query on `statuses` for the page's items.
+documents of up to INBOX_BUCKET_SIZE entries, newest first (app/strategies/inbox_layout.py),
+each carrying what a page shows of its status; a page is the head bucket, or the bucket holding
+the `before` cursor, and the one below it when the page needs more, and nothing else.
 
 Cost model: a page reads at most 1 + ceil((limit + 1) / ceil(INBOX_BUCKET_SIZE / 2)) buckets
 (a head split leaves half a bucket on each side; 2 for the default page of 20 and buckets of 50,
-and a first page of up to 24 is the head alone) plus `limit` statuses, by point look-ups,
+and a first page of up to 24 is the head alone) by point look-ups,
 whatever the friend count and the timeline's length, on any server. A post costs one
-conditional update of each receiver's head (ids only: ~40 bytes of entry whatever the text), in
+conditional update of each receiver's head (the entry: ids, handle, text, time), in
 unordered bulk writes; once per INBOX_BUCKET_SIZE / 2 appends a receiver's head splits (an
 insert and an update), and a timeline at TIMELINE_MAX also trims its oldest entry (a read of
 the chain and an update).
@@ -24,13 +24,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from app import checkpoint
 from app.checkpoint import fenced
-from app.db import Session
 from app.graph import Graph
 from app.metrics import FANOUT_BATCH_SIZE
 from app.store import Store
-from app.strategies.base import Page, PageQuery, TimelineStrategy
+from app.strategies.base import Page, PageQuery, StatusView, TimelineStrategy
 from app.strategies.common import hydrate, newest_statuses
-from app.strategies.inbox_chain import MAX_ID, MIN_ID, Chain, Entry, entry
+from app.strategies.inbox_chain import MAX_ID, MIN_ID, Chain, Entry, entry, view
 from app.strategies.inbox_rebuild import rebuild_owner
 from app.strategies.inbox_removals import Inbox
 
@@ -58,21 +57,26 @@ class InboxBuckets(TimelineStrategy):
     async def scope(self, user_id: ObjectId) -> dict[str, Any]:
         return {"owner_id": user_id}
 
-    # -- synchronous part ----------------------------------------------------------------------
-    # The author's own bucket is written beside the API's transaction, not in it: the worker
-    # writes heads with plain writes, and on the embedded server a plain write that meets a
-    # transaction's uncommitted write is retried inside the server until that transaction
+    # -- after the API's transaction ---------------------------------------------------------
+    # The author's own bucket is written after the API's transaction commits, not in it: the
+    # worker writes heads with plain writes, and on the embedded server a plain write that meets
+    # a transaction's uncommitted write is retried inside the server until that transaction
     # ends, which livelocked concurrent clients (tests/test_concurrent_clients.py); running
     # the worker's writes in transactions instead stalled a worker whose killed predecessor
-    # left one open (tests/test_worker_crash.py). Both writes are idempotent, so a retried
-    # transaction repeats them harmlessly; one that finally fails after the append leaves an
-    # id whose status does not exist, which pages skip (`common.hydrate`) and a rebuild removes.
-    async def status_created(self, status: dict[str, Any], *, session: Session) -> None:
+    # left one open (tests/test_worker_crash.py). After the commit, not before: entries carry
+    # the text, so an append for a post whose transaction then failed would show a status that
+    # never existed. A crash before these steps leaves them to the change's event.
+    async def after_post(self, status: dict[str, Any]) -> None:
         author = status["author_id"]
-        if await self.inbox.append(author, entry(status["_id"], author)):
+        if await self.inbox.append(author, entry(status)):
             await self.inbox.trim(author)
+        # A delete that committed and was fanned out before the append above found nothing to
+        # remove: undo it. A delete committed after this look finds the entry itself.
+        mine = {"author_id": author, "_id": status["_id"]}
+        if await self.store.statuses.find_one(mine, {"_id": 1}) is None:
+            await self.inbox.remove_status(author, status["_id"])
 
-    async def status_deleted(self, status: dict[str, Any], *, session: Session) -> None:
+    async def after_delete(self, status: dict[str, Any]) -> None:
         await self.inbox.remove_status(status["author_id"], status["_id"])
 
     # -- fan-out -------------------------------------------------------------------------------
@@ -84,7 +88,7 @@ class InboxBuckets(TimelineStrategy):
         order = sorted(set(receivers))
         if cp is not None and cp.resume_after is not None:
             order = [r for r in order if r > cp.resume_after]
-        item = entry(status["_id"], status["author_id"])
+        item = entry(status)
         appended = 0
         for start in range(0, len(order), FANOUT_BATCH):
             batch = await self._active(order[start : start + FANOUT_BATCH], status["author_id"])
@@ -145,7 +149,7 @@ class InboxBuckets(TimelineStrategy):
     # -- worker handlers -----------------------------------------------------------------------
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
         status = await self.store.statuses.find_one(
-            {"author_id": author_id, "_id": status_id}, {"author_id": 1}
+            {"author_id": author_id, "_id": status_id}, {"audience": 0}
         )
         if status is None:
             return  # deleted meanwhile: its delete event removes whatever entries exist
@@ -201,7 +205,7 @@ class InboxBuckets(TimelineStrategy):
             statuses = await newest_statuses(self.store.statuses, author_id, self.max_items)
             if len(statuses) >= self.max_items:
                 await self.inbox.mark_trimmed(other_id)  # as receiver_copies' backfill
-            if await self.inbox.place(other_id, [entry(s["_id"], author_id) for s in statuses]):
+            if await self.inbox.place(other_id, [entry(s) for s in statuses]):
                 await self._trim(other_id)
         else:
             await self.inbox.remove(other_id, lambda chain: chain.by_author(author_id))
@@ -228,10 +232,10 @@ class InboxBuckets(TimelineStrategy):
 
     async def _walk(
         self, owner: ObjectId, before: ObjectId | None, after: ObjectId | None, want: int
-    ) -> list[ObjectId]:
-        """Up to `want` ids of the owner's timeline, newest first, below `before` and above
+    ) -> list[Entry]:
+        """Up to `want` entries of the owner's timeline, newest first, below `before` and above
         `after`, following the chain from the bucket where they start."""
-        ids: list[ObjectId] = []
+        ids: list[Entry] = []
         bucket = await self._start(owner, before)
         while bucket is not None and len(ids) < want:
             for item in bucket["items"]:
@@ -239,7 +243,7 @@ class InboxBuckets(TimelineStrategy):
                 if after is not None and s <= after:
                     return ids[:want]
                 if before is None or s < before:
-                    ids.append(s)
+                    ids.append(item)
             # lo = MIN_ID: nothing can lie below, so no look-up for a bucket that is not there.
             if len(ids) >= want or bucket["lo"] == MIN_ID:
                 break
@@ -257,10 +261,20 @@ class InboxBuckets(TimelineStrategy):
         after: ObjectId | None = None,
     ) -> Page:
         want = min(limit + 1, self.max_items)
-        ids = await self._walk(user_id, None if after is not None else before, after, want)
-        items = await hydrate(self.store.statuses, ids[:limit])
-        more = len(ids) > limit
-        return Page(items, has_older=more, gap=more and after is not None)
+        found = await self._walk(user_id, None if after is not None else before, after, want)
+        more = len(found) > limit
+        return Page(
+            await self._views(found[:limit]), has_older=more, gap=more and after is not None
+        )
+
+    async def _views(self, items: list[Entry]) -> list[StatusView]:
+        """The page of `items`. Entries written before they carried the page's fields are
+        hydrated from `statuses` (one query, only when there are any); one whose status is gone
+        is left out, as its delete event is on its way."""
+        bare = [i["s"] for i in items if view(i) is None]
+        hydrated = {v.id: v for v in await hydrate(self.store.statuses, bare)} if bare else {}
+        shown = [view(i) or hydrated.get(i["s"]) for i in items]
+        return [v for v in shown if v is not None]
 
     async def count_newer(self, user_id: ObjectId, after: ObjectId | None) -> int:
         return len(await self._walk(user_id, None, after, self.max_items))

@@ -3,12 +3,13 @@ the id bounds, entries, and an owner's chain as read at one moment."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
 
-from app.strategies.base import Contention
+from app.strategies.base import Contention, StatusView
 
 MIN_ID = ObjectId("000000000000000000000000")
 MAX_ID = ObjectId("ffffffffffffffffffffffff")
@@ -17,11 +18,29 @@ MAX_ID = ObjectId("ffffffffffffffffffffffff")
 # and each retry re-reads; past this many the event is retried later as contention.
 PLACE_ATTEMPTS = 16
 
-Entry = dict[str, ObjectId]  # {"s": status id, "a": author id}
+# {"s": status id, "a": author id, "n": author handle, "t": text, "c": created_at}: the page's
+# fields travel with the entry, so that a page is its one or two buckets and nothing else
+# (statuses never change once posted). Entries written before they carried them hold "s" and
+# "a" only; pages hydrate those (InboxBuckets._views).
+Entry = dict[str, Any]
 
 
-def entry(status_id: ObjectId, author_id: ObjectId) -> Entry:
-    return {"s": status_id, "a": author_id}
+def entry(status: Mapping[str, Any]) -> Entry:
+    """The entry of a status document."""
+    return {
+        "s": status["_id"],
+        "a": status["author_id"],
+        "n": status["author"],
+        "t": status["text"],
+        "c": status["created_at"],
+    }
+
+
+def view(item: Entry) -> StatusView | None:
+    """What a page shows of an entry; None for one that carries ids only."""
+    if "t" not in item:
+        return None
+    return StatusView(item["s"], item["n"], item["t"], item["c"])
 
 
 class Conflict(Contention):

@@ -57,7 +57,7 @@ async def _reconcile(strategy: InboxBuckets, user_id: ObjectId) -> int:
     truth = await truth_timeline(strategy.store.statuses, user_id, friends, cap)
     if len(truth) >= cap:
         await inbox.mark_trimmed(user_id)  # before the cut, as receiver_copies
-    changed = await inbox.place(user_id, [entry(s["_id"], s["author_id"]) for s in truth])
+    changed = await inbox.place(user_id, [entry(s) for s in truth])
     # Re-read the graph after writing: an unfriend or delete that raced with the placement
     # above either saw it (and removed it) or is seen here.
     allowed = {user_id, *await strategy.graph.friend_ids(user_id)}
