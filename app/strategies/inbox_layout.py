@@ -1,7 +1,7 @@
 """The bucket layout behind inbox_buckets: an owner's timeline as a chain of bucket documents.
 
-Each bucket of `inbox_buckets` holds the entries (`s` status id, `a` author id; ids only, the
-page is hydrated from `statuses`) whose status ids lie in its range [lo, hi), newest first,
+Each bucket of `inbox_buckets` holds the entries (`s` status id, `a` author id and the page's
+fields, app/strategies/inbox_chain.py) whose status ids lie in its range [lo, hi), newest first,
 never more than `size` of them:
 - the head has `_id` = the owner's id and hi = MAX_ID; it also carries the owner's bookkeeping:
   `count` (an upper bound of the entries of the whole chain, see below), `trimmed` and `owed`
