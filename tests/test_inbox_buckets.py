@@ -5,6 +5,7 @@ however long the timeline, and a changed INBOX_BUCKET_SIZE needs no rebuild."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +22,7 @@ from app.strategies import build_strategy
 from app.strategies.inbox_buckets import InboxBuckets
 from app.strategies.inbox_chain import MAX_ID, entry
 from benchmarks.explain import explain_page
+from entrypoints.migrate import MIGRATIONS_DIR
 from tests import harness
 from tests.harness import Harness, running
 
@@ -357,3 +359,44 @@ def test_a_bucket_of_the_largest_size_and_texts_fits_a_document(strategy: str) -
     head["items"] = [entry(status)] * MAX_INBOX_BUCKET_SIZE
     size = len(bson.encode(head))
     assert 8 * 2**20 < size < 16 * 2**20, size
+
+
+def page_fields_migration() -> Any:
+    path = MIGRATIONS_DIR / "20261129220000_inbox_page_fields.py"
+    spec = importlib.util.spec_from_file_location("inbox_page_fields", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_migration_fills_entries_of_ids_only(h: Harness) -> None:
+    """Buckets written when entries held ids only get the page's fields; an entry whose status
+    is gone stays bare; a second run finds nothing to do."""
+    await h.user("ann")
+    for i in range(2 * SIZE + 1):  # a chain of three buckets
+        await h.post("ann", f"a{i}")
+    ann = await uid(h, "ann")
+    shown = await h.timeline("ann")
+    coll = h.ctx.store.inbox_buckets
+    gone = {"s": ObjectId(), "a": ann}
+    buckets = await coll.find({"owner_id": ann}).to_list()
+    assert len(buckets) == 3
+    for b in buckets:
+        bare = [{"s": i["s"], "a": i["a"]} for i in b["items"]]
+        await coll.update_one({"_id": b["_id"]}, {"$set": {"items": bare}})
+    await coll.update_one({"_id": ann}, {"$push": {"items": gone}})  # the oldest of the head
+    migration = page_fields_migration()
+    assert await migration.fill_page_fields(h.ctx.store.db) == 3
+    for b in await coll.find({"owner_id": ann}).to_list():
+        assert all(set(i) == {"s", "a", "n", "t", "c"} for i in b["items"] if i != gone)
+    assert gone in (await inbox(h).inbox.bucket(ann, MAX_ID) or {})["items"]
+    with counting() as finds:
+        assert await h.timeline("ann") == shown
+    assert finds.statuses == 1  # `gone`, hydrated and left out
+    assert await migration.fill_page_fields(h.ctx.store.db) == 0  # only `gone` is still bare
+    await coll.update_one({"_id": ann}, {"$pull": {"items": {"s": gone["s"]}}})  # its delete
+    with counting() as finds:
+        assert await h.timeline("ann") == shown
+    assert finds.statuses == 0
+    assert await migration.fill_page_fields(h.ctx.store.db) == 0
