@@ -140,7 +140,8 @@ class InboxBuckets(TimelineStrategy):
     async def _trim(self, owner: ObjectId) -> None:
         """Trim to TIMELINE_MAX; a trim that overlapped a removal and left the timeline short
         refills it from the truth (receiver_copies.trim)."""
-        if await self.inbox.trim(owner) and len(await self._ids(owner)) < self.max_items:
+        removed, left = await self.inbox.trimmed(owner)
+        if removed and left < self.max_items:
             await self.rebuild(owner)
 
     async def _ids(self, owner: ObjectId) -> list[ObjectId]:

@@ -71,12 +71,24 @@ class Inbox(InboxPlacement):
     ) -> int:
         """Remove the entries `select(chain)` names from the owner's chain, whatever changes
         concurrently. Returns how many this call removed."""
+        return (await self._remove(owner, select, None, session))[0]
+
+    async def _remove(
+        self,
+        owner: ObjectId,
+        select: Callable[[Chain], set[ObjectId]],
+        first: Chain | None,
+        session: Session,
+    ) -> tuple[int, Chain]:
+        """`remove`, starting from `first` when the caller has just read the chain; also returns
+        the last chain read (in which `select` named nothing)."""
         removed = 0
+        chain = first
         for _ in range(PLACE_ATTEMPTS):
-            chain = await self.chain(owner, session=session)
+            chain = chain or await self.chain(owner, session=session)
             doomed = select(chain)
             if not doomed:
-                return removed
+                return removed, chain
             sealed = 0
             last = True  # bottom up: a bucket is last once every one below it went
             for bucket in reversed(chain.buckets):
@@ -89,12 +101,25 @@ class Inbox(InboxPlacement):
                 else:
                     last = False
             await self._count(owner, -sealed, session)
+            chain = None
         raise Conflict(f"the buckets of {owner} kept changing")
 
     async def trim(self, owner: ObjectId, *, session: Session = None) -> int:
-        """Drop entries beyond the owner's `cap` newest; the owner is marked trimmed (removals
-        must then refill) before the look that sets the cut, as receiver_copies does."""
-        if len((await self.chain(owner, session=session)).ids()) <= self.cap:
-            return 0
-        await self.mark_trimmed(owner, session=session)
-        return await self.remove(owner, lambda chain: set(chain.ids()[self.cap :]), session=session)
+        """Drop entries beyond the owner's `cap` newest; returns how many went."""
+        return (await self.trimmed(owner, session=session))[0]
+
+    async def trimmed(self, owner: ObjectId, *, session: Session = None) -> tuple[int, int]:
+        """`trim`, and how many entries the chain held at its last read. The owner is marked
+        trimmed (removals must then refill) before the look that sets the cut, as
+        receiver_copies does; a chain already marked when read is that look (at TIMELINE_MAX,
+        the steady state, a trim is then one read, the pulls and one read to confirm)."""
+        chain = await self.chain(owner, session=session)
+        if len(chain.ids()) <= self.cap:
+            return 0, len(chain.ids())
+        if not (chain.buckets and chain.buckets[0].get("trimmed")):
+            await self.mark_trimmed(owner, session=session)
+            chain = await self.chain(owner, session=session)
+        removed, final = await self._remove(
+            owner, lambda c: set(c.ids()[self.cap :]), chain, session
+        )
+        return removed, len(final.ids())
