@@ -236,22 +236,22 @@ class InboxBuckets(TimelineStrategy):
     ) -> list[Entry]:
         """Up to `want` entries of the owner's timeline, newest first, below `before` and above
         `after`, following the chain from the bucket where they start."""
-        ids: list[Entry] = []
+        out: list[Entry] = []
         bucket = await self._start(owner, before)
-        while bucket is not None and len(ids) < want:
+        while bucket is not None and len(out) < want:
             for item in bucket["items"]:
                 s = item["s"]
                 if after is not None and s <= after:
-                    return ids[:want]
+                    return out[:want]
                 if before is None or s < before:
-                    ids.append(item)
+                    out.append(item)
             # lo = MIN_ID: nothing can lie below, so no look-up for a bucket that is not there.
-            if len(ids) >= want or bucket["lo"] == MIN_ID:
+            if len(out) >= want or bucket["lo"] == MIN_ID:
                 break
             if after is not None and bucket["lo"] <= after:
                 break
             bucket = await self.inbox.bucket(owner, bucket["lo"])
-        return ids[:want]
+        return out[:want]
 
     async def read(
         self,
