@@ -38,6 +38,7 @@ from hypothesis.stateful import (
 
 from app import markers
 from app.settings import STRATEGY_NAMES
+from app.strategies.hybrid import low_mark
 from tests import harness
 from tests.harness import FakeClock, Harness
 from tests.model import Model
@@ -87,18 +88,23 @@ class Script:
     # count crossed it in the model ("up" past it, "down" back to it): small, so runs cross.
     hybrid_threshold: int = HYBRID_THRESHOLDS[0]
     crossings: Counter[str] = field(default_factory=Counter)
+    # Who is on hybrid's large side, as the strategy decides it: above the threshold, and
+    # between its low mark and the threshold for those who were already large.
+    large: set[str] = field(default_factory=set)
 
     def _friend_counts(self) -> dict[str, int]:
         return {u: sum(u in f for f in self.model.friendships) for u in self.model.users}
 
     def _count_crossings(self, before: dict[str, int]) -> None:
-        after, t = self._friend_counts(), self.hybrid_threshold
-        for user, n in after.items():
-            old = before.get(user, 0)
-            if old <= t < n:
+        del before  # the sides say it all
+        t, low = self.hybrid_threshold, low_mark(self.hybrid_threshold)
+        for user, n in self._friend_counts().items():
+            if n > t and user not in self.large:
                 self.crossings["up"] += 1
-            elif n <= t < old:
+                self.large.add(user)
+            elif n <= low and user in self.large:
                 self.crossings["down"] += 1
+                self.large.discard(user)
 
     def add_user(self, handle: str) -> None:
         self.model.add_user(handle)
@@ -477,7 +483,10 @@ def test_strategies_match_the_model_hypothesis(mongo_url: str) -> None:
 # -- seeded workload ---------------------------------------------------------------------------
 
 # A seed whose rounds pass the coverage checks of the test (returns, marks, crossings...).
-SEED = 20240616
+# 20240616 until the crossing step took authors to hybrid's low mark (its draws changed, and
+# with them the rounds: only 4 of 9 had a return). Of seeds 0–59, 14 pass; 8 does with the
+# widest margins (7 rounds crossing both ways, 6 with a return).
+SEED = 8
 SEEDED_ROUNDS = 9
 STEPS_PER_ROUND = 30
 # Relative weights of the kinds of steps.
@@ -507,21 +516,23 @@ SEEN_MARK_SHARE = 0.75
 
 
 def cross_threshold(script: Script, rng: random.Random) -> None:
-    """Take someone's friend count across the script's hybrid threshold: down for one who is
-    above it (CROSS_DOWN_SHARE of the time, if anyone is), else up by befriending others
-    (newcomers join when there are too few)."""
+    """Take someone across hybrid's threshold: a large author down to its low mark
+    (hybrid.low_mark; CROSS_DOWN_SHARE of the time, if anyone is large), else someone up past
+    the threshold by befriending others (newcomers join when there are too few). Ordinary
+    steps move counts by one, in and out of the band between the two marks."""
     model, t = script.model, script.hybrid_threshold
+    low = low_mark(t)
     people = sorted(model.users)
 
     def friends_of(u: str) -> list[str]:
         return [v for v in people if v != u and model.are_friends(u, v)]
 
-    above = [u for u in people if len(friends_of(u)) > t]
-    below = [u for u in people if u not in above]
+    above = sorted(script.large)  # on hybrid's large side: above the low mark
+    below = [u for u in people if u not in script.large]
     if above and (not below or rng.random() < CROSS_DOWN_SHARE):
         user = rng.choice(above)
         friends = friends_of(user)
-        for other in rng.sample(friends, len(friends) - t):
+        for other in rng.sample(friends, len(friends) - low):
             script.unfriend(*rng.choice([(user, other), (other, user)]))
         return
     # Up: the one closest to it (ties at random), so that even a threshold of 3 is crossed

@@ -11,7 +11,7 @@ from bson import ObjectId
 
 from app import cursors, maintenance
 from app.strategies import build_strategy
-from app.strategies.hybrid import Hybrid
+from app.strategies.hybrid import Hybrid, low_mark
 from app.strategies.hybrid_pairs import LargeAudience
 from fanout import switch
 from tests import harness
@@ -102,17 +102,31 @@ async def test_crossing_up_and_down_keeps_pages_and_cursors_exact(hy: Harness) -
     assert (await truth(h, "rob"))[:2] == newest[::-1]
     since = await h.timeline("rob", after=cursors.encode(ObjectId(newest[0])))
     assert [i["id"] for i in since["items"]] == [newest[1]]
-    # Down: back to two friends. The pairs go; a's window is copied to every friend.
+    # Back to two friends, between the low mark and the threshold: amy stays large.
     await h.unfriend("fay", "amy")
     await h.drain()
+    assert low_mark(THRESHOLD) == 1
+    assert await state(h, "amy") == "large"
+    assert {p["owner_id"] for p in await pairs_of(h, "amy")} == {
+        await uid(h, u) for u in ("rob", "fox")
+    }
+    await assert_exact(h, "rob", "fay", "fox", "amy")
+    # Down: one friend, the low mark. The pairs go; a's window is copied to every friend.
+    await h.unfriend("fox", "amy")
+    await h.drain()
     assert await state(h, "amy") is None and await pairs_of(h, "amy") == []
-    assert await copies(h, "fox", "amy") >= MAX
+    assert await copies(h, "rob", "amy") >= MAX
+    rob = {"owner_id": await uid(h, "rob"), "status_id": {"$in": [ObjectId(i) for i in newest]}}
+    assert await h.ctx.store.hybrid_entries.count_documents(rob) == 2  # posted while large
     older = await h.timeline("rob", limit=2, before=cursor)
     assert [i["id"] for i in older["items"]] == [
         i for i in await truth(h, "rob") if ObjectId(i) < cursors.decode(cursor)
     ][:2]
     await h.post("amy", "ordinary again")
+    # Back to two friends while fanned out: between the marks, amy stays fanned out.
+    await h.befriend("amy", "fay")
     await h.drain()
+    assert await state(h, "amy") is None
     await assert_exact(h, "rob", "fay", "fox", "amy")
 
 
@@ -125,8 +139,10 @@ async def test_a_crossing_down_interrupted_mid_way_reads_exact_and_converges(
     await h.drain()
     assert await state(h, "amy") == "large"
     await h.post("amy", "while large")
+    await h.unfriend("amy", "fox")
     await h.drain()
-    await h.unfriend("amy", "fay")  # down to two friends; its events are applied by hand below
+    assert await state(h, "amy") == "large"  # two friends: above the low mark
+    await h.unfriend("amy", "fay")  # down to one friend; its events are applied by hand below
 
     async def crash(self: Hybrid, author_id: ObjectId, owners: Any) -> int:
         raise Fault("killed after the pairs were marked, before the backfill")

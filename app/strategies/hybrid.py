@@ -46,6 +46,18 @@ from app.strategies.receiver_copies import ReceiverCopies
 from app.strategies.receiver_entries import FANOUT_BATCH, entry
 from app.strategies.receiver_settled import settled
 
+# A large author is fanned out again only once their friend count falls a tenth below the
+# threshold (at least one friend below it): a crossing down copies the author's window to every
+# friend (15 s of worker time at 1,000 friends on the embedded server, docs/benchmarks.md
+# "hybrid"), and an author hovering at the threshold paid it at each unfriend. Crossing up
+# stays at the threshold: it costs one pair per friend.
+HYSTERESIS_FRACTION = 10  # the band is threshold // 10 wide
+
+
+def low_mark(threshold: int) -> int:
+    """The friend count at or below which a large author is fanned out again."""
+    return threshold - max(1, threshold // HYSTERESIS_FRACTION)
+
 
 class Hybrid(ReceiverCopies):
     # mypy infers ReceiverCopies.name as its own literal; a subclass names itself all the same.
@@ -149,10 +161,14 @@ class Hybrid(ReceiverCopies):
         return changed
 
     async def _cross(self, author_id: ObjectId) -> int:
-        """Bring the author to the side of the threshold their friend count is on now,
-        finishing a crossing a crash interrupted. Runs only under the author's lease."""
-        large = await self.graph.friend_count(author_id) > self.threshold
+        """Bring the author to the side their friend count is on now: large above the
+        threshold, fanned out at or below `low_mark`, and between the two on the side they are
+        on (a crossing a crash interrupted is finished in its own direction). Runs only under
+        the author's lease."""
+        count = await self.graph.friend_count(author_id)
         state = await self.large.state(author_id)
+        stays = state in ("large", "ascending") and count > low_mark(self.threshold)
+        large = count > self.threshold or stays
         if large and state != "large":
             return await self._ascend(author_id)
         if not large and state is not None:
