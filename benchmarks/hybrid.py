@@ -8,15 +8,17 @@ worker handlers (benchmarks.loader), and the reader's timeline is compared with 
 Python. Measured per strategy: the reader's first page (p50 ms, round trips), and how long a
 post of the small author and one of the reader (the `--friends`-friend author) take to reach
 every timeline (the API's write and a worker drain). Then, for hybrid, the crossing sweep: for
-each level N an author with N friends crosses a threshold of N - 1 upwards and back down (the
-worker's `rebuild_author`, as in a friendship event): time, documents written, and whether the
-pages of sampled friends stayed exact. Writes hybrid.json (and prints it) in --out.
+each level N an author with N friends crosses a threshold of N - 1 upwards and back down
+under one whose low mark is N (the worker's `rebuild_author`, as in a friendship event): time,
+documents written, and whether the pages of sampled friends stayed exact. Writes hybrid.json
+(and prints it) in --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import statistics
@@ -33,6 +35,7 @@ from app.embedded import EmbeddedServer
 from app.maintenance import truth_ids
 from app.models import utcnow
 from app.strategies import build_strategy
+from app.strategies.hybrid import low_mark
 from app.users import by_id
 from benchmarks.config import PAGE_LIMIT
 from benchmarks.loader import StrategyDb, derive, load_truth, open_strategy, workload_timeline
@@ -137,7 +140,8 @@ async def _exact(sdb: StrategyDb, uids: list[ObjectId]) -> bool:
 
 async def _crossing(sdb: StrategyDb, work: Workload, level: int) -> dict[str, Any]:
     """An author with `level` of the reader's friends crosses a threshold of level - 1 up,
-    then one of `level` down; each crossing applied as the worker does (`rebuild_author`)."""
+    then down under the least threshold whose low mark (hybrid.low_mark) is `level`; each
+    crossing applied as the worker does (`rebuild_author`)."""
     ctx = sdb.ctx
     author = ObjectId()
     store = ctx.store
@@ -155,7 +159,8 @@ async def _crossing(sdb: StrategyDb, work: Workload, level: int) -> dict[str, An
         )
     out: dict[str, Any] = {"friends": level}
     checked = friends[:CROSSING_CHECKS]
-    for direction, threshold in (("up", level - 1), ("down", level)):
+    lowered = next(t for t in itertools.count(level) if low_mark(t) >= level)
+    for direction, threshold in (("up", level - 1), ("down", lowered)):
         strategy = build_strategy(
             "hybrid", ctx.store, TIMELINE_MAX, graph=ctx.graph, hybrid_threshold=threshold
         )

@@ -39,5 +39,6 @@ def test_hybrid_benchmark_counts(mongo_url: str, tmp_path: Path) -> None:
     assert [c["friends"] for c in crossings] == list(SWEEP)
     for c in crossings:
         assert c["up"]["pages_exact"] and c["down"]["pages_exact"], c
+        assert c["down"]["docs_written"] > 0, c  # it did cross: the window was copied
         assert c["up"]["docs_written"] >= c["friends"]  # one pair per friend
     assert result["goals"]["page_round_trips_within_3"]
