@@ -12,7 +12,7 @@ import pytest
 from app import pymongo_compat
 from app.embedded import EmbeddedServer
 from app.settings import STRATEGY_NAMES
-from tests.harness import Harness, running, test_settings
+from tests.harness import TEST_HYBRID_THRESHOLD, Harness, running, test_settings
 
 # The tests are an entry point too: PyMongo's Python 3.11 fix before any client exists.
 pymongo_compat.apply()
@@ -48,9 +48,26 @@ def inbox_bucket_size() -> int:
 
 
 @pytest.fixture
+def hybrid_threshold() -> int:
+    """HYBRID_THRESHOLD; override with @pytest.mark.parametrize (tests/harness.py's default
+    makes every author with two friends large)."""
+    return TEST_HYBRID_THRESHOLD
+
+
+@pytest.fixture
 async def h(
-    mongo_url: str, strategy: str, timeline_max: int, inbox_bucket_size: int
+    mongo_url: str,
+    strategy: str,
+    timeline_max: int,
+    inbox_bucket_size: int,
+    hybrid_threshold: int,
 ) -> AsyncIterator[Harness]:
-    settings = test_settings(mongo_url, strategy, timeline_max, inbox_bucket_size=inbox_bucket_size)
+    settings = test_settings(
+        mongo_url,
+        strategy,
+        timeline_max,
+        inbox_bucket_size=inbox_bucket_size,
+        hybrid_threshold=hybrid_threshold,
+    )
     async with running(settings) as harness:
         yield harness
