@@ -126,6 +126,16 @@ class TimelineStrategy(ABC):
         """Reconcile what `other_id` sees of `author_id`'s statuses with whether they are friends
         *now*: backfill the author's newest statuses, or remove all of them."""
 
+    async def _active(self, receivers: list[ObjectId], author_id: ObjectId) -> list[ObjectId]:
+        """Those of `receivers` who read within TIMELINE_ACTIVE_DAYS (app.activity); the author
+        always (their own copy is written with the post anyway). A user skipped here gets the
+        status from the rebuild that follows their return: it starts after the return is
+        marked, so after this look, and the status was in `statuses` before (docs/design.md)."""
+        if self.activity is None:
+            return receivers
+        away = await self.activity.inactive_among(receivers)
+        return [r for r in receivers if r == author_id or r not in away]
+
     async def rebuild(self, user_id: ObjectId) -> int:
         """Recompute the derived data owned by `user_id` from the source of truth. Returns the
         number of documents changed. Idempotent."""

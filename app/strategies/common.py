@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bson import ObjectId
 
 from app.store import Collection
-from app.strategies.base import StatusView
+from app.strategies.base import StatusView, TimelineStrategy
 
 
 async def window_floor(
@@ -32,6 +33,25 @@ async def newest_statuses(
 ) -> list[dict[str, Any]]:
     cursor = statuses.find({"author_id": author_id}, {"audience": 0}).sort("_id", -1).limit(limit)
     return await cursor.to_list()
+
+
+async def befriend_window(
+    strategy: TimelineStrategy,
+    author_id: ObjectId,
+    reader_id: ObjectId,
+    mark_trimmed: Callable[[ObjectId], Awaitable[None]],
+) -> list[dict[str, Any]] | None:
+    """What a new friendship copies into `reader_id`'s timeline: the author's TIMELINE_MAX
+    newest statuses, or None when the reader is away (their return rebuilds from the truth,
+    friends included). The backfill stops there, so when the author has that many the reader
+    misses older ones exactly as if trimmed: later removals must refill this timeline, and it is
+    marked (`mark_trimmed`) before the caller writes, so a concurrent removal already sees it."""
+    if not await strategy._active([reader_id], author_id):
+        return None
+    statuses = await newest_statuses(strategy.store.statuses, author_id, strategy.max_items)
+    if len(statuses) >= strategy.max_items:
+        await mark_trimmed(reader_id)
+    return statuses
 
 
 # Authors per query of the ground truth. The embedded server's `$in` costs time growing with the

@@ -28,7 +28,7 @@ from app.graph import Graph
 from app.metrics import FANOUT_BATCH_SIZE
 from app.store import Store
 from app.strategies.base import Page, PageQuery, StatusView, TimelineStrategy
-from app.strategies.common import hydrate, newest_statuses
+from app.strategies.common import befriend_window, hydrate
 from app.strategies.inbox_chain import MAX_ID, MIN_ID, Chain, Entry, entry, view
 from app.strategies.inbox_rebuild import rebuild_owner
 from app.strategies.inbox_removals import Inbox
@@ -129,14 +129,6 @@ class InboxBuckets(TimelineStrategy):
             held.update([d["owner_id"] async for d in cursor if d["hi"] == MAX_ID])
         return held
 
-    async def _active(self, receivers: list[ObjectId], author_id: ObjectId) -> list[ObjectId]:
-        """Those of `receivers` who read within TIMELINE_ACTIVE_DAYS, and the author (see
-        receiver_copies._active: a skipped reader is rebuilt on return)."""
-        if self.activity is None:
-            return receivers
-        away = await self.activity.inactive_among(receivers)
-        return [r for r in receivers if r == author_id or r not in away]
-
     async def _trim(self, owner: ObjectId) -> None:
         """Trim to TIMELINE_MAX; a trim that overlapped a removal and left the timeline short
         refills it from the truth (receiver_copies.trim)."""
@@ -201,11 +193,9 @@ class InboxBuckets(TimelineStrategy):
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await self.graph.are_friends(author_id, other_id):
-            if not await self._active([other_id], author_id):
-                return  # away: their return rebuilds from the truth, friends included
-            statuses = await newest_statuses(self.store.statuses, author_id, self.max_items)
-            if len(statuses) >= self.max_items:
-                await self.inbox.mark_trimmed(other_id)  # as receiver_copies' backfill
+            statuses = await befriend_window(self, author_id, other_id, self.inbox.mark_trimmed)
+            if statuses is None:
+                return
             if await self.inbox.place(other_id, [entry(s) for s in statuses]):
                 await self._trim(other_id)
         else:

@@ -20,7 +20,7 @@ from app import checkpoint
 from app.checkpoint import fenced
 from app.db import Session
 from app.strategies.base import Contention, TimelineStrategy
-from app.strategies.common import newest_statuses, truth_timeline
+from app.strategies.common import befriend_window, truth_timeline
 from app.strategies.receiver_entries import FANOUT_BATCH as FANOUT_BATCH
 from app.strategies.receiver_entries import TRIM_EVERY as TRIM_EVERY
 from app.strategies.receiver_entries import bulk_upsert, insert_new
@@ -108,16 +108,6 @@ class ReceiverCopies(TimelineStrategy):
             if cp is not None and start + FANOUT_BATCH < len(order):
                 await cp.save(batch[-1])
         return inserted
-
-    async def _active(self, receivers: list[ObjectId], author_id: ObjectId) -> list[ObjectId]:
-        """Those of `receivers` who read within TIMELINE_ACTIVE_DAYS (app.activity); the author
-        always (their own copy is written with the post anyway). A user skipped here gets the
-        status from the rebuild that follows their return: it starts after the return is
-        marked, so after this look, and the status was in `statuses` before (docs/design.md)."""
-        if self.activity is None:
-            return receivers
-        away = await self.activity.inactive_among(receivers)
-        return [r for r in receivers if r == author_id or r not in away]
 
     async def rebuild_reader(self, user_id: ObjectId) -> int:
         return await self.rebuild(user_id)
@@ -238,14 +228,9 @@ class ReceiverCopies(TimelineStrategy):
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await self.graph.are_friends(author_id, other_id):
-            if not await self._active([other_id], author_id):
-                return  # away: their return rebuilds from the truth, friends included
-            statuses = await newest_statuses(self.store.statuses, author_id, self.max_items)
-            if len(statuses) >= self.max_items:
-                # The backfill stops at the author's TIMELINE_MAX newest, so `other_id` misses
-                # older ones exactly as if trimmed: later removals must refill this timeline.
-                # Marked before writing, so that a concurrent removal already sees the mark.
-                await self._mark_trimmed(other_id)
+            statuses = await befriend_window(self, author_id, other_id, self._mark_trimmed)
+            if statuses is None:
+                return
             inserted = await self._bulk_upsert(_upsert(other_id, s) for s in statuses)
             if inserted:
                 await self.trim(other_id)
