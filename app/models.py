@@ -16,8 +16,10 @@ from beanie import Document, PydanticObjectId
 from pydantic import Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from app.models_hybrid import HybridEntry as HybridEntry
-from app.models_hybrid import HybridMeta as HybridMeta
+from app.models_copies import HybridEntry as HybridEntry
+from app.models_copies import HybridMeta as HybridMeta
+from app.models_copies import TimelineEntry as TimelineEntry
+from app.models_copies import TimelineMeta as TimelineMeta
 from app.models_hybrid import LargeAuthor as LargeAuthor
 from app.models_hybrid import LargeFriend as LargeFriend
 
@@ -94,42 +96,6 @@ class Status(Document):
             # fanout_on_read's page query and every "an author's newest statuses" query.
             IndexModel([("author_id", ASCENDING), ("_id", DESCENDING)]),
         ]
-
-
-class TimelineEntry(Document):
-    """receiver_copies: one entry per (owner, status), carrying what a page shows."""
-
-    owner_id: PydanticObjectId
-    status_id: PydanticObjectId
-    author_id: PydanticObjectId
-    author: str
-    text: str
-    created_at: datetime
-
-    class Settings:
-        name = "timeline_entries"
-        indexes = [
-            # Natural key (idempotent upserts) and the page index: equality on owner, order by id.
-            IndexModel([("owner_id", ASCENDING), ("status_id", DESCENDING)], unique=True),
-            # A deleted status leaves every timeline.
-            IndexModel([("status_id", ASCENDING)]),
-            # Unfriend removes one author's entries from one owner's timeline.
-            IndexModel([("owner_id", ASCENDING), ("author_id", ASCENDING)]),
-        ]
-
-
-class TimelineMeta(Document):
-    """receiver_copies: whether an owner's timeline was ever trimmed (then removals must refill)."""
-
-    owner_id: PydanticObjectId
-    trimmed: bool = False
-    # Deleted statuses whose removal still owes this trimmed timeline a refill (set before the
-    # copies go, cleared after the refill), so that a retried delete finds whom it owes.
-    owed: list[PydanticObjectId] = Field(default_factory=list)
-
-    class Settings:
-        name = "timeline_meta"
-        indexes = [IndexModel([("owner_id", ASCENDING)], unique=True)]
 
 
 class InboxBucket(Document):

@@ -7,41 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from beanie import Document, PydanticObjectId
-from pydantic import Field
-from pymongo import ASCENDING, DESCENDING, IndexModel
-
-
-class HybridEntry(Document):
-    """hybrid: the materialized side of its timelines, laid out as receiver_copies' entries
-    (same fields, same indexes) in a collection of its own, since what hybrid materializes
-    differs (no copies of large-audience authors) and both can be maintained during a switch."""
-
-    owner_id: PydanticObjectId
-    status_id: PydanticObjectId
-    author_id: PydanticObjectId
-    author: str
-    text: str
-    created_at: datetime
-
-    class Settings:
-        name = "hybrid_entries"
-        indexes = [
-            IndexModel([("owner_id", ASCENDING), ("status_id", DESCENDING)], unique=True),
-            IndexModel([("status_id", ASCENDING)]),
-            IndexModel([("owner_id", ASCENDING), ("author_id", ASCENDING)]),
-        ]
-
-
-class HybridMeta(Document):
-    """hybrid: receiver_copies' TimelineMeta, for hybrid_entries."""
-
-    owner_id: PydanticObjectId
-    trimmed: bool = False
-    owed: list[PydanticObjectId] = Field(default_factory=list)
-
-    class Settings:
-        name = "hybrid_meta"
-        indexes = [IndexModel([("owner_id", ASCENDING)], unique=True)]
+from pymongo import ASCENDING, IndexModel
 
 
 class LargeAuthor(Document):
