@@ -482,11 +482,11 @@ def test_strategies_match_the_model_hypothesis(mongo_url: str) -> None:
 
 # -- seeded workload ---------------------------------------------------------------------------
 
-# A seed whose rounds pass the coverage checks of the test (returns, marks, crossings...).
-# 20240616 until the crossing step took authors to hybrid's low mark (its draws changed, and
-# with them the rounds: only 4 of 9 had a return). Of seeds 0–59, 14 pass; 8 does with the
-# widest margins (7 rounds crossing both ways, 6 with a return).
-SEED = 8
+# A seed whose rounds pass the coverage checks of the test (returns, marks, crossings...). With
+# reads and time passing at the weights below, 49 of seeds 0-59 pass them (at 2 and 2, returns
+# were rare: 14 of 60, and the seed was picked for them); 0 passes with wide margins (7 rounds
+# crossing both ways, 7 with a return).
+SEED = 0
 SEEDED_ROUNDS = 9
 STEPS_PER_ROUND = 30
 # Relative weights of the kinds of steps.
@@ -499,8 +499,8 @@ STEP_WEIGHTS = {
     "drain": 8,  # a check is cheap, and a divergence is soon masked by newer statuses
     "join": 3,  # (no-op once every newcomer has joined)
     "mark": 2,
-    "read": 2,
-    "advance": 2,
+    "read": 4,  # with "advance", often enough that a user comes back from away in most rounds
+    "advance": 4,
     "cross": 3,  # an author's friend count taken across hybrid's threshold, either way
 }
 
