@@ -75,3 +75,18 @@ def test_every_report_table_reads_the_typed_summary() -> None:
         assert header.count("|") == cells.count("|") == len(columns) + 1
     assert "`IXSCAN>FETCH`" in report.render(report.READ_COLUMNS, rows)
     assert "events 3.00, statuses 1.00" in report.render(report.WRITE_COLUMNS, rows)
+
+
+def test_a_sort_bounded_by_the_page_is_not_called_growing() -> None:
+    """The committed run: inbox_buckets' page query has a SORT, but over one bucket at every
+    friend count; the conclusions must not say its keys grow with the graph."""
+    from pathlib import Path
+
+    from benchmarks import conclusions
+
+    results = json.loads((Path(__file__).parents[1] / "docs/bench/results.json").read_text())
+    lines = conclusions._read_lines(results)
+    growing = next(line for line in lines if "keys examined grow" in line)
+    bounded = next(line for line in lines if "bounded by the page" in line)
+    assert "receiver_copies" in growing and "inbox_buckets" not in growing
+    assert "inbox_buckets" in bounded and "receiver_copies" not in bounded
