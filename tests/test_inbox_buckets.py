@@ -84,6 +84,33 @@ async def test_buckets_stay_within_size_and_fan_out_twice_adds_nothing(h: Harnes
     assert await assert_sound(h, bob) == expected
 
 
+async def test_a_fan_out_arriving_out_of_order_is_sorted_in_one_write(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers (or API processes) can deliver an older status after a newer one: its
+    append is the sorted one-write append, not the general placement."""
+    for handle in ("ann", "bob", "cat"):
+        await h.user(handle)
+    await h.befriend("ann", "bob")
+    await h.befriend("ann", "cat")
+    mine = ObjectId((await h.post("ann", "her head exists"))["id"])
+    await h.drain()
+    older = ObjectId((await h.post("bob", "older"))["id"])
+    newer = ObjectId((await h.post("cat", "newer"))["id"])
+    ann = await uid(h, "ann")
+
+    async def no_place(*args: Any, **kwargs: Any) -> int:
+        raise AssertionError("took the general placement")
+
+    monkeypatch.setattr(inbox(h).inbox, "place", no_place)
+    await inbox(h).apply_posted(await uid(h, "cat"), newer)  # first: put first
+    await inbox(h).apply_posted(await uid(h, "bob"), older)  # then: sorted in below it
+    assert await assert_sound(h, ann) == [newer, older, mine]
+    monkeypatch.undo()
+    await h.drain()  # the events again: nothing added
+    assert await assert_sound(h, ann) == [newer, older, mine]
+
+
 async def test_backfill_lands_in_order_across_bucket_edges(h: Harness) -> None:
     for handle in ("ann", "bob", "cat"):
         await h.user(handle)
