@@ -98,28 +98,21 @@ class InboxBuckets(TimelineStrategy):
         return appended
 
     async def _append_batch(self, owners: list[ObjectId], item: Entry) -> int:
-        """One bulk of one-write appends putting the entry first (statuses mostly arrive newest
-        first); the heads that did not take it get one sorting it into place (several workers
-        or API processes deliver out of order); the rest take the general path."""
         if not owners:
             return 0
         FANOUT_BATCH_SIZE.observe(len(owners))
-        rest = owners
-        for newest in (True, False):
-            if not rest:  # a repeated fan-out: every head held it already
-                return len(owners)
-            ops = [self.inbox.append_op(o, item, newest=newest) for o in rest]
-            async with fenced():
-                result = await self.collection().bulk_write(ops, ordered=False)
-            if result.matched_count == len(rest):
-                return len(owners)
-            # Some heads were full, missing, at TIMELINE_MAX, out of order or already held the
-            # status: those that do not hold it go on.
-            holding = await self._holding(rest, item["s"])
-            rest = [o for o in rest if o not in holding]
-        for owner in rest:
-            await self.inbox.place(owner, [item])
-            await self._trim(owner)
+        ops = [self.inbox.append_op(o, item) for o in owners]
+        async with fenced():
+            result = await self.collection().bulk_write(ops, ordered=False)
+        if result.matched_count == len(owners):
+            return len(owners)
+        # Some heads were full, missing, at TIMELINE_MAX or already held the status: those
+        # that do not hold it take the general path.
+        holding = await self._holding(owners, item["s"])
+        for owner in owners:
+            if owner not in holding:
+                await self.inbox.place(owner, [item])
+                await self._trim(owner)
         return len(owners)
 
     async def _holding(self, owners: list[ObjectId], status_id: ObjectId) -> set[ObjectId]:

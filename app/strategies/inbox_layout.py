@@ -96,37 +96,34 @@ class InboxPlacement:
         return Chain(buckets, [d for d in docs if id(d) not in on_chain])
 
     # -- the one-write append ------------------------------------------------------------------
-    def append_op(self, owner: ObjectId, item: Entry, *, newest: bool) -> UpdateOne:
-        return UpdateOne(*self._append(owner, item, newest))
+    def append_op(self, owner: ObjectId, item: Entry) -> UpdateOne:
+        return UpdateOne(*self._append(owner, item))
 
-    def _append(
-        self, owner: ObjectId, item: Entry, newest: bool
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The one-write append's filter and update. `newest`: only if the entry is newer than
-        the head's newest, put first; the embedded server rewrites the array, and a `$sort`
-        there costs ~30% of an update of a 50-entry head. Else sorted into place."""
-        flt = {
-            "_id": owner,  # first: the embedded server then looks the head up by `_id`
-            "owner_id": owner,
-            "lo": {"$lte": item["s"]},
-            "count": {"$lt": self.cap},
-            f"items.{self.size - 1}": {"$exists": False},
-            "items.s": {"$ne": item["s"]},
-        }
-        if newest:
-            flt["items.0.s"] = {"$lt": item["s"]}  # no match on an empty head: sorted then
-        order = {"$position": 0} if newest else {"$sort": {"s": -1}}
-        return flt, {"$push": {"items": {"$each": [item], **order}}, "$inc": {"count": 1, "v": 1}}
+    def _append(self, owner: ObjectId, item: Entry) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The one-write append's filter and update."""
+        return (
+            {
+                "_id": owner,  # first: the embedded server then looks the head up by `_id`
+                "owner_id": owner,
+                "lo": {"$lte": item["s"]},
+                "count": {"$lt": self.cap},
+                f"items.{self.size - 1}": {"$exists": False},
+                "items.s": {"$ne": item["s"]},
+            },
+            {
+                "$push": {"items": {"$each": [item], "$sort": {"s": -1}}},
+                "$inc": {"count": 1, "v": 1},
+            },
+        )
 
     async def append(self, owner: ObjectId, item: Entry, *, session: Session = None) -> bool:
-        """Put `item` in the owner's chain: the one-write append (newest first, else sorted),
-        else `place` (then True: the caller trims; the one-write append never takes the chain
-        past `cap`)."""
-        for newest in (True, False):
-            if (await self._update_one(*self._append(owner, item, newest), session)).matched_count:
-                return False
-        await self.place(owner, [item], session=session)
-        return True
+        """Put `item` in the owner's chain: the one-write append, else `place` (then True: the
+        caller trims; the one-write append never takes the chain past `cap`)."""
+        result = await self._update_one(*self._append(owner, item), session)
+        if result.matched_count == 0:
+            await self.place(owner, [item], session=session)
+            return True
+        return False
 
     # -- the general placement -----------------------------------------------------------------
     async def place(self, owner: ObjectId, items: list[Entry], *, session: Session = None) -> int:
