@@ -28,7 +28,7 @@ from datetime import timedelta
 from bson import ObjectId
 from pymongo.errors import OperationFailure, PyMongoError
 
-from app import checkpoint
+from app import checkpoint, revocations
 from app.checkpoint import LeaseLost as LeaseLost
 from app.context import AppContext
 from app.db import domain_error_from_pymongo
@@ -177,6 +177,9 @@ class Worker:
         async def apply_all() -> None:
             for strategy in strategies:
                 await apply_event(strategy, event)
+            # No maintained strategy's derived data holds what the event removed any more.
+            async with checkpoint.fenced():
+                await revocations.settle(self.ctx.store.revocations, event)
 
         token = checkpoint.current.set(checkpoint.Checkpoint(event.get("resume_after"), save))
         lease_token = checkpoint.lease.set(lease)

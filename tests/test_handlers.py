@@ -13,8 +13,17 @@ from typing import Any
 
 import pytest
 
+from app import revocations
 from app.events import apply_event
-from app.models import AudienceWatermark, Event, Status, TimelineEntry, TimelineMeta, utcnow
+from app.models import (
+    AudienceWatermark,
+    Event,
+    Revocation,
+    Status,
+    TimelineEntry,
+    TimelineMeta,
+    utcnow,
+)
 from tests.harness import Harness
 from tests.test_equivalence import Player, Script, new_script
 
@@ -70,6 +79,10 @@ async def recorded_events(*, pending_only: bool = True) -> list[dict[str, Any]]:
 
 
 async def mark_done(events: list[dict[str, Any]]) -> None:
+    """What the worker does once an event is applied: settle its revocation record
+    (app.revocations), mark it done."""
+    for event in events:
+        await revocations.settle(Revocation.get_pymongo_collection(), event)
     await Event.get_pymongo_collection().update_many(
         {"_id": {"$in": [e["_id"] for e in events]}},
         {"$set": {"state": "done", "done_at": utcnow(), "lease_until": None}},
