@@ -42,14 +42,18 @@ async def read_page(
     `coll` is the store's `revocations`."""
     if strategy.reads_truth:
         return await strategy.read(user_id, limit=limit, before=before, after=after)
-    want = limit
+    # One more than the page, checked too: whether a next page exists must not be inferred
+    # from an item that is hidden.
+    want = limit + 1
     for _ in range(MAX_PAGE_READS):
         page = await strategy.read(user_id, limit=want, before=before, after=after)
         gone = await revocations.hidden(coll, user_id, _items(page.items))
         kept = [v for v in page.items if v.id not in gone]
-        if not gone or len(kept) >= limit or not (page.has_older or page.gap):
+        # Done when the page ends the timeline or holds more than `limit` visible items; else
+        # items were hidden and the timeline goes on: read again, longer by what was hidden.
+        if len(kept) > limit or not (page.has_older or page.gap):
             break
-        want += len(gone)
+        want = limit + 1 + len(gone)
     more = len(kept) > limit or page.has_older
     return Page(
         kept[:limit],
