@@ -3,9 +3,9 @@ what a returning user's first page costs (issue 13, docs/benchmarks.md "Inactive
 
 One author with `--friends` friends, of whom `--inactive-share` last read their timeline 30 days
 ago and the rest just now. Per strategy, in its own database, in one run:
-- documents written per post (the status plus what the worker's fan-out wrote: receiver_copies'
-  copies; the other strategies keep the audience on the status or nothing), `--posts` posts with
-  everyone treated as active (no window) and as many with the window;
+- documents written per post, every write counted (inserted, updated, deleted: the status, the
+  copies, inbox_buckets' bucket updates, the outbox event and the worker's bookkeeping, shown
+  apart), `--posts` posts with everyone treated as active (no window) and as many with it;
 - a returning user's first page (limit 20): the latency of `GET /timeline`'s work (recording the
   return and its rebuild event, then the truth-served page), checked against the truth, and an
   active user's first page for comparison; then the time the worker takes for one rebuild.
@@ -26,15 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
+from pymongo import AsyncMongoClient
 
-from app.context import AppContext, build_context, reading_strategy
-from app.db import connect
+from app.context import AppContext, reading_strategy
 from app.embedded import EmbeddedServer
 from app.models import utcnow
-from app.settings import STRATEGY_NAMES, load_settings
+from app.settings import STRATEGY_NAMES
 from app.statuses import post
 from app.strategies.common import truth_timeline
 from app.users import Account, hash_token, new_user_doc
+from benchmarks.loader import open_strategy
+from benchmarks.monitor import CommandCounter
 from fanout.worker import Worker
 
 # Default share of users away longer than TIMELINE_ACTIVE_DAYS. Public figures put daily over
@@ -50,6 +52,7 @@ PAGE = 20
 # How long ago the inactive users last read: well past the default 7-day window.
 AWAY = timedelta(days=30)
 TEXT = "a status of typical length, " * 6
+TIMELINE_MAX = 1000  # the default (app.settings)
 
 
 def _share(text: str) -> float:
@@ -114,20 +117,26 @@ async def _population(
     return author, inactive, active
 
 
-async def _written_per_post(ctx: AppContext, author: Account, posts: int) -> float:
-    """Documents written per post: the status and the fan-out's copies (drained)."""
+# The worker's own bookkeeping (the event's claim and completion, the author lease): written
+# for every post whatever the strategy, so shown apart from what the strategy writes.
+BOOKKEEPING = frozenset({"events", "author_leases"})
+
+
+async def _written_per_post(
+    ctx: AppContext, counter: CommandCounter, author: Account, posts: int
+) -> tuple[float, float]:
+    """Documents written per post, every write counted (inserted, updated, deleted) as
+    `benchmarks run` counts them: (everything, without the worker's bookkeeping)."""
     worker = Worker(ctx, name="bench")
-    written = 0
+    written = derived = 0
     for _ in range(posts):
-        status, _ = await post(ctx, author, TEXT, None)
-        await worker.drain()
-        # Where the strategy keeps copies (receiver_copies, hybrid); `statuses` holds none.
-        copies = await ctx.strategy.collection().count_documents(
-            {"status_id": ObjectId(status["id"])}
-        )
-        written += 1 + copies
+        with counter.window() as w:
+            await post(ctx, author, TEXT, None)
+            await worker.drain()
+        written += w.docs_written
+        derived += sum(n for c, n in w.docs_by_collection.items() if c not in BOOKKEEPING)
     await worker.release_leases()
-    return written / posts
+    return written / posts, derived / posts
 
 
 async def _first_page_ms(ctx: AppContext, user_id: ObjectId) -> tuple[float, bool]:
@@ -142,21 +151,30 @@ async def _first_page_ms(ctx: AppContext, user_id: ObjectId) -> tuple[float, boo
 
 
 async def measure_one(
-    url: str, name: str, args: argparse.Namespace, embedded: bool
+    client: AsyncMongoClient[Any],
+    counter: CommandCounter,
+    url: str,
+    name: str,
+    args: argparse.Namespace,
+    embedded: bool,
 ) -> dict[str, Any]:
-    settings = load_settings(
-        mongodb_url=url,
-        mongodb_db=f"bench_inactive_{uuid.uuid4().hex[:8]}",
-        timeline_strategy=name,
+    db_name = f"bench_inactive_{uuid.uuid4().hex[:8]}"
+    sdb = await open_strategy(
+        client,
+        counter,
+        url=url,
+        strategy=name,
+        db_name=db_name,
+        timeline_max=TIMELINE_MAX,
+        embedded=embedded,
     )
-    database = await connect(url, settings.mongodb_db, embedded=embedded)
+    ctx = sdb.ctx
     try:
-        ctx = await build_context(settings, database)
         author, inactive, active = await _population(ctx, args.friends, args.inactive_share)
         ctx.strategy.activity = None  # everyone treated as active: no window
-        without = await _written_per_post(ctx, author, args.posts)
+        without, without_derived = await _written_per_post(ctx, counter, author, args.posts)
         ctx.strategy.activity = ctx.activity
-        with_window = await _written_per_post(ctx, author, args.posts)
+        with_window, with_derived = await _written_per_post(ctx, counter, author, args.posts)
         returning, active_ms, rebuild_s, correct = [], [], [], True
         for uid in inactive[: args.returns]:
             ms, ok = await _first_page_ms(ctx, uid)
@@ -173,14 +191,16 @@ async def measure_one(
             correct = correct and ok
         statuses = await ctx.store.statuses.count_documents({})
     finally:
-        await database.client.drop_database(settings.mongodb_db)
-        await database.close()
+        await client.drop_database(db_name)
     return {
         "strategy": name,
         "statuses": statuses,
         "docs_written_per_post_all_active": round(without, 1),
         "docs_written_per_post_with_window": round(with_window, 1),
+        "derived_docs_written_per_post_all_active": round(without_derived, 1),
+        "derived_docs_written_per_post_with_window": round(with_derived, 1),
         "ratio": round(with_window / without, 3),
+        "derived_ratio": round(with_derived / without_derived, 3),
         "returning_first_page_ms_median": round(statistics.median(returning), 1)
         if returning
         else None,
@@ -193,7 +213,15 @@ async def measure_one(
 
 
 async def measure(url: str, args: argparse.Namespace, embedded: bool) -> dict[str, Any]:
-    results = [await measure_one(url, name, args, embedded) for name in args.strategies]
+    counter = CommandCounter()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(url, event_listeners=[counter], tz_aware=True)
+    try:
+        results = [
+            await measure_one(client, counter, url, name, args, embedded)
+            for name in args.strategies
+        ]
+    finally:
+        await client.close()
     return {
         "backend": "embedded" if embedded else "mongodb",
         "friends": args.friends,
