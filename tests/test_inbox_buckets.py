@@ -237,11 +237,16 @@ class Finds(monitoring.CommandListener):
         self.on: bool = False
         self.buckets = 0
         self.statuses = 0
+        # The projection of each bucket find (None: whole documents).
+        self.projections: list[dict[str, Any] | None] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if self.on and event.command_name == "find":
             self.buckets += event.command.get("find") == "inbox_buckets"
             self.statuses += event.command.get("find") == "statuses"
+            if event.command.get("find") == "inbox_buckets":
+                projection = event.command.get("projection")
+                self.projections.append(None if projection is None else dict(projection))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -256,7 +261,7 @@ monitoring.register(FINDS)
 
 @contextmanager
 def counting() -> Iterator[Finds]:
-    FINDS.on, FINDS.buckets, FINDS.statuses = True, 0, 0
+    FINDS.on, FINDS.buckets, FINDS.statuses, FINDS.projections = True, 0, 0, []
     try:
         yield FINDS
     finally:
@@ -295,6 +300,24 @@ async def test_a_page_reads_at_most_two_buckets_of_a_long_timeline(h: Harness) -
     # What the benchmark explains: the first page's buckets, at most 2 documents examined.
     explained = await explain_page(h.ctx.store.db, await inbox(h).first_page_query(ann, 10))
     assert 1 <= explained.docs_examined <= 2
+
+
+@pytest.mark.parametrize("inbox_bucket_size", [4])
+async def test_the_unread_count_reads_no_text(h: Harness) -> None:
+    """The count walks the chain as a page does, but fetches only what it counts by: ids (and
+    authors) and the link to the next bucket, never the entries' texts."""
+    await h.user("ann")
+    posted = [(await h.post("ann", f"a{i}"))["id"] for i in range(10)]
+    read_to = {"home": {"last_read_id": posted[1]}}
+    assert (await h.client.post("/markers", json=read_to, headers=h.auth("ann"))).status_code == 200
+    with counting() as finds:
+        r = await h.client.get("/timeline/unread_count", headers=h.auth("ann"))
+    assert r.status_code == 200 and r.json()["count"] == 8
+    assert finds.buckets >= 2  # the walk went past the head (buckets of 4)
+    for projection in finds.projections:
+        assert projection is not None, "a bucket was read whole"
+        included = {k for k, v in projection.items() if v}
+        assert included and included <= {"items.s", "items.a", "lo", "hi", "_id"}, projection
 
 
 async def test_a_changed_bucket_size_needs_no_rebuild(h: Harness, mongo_url: str) -> None:

@@ -40,6 +40,10 @@ FANOUT_BATCH = 1000
 # embedded server's `$in` cost grows with the square of the list (app/strategies/common.py).
 OWNERS_PER_QUERY = 100
 DEFAULT_BUCKET_SIZE = 50
+# What the unread count reads of each bucket: the entries' ids (and authors, for any check of
+# who may be shown) and the link to the next bucket; never the texts (up to TIMELINE_MAX of them,
+# ~500 bytes each, on every poll).
+COUNT_FIELDS = {"items.s": 1, "items.a": 1, "lo": 1, "hi": 1}
 
 
 class InboxBuckets(TimelineStrategy):
@@ -212,9 +216,11 @@ class InboxBuckets(TimelineStrategy):
         return await self.rebuild(user_id)
 
     # -- reading -------------------------------------------------------------------------------
-    async def _start(self, owner: ObjectId, before: ObjectId | None) -> dict[str, Any] | None:
+    async def _start(
+        self, owner: ObjectId, before: ObjectId | None, fields: dict[str, int] | None
+    ) -> dict[str, Any] | None:
         if before is None:
-            return await self.inbox.bucket(owner, MAX_ID)
+            return await self.inbox.bucket(owner, MAX_ID, fields)
         found = await self.inbox.holder(owner, before)
         if found is not None:
             return found
@@ -222,12 +228,18 @@ class InboxBuckets(TimelineStrategy):
         return chain.covering(before) if chain.buckets else None
 
     async def _walk(
-        self, owner: ObjectId, before: ObjectId | None, after: ObjectId | None, want: int
+        self,
+        owner: ObjectId,
+        before: ObjectId | None,
+        after: ObjectId | None,
+        want: int,
+        fields: dict[str, int] | None = None,
     ) -> list[Entry]:
         """Up to `want` entries of the owner's timeline, newest first, below `before` and above
-        `after`, following the chain from the bucket where they start."""
+        `after`, following the chain from the bucket where they start; each bucket read whole,
+        or only `fields` of it (which must include the chain's `lo`)."""
         out: list[Entry] = []
-        bucket = await self._start(owner, before)
+        bucket = await self._start(owner, before, fields)
         while bucket is not None and len(out) < want:
             for item in bucket["items"]:
                 s = item["s"]
@@ -240,7 +252,7 @@ class InboxBuckets(TimelineStrategy):
                 break
             if after is not None and bucket["lo"] <= after:
                 break
-            bucket = await self.inbox.bucket(owner, bucket["lo"])
+            bucket = await self.inbox.bucket(owner, bucket["lo"], fields)
         return out[:want]
 
     async def read(
@@ -268,7 +280,8 @@ class InboxBuckets(TimelineStrategy):
         return [v for v in shown if v is not None]
 
     async def count_newer(self, user_id: ObjectId, after: ObjectId | None) -> int:
-        return len(await self._walk(user_id, None, after, self.max_items))
+        """Counted from the entries' ids and authors only: a poll never fetches the texts."""
+        return len(await self._walk(user_id, None, after, self.max_items, COUNT_FIELDS))
 
     async def first_page_query(self, user_id: ObjectId, limit: int) -> PageQuery:
         """The bucket reads of a first page as one query: the head and, when the page needs

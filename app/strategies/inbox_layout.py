@@ -72,8 +72,11 @@ class InboxPlacement:
             return await write(session)
 
     # -- reading -------------------------------------------------------------------------------
-    async def bucket(self, owner: ObjectId, hi: ObjectId) -> dict[str, Any] | None:
-        return await self.coll.find_one({"owner_id": owner, "hi": hi})
+    async def bucket(
+        self, owner: ObjectId, hi: ObjectId, fields: dict[str, int] | None = None
+    ) -> dict[str, Any] | None:
+        """The owner's bucket whose range ends at `hi`, whole or only `fields` (a projection)."""
+        return await self.coll.find_one({"owner_id": owner, "hi": hi}, fields)
 
     async def holder(self, owner: ObjectId, status_id: ObjectId) -> dict[str, Any] | None:
         """The chain bucket holding `status_id`. An interrupted split's copy may hold it too;
