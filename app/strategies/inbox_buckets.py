@@ -5,12 +5,11 @@ the `before` cursor, and the one below it when the page needs more, and nothing 
 
 Cost model: a page reads at most 1 + ceil((limit + 1) / ceil(INBOX_BUCKET_SIZE / 2)) buckets
 (a head split leaves half a bucket on each side; 2 for the default page of 20 and buckets of 50,
-and a first page of up to 24 is the head alone) by point look-ups,
-whatever the friend count, the timeline's length and what was removed, on any server. A post costs one
-conditional update of each receiver's head (the entry: ids, handle, text, time), in
-unordered bulk writes; once per INBOX_BUCKET_SIZE / 2 appends a receiver's head splits (an
-insert and an update), and a timeline at TIMELINE_MAX also trims its oldest entry (a read of
-the chain and an update).
+and a first page of up to 24 is the head alone) by point look-ups, whatever the friend count,
+the timeline's length and what was removed, on any server. A post costs one conditional update
+of each receiver's head (the entry: ids, handle, text, time), in unordered bulk writes; once per
+INBOX_BUCKET_SIZE / 2 appends a receiver's head splits (an insert and an update), and a timeline
+at TIMELINE_MAX also trims its oldest entry (a read of the chain and an update).
 Backfill, unfriend, delete and refills are as in receiver_copies, on the chain.
 """
 
