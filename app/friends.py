@@ -7,7 +7,7 @@ from typing import Any, Literal
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from app import graph, outbox
+from app import graph, outbox, revocations
 from app.context import AppContext
 from app.db import Session
 from app.errors import Conflict, NotFound, ValidationFailed
@@ -185,8 +185,19 @@ async def unfriend(ctx: AppContext, me: Account, handle: str) -> None:
     if a == b or not (await ctx.graph.are_friends(a, b) or await ctx.graph.are_friends(b, a)):
         return  # idempotent: nothing to end
 
+    # Each side stops seeing the other's statuses from the commit on, whatever the worker's
+    # state (app.revocations); the event of `author`'s statuses towards `reader` settles it.
+    rev = ObjectId()
+    keys = {a: revocations.friend_key(b, me.handle), b: revocations.friend_key(a, other.handle)}
+
     async def change(session: Session) -> None:
+        await revocations.revoke(
+            ctx.store.revocations, [(k, rev) for k in keys.values()], session=session
+        )
         await ctx.graph.unlink(a, b, session=session)
 
-    events = outbox.friendship_events(a, b, friends=False)
+    events = [
+        revocations.stamped(e, keys[e["author_id"]], rev)
+        for e in outbox.friendship_events(a, b, friends=False)
+    ]
     await ctx.commit(events, change)

@@ -19,6 +19,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from app import timeline_reads
 from app.db import Database
 from app.errors import Conflict
 from app.models import utcnow
@@ -156,5 +157,6 @@ async def unread_count(
 ) -> tuple[int, bool]:
     """(items of the timeline newer than the home marker, whether that hit TIMELINE_MAX)."""
     home = await get_home(store, user_id)
-    count = await strategy.count_newer(user_id, None if home is None else home.last_read_id)
+    after = None if home is None else home.last_read_id
+    count = await timeline_reads.count_newer(store.revocations, strategy, user_id, after)
     return count, count >= strategy.max_items

@@ -165,6 +165,9 @@ class Event(Document):
     # are done), so a fan-out cut short by a crash resumes after the last batch it wrote, each
     # maintained strategy from its own (see app.checkpoint).
     resume_after: dict[str, PydanticObjectId] | None = None
+    # A delete's or an unfriend's stamp: the revocation record (app.revocations) this event
+    # settles once every maintained strategy has applied it.
+    revokes: PydanticObjectId | None = None
 
     class Settings:
         name = "events"
@@ -257,6 +260,21 @@ class UserActivity(Document):
         ]
 
 
+class Revocation(Document):
+    """A removal that derived data may still hold (app.revocations): `_id` is `s:<status id>`
+    for a deleted status, `f:<reader id>:<author handle>` for an ended friendship's one side.
+    `rev` is the stamp of the newest delete or unfriend it stands for. Written in the removal's
+    own transaction, deleted by the worker once its event is applied; reads check their items
+    against it, so only `_id`'s index is needed."""
+
+    id: str  # type: ignore[assignment]  # the key above, not a generated id
+    rev: PydanticObjectId
+    at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "revocations"
+
+
 DOCUMENT_MODELS: list[type[Document]] = [
     User,
     FriendRequest,
@@ -276,4 +294,5 @@ DOCUMENT_MODELS: list[type[Document]] = [
     IdempotencyRecord,
     Marker,
     UserActivity,
+    Revocation,
 ]

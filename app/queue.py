@@ -25,6 +25,7 @@ from typing import Any, cast
 
 from bson import ObjectId
 
+from app import revocations
 from app.db import Session
 from app.graph import Graph
 from app.models import utcnow
@@ -81,6 +82,7 @@ class Queue(QueueReader):
     def __init__(self, store: Store) -> None:
         super().__init__(store.events)
         self.statuses = store.statuses
+        self.revocations = store.revocations
         self.graph = Graph(store)
 
     # -- recording (the writer's side; app.outbox decides which) --------------------------------
@@ -104,8 +106,12 @@ class Queue(QueueReader):
         await self.events.delete_many({"_id": {"$in": ids}, "state": "staged"})
 
     async def discard_one_staged(self, event_id: ObjectId) -> bool:
-        dropped = await self.events.delete_one({"_id": event_id, "state": "staged"})
-        return bool(dropped.deleted_count)
+        """Delete a staged event whose change never landed, and the revocation record it
+        carried (app.revocations): nothing was removed, so nothing stays hidden."""
+        dropped = await self.events.find_one_and_delete({"_id": event_id, "state": "staged"})
+        if dropped is not None:
+            await revocations.settle(self.revocations, dropped)
+        return dropped is not None
 
     # -- the staged path's checks (the worker's side) -------------------------------------------
     async def landed(self, event: Mapping[str, Any]) -> bool:

@@ -51,6 +51,8 @@ class QueuedEvent(TypedDict):
     resume_after: NotRequired[dict[str, ObjectId] | None]
     # How often a staged event was found not landed yet (`Queue.defer`).
     checks: NotRequired[int]
+    # The stamp of the revocation record this event settles (app.revocations).
+    revokes: NotRequired[ObjectId | None]
 
 
 def from_doc(doc: Mapping[str, Any]) -> QueuedEvent:

@@ -11,7 +11,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from app import outbox
+from app import outbox, revocations
 from app.context import AppContext
 from app.cursors import parse_id
 from app.db import Session
@@ -213,8 +213,11 @@ async def _own(ctx: AppContext, me: Account, status_id: str) -> dict[str, Any]:
 async def delete(ctx: AppContext, me: Account, status_id: str) -> None:
     doc = await _own(ctx, me, status_id)
     strategy = ctx.strategy
+    # Hidden from every read from the commit on, whatever the worker's state (app.revocations).
+    key, rev = revocations.status_key(doc["_id"]), ObjectId()
 
     async def change(session: Session) -> None:
+        await revocations.revoke(ctx.store.revocations, [(key, rev)], session=session)
         # A key still bound to this status in flight (its post failed after inserting it,
         # without a transaction) is settled first: a retry then replays the post instead of
         # inserting the deleted status again.
@@ -228,8 +231,8 @@ async def delete(ctx: AppContext, me: Account, status_id: str) -> None:
         )
         await strategy.status_deleted(doc, session=session)
 
-    events = [outbox.status_event("status_deleted", doc["author_id"], doc["_id"])]
-    await ctx.commit(events, change)
+    event = outbox.status_event("status_deleted", doc["author_id"], doc["_id"])
+    await ctx.commit([revocations.stamped(event, key, rev)], change)
     await _after(strategy.after_delete(doc))
 
 

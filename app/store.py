@@ -45,6 +45,7 @@ class Store:
     idempotency_keys: Collection
     markers: Collection
     user_activity: Collection
+    revocations: Collection
 
     @classmethod
     def bind(cls, db: AsyncDatabase[Any]) -> Store:
@@ -69,4 +70,5 @@ class Store:
             idempotency_keys=db[_name(models.IdempotencyRecord)],
             markers=db[_name(models.Marker)],
             user_activity=db[_name(models.UserActivity)],
+            revocations=db[_name(models.Revocation)],
         )

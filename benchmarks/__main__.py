@@ -18,6 +18,10 @@ COMMANDS = {
         "benchmarks.hybrid",
         "hybrid against receiver_copies for a reader of large-audience authors; crossings",
     ),
+    "removals": (
+        "benchmarks.removals",
+        "what the removal rule's check costs a page, with and without removals in flight",
+    ),
     "load": ("benchmarks.load", "HTTP load against a running service, then a loss check"),
 }
 

@@ -30,7 +30,7 @@ from datetime import timedelta
 from bson import ObjectId
 from pymongo.errors import OperationFailure, PyMongoError
 
-from app import checkpoint
+from app import checkpoint, revocations
 from app.checkpoint import LeaseLost as LeaseLost
 from app.context import AppContext
 from app.db import domain_error_from_pymongo
@@ -195,6 +195,9 @@ class Worker:
                     await apply_event(strategy, event)
                 finally:
                     checkpoint.current.reset(token)
+            # No maintained strategy's derived data holds what the event removed any more.
+            async with checkpoint.fenced():
+                await revocations.settle(self.ctx.store.revocations, event)
 
         lease_token = checkpoint.lease.set(lease)
         try:  # the handler's task copies the context, lease included, when created

@@ -93,6 +93,16 @@ class Model:
         ]
         return sorted(visible, reverse=True)[: self.max_items]
 
+    def allowed(self, user: str) -> set[int]:
+        """What any read by `user` may show or count at this moment, however far behind the
+        worker is: statuses that exist, by `user` or a current friend. Additions may lag (a read
+        may show less than `timeline`), removals never do (it may show nothing else)."""
+        return {
+            n
+            for n, author in self.statuses.items()
+            if author == user or self.are_friends(user, author)
+        }
+
     # -- activity ------------------------------------------------------------------------------
     def read(self, user: str) -> None:
         """GET /timeline or /timeline/unread_count by `user`."""

@@ -77,9 +77,9 @@ def test_collections_are_passed_in_not_reached_through_beanie() -> None:
     assert bound == []
 
 
-# STYLE.md asks for modules of ~300 lines split by concern; a little slack over the round
-# number so that a docstring paragraph does not force a split, none beyond that.
-MAX_MODULE_LINES = 320
+# STYLE.md: split a file that grows past ~500 lines, by concern. A size is a hint to look, never
+# a reason to cut one class in two, so the bound is STYLE.md's, not a tighter one to fit.
+MAX_MODULE_LINES = 500
 # Functions of ~60 lines at most: one screen, so a reader sees a whole function at once.
 MAX_FUNCTION_LINES = 60
 

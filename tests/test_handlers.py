@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from app import revocations
 from app.events import apply_event
-from app.models import Event, utcnow
+from app.models import Event, Revocation, utcnow
 from tests.derived import dump, holders
 from tests.harness import Harness
 from tests.test_equivalence import Player, Script, new_script
@@ -69,6 +70,10 @@ async def recorded_events(*, pending_only: bool = True) -> list[dict[str, Any]]:
 
 
 async def mark_done(events: list[dict[str, Any]]) -> None:
+    """What the worker does once an event is applied: settle its revocation record
+    (app.revocations), mark it done."""
+    for event in events:
+        await revocations.settle(Revocation.get_pymongo_collection(), event)
     await Event.get_pymongo_collection().update_many(
         {"_id": {"$in": [e["_id"] for e in events]}},
         {"$set": {"state": "done", "done_at": utcnow(), "lease_until": None}},

@@ -11,6 +11,7 @@ from app.api.parsing import cursor_param, limit_param
 from app.context import reading_strategy
 from app.errors import BadRequest
 from app.statuses import status_json
+from app.timeline_reads import read_page
 from app.users import Account
 
 
@@ -21,15 +22,19 @@ async def timeline(request: Request, me: Account) -> Payload:
     after = cursor_param(request, "after")
     if before is not None and after is not None:
         raise BadRequest("use either before or after, not both", code="invalid_cursor")
-    strategy = await reading_strategy(context(request), me.id)
-    page = await strategy.read(me.id, limit=limit, before=before, after=after)
+    ctx = context(request)
+    strategy = await reading_strategy(ctx, me.id)
+    page = await read_page(
+        ctx.store.revocations, strategy, me.id, limit=limit, before=before, after=after
+    )
     items = [
         status_json({"_id": s.id, "author": s.author, "text": s.text, "created_at": s.created_at})
         for s in page.items
     ]
+    older = page.next_before()
     return {
         "items": items,
-        "next_cursor": cursors.encode(page.items[-1].id) if page.has_older else None,
+        "next_cursor": cursors.encode(older) if older is not None else None,
         "newest_cursor": cursors.encode(page.items[0].id) if page.items else None,
         "gap": page.gap,
     }

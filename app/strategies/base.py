@@ -54,6 +54,17 @@ class Page:
     items: list[StatusView]
     has_older: bool  # a `before` page after the last item would not be empty
     gap: bool  # an `after` page left out newer items than `limit`
+    # Where the next `before` page starts when it is not the last item's id: a checked page
+    # (app.timeline_reads) whose items were all hidden still continues past them.
+    resume_before: ObjectId | None = None
+
+    def next_before(self) -> ObjectId | None:
+        """The `before` cursor of the page after this one; None at the end."""
+        if not self.has_older:
+            return None
+        if self.items:
+            return self.items[-1].id
+        return self.resume_before
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,9 @@ class PageQuery:
 
 class TimelineStrategy(ABC):
     name: ClassVar[StrategyName]
+    #: pages are read from the source of truth (statuses and friendships) at read time, so a
+    #: removal shows at once and needs no check (app.timeline_reads)
+    reads_truth: ClassVar[bool] = False
     #: where a page's items live, and the field holding the status id there
     id_field: ClassVar[str] = "_id"
     #: the key pattern of the index a page is read in. Counts (the unread count, a `before`

@@ -1,0 +1,121 @@
+"""Timelines may lag in what they add, never in what they remove (docs/api.md, "Timeline
+semantics"), on every strategy: once DELETE /statuses/{id} or DELETE /friends/{handle} has
+returned, no page (first, `before`, `after`) and no unread count shows or counts what it removed,
+with the worker stopped, or after the event went dead. The randomized version of these checks is
+the peek step of tests/test_equivalence.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from app import cursors
+from tests.harness import Harness
+
+
+async def everything(h: Harness, handle: str, page: int) -> list[str]:
+    """Every item of every kind of read, checked for consistency: the pages in order, a refresh
+    from before the oldest, and the unread count (no marker: the whole timeline)."""
+    ids = await h.timeline_ids(handle, page=page)
+    assert len(ids) == len(set(ids))
+    if ids:
+        oldest = cursors.encode(ObjectId(ids[-1]))
+        fresh = await h.timeline(handle, after=oldest, limit=100)
+        assert [i["id"] for i in fresh["items"]] == ids[:-1]
+        assert fresh["gap"] is False
+    r = await h.client.get("/timeline/unread_count", headers=h.auth(handle))
+    assert r.json()["count"] == len(ids)
+    return ids
+
+
+async def friends_with_history(h: Harness, posts: int) -> list[dict[str, Any]]:
+    await h.user("amy")
+    await h.user("bob")
+    await h.befriend("amy", "bob")
+    made = [await h.post("amy", f"amy {i}") for i in range(posts)]
+    await h.drain()
+    return made
+
+
+async def test_a_delete_is_gone_from_every_read_at_once(h: Harness) -> None:
+    made = await friends_with_history(h, 6)
+    before = await everything(h, "bob", page=2)
+    assert before == [s["id"] for s in reversed(made)]
+    # Deleted while the worker is stopped: the middle of a page and a page's edge.
+    for gone in (made[3], made[4]):
+        await h.delete("amy", gone["id"])
+    want = [i for i in before if i not in {made[3]["id"], made[4]["id"]}]
+    assert await everything(h, "bob", page=2) == want
+    assert await everything(h, "amy", page=2) == want
+    # A full page still holds `limit` items, and its cursor goes on past the hidden ones.
+    first = await h.timeline("bob", limit=2)
+    assert [i["id"] for i in first["items"]] == want[:2]
+    assert first["next_cursor"] is not None
+    # A refresh from before the delete leaves it out too, and says there is no gap.
+    since = cursors.encode(ObjectId(made[1]["id"]))
+    fresh = await h.timeline("bob", after=since, limit=2)
+    assert [i["id"] for i in fresh["items"]] == [made[5]["id"], made[2]["id"]]
+    assert fresh["gap"] is False
+    await h.drain()
+    assert await everything(h, "bob", page=2) == want
+    assert await h.ctx.store.revocations.count_documents({}) == 0  # settled by the worker
+
+
+async def test_an_unfriend_hides_both_sides_at_once(h: Harness) -> None:
+    made = await friends_with_history(h, 3)
+    bobs = await h.post("bob", "bob's own")
+    await h.drain()
+    await h.unfriend("bob", "amy")
+    assert await everything(h, "bob", page=2) == [bobs["id"]]
+    assert await everything(h, "amy", page=2) == [s["id"] for s in reversed(made)]
+    # A post made after the unfriend never reaches the ex-friend either.
+    late = await h.post("amy", "after the unfriend")
+    assert late["id"] not in await everything(h, "bob", page=2)
+    await h.drain()
+    assert await everything(h, "bob", page=2) == [bobs["id"]]
+
+
+async def test_befriending_again_shows_the_statuses_again_after_the_worker(h: Harness) -> None:
+    """The revocation stays until its event is applied; a new friendship's backfill then shows
+    the author again (an addition, which may lag)."""
+    made = await friends_with_history(h, 2)
+    await h.unfriend("amy", "bob")
+    await h.befriend("amy", "bob")
+    assert set(await everything(h, "bob", page=2)) <= {s["id"] for s in made}
+    await h.drain()
+    assert await everything(h, "bob", page=2) == [s["id"] for s in reversed(made)]
+
+
+async def test_removals_hold_while_the_event_is_dead(h: Harness) -> None:
+    made = await friends_with_history(h, 3)
+    await h.delete("amy", made[2]["id"])
+    await h.unfriend("amy", "bob")
+    await h.ctx.store.events.update_many({"state": "pending"}, {"$set": {"state": "dead"}})
+    assert await h.drain() == 0
+    assert await everything(h, "bob", page=2) == []
+    amys = await everything(h, "amy", page=2)
+    assert amys == [made[1]["id"], made[0]["id"]]
+
+
+@pytest.mark.parametrize("strategy", ["hybrid"])
+@pytest.mark.parametrize("hybrid_threshold", [1])
+async def test_hybrid_ex_friend_sees_no_large_author_post_made_after_the_unfriend(
+    h: Harness,
+) -> None:
+    """amy has two friends, so she is a large author (threshold 1): her statuses are merged
+    into pages at read time, through bob's large-friend pair, which only the worker removes."""
+    await h.user("amy")
+    await h.user("bob")
+    await h.user("cat")
+    await h.befriend("amy", "bob")
+    await h.befriend("amy", "cat")
+    await h.drain()
+    assert await h.ctx.store.large_authors.count_documents({}) == 1
+    await h.unfriend("bob", "amy")
+    late = await h.post("amy", "after the unfriend")
+    r = await h.client.get(f"/statuses/{late['id']}", headers=h.auth("bob"))
+    assert r.status_code == 404
+    assert await everything(h, "bob", page=2) == []
+    assert await everything(h, "cat", page=2) == [late["id"]]
