@@ -150,6 +150,35 @@ class Worker:
                     lease.lost = True
                     return
 
+    async def _apply_all(
+        self, event: QueuedEvent, lease: checkpoint.Lease, strategies: list[TimelineStrategy]
+    ) -> None:
+        """The handler: `event` applied with each strategy in turn, then its revocation record
+        settled. Each strategy resumes from its own checkpoint: the maintained ones share the
+        event, not their progress through its receivers (a strategy that never ran must not
+        skip the receivers another one has done)."""
+        progress = checkpoint.progress_of(event.get("resume_after"))
+
+        def save_for(name: str) -> Callable[[ObjectId], Awaitable[None]]:
+            async def save(last_done: ObjectId) -> None:
+                # The whole map is written, so a strategy's save never undoes another's.
+                progress[name] = last_done
+                if not await self._renew(event, lease, resume_after=dict(progress)):
+                    raise LeaseLost(f"event {event['_id']}")
+
+            return save
+
+        for strategy in strategies:
+            cp = checkpoint.Checkpoint(progress.get(strategy.name), save_for(strategy.name))
+            token = checkpoint.current.set(cp)  # this task's own context
+            try:
+                await apply_event(strategy, event)
+            finally:
+                checkpoint.current.reset(token)
+        # No maintained strategy's derived data holds what the event removed any more.
+        async with checkpoint.fenced():
+            await revocations.settle(self.ctx.store.revocations, event)
+
     async def _apply(self, event: QueuedEvent) -> None:
         """Apply `event` with a checkpoint, a heartbeat and a fence (app.checkpoint); LeaseLost
         if the lease was lost."""
@@ -171,37 +200,10 @@ class Worker:
 
         lease.renew = renew
 
-        progress = checkpoint.progress_of(event.get("resume_after"))
-
-        def save_for(name: str) -> Callable[[ObjectId], Awaitable[None]]:
-            async def save(last_done: ObjectId) -> None:
-                # The whole map is written, so a strategy's save never undoes another's.
-                progress[name] = last_done
-                if not await self._renew(event, lease, resume_after=dict(progress)):
-                    raise LeaseLost(f"event {event['_id']}")
-
-            return save
-
         strategies = await self.strategies()
-
-        async def apply_all() -> None:
-            # Each strategy gets its own checkpoint: the maintained ones share the event, not
-            # their progress through its receivers (a strategy that never ran must not skip
-            # the receivers another one has done).
-            for strategy in strategies:
-                cp = checkpoint.Checkpoint(progress.get(strategy.name), save_for(strategy.name))
-                token = checkpoint.current.set(cp)  # this task's own context
-                try:
-                    await apply_event(strategy, event)
-                finally:
-                    checkpoint.current.reset(token)
-            # No maintained strategy's derived data holds what the event removed any more.
-            async with checkpoint.fenced():
-                await revocations.settle(self.ctx.store.revocations, event)
-
         lease_token = checkpoint.lease.set(lease)
         try:  # the handler's task copies the context, lease included, when created
-            handler = asyncio.create_task(apply_all())
+            handler = asyncio.create_task(self._apply_all(event, lease, strategies))
         finally:
             checkpoint.lease.reset(lease_token)
         heartbeat = asyncio.create_task(self._heartbeat(event, lease))
