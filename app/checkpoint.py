@@ -1,11 +1,12 @@
 """Progress of a long event handler, saved as it goes so that a crashed one resumes mid-way, and
 the fence that stops a worker that lost its lease from writing.
 
-The worker (fanout/) sets `current` while it applies an event; a handler that writes in batches
-(receiver_copies' fan-out) skips what `resume_after` says is done and calls `save` after each
-batch. Outside the worker (tests calling handlers directly, rebuilds) there is no checkpoint and
-handlers simply do all the work. `save` also checks the event's lease in the database and raises
-LeaseLost if it was taken over.
+The worker (fanout/) sets `current` while it applies an event, one checkpoint per strategy it
+maintains (each resumes from its own progress: the event's `resume_after` maps strategy names to
+the last receiver done); a handler that writes in batches (receiver_copies' fan-out) skips what
+`resume_after` says is done and calls `save` after each batch. Outside the worker (tests calling
+handlers directly, rebuilds) there is no checkpoint and handlers simply do all the work. `save`
+also checks the event's lease in the database and raises LeaseLost if it was taken over.
 
 The fence proper is `fenced()`, around every derived-data write of a handler. The worker sets
 `lease` to what it knows of its lease: valid until a local monotonic deadline that each renewal
@@ -68,6 +69,15 @@ class Checkpoint:
 
 
 current: ContextVar[Checkpoint | None] = ContextVar("checkpoint", default=None)
+
+
+def progress_of(saved: object) -> dict[str, ObjectId]:
+    """The per-strategy progress saved on an event (`resume_after`). Anything else (a single id
+    saved before progress was kept per strategy, which cannot say whose it was) resumes nothing:
+    the handlers redo the work, idempotently."""
+    if not isinstance(saved, dict):
+        return {}
+    return {k: v for k, v in saved.items() if isinstance(k, str) and isinstance(v, ObjectId)}
 
 
 @dataclass

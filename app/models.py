@@ -161,9 +161,10 @@ class Event(Document):
     # of one author ever ran at the same time.
     started_at: datetime | None = None
     done_at: datetime | None = None
-    # A resumable handler's progress (receiver_copies: receivers up to this id are done), so a
-    # fan-out cut short by a crash resumes after the last batch it wrote (see app.checkpoint).
-    resume_after: PydanticObjectId | None = None
+    # A resumable handler's progress per strategy name (receiver_copies: receivers up to this id
+    # are done), so a fan-out cut short by a crash resumes after the last batch it wrote, each
+    # maintained strategy from its own (see app.checkpoint).
+    resume_after: dict[str, PydanticObjectId] | None = None
     # A delete's or an unfriend's stamp: the revocation record (app.revocations) this event
     # settles once every maintained strategy has applied it.
     revokes: PydanticObjectId | None = None

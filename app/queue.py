@@ -208,9 +208,14 @@ class Queue(QueueReader):
 
     # -- a claimed event's transitions (each a no-op for an owner that lost the event) ----------
     async def renew(
-        self, event_id: ObjectId, owner: str, until: datetime, resume_after: ObjectId | None = None
+        self,
+        event_id: ObjectId,
+        owner: str,
+        until: datetime,
+        resume_after: dict[str, ObjectId] | None = None,
     ) -> bool:
-        """Extend `owner`'s lease on the event (and save `resume_after`); False if it lost it."""
+        """Extend `owner`'s lease on the event (and save `resume_after`, the progress of each
+        strategy by name); False if it lost it."""
         sets: dict[str, Any] = {"lease_until": until}
         if resume_after is not None:
             sets["resume_after"] = resume_after

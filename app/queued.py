@@ -48,7 +48,7 @@ class QueuedEvent(TypedDict):
     friends: NotRequired[bool]
     lease_owner: NotRequired[str | None]
     started_at: NotRequired[datetime | None]
-    resume_after: NotRequired[ObjectId | None]
+    resume_after: NotRequired[dict[str, ObjectId] | None]
     # How often a staged event was found not landed yet (`Queue.defer`).
     checks: NotRequired[int]
     # The stamp of the revocation record this event settles (app.revocations).

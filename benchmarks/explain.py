@@ -26,6 +26,9 @@ class Explained:
     keys_examined: int
     docs_examined: int
     returned: int
+    # Documents the query's filter selects (counted apart; None: not counted): what a plan with
+    # a blocking SORT examines at best, each matching key once, so a bound on any server.
+    matching: int | None = None
 
 
 def stage_chain(stage: Mapping[str, Any]) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from bson import ObjectId
@@ -87,8 +87,10 @@ class StrategyBench:
         return sw.seconds, w
 
     async def explain(self, u: int) -> Explained:
+        """The first page's explain, with the documents its filter selects (`matching`)."""
         query = await self.strategy.first_page_query(self.work.user_ids[u], PAGE_LIMIT)
-        return await explain_page(self.sdb.db, query)
+        explained = await explain_page(self.sdb.db, query)
+        return replace(explained, matching=await query.collection.count_documents(query.filter))
 
     async def matching(self, u: int) -> int:
         """Documents the first page's filter selects: what a plan with a blocking SORT examines

@@ -37,12 +37,16 @@ class ReadSummary:
     plans: dict[str, int]
     reads: int
     explained: int
+    # Documents the explained pages' filters select, per read (None: not counted): the bound of
+    # `keys_examined_per_read` where the plan sorts in memory (tests/test_benchmarks.py).
+    keys_matching_per_read: float | None = None
 
     @classmethod
     def of(
         cls, read_s: list[float], round_trips: list[int], explained: list[Explained]
     ) -> ReadSummary:
         plans = Counter(e.plan for e in explained)
+        matching = [e.matching for e in explained if e.matching is not None]
         return cls(
             p50_ms=ms(percentile(read_s, 50)),
             p95_ms=ms(percentile(read_s, 95)),
@@ -55,6 +59,11 @@ class ReadSummary:
             plans=dict(plans),
             reads=len(read_s),
             explained=len(explained),
+            keys_matching_per_read=(
+                rounded(mean([float(m) for m in matching]))
+                if explained and len(matching) == len(explained)
+                else None
+            ),
         )
 
     def as_json(self) -> dict[str, Any]:

@@ -50,7 +50,9 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
             await strategy.ensure_indexes()
             with progress(f"rebuilding ({strategy.name})") as step:
                 # Under author leases: safe beside running workers.
-                changed = await switch.rebuild_leased(strategy, users, step)
+                # A whole rebuild resumes where an interrupted one stopped.
+                key = None if args.user else f"rebuild:{strategy.name}"
+                changed = await switch.rebuild_leased(strategy, users, step, resume_key=key)
             print(f"rebuilt {strategy.name}: {changed} documents changed")
         if changed_settings:
             await recorded_settings.record(ctx.store, ctx.settings)

@@ -7,7 +7,9 @@ While the old strategy keeps serving reads:
    applies them itself too, as one more worker), so no event is left that only the old
    strategy saw, except those whose effect the rebuild reads from the source of truth.
 3. NAME's indexes are created and its derived data rebuilt for every user, each under the
-   user's author lease, so a rebuild never interleaves with that author's events.
+   user's author lease (renewed while the user's step runs), so a rebuild never interleaves
+   with that author's events. The last user done is saved: a switch run again after a crash
+   resumes there.
 4. NAME is recorded as built and active. API processes and workers are then restarted with
    TIMELINE_STRATEGY=NAME; until they are, the old ones keep serving the old strategy, whose
    data is still maintained. `--retire OLD` afterwards stops maintaining the old one.
@@ -17,10 +19,13 @@ No reader ever sees an empty or half-built timeline: reads switch only when proc
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 
 from bson import ObjectId
+from pymongo.errors import PyMongoError
 
 from app import checkpoint, maintenance, recorded_settings
 from app.context import AppContext
@@ -29,10 +34,18 @@ from app.settings import StrategyName
 from app.store import Store
 from app.strategies import TimelineStrategy, build_strategy
 from fanout.leases import AuthorLeases
-from fanout.worker import CONFIG_REFRESH_S, LEASE_S, Worker
+from fanout.worker import CONFIG_REFRESH_S, LEASE_S, RENEWALS_PER_LEASE, LeaseLost, Worker
+
+log = logging.getLogger("timeline.switch")
 
 # While waiting for another worker's author lease or for older events, look again this often.
 POLL_S = 0.05
+# Leases lost in a row (each a stall past the lease, despite the renewals) before a rebuild gives
+# up on a user and stops; run again with the same key, it resumes there.
+USER_ATTEMPTS = 3
+# The `service_config` document (its own, beside the config: a database without a config yet
+# can be rebuilt too) that holds each resumable rebuild's last user done, by key.
+PROGRESS_ID = "rebuild_progress"
 
 
 class SwitchError(Exception):
@@ -60,14 +73,80 @@ async def _acquire_waiting(
     leases: AuthorLeases, author: ObjectId, owner: str, lease_s: float
 ) -> checkpoint.Lease:
     """The author's lease, once the worker applying one of its events lets go; returned as the
-    fence of the writes made under it (app.checkpoint)."""
+    fence of the writes made under it (app.checkpoint), renewable as the worker's is."""
     while True:
         sent_at = time.monotonic()
         if await leases.acquire(author, owner, utcnow(), lease_s):
-            lease = checkpoint.Lease(sent_at)
-            lease.renewed(sent_at, lease_s)
-            return lease
+            return _renewable(leases, author, owner, lease_s, sent_at)
         await asyncio.sleep(POLL_S)
+
+
+def _renewable(
+    leases: AuthorLeases, author: ObjectId, owner: str, lease_s: float, sent_at: float
+) -> checkpoint.Lease:
+    """The lease just acquired (the acquisition sent at `sent_at`), with its renewal."""
+    lease = checkpoint.Lease(sent_at, lease_s=lease_s)
+    lease.renewed(sent_at, lease_s)
+
+    async def renew() -> bool:
+        sent_at = time.monotonic()
+        if not await leases.renew(author, owner, utcnow(), lease_s):
+            lease.lost = True
+            return False
+        lease.renewed(sent_at, lease_s)
+        return True
+
+    lease.renew = renew
+    return lease
+
+
+async def _heartbeat(lease: checkpoint.Lease, lease_s: float) -> None:
+    """Renew `lease` every lease_s / RENEWALS_PER_LEASE while one user's rebuild runs, as the
+    worker's heartbeat does (fanout.worker): a renewal that fails with an error is tried again
+    at the next beat, not past the lease."""
+    assert lease.renew is not None
+    while True:
+        await asyncio.sleep(lease_s / RENEWALS_PER_LEASE)
+        try:
+            if not await lease.renew():
+                return
+        except PyMongoError as exc:
+            log.warning("could not renew a rebuild's author lease: %r", exc)
+            if lease.remaining_s() <= 0:
+                lease.lost = True
+                return
+
+
+async def _rebuild_user(
+    strategy: TimelineStrategy, leases: AuthorLeases, uid: ObjectId, owner: str, lease_s: float
+) -> int:
+    """One user's rebuild under that user's author lease, renewed while it runs; a lease lost
+    all the same (a stall past it) fails the step's next write, and the step is redone under a
+    fresh lease (rebuilds are idempotent), at most USER_ATTEMPTS times."""
+    for attempt in range(1, USER_ATTEMPTS + 1):
+        lease = await _acquire_waiting(leases, uid, owner, lease_s)
+        token = checkpoint.lease.set(lease)
+        heartbeat = asyncio.create_task(_heartbeat(lease, lease_s))
+        try:
+            changed = await strategy.rebuild(uid)
+            return changed + await strategy.rebuild_author(uid)
+        except LeaseLost:
+            if attempt == USER_ATTEMPTS:
+                raise
+            log.warning("rebuild of %s lost its lease (attempt %d); redoing it", uid, attempt)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            checkpoint.lease.reset(token)
+            await leases.release(uid, owner)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _saved_progress(store: Store, key: str) -> ObjectId | None:
+    doc = await store.service_config.find_one({"_id": PROGRESS_ID}, {key: 1})
+    done = (doc or {}).get(key)
+    return done if isinstance(done, ObjectId) else None
 
 
 async def rebuild_leased(
@@ -75,25 +154,37 @@ async def rebuild_leased(
     users: list[tuple[ObjectId, str]],
     progress: Callable[[int, int], None] | None = None,
     lease_s: float = LEASE_S,
+    *,
+    resume_key: str | None = None,
 ) -> int:
     """`strategy.rebuild` and `rebuild_author` for each user while holding that user's author
     lease, so that neither interleaves with a worker applying that author's events. The lease is
-    not renewed (one user's rebuild is bounded by TIMELINE_MAX): its writes are fenced by it
-    instead, so a rebuild that stalled past it fails (LeaseLost) rather than write over a
-    worker's later events. Returns documents changed."""
+    renewed while a user's step runs, as a worker renews its own (a hybrid author crossing down
+    takes tens of seconds), and the step's writes are fenced by it, so a rebuild that stalled
+    past it never writes over a worker's later events: that user is redone under a new lease.
+
+    With `resume_key`, users are taken in id order and the last one done is saved under that key
+    (service_config's PROGRESS_ID document) after each user: a run cut short (a crash, Ctrl-C, a
+    lease lost for good) resumes after it when called again with the same key, and a run that
+    finishes clears it. Returns documents changed."""
     owner = f"rebuild:{ObjectId()}"
-    leases = AuthorLeases(strategy.store.author_leases)
+    store = strategy.store
+    leases = AuthorLeases(store.author_leases)
+    done_until = None if resume_key is None else await _saved_progress(store, resume_key)
+    if resume_key is not None:
+        users = sorted(users)
     changed = 0
     for i, (uid, _) in enumerate(users, 1):
-        token = checkpoint.lease.set(await _acquire_waiting(leases, uid, owner, lease_s))
-        try:
-            changed += await strategy.rebuild(uid)
-            changed += await strategy.rebuild_author(uid)
-        finally:
-            checkpoint.lease.reset(token)
-            await leases.release(uid, owner)
+        if done_until is None or uid > done_until:
+            changed += await _rebuild_user(strategy, leases, uid, owner, lease_s)
+            if resume_key is not None:
+                await store.service_config.update_one(
+                    {"_id": PROGRESS_ID}, {"$set": {resume_key: uid}}, upsert=True
+                )
         if progress:
             progress(i, len(users))
+    if resume_key is not None:
+        await store.service_config.update_one({"_id": PROGRESS_ID}, {"$unset": {resume_key: ""}})
     return changed
 
 
@@ -127,7 +218,11 @@ async def switch_to(
     )
     await strategy.ensure_indexes()
     changed = await rebuild_leased(
-        strategy, await maintenance.user_ids(ctx.store), progress, lease_s
+        strategy,
+        await maintenance.user_ids(ctx.store),
+        progress,
+        lease_s,
+        resume_key=f"switch:{target}",
     )
     await _config_update(
         ctx.store,

@@ -5,7 +5,8 @@ event runs, a heartbeat renews both leases every LEASE_S / RENEWALS_PER_LEASE; i
 renewal finds a lease taken over (this worker stalled past LEASE_S), the handler is cancelled
 and the event left to its new owner. If the worker dies, its leases expire after LEASE_S and
 another worker (or this one, restarted) takes the event again: handlers are idempotent, and a
-long fan-out resumes after its last saved batch (app.checkpoint, `resume_after`). A failing
+long fan-out resumes after its last saved batch (app.checkpoint, `resume_after`, one per
+strategy: while a switch maintains two, each resumes from its own). A failing
 event is retried with exponential backoff and parked as `dead` after MAX_ATTEMPTS failures, or
 after MAX_CLAIMS claims that never finished (a worker crashing on it every time): app.queue
 moves the events; this module is the loop, the failure policy and the heartbeat. Losing a race
@@ -23,6 +24,7 @@ import random
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from bson import ObjectId
@@ -111,10 +113,11 @@ class Worker:
         self,
         event: QueuedEvent,
         lease: checkpoint.Lease,
-        resume_after: ObjectId | None = None,
+        resume_after: dict[str, ObjectId] | None = None,
     ) -> bool:
-        """Extend both leases (and save `resume_after`); False, with `lease.lost` set, if either
-        was taken over. The local deadline moves on only when both went through."""
+        """Extend both leases (and save `resume_after`, the progress of each strategy); False,
+        with `lease.lost` set, if either was taken over. The local deadline moves on only when
+        both went through."""
         sent_at = time.monotonic()
         now = utcnow()
         until = now + timedelta(seconds=self.lease_s)
@@ -147,6 +150,35 @@ class Worker:
                     lease.lost = True
                     return
 
+    async def _apply_all(
+        self, event: QueuedEvent, lease: checkpoint.Lease, strategies: list[TimelineStrategy]
+    ) -> None:
+        """The handler: `event` applied with each strategy in turn, then its revocation record
+        settled. Each strategy resumes from its own checkpoint: the maintained ones share the
+        event, not their progress through its receivers (a strategy that never ran must not
+        skip the receivers another one has done)."""
+        progress = checkpoint.progress_of(event.get("resume_after"))
+
+        def save_for(name: str) -> Callable[[ObjectId], Awaitable[None]]:
+            async def save(last_done: ObjectId) -> None:
+                # The whole map is written, so a strategy's save never undoes another's.
+                progress[name] = last_done
+                if not await self._renew(event, lease, resume_after=dict(progress)):
+                    raise LeaseLost(f"event {event['_id']}")
+
+            return save
+
+        for strategy in strategies:
+            cp = checkpoint.Checkpoint(progress.get(strategy.name), save_for(strategy.name))
+            token = checkpoint.current.set(cp)  # this task's own context
+            try:
+                await apply_event(strategy, event)
+            finally:
+                checkpoint.current.reset(token)
+        # No maintained strategy's derived data holds what the event removed any more.
+        async with checkpoint.fenced():
+            await revocations.settle(self.ctx.store.revocations, event)
+
     async def _apply(self, event: QueuedEvent) -> None:
         """Apply `event` with a checkpoint, a heartbeat and a fence (app.checkpoint); LeaseLost
         if the lease was lost."""
@@ -168,26 +200,12 @@ class Worker:
 
         lease.renew = renew
 
-        async def save(last_done: ObjectId) -> None:
-            if not await self._renew(event, lease, resume_after=last_done):
-                raise LeaseLost(f"event {event['_id']}")
-
         strategies = await self.strategies()
-
-        async def apply_all() -> None:
-            for strategy in strategies:
-                await apply_event(strategy, event)
-            # No maintained strategy's derived data holds what the event removed any more.
-            async with checkpoint.fenced():
-                await revocations.settle(self.ctx.store.revocations, event)
-
-        token = checkpoint.current.set(checkpoint.Checkpoint(event.get("resume_after"), save))
         lease_token = checkpoint.lease.set(lease)
-        try:  # the handler's task copies the context, checkpoint included, when created
-            handler = asyncio.create_task(apply_all())
+        try:  # the handler's task copies the context, lease included, when created
+            handler = asyncio.create_task(self._apply_all(event, lease, strategies))
         finally:
             checkpoint.lease.reset(lease_token)
-            checkpoint.current.reset(token)
         heartbeat = asyncio.create_task(self._heartbeat(event, lease))
         try:
             await asyncio.wait({handler, heartbeat}, return_when=asyncio.FIRST_COMPLETED)

@@ -78,15 +78,38 @@ def test_every_report_table_reads_the_typed_summary() -> None:
 
 
 def test_a_sort_bounded_by_the_page_is_not_called_growing() -> None:
-    """The committed run: inbox_buckets' page query has a SORT, but over one bucket at every
-    friend count; the conclusions must not say its keys grow with the graph."""
-    from pathlib import Path
-
+    """A page query with a SORT over one bucket at every friend count (inbox_buckets) is said to
+    sort a bounded set; one whose keys grow past the page with the friend count
+    (receiver_copies) is said to grow: the conclusions read the run they are given."""
     from benchmarks import conclusions
 
-    results = json.loads((Path(__file__).parents[1] / "docs/bench/results.json").read_text())
+    def read(p50_ms: float) -> dict[str, object]:
+        return {"p50_ms": p50_ms, "blocking_sort": True}
+
+    def row(strategy: str, friends: int, keys: int) -> dict[str, object]:
+        return {"strategy": strategy, "friends": friends, "read_keys_examined": keys}
+
+    results = {
+        "meta": {"page_limit": 20, "backend": "the embedded server"},
+        "baselines": {},
+        "strategies": {
+            "receiver_copies": {"read": read(0.8)},
+            "inbox_buckets": {"read": read(0.5)},
+        },
+        "scaling": [
+            row("receiver_copies", 10, 12),
+            row("receiver_copies", 1000, 800),
+            row("inbox_buckets", 10, 1),
+            row("inbox_buckets", 1000, 2),
+        ],
+    }
     lines = conclusions._read_lines(results)
     growing = next(line for line in lines if "keys examined grow" in line)
     bounded = next(line for line in lines if "bounded by the page" in line)
     assert "receiver_copies" in growing and "inbox_buckets" not in growing
     assert "inbox_buckets" in bounded and "receiver_copies" not in bounded
+    assert "at most 2 index keys" in bounded
+    # Past the page at one level is growth, whatever the others.
+    results["scaling"] = [*results["scaling"], row("inbox_buckets", 5000, 21)]
+    growing = next(line for line in conclusions._read_lines(results) if "grow" in line)
+    assert "inbox_buckets" in growing

@@ -237,11 +237,16 @@ class Finds(monitoring.CommandListener):
         self.on: bool = False
         self.buckets = 0
         self.statuses = 0
+        # The projection of each bucket find (None: whole documents).
+        self.projections: list[dict[str, Any] | None] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if self.on and event.command_name == "find":
             self.buckets += event.command.get("find") == "inbox_buckets"
             self.statuses += event.command.get("find") == "statuses"
+            if event.command.get("find") == "inbox_buckets":
+                projection = event.command.get("projection")
+                self.projections.append(None if projection is None else dict(projection))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -256,7 +261,7 @@ monitoring.register(FINDS)
 
 @contextmanager
 def counting() -> Iterator[Finds]:
-    FINDS.on, FINDS.buckets, FINDS.statuses = True, 0, 0
+    FINDS.on, FINDS.buckets, FINDS.statuses, FINDS.projections = True, 0, 0, []
     try:
         yield FINDS
     finally:
@@ -295,6 +300,153 @@ async def test_a_page_reads_at_most_two_buckets_of_a_long_timeline(h: Harness) -
     # What the benchmark explains: the first page's buckets, at most 2 documents examined.
     explained = await explain_page(h.ctx.store.db, await inbox(h).first_page_query(ann, 10))
     assert 1 <= explained.docs_examined <= 2
+
+
+@pytest.mark.parametrize("inbox_bucket_size", [4])
+async def test_the_unread_count_reads_no_text(h: Harness) -> None:
+    """The count walks the chain as a page does, but fetches only what it counts by: ids (and
+    authors) and the link to the next bucket, never the entries' texts."""
+    await h.user("ann")
+    posted = [(await h.post("ann", f"a{i}"))["id"] for i in range(10)]
+    read_to = {"home": {"last_read_id": posted[1]}}
+    assert (await h.client.post("/markers", json=read_to, headers=h.auth("ann"))).status_code == 200
+    with counting() as finds:
+        r = await h.client.get("/timeline/unread_count", headers=h.auth("ann"))
+    assert r.status_code == 200 and r.json()["count"] == 8
+    assert finds.buckets >= 2  # the walk went past the head (buckets of 4)
+    for projection in finds.projections:
+        assert projection is not None, "a bucket was read whole"
+        included = {k for k, v in projection.items() if v}
+        assert included and included <= {"items.s", "items.a", "lo", "hi", "_id"}, projection
+
+
+# The removal triggers below: TIMELINE_MAX 24 and buckets of 6, so that the chain holds a few
+# buckets and a page of 2 items (3 entries read: the `+ 1` says whether more follow) fits in the
+# ceil(6 / 2) = 3 entries every bucket but the head and the last one keeps. Before the bound,
+# either trigger left 17 documents after 60 more posts, 11 of them empty.
+SMALL_MAX = 24
+SMALL_SIZE = 6
+SMALL_LIMIT = 2
+# Posts after the removal: enough for the window to turn over many times (each post trims one).
+LATER_POSTS = 60
+
+
+def chain_bound(timeline_max: int, size: int) -> int:
+    """The documents a reader's chain may hold, whatever was removed: every bucket but the head
+    and the last one holds at least half a bucket (app/strategies/inbox_removals.py)."""
+    return -(-timeline_max // (size // 2)) + 2
+
+
+async def assert_bounded(h: Harness, owner: ObjectId, handle: str) -> None:
+    """The chain stays within `chain_bound`, half full but at its ends, and every page of the
+    timeline, first to last, reads at most two buckets."""
+    assert_sound_ids = await assert_sound(h, owner, size=SMALL_SIZE)
+    chain = await inbox(h).inbox.chain(owner)
+    docs = await h.ctx.store.inbox_buckets.count_documents({"owner_id": owner})
+    assert docs == len(chain.buckets) <= chain_bound(SMALL_MAX, SMALL_SIZE), docs
+    middle = chain.buckets[1:-1]
+    assert all(len(b["items"]) >= SMALL_SIZE // 2 for b in middle), [
+        len(b["items"]) for b in chain.buckets
+    ]
+    cursor: str | None = None
+    seen: list[str] = []
+    while True:
+        params: dict[str, Any] = {"limit": SMALL_LIMIT}
+        if cursor is not None:
+            params["before"] = cursor
+        with counting() as finds:
+            body = await h.timeline(handle, **params)
+        assert finds.buckets <= 2, f"the page after {len(seen)} items read {finds.buckets}"
+        seen += [i["id"] for i in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [str(i) for i in assert_sound_ids]
+
+
+@pytest.mark.parametrize(("timeline_max", "inbox_bucket_size"), [(SMALL_MAX, SMALL_SIZE)])
+async def test_an_unfriend_that_empties_a_middle_bucket_leaves_the_chain_bounded(
+    h: Harness,
+) -> None:
+    for handle in ("ann", "bob", "cat"):
+        await h.user(handle)
+    await h.befriend("ann", "bob")
+    await h.befriend("ann", "cat")
+    for i in range(SMALL_SIZE):
+        await h.post("cat", f"c{i}")
+    for i in range(SMALL_SIZE):  # a bucket of bob's alone, between cat's
+        await h.post("bob", f"b{i}")
+    for i in range(SMALL_SIZE):
+        await h.post("cat", f"d{i}")
+    await h.drain()
+    ann = await uid(h, "ann")
+    bob = await uid(h, "bob")
+    chain = await inbox(h).inbox.chain(ann)
+    assert any(b["items"] and all(i["a"] == bob for i in b["items"]) for b in chain.buckets[1:-1])
+    await h.unfriend("ann", "bob")
+    await h.drain()
+    await assert_bounded(h, ann, "ann")
+    for i in range(LATER_POSTS):
+        await h.post("cat", f"e{i}")
+        if i % 10 == 9:
+            await h.drain()
+            await assert_bounded(h, ann, "ann")
+    assert len(await assert_sound(h, ann, size=SMALL_SIZE)) == SMALL_MAX
+
+
+@pytest.mark.parametrize(("timeline_max", "inbox_bucket_size"), [(SMALL_MAX, SMALL_SIZE)])
+async def test_deleting_the_posts_of_the_bottom_bucket_leaves_the_chain_bounded(
+    h: Harness,
+) -> None:
+    for handle in ("ann", "cat"):
+        await h.user(handle)
+    await h.befriend("ann", "cat")
+    first = [(await h.post("cat", f"c{i}"))["id"] for i in range(SMALL_SIZE)]
+    for i in range(SMALL_SIZE):
+        await h.post("cat", f"d{i}")
+    await h.drain()
+    ann = await uid(h, "ann")
+    chain = await inbox(h).inbox.chain(ann)
+    bottom = {i["s"] for i in chain.buckets[-1]["items"]}
+    assert len(chain.buckets) > 1 and bottom == {ObjectId(i) for i in first}
+    for status_id in first:  # every entry of the bottom bucket
+        await h.delete("cat", status_id)
+    await h.drain()
+    await assert_bounded(h, ann, "ann")
+    for i in range(LATER_POSTS):
+        await h.post("cat", f"e{i}")
+        if i % 10 == 9:
+            await h.drain()
+            await assert_bounded(h, ann, "ann")
+    assert len(await assert_sound(h, ann, size=SMALL_SIZE)) == SMALL_MAX
+
+
+@pytest.mark.parametrize(("timeline_max", "inbox_bucket_size"), [(SMALL_MAX, SMALL_SIZE)])
+async def test_a_merge_cut_short_after_its_seal_is_finished_and_loses_no_removal(
+    h: Harness,
+) -> None:
+    """A crash between sealing a bucket and merging it into the one above leaves a sealed
+    bucket on the chain: reads see it as before, and a delete of one of its statuses merges
+    it first, then removes the status from the bucket that took it."""
+    await h.user("ann")
+    posted = [(await h.post("ann", f"a{i}"))["id"] for i in range(3 * SMALL_SIZE)]
+    ann = await uid(h, "ann")
+    chain = await inbox(h).inbox.chain(ann)
+    assert len(chain.buckets) >= 3
+    middle = chain.buckets[1]
+    await h.ctx.store.inbox_buckets.update_one(
+        {"_id": middle["_id"]}, {"$set": {"sealed": True}, "$inc": {"v": 1}}
+    )
+    newest = list(reversed(posted))
+    assert await h.timeline_ids("ann", page=SMALL_LIMIT) == newest
+    doomed = str(middle["items"][0]["s"])
+    await h.delete("ann", doomed)
+    await h.drain()
+    newest.remove(doomed)
+    assert await assert_sound(h, ann, size=SMALL_SIZE) == [ObjectId(i) for i in newest]
+    chain = await inbox(h).inbox.chain(ann)
+    assert not any(b.get("sealed") for b in chain.buckets)
+    assert await h.timeline_ids("ann", page=SMALL_LIMIT) == newest
 
 
 async def test_a_changed_bucket_size_needs_no_rebuild(h: Harness, mongo_url: str) -> None:

@@ -12,8 +12,9 @@ import pytest
 from bson import ObjectId
 
 from app import maintenance
-from app.models import Friendship, User
+from app.models import Friendship, User, utcnow
 from fanout import switch
+from fanout.leases import AuthorLeases
 from tests.harness import Harness
 from tests.worker_workload import random_workload, run_cli, worker_env
 
@@ -169,3 +170,80 @@ async def test_bucket_drift_is_reported_and_rebuilt(h: Harness) -> None:
     assert await rebuild(h) >= 2
     assert (await maintenance.check(h.ctx)).drifted == []
     assert await rebuild(h) == 0  # idempotent
+
+
+# A lease far shorter than one user's (slowed) rebuild step: without renewals the step's writes
+# find it run out (LeaseLost) and the command stops.
+SHORT_LEASE_S = 0.6
+SLOW_STEP_S = 3 * SHORT_LEASE_S
+
+
+@pytest.mark.parametrize("strategy", ["receiver_copies"])
+async def test_a_rebuild_step_longer_than_the_lease_renews_it(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await h.user("ann")
+    await h.post("ann", "hello")
+    await h.drain()
+    ann = await user_id("ann")
+    strategy = h.ctx.strategy
+    rebuild_user = strategy.rebuild
+    taken_meanwhile: list[bool] = []
+
+    async def slow_rebuild(uid: ObjectId) -> int:
+        await asyncio.sleep(SLOW_STEP_S)  # a long step (a hybrid crossing, a big timeline)
+        # The lease is still this rebuild's: another owner cannot take it.
+        taken_meanwhile.append(
+            await AuthorLeases(h.ctx.store.author_leases).acquire(
+                uid, "another worker", utcnow(), SHORT_LEASE_S
+            )
+        )
+        await h.ctx.store.timeline_entries.delete_many({"owner_id": uid})  # drift to repair
+        return await rebuild_user(uid)
+
+    monkeypatch.setattr(strategy, "rebuild", slow_rebuild)
+    users = await maintenance.user_ids(h.ctx.store, "ann")
+    assert await switch.rebuild_leased(strategy, users, lease_s=SHORT_LEASE_S) > 0
+    assert taken_meanwhile == [False]
+    assert await h.timeline_ids("ann") == [str(i) for i in await maintenance.truth_ids(h.ctx, ann)]
+    assert await h.ctx.store.author_leases.count_documents({}) == 0  # released
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("strategy", ["receiver_copies"])
+async def test_an_interrupted_rebuild_resumes_after_its_last_user(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await filled(h)
+    users = await maintenance.user_ids(h.ctx.store)
+    strategy = h.ctx.strategy
+    rebuild_user = strategy.rebuild
+    rebuilt: list[ObjectId] = []
+
+    async def counted(uid: ObjectId) -> int:
+        if len(rebuilt) == 3 and not resumed:
+            raise Interrupted  # the command dies in its fourth user
+        rebuilt.append(uid)
+        return await rebuild_user(uid)
+
+    monkeypatch.setattr(strategy, "rebuild", counted)
+    resumed = False
+    with pytest.raises(Interrupted):
+        await switch.rebuild_leased(strategy, users, resume_key="rebuild:test")
+    resumed = True
+    seen: list[int] = []
+    await switch.rebuild_leased(
+        strategy, users, lambda i, n: seen.append(i), resume_key="rebuild:test"
+    )
+    ordered = [u for u, _ in sorted(users)]
+    assert rebuilt == ordered  # each user once: the run resumed after the third
+    assert seen == list(range(1, len(users) + 1))  # progress still counts every user
+    saved = await h.ctx.store.service_config.find_one({"_id": switch.PROGRESS_ID})
+    assert saved is not None and "rebuild:test" not in saved
+    # A run that finished leaves nothing to resume: the next one rebuilds every user.
+    rebuilt.clear()
+    await switch.rebuild_leased(strategy, users, resume_key="rebuild:test")
+    assert rebuilt == ordered

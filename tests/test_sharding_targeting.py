@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from pymongo import monitoring
 
 from benchmarks.shards import route
@@ -141,15 +142,10 @@ class Recorder(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if self.phase is None:
             return
-        name, cmd = event.command_name, event.command
-        routed = route(name, cmd, 1)
-        if routed is None:
+        if route(event.command_name, event.command, 1) is None:
             return
         self.routed += 1
-        if routed.broadcast:
-            self.broadcasts.append(
-                Broadcast(self.phase, name, routed.collection, _filter_keys(name, cmd))
-            )
+        self.broadcasts += broadcasts_of(self.phase, event.command_name, event.command)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -164,6 +160,26 @@ class Recorder(monitoring.CommandListener):
             yield
         finally:
             self.phase = None
+
+
+def _statements(name: str, cmd: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The command as one command per statement: an update or delete carries several, each
+    routed on its own (a mongos splits them by shard)."""
+    key = {"update": "updates", "delete": "deletes"}.get(name)
+    if key is None or len(cmd.get(key) or []) <= 1:
+        return [cmd]
+    return [{**cmd, key: [statement]} for statement in cmd[key]]
+
+
+def broadcasts_of(phase: str, name: str, cmd: Mapping[str, Any]) -> list[Broadcast]:
+    """The broadcasts of one command, one per statement that goes to every shard, each with
+    the fields of its own filter."""
+    out = []
+    for one in _statements(name, cmd):
+        routed = route(name, one, 1)
+        if routed is not None and routed.broadcast:
+            out.append(Broadcast(phase, name, routed.collection, _filter_keys(name, one)))
+    return out
 
 
 def _filter_keys(name: str, cmd: Mapping[str, Any]) -> tuple[str, ...]:
@@ -266,3 +282,21 @@ async def test_hot_path_commands_are_targeted(h: Harness, recorder: Recorder) ->
     assert not unexplained, "broadcast commands on the hot path:\n" + "\n".join(
         map(str, unexplained)
     )
+
+
+def test_every_statement_of_a_write_is_routed_on_its_own() -> None:
+    """A multi-statement write whose first statement is targeted and a later one broadcasts is
+    reported with the broadcasting statement's filter, not the first one's."""
+    owner, status = ObjectId(), ObjectId()
+    cmd = {
+        "update": "timeline_entries",
+        "updates": [
+            {"q": {"owner_id": owner, "status_id": status}, "u": {"$set": {"x": 1}}},
+            {"q": {"status_id": status}, "u": {"$set": {"x": 1}}},
+        ],
+    }
+    assert broadcasts_of("p", "update", cmd) == [
+        Broadcast("p", "update", "timeline_entries", ("status_id",))
+    ]
+    cmd = {"delete": "timeline_entries", "deletes": [{"q": {"owner_id": owner}, "limit": 1}]}
+    assert broadcasts_of("p", "delete", cmd) == []

@@ -74,6 +74,8 @@ async def test_events_of_one_author_run_in_order(h: Harness) -> None:
 
 
 async def test_a_worker_that_lost_its_lease_stops_writing(h: Harness) -> None:
+    """Taken over while its local deadline still runs: its checkpoint stops it after one batch
+    (a worker paused past the deadline writes nothing: tests/test_worker_lease_fence.py)."""
     author = ObjectId((await h.user("ann"))["id"])
     friends = await bulk_users(2 * FANOUT_BATCH, "f")
     await bulk_befriend(author, friends)

@@ -4,12 +4,14 @@ every timeline computed in Python from the source of truth."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from app.models import Event, Friendship, Status, TimelineEntry, User, utcnow
 from app.settings import Settings
 from app.strategies.inbox_buckets import InboxBuckets
 from app.users import hash_token
+from fanout.worker import Worker
 from tests.harness import Harness
 
 
@@ -112,6 +115,26 @@ async def inbox_copies_by_owner(
 async def unfinished_events() -> list[dict[str, Any]]:
     cursor = Event.get_pymongo_collection().find({"state": {"$ne": "done"}})
     return await cursor.to_list()
+
+
+async def until_applied(timeout_s: float) -> None:
+    """Wait (at most `timeout_s`) until no event is left unfinished, applied by whichever
+    workers are running; `assert_applied_by` then says whether they did it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not await unfinished_events():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def assert_applied_by(workers: list[Worker], h: Harness) -> None:
+    """The (stopped) `workers` applied every recorded event themselves, before anyone drained
+    for them: none is left, their own counts add up to every event, and a drain finds nothing."""
+    left = await unfinished_events()
+    assert left == [], f"the racing workers left {len(left)} events, e.g. {left[:2]}"
+    done = await Event.get_pymongo_collection().count_documents({"state": "done"})
+    assert sum(w.applied for w in workers) == done > 0
+    assert await h.drain() == 0
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

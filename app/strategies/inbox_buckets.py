@@ -5,12 +5,11 @@ the `before` cursor, and the one below it when the page needs more, and nothing 
 
 Cost model: a page reads at most 1 + ceil((limit + 1) / ceil(INBOX_BUCKET_SIZE / 2)) buckets
 (a head split leaves half a bucket on each side; 2 for the default page of 20 and buckets of 50,
-and a first page of up to 24 is the head alone) by point look-ups,
-whatever the friend count and the timeline's length, on any server. A post costs one
-conditional update of each receiver's head (the entry: ids, handle, text, time), in
-unordered bulk writes; once per INBOX_BUCKET_SIZE / 2 appends a receiver's head splits (an
-insert and an update), and a timeline at TIMELINE_MAX also trims its oldest entry (a read of
-the chain and an update).
+and a first page of up to 24 is the head alone) by point look-ups, whatever the friend count,
+the timeline's length and what was removed, on any server. A post costs one conditional update
+of each receiver's head (the entry: ids, handle, text, time), in unordered bulk writes; once per
+INBOX_BUCKET_SIZE / 2 appends a receiver's head splits (an insert and an update), and a timeline
+at TIMELINE_MAX also trims its oldest entry (a read of the chain and an update).
 Backfill, unfriend, delete and refills are as in receiver_copies, on the chain.
 """
 
@@ -40,6 +39,10 @@ FANOUT_BATCH = 1000
 # embedded server's `$in` cost grows with the square of the list (app/strategies/common.py).
 OWNERS_PER_QUERY = 100
 DEFAULT_BUCKET_SIZE = 50
+# What the unread count reads of each bucket: the entries' ids (and authors, for any check of
+# who may be shown) and the link to the next bucket; never the texts (up to TIMELINE_MAX of them,
+# ~500 bytes each, on every poll).
+COUNT_FIELDS = {"items.s": 1, "items.a": 1, "lo": 1, "hi": 1}
 
 
 class InboxBuckets(TimelineStrategy):
@@ -212,9 +215,11 @@ class InboxBuckets(TimelineStrategy):
         return await self.rebuild(user_id)
 
     # -- reading -------------------------------------------------------------------------------
-    async def _start(self, owner: ObjectId, before: ObjectId | None) -> dict[str, Any] | None:
+    async def _start(
+        self, owner: ObjectId, before: ObjectId | None, fields: dict[str, int] | None
+    ) -> dict[str, Any] | None:
         if before is None:
-            return await self.inbox.bucket(owner, MAX_ID)
+            return await self.inbox.bucket(owner, MAX_ID, fields)
         found = await self.inbox.holder(owner, before)
         if found is not None:
             return found
@@ -222,12 +227,18 @@ class InboxBuckets(TimelineStrategy):
         return chain.covering(before) if chain.buckets else None
 
     async def _walk(
-        self, owner: ObjectId, before: ObjectId | None, after: ObjectId | None, want: int
+        self,
+        owner: ObjectId,
+        before: ObjectId | None,
+        after: ObjectId | None,
+        want: int,
+        fields: dict[str, int] | None = None,
     ) -> list[Entry]:
         """Up to `want` entries of the owner's timeline, newest first, below `before` and above
-        `after`, following the chain from the bucket where they start."""
+        `after`, following the chain from the bucket where they start; each bucket read whole,
+        or only `fields` of it (which must include the chain's `lo`)."""
         out: list[Entry] = []
-        bucket = await self._start(owner, before)
+        bucket = await self._start(owner, before, fields)
         while bucket is not None and len(out) < want:
             for item in bucket["items"]:
                 s = item["s"]
@@ -240,7 +251,7 @@ class InboxBuckets(TimelineStrategy):
                 break
             if after is not None and bucket["lo"] <= after:
                 break
-            bucket = await self.inbox.bucket(owner, bucket["lo"])
+            bucket = await self.inbox.bucket(owner, bucket["lo"], fields)
         return out[:want]
 
     async def read(
@@ -268,7 +279,8 @@ class InboxBuckets(TimelineStrategy):
         return [v for v in shown if v is not None]
 
     async def count_newer(self, user_id: ObjectId, after: ObjectId | None) -> int:
-        return len(await self._walk(user_id, None, after, self.max_items))
+        """Counted from the entries' ids and authors only: a poll never fetches the texts."""
+        return len(await self._walk(user_id, None, after, self.max_items, COUNT_FIELDS))
 
     async def first_page_query(self, user_id: ObjectId, limit: int) -> PageQuery:
         """The bucket reads of a first page as one query: the head and, when the page needs

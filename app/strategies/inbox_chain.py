@@ -17,6 +17,9 @@ MAX_ID = ObjectId("ffffffffffffffffffffffff")
 # when a concurrent change of the same owner's buckets landed between its read and its write,
 # and each retry re-reads; past this many the event is retried later as contention.
 PLACE_ATTEMPTS = 16
+# The filter a write adds so that it never changes a sealed bucket: one being merged into the
+# bucket above it, whose entries must stay as they were when it was sealed (inbox_layout.py).
+UNSEALED = {"sealed": {"$exists": False}}
 
 # {"s": status id, "a": author id, "n": author handle, "t": text, "c": created_at}: the page's
 # fields travel with the entry, so that a page is its one or two buckets and nothing else
@@ -74,10 +77,18 @@ class Chain:
         return self.buckets[-1]
 
 
-def chunks(items: list[Entry], size: int, *, head: bool = False) -> list[list[Entry]]:
+def half(size: int) -> int:
+    """The entries every bucket of a chain but the head and the last one holds at least (after
+    any change has finished): half a bucket, rounded up."""
+    return (size + 1) // 2
+
+
+def chunks(items: list[Entry], size: int) -> list[list[Entry]]:
     """`items` (newest first) cut into buckets of `size` from the oldest up, so that every
-    bucket but the newest is full. A head keeps at least half a bucket, so that a first page of
-    fewer items is one bucket read, not two (a head split at `size` + 1 leaves it half)."""
+    bucket but the newest is full; the newest is topped up from the one below it to at least
+    half a bucket, so that every part holds that much (the chain's bound,
+    app/strategies/inbox_removals.py) and a first page of fewer items is one bucket read, not
+    two (a head split at `size` + 1 leaves it half)."""
     out: list[list[Entry]] = []
     end = len(items)
     while end > size:
@@ -85,7 +96,7 @@ def chunks(items: list[Entry], size: int, *, head: bool = False) -> list[list[En
         end -= size
     out.append(items[:end])
     out.reverse()  # newest chunk first
-    keep = min(len(items), (size + 1) // 2) if head else 0
+    keep = min(len(items), half(size))
     if len(out) > 1 and len(out[0]) < keep:
         moved = keep - len(out[0])
         out[0], out[1] = out[0] + out[1][:moved], out[1][moved:]

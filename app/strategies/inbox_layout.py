@@ -18,7 +18,15 @@ Writes:
   which reads the chain and writes each bucket it changes with a condition on that bucket's
   version `v`, splitting a bucket that would exceed `size` (the lower part is inserted first,
   then the bucket is cut above it: a crash between leaves an unreachable copy, which the next
-  `place` deletes), and retries on a conflict.
+  `place` deletes), and retries on a conflict;
+- a removal that leaves a bucket (not the head) under half full merges it into the bucket above
+  it (inbox_removals.py): the bucket is sealed (no write changes it any more), then the bucket
+  above takes its entries and its range in one write (readers go from it to the bucket below),
+  then the sealed copy is deleted, and a bucket left past `size` is split. Any `place` or
+  removal that meets a sealed bucket finishes the merge (`_collect`), so a crash leaves none.
+  Every split leaves each part at least half full (`chunks`), so every bucket but the head and
+  the last one holds at least half a bucket once a change has finished: a chain has at most
+  ceil(TIMELINE_MAX / (size / 2)) + 2 documents and a page of up to half a bucket reads two.
 
 `count` only ever over-states: it is raised before entries are placed in the chain and lowered
 only by entries this process removed itself. The head update of `append_op` requires
@@ -44,6 +52,7 @@ from app.strategies.inbox_chain import (
     MAX_ID,
     MIN_ID,
     PLACE_ATTEMPTS,
+    UNSEALED,
     Chain,
     Conflict,
     Entry,
@@ -72,8 +81,11 @@ class InboxPlacement:
             return await write(session)
 
     # -- reading -------------------------------------------------------------------------------
-    async def bucket(self, owner: ObjectId, hi: ObjectId) -> dict[str, Any] | None:
-        return await self.coll.find_one({"owner_id": owner, "hi": hi})
+    async def bucket(
+        self, owner: ObjectId, hi: ObjectId, fields: dict[str, int] | None = None
+    ) -> dict[str, Any] | None:
+        """The owner's bucket whose range ends at `hi`, whole or only `fields` (a projection)."""
+        return await self.coll.find_one({"owner_id": owner, "hi": hi}, fields)
 
     async def holder(self, owner: ObjectId, status_id: ObjectId) -> dict[str, Any] | None:
         """The chain bucket holding `status_id`. An interrupted split's copy may hold it too;
@@ -133,7 +145,8 @@ class InboxPlacement:
         placed = 0
         for _ in range(PLACE_ATTEMPTS):
             chain = await self.chain(owner, session=session)
-            await self._collect(chain, session)
+            if await self._collect(chain, session):
+                chain = await self.chain(owner, session=session)
             done, finished = await self._place_once(owner, chain, items, session)
             placed += done
             if finished:
@@ -251,44 +264,53 @@ class InboxPlacement:
             fits = {
                 "_id": bucket["_id"],
                 "owner_id": owner,
+                **UNSEALED,
                 "lo": {"$lte": lo},
                 f"items.{self.size - len(add)}": {"$exists": False},
                 "items.s": {"$nin": [i["s"] for i in add]},
             }
             push = {"$push": {"items": {"$each": add, "$sort": {"s": -1}}}, "$inc": {"v": 1}}
             return (await self._update_one(fits, push, session)).modified_count == 1
-        parts = chunks(merged, self.size, head=bucket["hi"] == MAX_ID)
+        parts = chunks(merged, self.size)
         lows = [c[-1]["s"] for c in parts[:-1]] + [lo]
         for k in range(len(parts) - 1, 0, -1):
             if not await self._insert_lower(owner, parts[k], lows[k], lows[k - 1], bucket, session):
                 # Another split of this version holds the key (in flight, or abandoned: then
                 # nothing would ever collect it). Moving the version on fails every split of
                 # it and lets the next round collect their lower parts.
-                version = {"_id": bucket["_id"], "owner_id": owner, "v": bucket["v"]}
+                version = {"_id": bucket["_id"], "owner_id": owner, "v": bucket["v"], **UNSEALED}
                 await self._update_one(version, {"$inc": {"v": 1}}, session)
                 return False
         result = await self._write(
             session,
             lambda s: self.coll.update_one(
-                {"_id": bucket["_id"], "owner_id": owner, "v": bucket["v"]},
+                {"_id": bucket["_id"], "owner_id": owner, "v": bucket["v"], **UNSEALED},
                 {"$set": {"items": parts[0], "lo": lows[0]}, "$inc": {"v": 1}},
                 session=s,
             ),
         )
         return result.modified_count == 1
 
-    async def _collect(self, chain: Chain, session: Session) -> None:
+    async def _collect(self, chain: Chain, session: Session) -> bool:
         """Delete the copies of interrupted splits: one whose parent (`p`) moved past the
         version it was cut at (`pv`) or left the chain can never be linked (the cut is
         conditional on it); nor can an empty one. Named, not found by range: a racing split
         leaves a new bucket around the orphan, whose version says nothing of it (a dead orphan
         then blocked every split at its key), and a live lower part can lie below its parent's
-        range (older entries merged into the last bucket: it was deleted in flight)."""
+        range (older entries merged into the last bucket: it was deleted in flight). A sealed
+        orphan is a merged bucket whose entries the bucket above holds: it goes too. A sealed
+        bucket still on the chain is a merge in flight: it is finished (`_absorb`). True if
+        anything changed (the caller re-reads the chain)."""
         dead = []
         by_id = {b["_id"]: b for b in chain.buckets}
         for orphan in chain.orphans:
             parent = by_id.get(orphan["p"]) if "p" in orphan else chain.around(orphan)
-            if parent is None or not orphan["items"] or orphan.get("pv", -1) < parent["v"]:
+            if (
+                parent is None
+                or not orphan["items"]
+                or orphan.get("sealed")
+                or orphan.get("pv", -1) < parent["v"]
+            ):
                 dead.append(orphan["_id"])
         if dead:
             owner = chain.orphans[0]["owner_id"]
@@ -298,6 +320,52 @@ class InboxPlacement:
                     {"owner_id": owner, "_id": {"$in": dead}}, session=s
                 ),
             )
+        # The head is never sealed: a sealed bucket has one above it.
+        k = next((k for k, b in enumerate(chain.buckets) if b.get("sealed")), None)
+        if k is None:
+            return bool(dead)
+        await self._absorb(chain.buckets[k - 1], chain.buckets[k], session)
+        return True
+
+    async def _seal(self, bucket: dict[str, Any], session: Session) -> bool:
+        """Seal `bucket` as read (its version) for a merge into the bucket above it; False if it
+        changed meanwhile."""
+        flt = {"_id": bucket["_id"], "owner_id": bucket["owner_id"], "v": bucket["v"], **UNSEALED}
+        update = {"$set": {"sealed": True}, "$inc": {"v": 1}}
+        return bool((await self._update_one(flt, update, session)).modified_count == 1)
+
+    async def _absorb(
+        self, parent: dict[str, Any], sealed: dict[str, Any], session: Session
+    ) -> None:
+        """Finish the merge of `sealed` into `parent`, the chain bucket above it: the parent
+        takes its entries (unchanged since the seal) and its range in one write, the sealed copy
+        goes, and a parent left past `size` is split. Each step is conditional, so any number of
+        processes may finish the same merge; a parent that changed meanwhile (split, sealed
+        itself) fails the first step and the next read finds the sealed bucket's new parent."""
+        owner = parent["owner_id"]
+        took = await self._update_one(
+            {"_id": parent["_id"], "owner_id": owner, "lo": sealed["hi"], **UNSEALED},
+            {
+                "$push": {"items": {"$each": sealed["items"], "$sort": {"s": -1}}},
+                "$set": {"lo": sealed["lo"]},
+                "$inc": {"v": 1},
+            },
+            session,
+        )
+        if took.modified_count != 1:
+            return
+        await self._write(
+            session,
+            lambda s: self.coll.delete_one(
+                {"_id": sealed["_id"], "owner_id": owner, "sealed": True}, session=s
+            ),
+        )
+        if len(parent["items"]) + len(sealed["items"]) > self.size:
+            grown = await self.coll.find_one(
+                {"_id": parent["_id"], "owner_id": owner}, session=session
+            )
+            if grown is not None and len(grown["items"]) > self.size:
+                await self._merge(owner, grown, [], session)  # split; else the next `place`
 
     async def mark_trimmed(self, owner: ObjectId, *, session: Session = None) -> None:
         await self._write(
