@@ -45,6 +45,9 @@ class Store:
     idempotency_keys: Collection
     markers: Collection
     user_activity: Collection
+    oauth_apps: Collection
+    access_tokens: Collection
+    login_failures: Collection
 
     @classmethod
     def bind(cls, db: AsyncDatabase[Any]) -> Store:
@@ -69,4 +72,7 @@ class Store:
             idempotency_keys=db[_name(models.IdempotencyRecord)],
             markers=db[_name(models.Marker)],
             user_activity=db[_name(models.UserActivity)],
+            oauth_apps=db[_name(models.OAuthApp)],
+            access_tokens=db[_name(models.AccessToken)],
+            login_failures=db[_name(models.LoginFailure)],
         )

@@ -233,6 +233,23 @@ class TimelineStrategy(ABC):
         items = await self._find(scope, id_range, fetch)
         return Page(items[:limit], has_older=len(items) > limit, gap=False)
 
+    async def read_above(
+        self, user_id: ObjectId, *, limit: int, above: ObjectId
+    ) -> list[StatusView]:
+        """The `limit` items of the timeline just above `above` (the oldest of those newer than
+        it), newest first: no gap between `above` and the page (Mastodon's `min_id`).
+
+        Built on `count_newer` and `read(after=)`, so it is the same timeline on every strategy
+        without an override: it reads the items above `above` (at most `max_items`) and keeps
+        the oldest `limit`. A post arriving between the count and the read shows as a gap, and
+        the read is repeated wider."""
+        want = max(limit, await self.count_newer(user_id, above))
+        while True:
+            page = await self.read(user_id, limit=want, after=above)
+            if not page.gap or want >= self.max_items:
+                return page.items[-limit:]
+            want = min(2 * want, self.max_items)
+
     async def timeline_ids(self, user_id: ObjectId) -> list[ObjectId]:
         """The whole materialized timeline (what reads serve), newest first: for checks."""
         items = await self._find(await self.scope(user_id), None, self.max_items)

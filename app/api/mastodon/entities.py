@@ -1,0 +1,321 @@
+"""Mastodon's entities as this service serves them (docs/mastodon.md lists the fields), their
+response models for the OpenAPI document, and the serialisers from the domain's values.
+
+Every field Mastodon defines for these entities is present, with the value that is true here:
+no media, mentions, boosts or favourites, so their lists are empty and their counts 0; every
+account is `locked` (a follow is a request: friendship needs consent); every status is
+`private` (its author's friends see it). Clients built on typed entities (toot's dataclasses)
+need every key, and those that branch on a key's presence (toot on `scheduled_at`) need no
+other.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+from starlette.requests import Request
+
+from app import users
+from app.context import AppContext
+from app.timefmt import rfc3339
+from app.users import Account
+
+# Statuses of this service are seen by the author's friends only: Mastodon's "private".
+VISIBILITY = "private"
+_PARAGRAPHS = re.compile(r"\n\s*\n")
+
+
+class _Entity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountOut(_Entity):
+    id: str
+    username: str
+    acct: str
+    display_name: str
+    locked: bool
+    bot: bool
+    group: bool
+    discoverable: bool | None
+    indexable: bool
+    noindex: bool | None
+    moved: None
+    suspended: bool
+    limited: bool
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    note: str
+    url: str
+    uri: str
+    avatar: str
+    avatar_static: str
+    header: str
+    header_static: str
+    followers_count: int
+    following_count: int
+    statuses_count: int
+    last_status_at: str | None
+    emojis: list[dict[str, Any]]
+    fields: list[dict[str, Any]]
+    # Only in verify_credentials (the caller's own account): privacy and the like.
+    source: dict[str, Any] | None = None
+
+
+class StatusOut(_Entity):
+    id: str
+    uri: str
+    url: str
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    edited_at: None
+    account: AccountOut
+    content: str
+    visibility: str
+    sensitive: bool
+    spoiler_text: str
+    media_attachments: list[dict[str, Any]]
+    application: None
+    mentions: list[dict[str, Any]]
+    tags: list[dict[str, Any]]
+    emojis: list[dict[str, Any]]
+    reblogs_count: int
+    favourites_count: int
+    replies_count: int
+    in_reply_to_id: None
+    in_reply_to_account_id: None
+    reblog: None
+    poll: None
+    card: None
+    language: str | None
+    # The plain text: Mastodon sends it only in the answer to a delete (to redraft from).
+    text: str | None
+    favourited: bool
+    reblogged: bool
+    muted: bool
+    bookmarked: bool
+    pinned: bool
+    filtered: list[dict[str, Any]]
+
+
+class RelationshipOut(_Entity):
+    id: str
+    following: bool
+    showing_reblogs: bool
+    notifying: bool
+    languages: list[str] | None
+    followed_by: bool
+    blocking: bool
+    blocked_by: bool
+    muting: bool
+    muting_notifications: bool
+    requested: bool
+    requested_by: bool
+    domain_blocking: bool
+    endorsed: bool
+    note: str
+
+
+class AccountList(RootModel[list[AccountOut]]):
+    pass
+
+
+class StatusList(RootModel[list[StatusOut]]):
+    pass
+
+
+class RelationshipList(RootModel[list[RelationshipOut]]):
+    pass
+
+
+class SearchOut(_Entity):
+    accounts: list[AccountOut]
+    statuses: list[StatusOut]
+    hashtags: list[dict[str, Any]]
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def content_html(text: str) -> str:
+    """The text as Mastodon's `content`: escaped, blank lines between paragraphs, single line
+    breaks as <br />."""
+    paragraphs = [p.strip("\n") for p in _PARAGRAPHS.split(text.replace("\r\n", "\n"))]
+    return (
+        "".join(f"<p>{html.escape(p).replace(chr(10), '<br />')}</p>" for p in paragraphs if p)
+        or "<p></p>"
+    )
+
+
+def _account(base: str, user: Account, friends: int, statuses: int) -> dict[str, Any]:
+    url = f"{base}/@{user.handle}"
+    avatar = f"{base}/static/avatar.svg"
+    return {
+        "id": str(user.id),
+        "username": user.handle,
+        "acct": user.handle,
+        "display_name": user.display_name or "",
+        "locked": True,
+        "bot": False,
+        "group": False,
+        "discoverable": False,
+        "indexable": False,
+        "noindex": True,
+        "moved": None,
+        "suspended": False,
+        "limited": False,
+        # Mastodon rounds an account's creation to the day; ours is exact.
+        "created_at": rfc3339(user.created_at),
+        "note": "",
+        "url": url,
+        "uri": url,
+        "avatar": avatar,
+        "avatar_static": avatar,
+        "header": "",
+        "header_static": "",
+        # Friendship is mutual: each friend both follows and is followed.
+        "followers_count": friends,
+        "following_count": friends,
+        "statuses_count": statuses,
+        "last_status_at": None,
+        "emojis": [],
+        "fields": [],
+    }
+
+
+async def accounts(
+    ctx: AppContext, request: Request, of: list[Account]
+) -> dict[ObjectId, dict[str, Any]]:
+    """Each account's entity, by user id (counts read from the truth: friendship edges and
+    statuses, over their indexes)."""
+    base = base_url(request)
+    out: dict[ObjectId, dict[str, Any]] = {}
+    for user in of:
+        if user.id in out:
+            continue
+        friends = await users.friend_count(ctx.store, user.id)
+        statuses = await ctx.store.statuses.count_documents({"author_id": user.id})
+        out[user.id] = _account(base, user, friends, int(statuses))
+    return out
+
+
+async def account(ctx: AppContext, request: Request, user: Account) -> dict[str, Any]:
+    return (await accounts(ctx, request, [user]))[user.id]
+
+
+async def credential_account(ctx: AppContext, request: Request, me: Account) -> dict[str, Any]:
+    """verify_credentials' account: the caller's, with `source`."""
+    pending = await ctx.store.friend_requests.count_documents({"to_id": me.id})
+    return {
+        **await account(ctx, request, me),
+        "source": {
+            "privacy": VISIBILITY,
+            "sensitive": False,
+            "language": None,
+            "note": "",
+            "fields": [],
+            "follow_requests_count": int(pending),
+        },
+    }
+
+
+def status(
+    base: str,
+    author: dict[str, Any],
+    status_id: ObjectId,
+    text: str,
+    created_at: datetime,
+    *,
+    with_text: bool = False,
+) -> dict[str, Any]:
+    sid = str(status_id)
+    return {
+        "id": sid,
+        "uri": f"{author['url']}/{sid}",
+        "url": f"{author['url']}/{sid}",
+        "created_at": rfc3339(created_at),
+        "edited_at": None,
+        "account": author,
+        "content": content_html(text),
+        "visibility": VISIBILITY,
+        "sensitive": False,
+        "spoiler_text": "",
+        "media_attachments": [],
+        "application": None,
+        "mentions": [],
+        "tags": [],
+        "emojis": [],
+        "reblogs_count": 0,
+        "favourites_count": 0,
+        "replies_count": 0,
+        "in_reply_to_id": None,
+        "in_reply_to_account_id": None,
+        "reblog": None,
+        "poll": None,
+        "card": None,
+        "language": None,
+        "text": text if with_text else None,
+        "favourited": False,
+        "reblogged": False,
+        "muted": False,
+        "bookmarked": False,
+        "pinned": False,
+        "filtered": [],
+    }
+
+
+async def statuses(
+    ctx: AppContext, request: Request, items: list[tuple[ObjectId, str, str, datetime]]
+) -> list[dict[str, Any]]:
+    """Statuses from (id, author handle, text, created_at), in the given order; their authors
+    are read in one query. A status whose author is gone (never: users are not deleted) is
+    left out."""
+    handles = sorted({handle for _, handle, _, _ in items})
+    found = [Account.from_doc(d) async for d in ctx.store.users.find({"handle": {"$in": handles}})]
+    by_id = await accounts(ctx, request, found)
+    by_handle = {u.handle: by_id[u.id] for u in found}
+    base = base_url(request)
+    return [
+        status(base, by_handle[handle], sid, text, created)
+        for sid, handle, text, created in items
+        if handle in by_handle
+    ]
+
+
+def relationship(
+    other_id: ObjectId, *, friends: bool, requested: bool, requested_by: bool
+) -> dict[str, Any]:
+    return {
+        "id": str(other_id),
+        "following": friends,
+        "showing_reblogs": friends,
+        "notifying": False,
+        "languages": None,
+        "followed_by": friends,
+        "blocking": False,
+        "blocked_by": False,
+        "muting": False,
+        "muting_notifications": False,
+        "requested": requested,
+        "requested_by": requested_by,
+        "domain_blocking": False,
+        "endorsed": False,
+        "note": "",
+    }
+
+
+async def relationship_with(ctx: AppContext, me: Account, other_id: ObjectId) -> dict[str, Any]:
+    """The caller's relationship with `other_id`, from the graph and the pending requests."""
+    requests = ctx.store.friend_requests
+    return relationship(
+        other_id,
+        friends=await ctx.graph.are_friends(me.id, other_id),
+        requested=await requests.find_one({"from_id": me.id, "to_id": other_id}, {"_id": 1})
+        is not None,
+        requested_by=await requests.find_one({"from_id": other_id, "to_id": me.id}, {"_id": 1})
+        is not None,
+    )

@@ -1,0 +1,338 @@
+"""The Mastodon client API's endpoint table (docs/mastodon.md): rows of the same kind as the
+native table (app.api.routes), so the OpenAPI document describes them and the same plumbing
+authenticates and serialises; app.api.mastodon.errors renders their errors Mastodon's way."""
+
+from __future__ import annotations
+
+from app.api.endpoint import Endpoint, Param
+from app.api.mastodon import (
+    accounts,
+    entities,
+    follows,
+    instance,
+    markers,
+    oauth,
+    statuses,
+    timelines,
+)
+from app.api.mastodon.errors import MastodonError
+from app.api.mastodon.params import DEFAULT_LIMIT, ID_PATTERN, MAX_LIMIT
+from app.api.routes import IDEMPOTENCY
+
+_ID: dict[str, object] = {"type": "string", "pattern": ID_PATTERN, "example": "000000000000000000000000"}
+ACCOUNT_ID = Param("id", "path", "an account id (24 hex digits)", _ID, required=True)
+STATUS_ID = Param(
+    "id",
+    "path",
+    "a status id; any other string is simply not found",
+    {"type": "string", "example": "000000000000000000000000"},
+    required=True,
+)
+LIMIT = Param(
+    "limit",
+    "query",
+    f"page size, default {DEFAULT_LIMIT}; above {MAX_LIMIT} is served as {MAX_LIMIT}",
+    {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT},
+)
+
+
+def _status_id(name: str, description: str) -> Param:
+    return Param(name, "query", description, _ID)
+
+
+MAX_ID = _status_id("max_id", "older than this status")
+SINCE_ID = _status_id("since_id", "the newest statuses above this one (a gap is possible)")
+MIN_ID = _status_id("min_id", "the statuses just above this one (no gap); wins over since_id")
+_FLAG: dict[str, object] = {"type": "boolean"}
+LOCAL = Param("local", "query", "local statuses only (all are)", _FLAG)
+REMOTE = Param("remote", "query", "remote statuses only (none are: an empty page)", _FLAG)
+ONLY_MEDIA = Param("only_media", "query", "statuses with media only (none: an empty page)", _FLAG)
+ACCT = Param("acct", "query", "a local username (`alice` or `@alice`)", required=True)
+QUERY = Param("q", "query", "a username, matched exactly", required=True)
+SEARCH_TYPE = Param(
+    "type",
+    "query",
+    "accounts, statuses or hashtags (only accounts are ever found)",
+    {"type": "string", "enum": ["accounts", "statuses", "hashtags"]},
+)
+IDS = Param(
+    "id[]",
+    "query",
+    f"account ids (up to {accounts.MAX_RELATIONSHIP_IDS}); unknown ones are left out",
+    {"type": "array", "items": {"type": "string"}, "maxItems": accounts.MAX_RELATIONSHIP_IDS},
+)
+TIMELINE = Param(
+    "timeline[]",
+    "query",
+    "the markers wanted (only home exists)",
+    {"type": "array", "items": {"type": "string"}},
+)
+
+
+MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/api/v1/instance",
+        instance.instance_v1,
+        summary="Mastodon: the instance (v1), with the compatible version",
+        auth=False,
+        ok=200,
+        response=instance.InstanceOut,
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v2/instance",
+        instance.instance_v2,
+        summary="Mastodon: the instance (v2), with api_versions",
+        auth=False,
+        ok=200,
+        response=instance.InstanceOut,
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/apps",
+        oauth.create_app,
+        summary="Mastodon: register a client application",
+        auth=False,
+        ok=200,
+        response=oauth.AppOut,
+        body=oauth.CreateApp,
+        forms=True,
+        errors=(413, 415, 422),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "POST",
+        "/oauth/token",
+        oauth.token,
+        summary="Mastodon: a token by the password or client_credentials grant",
+        auth=False,
+        ok=200,
+        response=oauth.TokenOut,
+        body=oauth.TokenRequest,
+        forms=True,
+        errors=(401, 413, 415, 422, 429),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "POST",
+        "/oauth/revoke",
+        oauth.revoke,
+        summary="Mastodon: revoke a token the application minted",
+        auth=False,
+        ok=200,
+        response=oauth.EmptyOut,
+        body=oauth.RevokeRequest,
+        forms=True,
+        errors=(403, 413, 415, 422),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/accounts",
+        oauth.register,
+        summary="Mastodon: register an account (with an application's token)",
+        auth=False,
+        ok=200,
+        response=oauth.TokenOut,
+        body=oauth.Register,
+        forms=True,
+        errors=(401, 403, 413, 415, 422),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/accounts/verify_credentials",
+        accounts.verify_credentials,
+        summary="Mastodon: the caller's account",
+        auth=True,
+        ok=200,
+        response=entities.AccountOut,
+        errors=(403,),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/accounts/lookup",
+        accounts.lookup,
+        summary="Mastodon: an account by username",
+        auth=True,
+        ok=200,
+        response=entities.AccountOut,
+        params=(ACCT,),
+        errors=(403, 404),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/accounts/relationships",
+        accounts.relationships,
+        summary="Mastodon: the caller's relationships with accounts",
+        auth=True,
+        ok=200,
+        response=entities.RelationshipList,
+        params=(IDS,),
+        errors=(403,),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/accounts/{id}",
+        accounts.get_account,
+        summary="Mastodon: an account",
+        auth=True,
+        ok=200,
+        response=entities.AccountOut,
+        params=(ACCOUNT_ID,),
+        errors=(403, 404),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/accounts/{id}/follow",
+        follows.follow,
+        summary="Mastodon: follow, i.e. send a friend request (every account is locked)",
+        auth=True,
+        ok=200,
+        response=entities.RelationshipOut,
+        params=(ACCOUNT_ID,),
+        errors=(403, 404, 409, 422),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/accounts/{id}/unfollow",
+        follows.unfollow,
+        summary="Mastodon: end the friendship or withdraw the request",
+        auth=True,
+        ok=200,
+        response=entities.RelationshipOut,
+        params=(ACCOUNT_ID,),
+        errors=(403, 404),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v2/search",
+        accounts.search,
+        summary="Mastodon: search (an account by its exact username)",
+        auth=True,
+        ok=200,
+        response=entities.SearchOut,
+        params=(QUERY, SEARCH_TYPE),
+        errors=(403,),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/follow_requests",
+        follows.follow_requests,
+        summary="Mastodon: incoming friend requests",
+        auth=True,
+        ok=200,
+        response=entities.AccountList,
+        errors=(403,),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/follow_requests/{id}/authorize",
+        follows.authorize,
+        summary="Mastodon: accept a friend request",
+        auth=True,
+        ok=200,
+        response=entities.RelationshipOut,
+        params=(ACCOUNT_ID,),
+        errors=(403, 404, 409),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/follow_requests/{id}/reject",
+        follows.reject,
+        summary="Mastodon: decline a friend request",
+        auth=True,
+        ok=200,
+        response=entities.RelationshipOut,
+        params=(ACCOUNT_ID,),
+        errors=(403, 404),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/statuses",
+        statuses.post_status,
+        summary="Mastodon: post a status (Idempotency-Key honoured)",
+        auth=True,
+        ok=200,
+        response=entities.StatusOut,
+        body=statuses.PostStatus,
+        forms=True,
+        params=(IDEMPOTENCY,),
+        errors=(403, 409, 413, 415, 422),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/statuses/{id}",
+        statuses.get_status,
+        summary="Mastodon: a status the caller may see",
+        auth=True,
+        ok=200,
+        response=entities.StatusOut,
+        params=(STATUS_ID,),
+        errors=(403, 404),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/v1/statuses/{id}",
+        statuses.delete_status,
+        summary="Mastodon: delete one's own status (answers it, with its text)",
+        auth=True,
+        ok=200,
+        response=entities.StatusOut,
+        params=(STATUS_ID,),
+        errors=(403, 404),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/timelines/home",
+        timelines.home,
+        summary="Mastodon: the home timeline (max_id, since_id, min_id; Link header)",
+        auth=True,
+        ok=200,
+        response=entities.StatusList,
+        params=(LIMIT, MAX_ID, SINCE_ID, MIN_ID, LOCAL, REMOTE, ONLY_MEDIA),
+        errors=(403,),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/markers",
+        markers.get_markers,
+        summary="Mastodon: the home read marker",
+        auth=True,
+        ok=200,
+        response=markers.MarkersOut,
+        params=(TIMELINE,),
+        errors=(403,),
+        error_body=MastodonError,
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/markers",
+        markers.set_markers,
+        summary="Mastodon: move the home read marker forward",
+        auth=True,
+        ok=200,
+        response=markers.MarkersOut,
+        body=markers.SetMarkers,
+        forms=True,
+        errors=(403, 413, 415, 422),
+        error_body=MastodonError,
+    ),
+)
