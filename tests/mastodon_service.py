@@ -46,9 +46,7 @@ def serve(mongo_url: str, strategy: str, workdir: Path, **env: str) -> Iterator[
     port = free_port()
     db = f"masto_{strategy}_{uuid.uuid4().hex[:8]}"
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("TIMELINE_", "MONGODB_"))}
-    environ.update(
-        MONGODB_URL=mongo_url, MONGODB_DB=db, TIMELINE_STRATEGY=strategy, **env
-    )
+    environ.update(MONGODB_URL=mongo_url, MONGODB_DB=db, TIMELINE_STRATEGY=strategy, **env)
     log = workdir / f"serve-{port}.log"
     with log.open("wb") as out:
         # cwd: an empty directory, so that no developer's .env is read.

@@ -28,9 +28,7 @@ def ids(page: Any) -> list[str]:
 
 def native_ids(service: Service, token: str, **params: Any) -> list[str]:
     """The native API's page for the same token (a Mastodon token works on both)."""
-    r = service.http.get(
-        "/timeline", params=params, headers={"Authorization": f"Bearer {token}"}
-    )
+    r = service.http.get("/timeline", params=params, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
     return [s["id"] for s in r.json()["items"]]
 
@@ -55,8 +53,12 @@ def _session(service: Service) -> None:
 
     # Registration (an application token, then the account's), then a password log-in: by
     # e-mail for alice, by username for bob.
-    assert client(base, app).create_account("alice", "alice-secret-1", "Alice@Example.org", agreement=True)
-    assert client(base, app).create_account("bob", "bob-secret-12", "bob@example.org", agreement=True)
+    assert client(base, app).create_account(
+        "alice", "alice-secret-1", "Alice@Example.org", agreement=True
+    )
+    assert client(base, app).create_account(
+        "bob", "bob-secret-12", "bob@example.org", agreement=True
+    )
     alice, bob = client(base, app), client(base, app)
     alice_token = alice.log_in("alice@example.org", "alice-secret-1")
     bob_token = bob.log_in("bob", "bob-secret-12")
@@ -153,6 +155,6 @@ def _session(service: Service) -> None:
 
     # Revoked: the token stops working on both APIs.
     bob.revoke_access_token()
-    assert service.http.get(
-        "/me", headers={"Authorization": f"Bearer {bob_token}"}
-    ).status_code == 401
+    assert (
+        service.http.get("/me", headers={"Authorization": f"Bearer {bob_token}"}).status_code == 401
+    )
