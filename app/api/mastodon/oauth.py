@@ -59,6 +59,10 @@ class TokenRequest(_Body):
     username: str | None = Field(default=None, max_length=oauth.MAX_EMAIL_CHARS)
     password: str | None = Field(default=None, max_length=MAX_PASSWORD_CHARS)
     redirect_uri: str | None = Field(default=None, max_length=oauth.MAX_URI_CHARS)
+    # The authorization_code and refresh_token grants' fields: read only to refuse the grant
+    # with OAuth's unsupported_grant_type rather than a validation error.
+    code: str | None = Field(default=None, max_length=MAX_TOKEN_CHARS)
+    refresh_token: str | None = Field(default=None, max_length=MAX_TOKEN_CHARS)
 
 
 class TokenOut(_Body):

@@ -19,7 +19,11 @@ from app.api.mastodon.errors import MastodonError
 from app.api.mastodon.params import DEFAULT_LIMIT, ID_PATTERN, MAX_LIMIT
 from app.api.routes import IDEMPOTENCY
 
-_ID: dict[str, object] = {"type": "string", "pattern": ID_PATTERN, "example": "000000000000000000000000"}
+_ID: dict[str, object] = {
+    "type": "string",
+    "pattern": ID_PATTERN,
+    "example": "000000000000000000000000",
+}
 ACCOUNT_ID = Param("id", "path", "an account id (24 hex digits)", _ID, required=True)
 STATUS_ID = Param(
     "id",
