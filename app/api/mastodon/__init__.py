@@ -12,7 +12,8 @@ from app.api.mastodon.routes import MASTODON_ENDPOINTS
 
 # Mastodon's clients ask for some paths with a trailing slash (`/api/v1/instance/`).
 SLASHED = ("/api/v1/instance", "/api/v2/instance")
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+# Every method reaches `dispatch`, which answers the ones a path lacks with its exact `Allow`.
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def mastodon_routes() -> list[BaseRoute]:

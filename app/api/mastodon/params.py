@@ -120,7 +120,7 @@ def limit_param(request: Request) -> int:
 def id_param(request: Request, name: str) -> ObjectId | None:
     """A status id in the query (`max_id`, `since_id`, `min_id`); 400 when malformed."""
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     oid = parse_id(raw) if len(raw) == 24 else None
     if oid is None:

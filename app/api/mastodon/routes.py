@@ -51,7 +51,13 @@ _FLAG: dict[str, object] = {"type": "boolean"}
 LOCAL = Param("local", "query", "local statuses only (all are)", _FLAG)
 REMOTE = Param("remote", "query", "remote statuses only (none are: an empty page)", _FLAG)
 ONLY_MEDIA = Param("only_media", "query", "statuses with media only (none: an empty page)", _FLAG)
-ACCT = Param("acct", "query", "a local username (`alice` or `@alice`)", required=True)
+ACCT = Param(
+    "acct",
+    "query",
+    "a local username (`alice` or `@alice`)",
+    {"type": "string", "minLength": 1},
+    required=True,
+)
 QUERY = Param("q", "query", "a username, matched exactly", required=True)
 SEARCH_TYPE = Param(
     "type",
