@@ -18,7 +18,7 @@ from typing import Any
 from bson import ObjectId
 
 from app import passwords
-from app.errors import Conflict, DomainError, Unauthorized
+from app.errors import Conflict, DomainError, Forbidden, Unauthorized
 from app.models import utcnow
 from app.store import Store
 from app.users import TOKEN_BYTES, Account, by_login, create_user, hash_token
@@ -72,12 +72,6 @@ class UnsupportedGrantType(OAuthError):
     code = "unsupported_grant_type"
 
 
-class Forbidden(DomainError):
-    """The token is valid but does not allow this (a missing scope, or no user behind it)."""
-
-    code = "forbidden"
-
-
 class TooManyRequests(DomainError):
     code = "too_many_requests"
 
@@ -108,6 +102,21 @@ def allows(granted: Iterable[str], needed: str) -> bool:
     have = set(granted)
     top = needed.split(":", 1)[0]
     return needed in have or top in have or ("follow" in have and needed in FOLLOW_GRANTS)
+
+
+# What a Mastodon API token needs on the native API, whose endpoints predate scopes: `read` to
+# read, `write` to change anything (granular scopes alone are not enough there).
+NATIVE_READ = "read"
+NATIVE_WRITE = "write"
+
+
+def require_native_scope(me: Account, method: str) -> None:
+    """Forbidden unless the caller's token may use a native endpoint of this HTTP method."""
+    if me.scopes is None:
+        return
+    needed = NATIVE_READ if method in ("GET", "HEAD") else NATIVE_WRITE
+    if needed not in me.scopes:
+        raise Forbidden(f"this token lacks the {needed!r} scope")
 
 
 def require_scope(me: Account, needed: str) -> None:

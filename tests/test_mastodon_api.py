@@ -148,6 +148,11 @@ async def test_bad_input_is_refused_in_mastodons_shape(h: Harness) -> None:
         "error": "This action is outside the authorized scopes"
     }
     assert await statuses.count_documents({}) == 0
+    # On the native API too: reads need `read`, changes `write`.
+    r = await c.post("/statuses", json={"text": "x"}, headers=bearer(read_only))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    assert await statuses.count_documents({}) == 0
+    assert (await c.get("/timeline", headers=bearer(read_only))).status_code == 200
     # An application's token is no user's.
     r = await c.get("/api/v1/accounts/verify_credentials", headers=bearer(app_token))
     assert r.status_code == 401

@@ -14,9 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.api.deps import current_user
+from app.oauth import require_native_scope
 from app.users import Account
 
 Payload = Mapping[str, Any]
+# Endpoints that check their own, finer scopes (the Mastodon API, app/api/mastodon/).
+SCOPED_PREFIXES = ("/api/", "/oauth/")
 # A JSON array of objects (the Mastodon API's lists; its `response` is a pydantic RootModel).
 Body = Payload | Sequence[Payload]
 
@@ -85,6 +88,9 @@ class Endpoint:
         # The casts are what __post_init__ checked: `auth` says which of the two kinds it is.
         if self.auth:
             me = await current_user(request)
+            if not self.path.startswith(SCOPED_PREFIXES):
+                # A Mastodon API token (app.oauth) on a native endpoint: read or write scope.
+                require_native_scope(me, request.method)
             result = await cast(UserHandler, self.handler)(request, me)
         else:
             result = await cast(PublicHandler, self.handler)(request)

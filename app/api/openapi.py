@@ -72,7 +72,8 @@ def _operation(ep: Endpoint, ref: Ref, error: dict[str, Any]) -> dict[str, Any]:
     # 400: any operation refuses unknown or repeated query parameters (app.api.parsing).
     codes = set(ep.errors) | {400, 503}
     if ep.auth:
-        codes.add(401)
+        # 403: a Mastodon API token without the scope (docs/mastodon.md).
+        codes |= {401, 403}
     for code in sorted(codes):
         op["responses"][str(code)] = {"description": _REASONS[code], "content": error}
     return op

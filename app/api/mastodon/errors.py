@@ -22,13 +22,12 @@ from app.api.endpoint import Endpoint
 from app.api.errors import HTTP_STATUS
 from app.db import domain_error_from_pymongo
 from app.errors import DomainError
-from app.oauth import Forbidden, InvalidClient, OAuthError, TooManyRequests
+from app.oauth import InvalidClient, OAuthError, TooManyRequests
 
 log = logging.getLogger("timeline.api.mastodon")
 
 STATUS: dict[type[DomainError], int] = {
     **HTTP_STATUS,
-    Forbidden: 403,
     TooManyRequests: 429,
     OAuthError: 400,
     InvalidClient: 401,

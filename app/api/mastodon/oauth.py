@@ -15,7 +15,7 @@ from app.api.mastodon.errors import RegistrationFailed
 from app.api.mastodon.login_limit import guarded_login
 from app.api.mastodon.params import body
 from app.api.schemas import HANDLE_PATTERN
-from app.errors import Conflict, Unauthorized, ValidationFailed
+from app.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
 from app.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 from app.users import Account
 
@@ -165,7 +165,7 @@ async def revoke(request: Request) -> Payload:
         app = await oauth.authenticate_client(store, data.client_id, data.client_secret)
     except oauth.InvalidClient:
         # RFC 7009 and Doorkeeper: an unauthenticated revocation is refused as not allowed.
-        raise oauth.Forbidden("You are not authorized to revoke this token") from None
+        raise Forbidden("You are not authorized to revoke this token") from None
     await oauth.revoke(store, app, data.token)
     return {}
 
@@ -184,7 +184,7 @@ async def register(request: Request) -> Payload:
     store = context(request).store
     grant = await oauth.app_grant(store, _bearer(request))
     if not oauth.allows(grant.get("scopes", []), "write:accounts"):
-        raise oauth.Forbidden("This action is outside the authorized scopes")
+        raise Forbidden("This action is outside the authorized scopes")
     data = await body(request, Register)
     _check_registration(data)
     app = await store.oauth_apps.find_one({"_id": grant["app_id"]})
