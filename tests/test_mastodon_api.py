@@ -251,6 +251,27 @@ async def test_bad_input_is_refused_in_mastodons_shape(h: Harness) -> None:
     assert r.status_code == 405 and "GET" in r.headers["allow"]
     r = await c.get("/api/v1/instance/")
     assert r.status_code == 200 and r.json()["uri"] == "test"
+    me = (await c.get("/api/v1/accounts/verify_credentials", headers=ann)).json()
+    avatar = await c.get(me["avatar"].removeprefix("http://test"))
+    assert avatar.status_code == 200 and avatar.headers["content-type"] == "image/png"
+    assert avatar.content.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("strategy", ["receiver_copies"])
+async def test_every_authenticated_endpoint_refuses_bad_tokens(h: Harness) -> None:
+    from app.api.mastodon.routes import MASTODON_ENDPOINTS
+
+    await h.user("ann")
+    before = await h.ctx.store.statuses.count_documents({})
+    authenticated = [ep for ep in MASTODON_ENDPOINTS if ep.auth]
+    assert len(authenticated) >= 15
+    for ep in authenticated:
+        path = ep.path.replace("{id}", "0" * 24)
+        for headers in ({}, bearer("not-a-token"), {"Authorization": "Basic x"}):
+            r = await h.client.request(ep.method, path, headers=headers)
+            assert r.status_code == 401, (ep.method, ep.path, r.text)
+            assert isinstance(r.json()["error"], str) and "www-authenticate" in r.headers
+    assert await h.ctx.store.statuses.count_documents({}) == before
 
 
 @pytest.mark.parametrize("strategy", ["receiver_copies"])

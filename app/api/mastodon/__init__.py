@@ -7,6 +7,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 
 from app.api.endpoint import Endpoint
+from app.api.mastodon.avatar import AVATAR_PATH, missing_avatar
 from app.api.mastodon.errors import dispatch, unknown_endpoint
 from app.api.mastodon.routes import MASTODON_ENDPOINTS
 
@@ -29,6 +30,7 @@ def mastodon_routes() -> list[BaseRoute]:
         routes.append(Route(path, handler, methods=METHODS))
         if path in SLASHED:
             routes.append(Route(path + "/", handler, methods=METHODS))
+    routes.append(Route(AVATAR_PATH, missing_avatar, methods=["GET"]))
     routes.append(Route("/api/{rest:path}", unknown_endpoint, methods=METHODS))
     routes.append(Route("/oauth/{rest:path}", unknown_endpoint, methods=METHODS))
     return routes

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from starlette.requests import Request
 
 from app import users
+from app.api.mastodon.avatar import AVATAR_PATH
 from app.context import AppContext
 from app.timefmt import rfc3339
 from app.users import Account
@@ -153,7 +154,7 @@ def content_html(text: str) -> str:
 
 def _account(base: str, user: Account, friends: int, statuses: int) -> dict[str, Any]:
     url = f"{base}/@{user.handle}"
-    avatar = f"{base}/static/avatar.svg"
+    avatar = f"{base}{AVATAR_PATH}"
     return {
         "id": str(user.id),
         "username": user.handle,

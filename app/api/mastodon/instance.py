@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from app.api.deps import context
 from app.api.endpoint import Payload
+from app.api.mastodon.avatar import AVATAR_PATH
 from app.api.mastodon.entities import base_url
 from app.api.schemas import MAX_TEXT_CHARS
 
@@ -94,7 +95,7 @@ async def instance_v2(request: Request) -> Payload:
         "source_url": "",
         "description": DESCRIPTION,
         "usage": {"users": {"active_month": users}},
-        "thumbnail": {"url": f"{base}/static/avatar.svg"},
+        "thumbnail": {"url": f"{base}{AVATAR_PATH}"},
         "languages": ["en"],
         "configuration": {
             "urls": {"streaming": ""},
