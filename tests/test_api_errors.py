@@ -17,8 +17,8 @@ from bson import ObjectId
 
 from app import cursors, db
 from app.api.endpoint import Endpoint
-from app.api.parsing import MAX_BODY_BYTES
 from app.api.openapi import ENDPOINTS as DOCUMENTED
+from app.api.parsing import MAX_BODY_BYTES
 from app.api.routes import ENDPOINTS
 from app.api.schemas import MAX_TEXT_CHARS
 from app.embedded import EmbeddedServer
