@@ -145,11 +145,11 @@ async def by_handle(store: Store, handle: str) -> Account:
 
 
 async def by_login(store: Store, login: str) -> dict[str, Any] | None:
-    """The `users` document signing in as `login`: an e-mail address (it has an `@`; compared
-    lower-cased, as stored) or a handle. None when there is none."""
+    """The `users` document signing in as `login`: an e-mail address (it has an `@`) or a
+    handle, both compared lower-cased (as stored). None when there is none."""
     if "@" in login:
         return await store.users.find_one({"email": login.strip().lower()})
-    return await store.users.find_one({"handle": login.strip()})
+    return await store.users.find_one({"handle": login.strip().lower()})
 
 
 async def by_id(store: Store, user_id: ObjectId) -> Account | None:
