@@ -4,80 +4,35 @@ authenticates and serialises; app.api.mastodon.errors renders their errors Masto
 
 from __future__ import annotations
 
-from app.api.endpoint import Endpoint, Param
+from app.api.endpoint import Endpoint
 from app.api.mastodon import (
     accounts,
-    entities,
     follows,
     instance,
     markers,
     oauth,
+    schemas,
     statuses,
     timelines,
 )
 from app.api.mastodon.errors import MastodonError
-from app.api.mastodon.params import DEFAULT_LIMIT, ID_PATTERN, MAX_LIMIT
+from app.api.mastodon.route_params import (
+    ACCOUNT_ID,
+    ACCT,
+    IDS,
+    LIMIT,
+    LOCAL,
+    MAX_ID,
+    MIN_ID,
+    ONLY_MEDIA,
+    QUERY,
+    REMOTE,
+    SEARCH_TYPE,
+    SINCE_ID,
+    STATUS_ID,
+    TIMELINE,
+)
 from app.api.routes import IDEMPOTENCY
-
-_ID: dict[str, object] = {
-    "type": "string",
-    "pattern": ID_PATTERN,
-    "example": "000000000000000000000000",
-}
-ACCOUNT_ID = Param("id", "path", "an account id (24 hex digits)", _ID, required=True)
-STATUS_ID = Param(
-    "id",
-    "path",
-    "a status id; any other string is simply not found",
-    {"type": "string", "example": "000000000000000000000000"},
-    required=True,
-)
-LIMIT = Param(
-    "limit",
-    "query",
-    f"page size, default {DEFAULT_LIMIT}; above {MAX_LIMIT} is served as {MAX_LIMIT}",
-    {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT},
-)
-
-
-def _status_id(name: str, description: str) -> Param:
-    return Param(name, "query", description, _ID)
-
-
-MAX_ID = _status_id("max_id", "older than this status")
-SINCE_ID = _status_id("since_id", "the newest statuses above this one (a gap is possible)")
-MIN_ID = _status_id("min_id", "the statuses just above this one (no gap); wins over since_id")
-_FLAG: dict[str, object] = {"type": "boolean"}
-LOCAL = Param("local", "query", "local statuses only (all are)", _FLAG)
-REMOTE = Param("remote", "query", "remote statuses only (none are: an empty page)", _FLAG)
-ONLY_MEDIA = Param("only_media", "query", "statuses with media only (none: an empty page)", _FLAG)
-ACCT = Param(
-    "acct",
-    "query",
-    "a local username (`alice` or `@alice`)",
-    {"type": "string", "minLength": 1},
-    required=True,
-)
-QUERY = Param("q", "query", "a username, matched exactly", required=True)
-SEARCH_TYPE = Param(
-    "type",
-    "query",
-    "accounts, statuses or hashtags (only accounts are ever found)",
-    {"type": "string", "enum": ["accounts", "statuses", "hashtags"]},
-)
-IDS = Param(
-    "id[]",
-    "query",
-    f"account ids (up to {accounts.MAX_RELATIONSHIP_IDS}); unknown ones are left out",
-    {"type": "array", "items": {"type": "string"}, "maxItems": accounts.MAX_RELATIONSHIP_IDS},
-)
-TIMELINE = Param(
-    "timeline[]",
-    "query",
-    "the markers wanted (only home exists)",
-    {"type": "array", "items": {"type": "string"}},
-)
-
 
 MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -159,7 +114,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: the caller's account",
         auth=True,
         ok=200,
-        response=entities.AccountOut,
+        response=schemas.AccountOut,
         errors=(403,),
         error_body=MastodonError,
     ),
@@ -170,7 +125,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: an account by username",
         auth=True,
         ok=200,
-        response=entities.AccountOut,
+        response=schemas.AccountOut,
         params=(ACCT,),
         errors=(403, 404),
         error_body=MastodonError,
@@ -182,7 +137,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: the caller's relationships with accounts",
         auth=True,
         ok=200,
-        response=entities.RelationshipList,
+        response=schemas.RelationshipList,
         params=(IDS,),
         errors=(403,),
         error_body=MastodonError,
@@ -194,7 +149,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: an account",
         auth=True,
         ok=200,
-        response=entities.AccountOut,
+        response=schemas.AccountOut,
         params=(ACCOUNT_ID,),
         errors=(403, 404),
         error_body=MastodonError,
@@ -206,7 +161,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: follow, i.e. send a friend request (every account is locked)",
         auth=True,
         ok=200,
-        response=entities.RelationshipOut,
+        response=schemas.RelationshipOut,
         params=(ACCOUNT_ID,),
         errors=(403, 404, 409, 422),
         error_body=MastodonError,
@@ -218,7 +173,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: end the friendship or withdraw the request",
         auth=True,
         ok=200,
-        response=entities.RelationshipOut,
+        response=schemas.RelationshipOut,
         params=(ACCOUNT_ID,),
         errors=(403, 404),
         error_body=MastodonError,
@@ -230,7 +185,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: search (an account by its exact username)",
         auth=True,
         ok=200,
-        response=entities.SearchOut,
+        response=schemas.SearchOut,
         params=(QUERY, SEARCH_TYPE),
         errors=(403,),
         error_body=MastodonError,
@@ -242,7 +197,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: incoming friend requests",
         auth=True,
         ok=200,
-        response=entities.AccountList,
+        response=schemas.AccountList,
         errors=(403,),
         error_body=MastodonError,
     ),
@@ -253,7 +208,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: accept a friend request",
         auth=True,
         ok=200,
-        response=entities.RelationshipOut,
+        response=schemas.RelationshipOut,
         params=(ACCOUNT_ID,),
         errors=(403, 404, 409),
         error_body=MastodonError,
@@ -265,7 +220,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: decline a friend request",
         auth=True,
         ok=200,
-        response=entities.RelationshipOut,
+        response=schemas.RelationshipOut,
         params=(ACCOUNT_ID,),
         errors=(403, 404),
         error_body=MastodonError,
@@ -277,7 +232,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: post a status (Idempotency-Key honoured)",
         auth=True,
         ok=200,
-        response=entities.StatusOut,
+        response=schemas.StatusOut,
         body=statuses.PostStatus,
         forms=True,
         params=(IDEMPOTENCY,),
@@ -291,7 +246,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: a status the caller may see",
         auth=True,
         ok=200,
-        response=entities.StatusOut,
+        response=schemas.StatusOut,
         params=(STATUS_ID,),
         errors=(403, 404),
         error_body=MastodonError,
@@ -303,7 +258,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: delete one's own status (answers it, with its text)",
         auth=True,
         ok=200,
-        response=entities.StatusOut,
+        response=schemas.StatusOut,
         params=(STATUS_ID,),
         errors=(403, 404),
         error_body=MastodonError,
@@ -315,7 +270,7 @@ MASTODON_ENDPOINTS: tuple[Endpoint, ...] = (
         summary="Mastodon: the home timeline (max_id, since_id, min_id; Link header)",
         auth=True,
         ok=200,
-        response=entities.StatusList,
+        response=schemas.StatusList,
         params=(LIMIT, MAX_ID, SINCE_ID, MIN_ID, LOCAL, REMOTE, ONLY_MEDIA),
         errors=(403,),
         error_body=MastodonError,
