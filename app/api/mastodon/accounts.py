@@ -19,6 +19,7 @@ from app.users import Account
 MAX_RELATIONSHIP_IDS = 40
 # Longest search query read: a handle is at most 30 characters, an @-qualified one a few more.
 MAX_QUERY_CHARS = 200
+SEARCH_TYPES = ("accounts", "statuses", "hashtags")
 
 
 async def verify_credentials(request: Request, me: Account) -> Payload:
@@ -68,8 +69,10 @@ async def search(request: Request, me: Account) -> Payload:
     if q is None:
         raise BadRequest("q is required", code="missing_parameter")
     kind = request.query_params.get("type")
+    if kind is not None and kind not in SEARCH_TYPES:
+        raise BadRequest(f"type must be one of {', '.join(SEARCH_TYPES)}", code="invalid_type")
     found: list[Payload] = []
-    if kind in (None, "", "accounts") and q.strip():
+    if kind in (None, "accounts") and q.strip():
         handle = _local_handle(q[:MAX_QUERY_CHARS], request.url.netloc)
         doc = await context(request).store.users.find_one({"handle": handle})
         if doc is not None:

@@ -110,11 +110,13 @@ def limit_param(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not (raw.isascii() and raw.isdigit()) or int(raw[:MAX_LIMIT_DIGITS] or "0") == 0:
+    # ASCII digits only (str.isdigit() also accepts "１" and "²"); no int() of a huge string.
+    digits = raw.lstrip("0") if raw.isascii() and raw.isdigit() else ""
+    if not digits:
         raise BadRequest("limit must be a positive integer", code="invalid_limit")
-    if len(raw.lstrip("0")) > MAX_LIMIT_DIGITS:
+    if len(digits) > MAX_LIMIT_DIGITS:
         return MAX_LIMIT
-    return min(int(raw), MAX_LIMIT)
+    return min(int(digits), MAX_LIMIT)
 
 
 def id_param(request: Request, name: str) -> ObjectId | None:

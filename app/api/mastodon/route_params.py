@@ -4,7 +4,7 @@ them (app.api.mastodon.params), so the fuzzing holds the API to both sides of ea
 from __future__ import annotations
 
 from app.api.endpoint import Param
-from app.api.mastodon.accounts import MAX_RELATIONSHIP_IDS
+from app.api.mastodon.accounts import MAX_RELATIONSHIP_IDS, SEARCH_TYPES
 from app.api.mastodon.params import DEFAULT_LIMIT, ID_PATTERN, MAX_LIMIT
 
 _ID: dict[str, object] = {
@@ -51,7 +51,7 @@ SEARCH_TYPE = Param(
     "type",
     "query",
     "accounts, statuses or hashtags (only accounts are ever found)",
-    {"type": "string", "enum": ["accounts", "statuses", "hashtags"]},
+    {"type": "string", "enum": list(SEARCH_TYPES)},
 )
 IDS = Param(
     "id[]",
