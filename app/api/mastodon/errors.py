@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from app.api.endpoint import Endpoint
 from app.api.errors import HTTP_STATUS
 from app.db import domain_error_from_pymongo
-from app.errors import DomainError
+from app.errors import DomainError, ValidationFailed
 from app.oauth import InvalidClient, OAuthError, TooManyRequests
 
 log = logging.getLogger("timeline.api.mastodon")
@@ -34,17 +34,12 @@ STATUS: dict[type[DomainError], int] = {
 }
 
 
-class RegistrationFailed(DomainError):
+class RegistrationFailed(ValidationFailed):
     """422 with Mastodon's per-field `details` (`ERR_TAKEN`, `ERR_INVALID`, ...)."""
-
-    code = "validation_failed"
 
     def __init__(self, field: str, error: str, description: str) -> None:
         super().__init__(f"Validation failed: {field.capitalize()} {description}")
         self.details = {field: [{"error": error, "description": description}]}
-
-
-STATUS[RegistrationFailed] = 422
 
 
 class MastodonError(BaseModel):
