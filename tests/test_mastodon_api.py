@@ -252,6 +252,8 @@ async def test_bad_input_is_refused_in_mastodons_shape(h: Harness) -> None:
     r = await c.get("/api/v1/instance/")
     assert r.status_code == 200 and r.json()["uri"] == "test"
     me = (await c.get("/api/v1/accounts/verify_credentials", headers=ann)).json()
+    assert (me["followers_count"], me["following_count"], me["statuses_count"]) == (1, 1, 2)
+    assert me["source"]["privacy"] == "private" and me["locked"] is True
     avatar = await c.get(me["avatar"].removeprefix("http://test"))
     assert avatar.status_code == 200 and avatar.headers["content-type"] == "image/png"
     assert avatar.content.startswith(b"\x89PNG")
