@@ -24,6 +24,13 @@ class Unauthorized(DomainError):
     code = "unauthorized"
 
 
+class Forbidden(DomainError):
+    """The caller is known but their token does not allow this (a Mastodon API token's scopes,
+    app.oauth)."""
+
+    code = "forbidden"
+
+
 class NotFound(DomainError):
     code = "not_found"
 

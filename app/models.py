@@ -22,6 +22,9 @@ from app.models_copies import TimelineEntry as TimelineEntry
 from app.models_copies import TimelineMeta as TimelineMeta
 from app.models_hybrid import LargeAuthor as LargeAuthor
 from app.models_hybrid import LargeFriend as LargeFriend
+from app.models_oauth import AccessToken as AccessToken
+from app.models_oauth import LoginFailure as LoginFailure
+from app.models_oauth import OAuthApp as OAuthApp
 
 # Idempotency keys are kept this long; a retry after that creates a new status.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -42,12 +45,24 @@ class User(Document):
     # Friendships counted against MAX_FRIENDS (app.graph.reserve). Without transactions a crash
     # can leave it above the number of edges, never below; the profile counts the edges.
     friend_count: int = 0
+    # Set by the Mastodon API's registration (POST /api/v1/accounts); absent on accounts made by
+    # POST /users, which sign in with their token only. The e-mail is stored lower-cased.
+    email: str | None = None
+    # app.passwords' `scrypt$N$r$p$salt$key`; never the password.
+    password_hash: str | None = None
 
     class Settings:
         name = "users"
+        keep_nulls = False
         indexes = [
             IndexModel([("handle", ASCENDING)], unique=True),
             IndexModel([("token_hash", ASCENDING)], unique=True),
+            # Sign-in by e-mail; only accounts that have one are in it.
+            IndexModel(
+                [("email", ASCENDING)],
+                unique=True,
+                partialFilterExpression={"email": {"$exists": True}},
+            ),
         ]
 
 
@@ -295,4 +310,7 @@ DOCUMENT_MODELS: list[type[Document]] = [
     Marker,
     UserActivity,
     Revocation,
+    OAuthApp,
+    AccessToken,
+    LoginFailure,
 ]

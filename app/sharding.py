@@ -109,6 +109,21 @@ PLAN: tuple[ShardPlan, ...] = (
         "_id is the user: a read's look-up and update are targeted; /health's count of "
         "inactive users is a broadcast over the last_read_at index",
     ),
+    ShardPlan(
+        "oauth_apps",
+        None,
+        "client applications: a few per client program, looked up by client_id; small",
+    ),
+    ShardPlan(
+        "access_tokens",
+        (("_id", "hashed"),),
+        "_id is the token's hash: the look-up of every Mastodon API request is targeted",
+    ),
+    ShardPlan(
+        "login_failures",
+        None,
+        "short-lived failed-login counters (TTL), a few per attacked account or address",
+    ),
 )
 PLAN_BY_COLLECTION: dict[str, ShardPlan] = {p.collection: p for p in PLAN}
 

@@ -46,6 +46,9 @@ class Store:
     markers: Collection
     user_activity: Collection
     revocations: Collection
+    oauth_apps: Collection
+    access_tokens: Collection
+    login_failures: Collection
 
     @classmethod
     def bind(cls, db: AsyncDatabase[Any]) -> Store:
@@ -71,4 +74,7 @@ class Store:
             markers=db[_name(models.Marker)],
             user_activity=db[_name(models.UserActivity)],
             revocations=db[_name(models.Revocation)],
+            oauth_apps=db[_name(models.OAuthApp)],
+            access_tokens=db[_name(models.AccessToken)],
+            login_failures=db[_name(models.LoginFailure)],
         )

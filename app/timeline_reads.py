@@ -80,3 +80,19 @@ async def count_newer(
         return sum(1 for i in items if not pending.hides(user_id, i))
     gone = await revocations.hidden_many(coll, user_id, items)
     return sum(1 for i in items if i.id not in gone)
+
+
+async def read_above(
+    coll: Collection, strategy: TimelineStrategy, user_id: ObjectId, *, limit: int, above: ObjectId
+) -> list[StatusView]:
+    """The `limit` items of the timeline just above `above` (the oldest of those newer than it),
+    newest first: no gap between `above` and the page (Mastodon's `min_id`). Built on the checked
+    count and pages, so it is the same timeline as every other read, on every strategy: it reads
+    the items above `above` (at most `max_items`) and keeps the oldest `limit`. A post arriving
+    between the count and the read shows as a gap, and the read is repeated wider."""
+    want = max(limit, await count_newer(coll, strategy, user_id, above))
+    while True:
+        page = await read_page(coll, strategy, user_id, limit=want, after=above)
+        if not page.gap or want >= strategy.max_items:
+            return page.items[-limit:]
+        want = min(2 * want, strategy.max_items)

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,9 @@ class Account:
     token_hash: str
     created_at: datetime
     friend_count: int = 0
+    # What the caller's token allows: None for the account's own token (everything), else the
+    # scopes of the Mastodon API access token it authenticated with (app.oauth).
+    scopes: frozenset[str] | None = None
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Account:
@@ -60,9 +63,17 @@ def id_of(user: Account) -> ObjectId:
     return user.id
 
 
-def new_user_doc(handle: str, display_name: str | None, token_hash: str) -> dict[str, Any]:
-    """A `users` document with every field app.models.User declares."""
-    return {
+def new_user_doc(
+    handle: str,
+    display_name: str | None,
+    token_hash: str,
+    *,
+    email: str | None = None,
+    password_hash: str | None = None,
+) -> dict[str, Any]:
+    """A `users` document with every field app.models.User declares (e-mail and password hash
+    only when given: the e-mail index holds only accounts that have one)."""
+    doc: dict[str, Any] = {
         "_id": ObjectId(),
         "handle": handle,
         "display_name": display_name,
@@ -70,25 +81,60 @@ def new_user_doc(handle: str, display_name: str | None, token_hash: str) -> dict
         "created_at": utcnow(),
         "friend_count": 0,
     }
+    if email is not None:
+        doc["email"] = email
+    if password_hash is not None:
+        doc["password_hash"] = password_hash
+    return doc
 
 
-async def create_user(store: Store, handle: str, display_name: str | None) -> tuple[Account, str]:
+async def create_user(
+    store: Store,
+    handle: str,
+    display_name: str | None,
+    *,
+    email: str | None = None,
+    password_hash: str | None = None,
+) -> tuple[Account, str]:
+    """A new user and its own token (shown once). Conflict `handle_taken` or `email_taken`."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    doc = new_user_doc(handle, display_name, hash_token(token))
+    doc = new_user_doc(
+        handle, display_name, hash_token(token), email=email, password_hash=password_hash
+    )
     try:
         await store.users.insert_one(doc)
-    except DuplicateKeyError:
+    except DuplicateKeyError as exc:
+        if _duplicate_email(exc):
+            raise Conflict("the e-mail address is taken", code="email_taken") from None
         raise Conflict(f"the handle {handle!r} is taken", code="handle_taken") from None
     return Account.from_doc(doc), token
 
 
+def _duplicate_email(exc: DuplicateKeyError) -> bool:
+    """Whether the duplicate is on the e-mail index (its key pattern, or its name `email_1` in
+    the message where a server sends no key pattern)."""
+    details = exc.details or {}
+    pattern = details.get("keyPattern")
+    if isinstance(pattern, dict):
+        return "email" in pattern
+    return "email_1" in str(details.get("errmsg", exc))
+
+
 async def authenticate(store: Store, token: str) -> Account:
+    """The user of `token`: the account's own token (every scope), or an access token minted by
+    the Mastodon API (app.oauth) with its scopes. An application's own token has no user and
+    is refused here like an unknown one."""
     digest = hash_token(token)
     doc = await store.users.find_one({"token_hash": digest})
     # The lookup is by hash, so timing reveals nothing about the token; compare anyway.
-    if doc is None or not hmac.compare_digest(doc["token_hash"], digest):
-        raise Unauthorized("the bearer token is invalid", code="invalid_token")
-    return Account.from_doc(doc)
+    if doc is not None and hmac.compare_digest(doc["token_hash"], digest):
+        return Account.from_doc(doc)
+    grant = await store.access_tokens.find_one({"_id": digest})
+    if grant is not None and grant.get("user_id") is not None:
+        doc = await store.users.find_one({"_id": grant["user_id"]})
+        if doc is not None:
+            return replace(Account.from_doc(doc), scopes=frozenset(grant.get("scopes", [])))
+    raise Unauthorized("the bearer token is invalid", code="invalid_token")
 
 
 async def by_handle(store: Store, handle: str) -> Account:
@@ -96,6 +142,14 @@ async def by_handle(store: Store, handle: str) -> Account:
     if doc is None:
         raise NotFound(f"no user {handle!r}", code="user_not_found")
     return Account.from_doc(doc)
+
+
+async def by_login(store: Store, login: str) -> dict[str, Any] | None:
+    """The `users` document signing in as `login`: an e-mail address (it has an `@`) or a
+    handle, both compared lower-cased (as stored). None when there is none."""
+    if "@" in login:
+        return await store.users.find_one({"email": login.strip().lower()})
+    return await store.users.find_one({"handle": login.strip().lower()})
 
 
 async def by_id(store: Store, user_id: ObjectId) -> Account | None:

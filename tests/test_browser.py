@@ -86,12 +86,25 @@ def open_page(browser: Any, base: str, recorder: Recorder, **context: Any) -> An
     return page
 
 
+def password_of(handle: str) -> str:
+    return f"{handle}'s password"
+
+
 def sign_up(page: Any, handle: str) -> str:
-    page.get_by_label("Handle").fill(handle)
+    """Sign up with a handle, an e-mail and a password (the Mastodon API's registration)."""
+    page.get_by_label("Handle", exact=True).fill(handle)
+    page.get_by_label("E-mail", exact=True).fill(f"{handle}@example.org")
+    page.locator("#signup-password").fill(password_of(handle))
     page.get_by_role("button", name="Create account").click()
     page.locator("#signed-in").wait_for(state="visible")
     token: str = page.evaluate("localStorage.getItem('timeline.token')")
     return token
+
+
+def sign_in(page: Any, login: str, password: str) -> None:
+    page.get_by_label("Handle or e-mail").fill(login)
+    page.locator("#signin-password").fill(password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
 
 
 def drained(client: httpx.Client) -> None:
@@ -229,9 +242,30 @@ def test_two_people_use_the_web_client(service: httpx.Client, browser: Any, tmp_
     alice.get_by_role("button", name="Send request").click()
     assert "Not found" in alice.get_by_role("alert").inner_text()
     stranger = open_page(browser, base, recorder)
-    stranger.get_by_label("Handle").fill("alice")
+    stranger.get_by_label("Handle", exact=True).fill("alice")
+    stranger.get_by_label("E-mail", exact=True).fill("someone@example.org")
+    stranger.locator("#signup-password").fill("a long password")
     stranger.get_by_role("button", name="Create account").click()
     assert "handle is taken" in stranger.get_by_role("alert").inner_text()
+    # Password sign-in: a wrong password is said as such, the right one (by e-mail, any case)
+    # signs in; the token is in localStorage and no cookie is set.
+    sign_in(stranger, "alice", "not her password")
+    stranger.get_by_text("Wrong handle, e-mail or password.").wait_for()
+    sign_in(stranger, "Alice@Example.org", password_of("alice"))
+    stranger.get_by_text("Signed in as @alice.").wait_for()
+    assert stranger.context.cookies() == []
+    alice_token = stranger.evaluate("localStorage.getItem('timeline.token')")
+    assert (
+        service.get("/me", headers={"Authorization": f"Bearer {alice_token}"}).json()["handle"]
+        == "alice"
+    )
+    # Signing out revokes the token it got.
+    stranger.get_by_role("button", name="Sign out").click()
+    stranger.locator("#signed-out").wait_for(state="visible")
+    deadline = time.monotonic() + WORKER_TIMEOUT_S
+    while service.get("/me", headers={"Authorization": f"Bearer {alice_token}"}).status_code != 401:
+        assert time.monotonic() < deadline, "signing out did not revoke the token"
+        time.sleep(0.1)
     stranger.evaluate(
         "() => { localStorage.setItem('timeline.token', 'forged');"
         " localStorage.setItem('timeline.handle', 'alice'); }"
@@ -239,9 +273,15 @@ def test_two_people_use_the_web_client(service: httpx.Client, browser: Any, tmp_
     stranger.reload()
     assert "Sign in again" in stranger.get_by_role("alert").inner_text()
     stranger.locator("#signed-out").wait_for(state="visible")
-    # Signing in with a token (bob's, as if copied from his other browser).
-    stranger.get_by_label("Token", exact=True).last.fill(bob_token)
-    stranger.get_by_role("button", name="Sign in").click()
+    # An account made by POST /users (carol) has no password: it signs in with its token.
+    stranger.get_by_label("Token", exact=True).fill(carol["token"])
+    stranger.get_by_role("button", name="Sign in with the token").click()
+    stranger.get_by_text("Signed in as @carol.").wait_for()
+    stranger.get_by_role("button", name="Sign out").click()
+    stranger.locator("#signed-out").wait_for(state="visible")
+    # bob's token, as if copied from his other browser.
+    stranger.get_by_label("Token", exact=True).fill(bob_token)
+    stranger.get_by_role("button", name="Sign in with the token").click()
     stranger.get_by_text("Signed in as @bob.").wait_for()
     stranger.locator("#timeline").get_by_text("hello alice, this is new").wait_for()
     stranger.get_by_role("button", name="Sign out").click()

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from app.api.endpoint import Endpoint
 from app.api.errors import EXCEPTION_HANDLERS
+from app.api.mastodon import mastodon_routes
 from app.api.metrics import MetricsMiddleware, metrics_endpoint
 from app.api.openapi import build_openapi
 from app.api.parsing import check_query
@@ -105,9 +106,10 @@ def create_app(
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     # Operational, not part of the public API document: restrict it at the proxy (docs/security.md).
     routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
-    # The web client: HTML and assets, not part of the JSON API's OpenAPI document.
+    # The web client: HTML and assets, not part of the JSON API's OpenAPI document. The
+    # Mastodon client API beside the native one (docs/mastodon.md).
     return Starlette(
-        routes=[*routes, *web_routes()],
+        routes=[*routes, *mastodon_routes(), *web_routes()],
         middleware=[Middleware(MetricsMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -5,7 +5,7 @@ document (built from the same rows) and the behaviour cannot drift apart."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, cast
 
@@ -14,21 +14,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.api.deps import current_user
+from app.oauth import require_native_scope
 from app.users import Account
 
 Payload = Mapping[str, Any]
+# Endpoints that check their own, finer scopes (the Mastodon API, app/api/mastodon/).
+SCOPED_PREFIXES = ("/api/", "/oauth/")
+# A JSON array of objects (the Mastodon API's lists; its `response` is a pydantic RootModel).
+Body = Payload | Sequence[Payload]
 
 
 @dataclass(frozen=True)
 class Reply:
     """A payload answered with another success status than the endpoint's `ok` (one of its
-    `also_ok`), e.g. 200 for a replayed create."""
+    `also_ok`), e.g. 200 for a replayed create, or with headers (a `Link` header)."""
 
-    payload: Payload
+    payload: Body
     status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
-Result = Payload | Reply | None
+Result = Body | Reply | None
 PublicHandler = Callable[[Request], Awaitable[Result]]
 UserHandler = Callable[[Request, Account], Awaitable[Result]]
 
@@ -62,6 +68,11 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     # Other success statuses the handler may answer with (a `Reply`), and what each means.
     also_ok: Mapping[int, str] = field(default_factory=dict)
+    # The body of its errors in the OpenAPI document (None: app.api.schemas.ErrorOut).
+    error_body: type[BaseModel] | None = None
+    # The body may also be sent as a form (application/x-www-form-urlencoded), as Mastodon's
+    # clients do; documented beside JSON.
+    forms: bool = False
 
     def __post_init__(self) -> None:
         # Checked once, at import: a row whose `auth` disagrees with its handler's signature
@@ -77,19 +88,22 @@ class Endpoint:
         # The casts are what __post_init__ checked: `auth` says which of the two kinds it is.
         if self.auth:
             me = await current_user(request)
+            if not self.path.startswith(SCOPED_PREFIXES):
+                # A Mastodon API token (app.oauth) on a native endpoint: read or write scope.
+                require_native_scope(me, request.method)
             result = await cast(UserHandler, self.handler)(request, me)
         else:
             result = await cast(PublicHandler, self.handler)(request)
-        status, payload = self.ok, result
+        status, payload, headers = self.ok, result, None
         if isinstance(result, Reply):
-            if result.status not in self.also_ok:
+            if result.status not in self.also_ok and result.status != self.ok:
                 raise AssertionError(f"{self.method} {self.path} answered {result.status}")
-            status, payload = result.status, result.payload
+            status, payload, headers = result.status, result.payload, result.headers or None
         if self.response is None:
             if payload is not None:
                 raise AssertionError(f"{self.method} {self.path} has no response body")
-            return Response(status_code=status)
+            return Response(status_code=status, headers=headers)
         if payload is None:
             raise AssertionError(f"{self.method} {self.path} returned no body")
         body = self.response.model_validate(payload).model_dump(mode="json", by_alias=True)
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers=headers)

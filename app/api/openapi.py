@@ -10,7 +10,11 @@ from pydantic.json_schema import models_json_schema
 
 from app.api import schemas as s
 from app.api.endpoint import Endpoint
-from app.api.routes import ENDPOINTS
+from app.api.mastodon.routes import MASTODON_ENDPOINTS
+from app.api.routes import ENDPOINTS as NATIVE_ENDPOINTS
+
+# The native API and the Mastodon client API beside it (docs/mastodon.md), in one document.
+ENDPOINTS = (*NATIVE_ENDPOINTS, *MASTODON_ENDPOINTS)
 
 _REASONS = {
     400: "malformed JSON or parameters (unknown or repeated query parameters too)",
@@ -21,6 +25,7 @@ _REASONS = {
     413: "body too large",
     415: "body is not application/json",
     422: "validation failed",
+    429: "too many attempts: retry after the time in Retry-After",
     503: "database unavailable",
 }
 
@@ -52,20 +57,23 @@ def _operation(ep: Endpoint, ref: Ref, error: dict[str, Any]) -> dict[str, Any]:
     if ep.auth:
         op["security"] = [{"bearer": []}]
     if ep.body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": ref(ep.body)}},
-        }
+        content = {"application/json": {"schema": ref(ep.body)}}
+        if ep.forms:
+            content["application/x-www-form-urlencoded"] = {"schema": ref(ep.body)}
+        op["requestBody"] = {"required": True, "content": content}
     ok: dict[str, Any] = {"description": "success"}
     if ep.response is not None:
         ok["content"] = {"application/json": {"schema": ref(ep.response)}}
     op["responses"][str(ep.ok)] = ok
     for status, description in ep.also_ok.items():
         op["responses"][str(status)] = {"description": description, "content": ok["content"]}
+    if ep.error_body is not None:
+        error = {"application/json": {"schema": ref(ep.error_body)}}
     # 400: any operation refuses unknown or repeated query parameters (app.api.parsing).
     codes = set(ep.errors) | {400, 503}
     if ep.auth:
-        codes.add(401)
+        # 403: a Mastodon API token without the scope (docs/mastodon.md).
+        codes |= {401, 403}
     for code in sorted(codes):
         op["responses"][str(code)] = {"description": _REASONS[code], "content": error}
     return op
@@ -75,7 +83,7 @@ def build_openapi() -> dict[str, Any]:
     bodies = {ep.body for ep in ENDPOINTS}
     models: set[type[BaseModel]] = {s.ErrorOut}
     for ep in ENDPOINTS:
-        models.update(m for m in (ep.body, ep.response) if m is not None)
+        models.update(m for m in (ep.body, ep.response, ep.error_body) if m is not None)
 
     def mode_of(model: type[BaseModel]) -> Literal["validation", "serialization"]:
         return "validation" if model in bodies else "serialization"

@@ -21,6 +21,12 @@ const FRIENDS_PAGE = 50;
 const TEXT_MAX = 5000;
 const TOKEN_KEY = "timeline.token";
 const HANDLE_KEY = "timeline.handle";
+// This browser's client registration with the Mastodon API (`POST /api/v1/apps`), made once
+// and kept: signing up and in with a password go through its OAuth endpoints.
+const APP_KEY = "timeline.app";
+const APP_NAME = "Timeline web client";
+const SCOPES = "read write follow";
+const OOB = "urn:ietf:wg:oauth:2.0:oob";
 
 const $ = (id) => document.getElementById(id);
 
@@ -79,9 +85,23 @@ async function api(method, path, { body, headers = {}, auth = true } = {}) {
   }
   if (!response.ok) {
     const error = (data && data.error) || {};
+    if (typeof error === "string") throw mastodonError(response.status, data);
     throw new ApiError(response.status, error.code || "http_error", error.message || "");
   }
   return data;
+}
+
+// The Mastodon API's errors: `{"error": message}`, OAuth's `{"error": code,
+// "error_description": message}`, and registration's per-field `details`.
+function mastodonError(status, data) {
+  if (data.details) {
+    const [field, problems] = Object.entries(data.details)[0];
+    const err = new ApiError(status, problems[0].error, `${field} ${problems[0].description}`);
+    err.field = field;
+    return err;
+  }
+  if (data.error_description) return new ApiError(status, data.error, data.error_description);
+  return new ApiError(status, "mastodon", data.error);
 }
 
 // What each error the API returns means to the person using the page.
@@ -91,6 +111,7 @@ function explain(err) {
     case 0:
       return err.message;
     case 400:
+      if (err.code === "invalid_grant") return "Wrong handle, e-mail or password.";
       return `The request was malformed${detail}.`;
     case 401:
       return "Your token is not valid (any more). Sign in again.";
@@ -99,9 +120,15 @@ function explain(err) {
     case 409:
       if (err.code === "handle_taken") return "That handle is taken; choose another one.";
       return `That clashes with something that just happened${detail}. Try again.`;
+    case 429:
+      return "Too many failed sign-ins. Wait a few minutes, then try again.";
     case 413:
       return "That is too large to send. A post holds at most 5000 characters.";
     case 422:
+      if (err.code === "ERR_TAKEN" && err.field === "username") {
+        return "That handle is taken; choose another one.";
+      }
+      if (err.code === "ERR_TAKEN") return "That e-mail address is taken.";
       return `Please check what you entered${detail}.`;
     case 503:
       return "The service's database is unavailable right now. Try again in a moment.";
@@ -136,18 +163,55 @@ function remember(token, handle) {
   localStorage.setItem(HANDLE_KEY, handle);
 }
 
+// The browser's client registration, made on first use. `fresh` registers again (the one kept
+// was refused: the service's database was reset, say).
+async function clientApp(fresh = false) {
+  const kept = fresh ? null : JSON.parse(localStorage.getItem(APP_KEY) || "null");
+  if (kept) return kept;
+  const body = { client_name: APP_NAME, redirect_uris: OOB, scopes: SCOPES };
+  const app = await api("POST", "/api/v1/apps", { body, auth: false });
+  const creds = { client_id: app.client_id, client_secret: app.client_secret };
+  localStorage.setItem(APP_KEY, JSON.stringify(creds));
+  return creds;
+}
+
+// POST /oauth/token with the browser's client credentials, registering again once if they
+// are refused.
+async function oauthToken(grant) {
+  for (const fresh of [false, true]) {
+    const creds = await clientApp(fresh);
+    try {
+      return await api("POST", "/oauth/token", {
+        body: { ...grant, ...creds, scope: SCOPES },
+        auth: false,
+      });
+    } catch (err) {
+      if (!(err instanceof ApiError && err.code === "invalid_client") || fresh) throw err;
+    }
+  }
+  throw new Error("unreachable");
+}
+
 async function signUp(event) {
   event.preventDefault();
   const form = event.target;
-  const body = { handle: form.handle.value.trim() };
-  const name = form.display_name.value.trim();
-  if (name) body.display_name = name;
+  const handle = form.handle.value.trim();
   try {
-    const user = await api("POST", "/users", { body, auth: false });
-    remember(user.token, user.handle);
-    $("token-out").value = user.token;
+    // An application token registers the account; it is revoked once used.
+    const appToken = (await oauthToken({ grant_type: "client_credentials" })).access_token;
+    const body = {
+      username: handle,
+      email: form.email.value.trim(),
+      password: form.password.value,
+      agreement: true,
+    };
+    const auth = { Authorization: `Bearer ${appToken}` };
+    const minted = await api("POST", "/api/v1/accounts", { body, headers: auth, auth: false });
+    revoke(appToken);
+    remember(minted.access_token, handle);
+    form.reset();
     await enter();
-    notify(`Welcome, @${user.handle}. Your token is kept in this browser.`);
+    notify(`Welcome, @${handle}. You are signed in in this browser.`);
   } catch (err) {
     showError(err);
   }
@@ -155,21 +219,50 @@ async function signUp(event) {
 
 async function signIn(event) {
   event.preventDefault();
-  const token = event.target.token.value.trim();
-  state.token = token;
+  const form = event.target;
   try {
-    const me = await api("GET", "/me");
-    remember(token, me.handle);
-    event.target.reset();
-    await enter();
-    notify(`Signed in as @${me.handle}.`);
+    const grant = { grant_type: "password", username: form.login.value.trim() };
+    const minted = await oauthToken({ ...grant, password: form.password.value });
+    await signInWith(minted.access_token);
+    form.reset();
   } catch (err) {
-    state.token = null;
     showError(err);
   }
 }
 
+async function signInWithToken(event) {
+  event.preventDefault();
+  try {
+    await signInWith(event.target.token.value.trim());
+    event.target.reset();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function signInWith(token) {
+  state.token = token;
+  try {
+    const me = await api("GET", "/me");
+    remember(token, me.handle);
+    await enter();
+    notify(`Signed in as @${me.handle}.`);
+  } catch (err) {
+    state.token = null;
+    throw err;
+  }
+}
+
+// Best effort: a token the browser's client minted stops working; any other is left alone
+// (the service answers the same either way).
+function revoke(token) {
+  const creds = JSON.parse(localStorage.getItem(APP_KEY) || "null");
+  if (!creds || !token) return;
+  api("POST", "/oauth/revoke", { body: { ...creds, token }, auth: false }).catch(() => {});
+}
+
 function signOut({ keepMessage = false } = {}) {
+  revoke(state.token);
   localStorage.removeItem(TOKEN_KEY);
   localStorage.removeItem(HANDLE_KEY);
   state.token = null;
@@ -615,6 +708,7 @@ function onKey(event) {
 function start() {
   $("signup-form").addEventListener("submit", signUp);
   $("signin-form").addEventListener("submit", signIn);
+  $("token-form").addEventListener("submit", signInWithToken);
   $("sign-out").addEventListener("click", () => signOut());
   $("compose-form").addEventListener("submit", post);
   $("compose-text").addEventListener("input", () => {
