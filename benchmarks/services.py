@@ -33,8 +33,15 @@ DB_START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 
 
+# The load benchmark measures what the service sustains, from one address and a few tokens far
+# faster than any client may: the rate limits (app.ratelimit) are off for it unless RATE_LIMITS
+# is set (`benchmarks abuse` measures them).
+LOAD_RATE_LIMITS = "off"
+
+
 def _env(data_dir: Path, mongodb_url: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "MONGODB_DB")}
+    env.setdefault("RATE_LIMITS", LOAD_RATE_LIMITS)
     env["TIMELINE_DATA_DIR"] = str(data_dir)
     if mongodb_url is not None:
         env["MONGODB_URL"] = mongodb_url

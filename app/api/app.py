@@ -16,10 +16,12 @@ from starlette.routing import Route
 
 from app.api.endpoint import Endpoint
 from app.api.errors import EXCEPTION_HANDLERS
+from app.api.headers import DefaultHeadersMiddleware
 from app.api.metrics import MetricsMiddleware, metrics_endpoint
 from app.api.openapi import build_openapi
 from app.api.parsing import check_query
 from app.api.routes import ENDPOINTS
+from app.api.throttle import RateLimitMiddleware
 from app.context import AppContext, build_context
 from app.db import connect
 from app.settings import Settings
@@ -108,7 +110,14 @@ def create_app(
     # The web client: HTML and assets, not part of the JSON API's OpenAPI document.
     return Starlette(
         routes=[*routes, *web_routes()],
-        middleware=[Middleware(MetricsMiddleware)],
+        # Outermost first: every response (a 429 included) gets the default headers and is
+        # counted in the metrics; the rate limits run before routing, so a refused request
+        # costs two round trips and no more.
+        middleware=[
+            Middleware(DefaultHeadersMiddleware),
+            Middleware(MetricsMiddleware),
+            Middleware(RateLimitMiddleware),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -1,0 +1,77 @@
+"""The rate limits at the edge: a pure ASGI middleware that counts each request against the rules
+of app.ratelimit before the application sees it, answers 429 when one is over, and reports the
+tightest counter in `X-RateLimit-*` on every counted response (as Mastodon does, so clients such
+as Mastodon.py can pace themselves)."""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo.errors import PyMongoError
+from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.errors import error_response, quota_headers, rate_limited_headers
+from app.context import AppContext
+from app.ratelimit import RateLimited, client_address, rules_for, tightest, token_key
+
+log = logging.getLogger("timeline.api")
+
+
+def request_address(conn: HTTPConnection | Scope, trusted_hops: int) -> str:
+    """The client address the limits key on (app.ratelimit.client_address)."""
+    scope = conn.scope if isinstance(conn, HTTPConnection) else conn
+    peer = scope.get("client")
+    headers = Headers(scope=scope)
+    return client_address(
+        peer[0] if peer else None, headers.getlist("x-forwarded-for"), trusted_hops
+    )
+
+
+def _bearer(headers: Headers) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+class RateLimitMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: AppContext | None = scope.get("state", {}).get("ctx")
+        if scope["type"] != "http" or ctx is None or not ctx.limiter.enabled:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        token = _bearer(headers)
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        names = rules_for(method, scope["path"], token is not None)
+        address = request_address(scope, ctx.settings.trusted_proxy_hops)
+        rules = ctx.limiter.rules or {}
+        hits = [
+            (name, token_key(token) if token and rules[name].by == "token" else address)
+            for name in names
+        ]
+        try:
+            quota = tightest(await ctx.limiter.count(hits))
+        except RateLimited as exc:
+            response = error_response(429, exc.code, exc.message, rate_limited_headers(exc))
+            await response(scope, receive, send)
+            return
+        except PyMongoError:
+            # Fail open: the request meets the same outage and answers 503 itself.
+            log.warning("rate limits unavailable; request admitted", exc_info=True)
+            quota = None
+        if quota is None:
+            await self.app(scope, receive, send)
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in quota_headers(quota).items()]
+
+        async def send_with_quota(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_quota)
