@@ -176,24 +176,32 @@ def parse_rules(spec: str) -> dict[str, Rule] | None:
     return rules
 
 
-def client_address(peer: str | None, forwarded_for: Iterable[str], trusted_hops: int) -> str:
-    """The client's address: with `trusted_hops` proxies in front (each appending to
-    X-Forwarded-For), the entry that many from the right; otherwise the socket peer. Entries to
+def client_ip(
+    peer: str | None, forwarded_for: Iterable[str], trusted_hops: int
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's IP: with `trusted_hops` proxies in front (each appending to X-Forwarded-For),
+    the entry that many from the right; otherwise the socket peer (None: not an IP). Entries to
     the left of it were written by the client and are never believed."""
     if trusted_hops > 0:
         entries = [e.strip() for line in forwarded_for for e in line.split(",") if e.strip()]
         if entries:
             candidate = entries[-trusted_hops] if len(entries) >= trusted_hops else entries[0]
             try:
-                return _address_key(ipaddress.ip_address(candidate))
+                return ipaddress.ip_address(candidate)
             except ValueError:
                 pass  # a proxy we trust wrote something else: fall back to the peer
-    if peer is None:
-        return "unknown"
     try:
-        return _address_key(ipaddress.ip_address(peer))
+        return None if peer is None else ipaddress.ip_address(peer)
     except ValueError:
-        return peer[:MAX_KEY_CHARS]
+        return None
+
+
+def client_address(peer: str | None, forwarded_for: Iterable[str], trusted_hops: int) -> str:
+    """The key of the client's address (`client_ip`; IPv6 by its /64)."""
+    ip = client_ip(peer, forwarded_for, trusted_hops)
+    if ip is None:
+        return (peer or "unknown")[:MAX_KEY_CHARS]
+    return _address_key(ip)
 
 
 def _address_key(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -76,6 +77,13 @@ class Settings(BaseSettings):
         from app.ratelimit import parse_rules
 
         parse_rules(value)  # a ValueError names what is wrong
+        return value
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _metrics_allow(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            ipaddress.ip_network(part, strict=False)  # a ValueError names what is wrong
         return value
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bson import ObjectId
 from pydantic import BaseModel, ValidationError
@@ -64,13 +64,34 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object hook refusing a key given twice: `{"to": "a", "to": "b"}` would be "b" to us
+    (last wins) and perhaps "a" to a filtering proxy in front."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
 async def json_body(request: Request, model: type[M]) -> M:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise UnsupportedMediaType("send the body as application/json")
     raw = await read_body(request)
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise ValidationFailed(
+            f"the key {exc.key[:40]!r} is given twice", code="duplicate_key"
+        ) from None
     except (ValueError, RecursionError):
         raise BadRequest("the body is not valid JSON", code="malformed_json") from None
     if not isinstance(data, dict):

@@ -5,6 +5,7 @@ as Mastodon.py can pace themselves)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from pymongo.errors import PyMongoError
@@ -14,19 +15,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response, quota_headers, rate_limited_headers
 from app.context import AppContext
-from app.ratelimit import RateLimited, client_address, rules_for, tightest, token_key
+from app.ratelimit import RateLimited, client_address, client_ip, rules_for, tightest, token_key
 
 log = logging.getLogger("timeline.api")
 
 
 def request_address(conn: HTTPConnection | Scope, trusted_hops: int) -> str:
     """The client address the limits key on (app.ratelimit.client_address)."""
+    return client_address(*_peer_and_forwarded(conn), trusted_hops)
+
+
+def request_ip(
+    conn: HTTPConnection | Scope, trusted_hops: int
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's IP (app.ratelimit.client_ip), e.g. to match an allow-list."""
+    return client_ip(*_peer_and_forwarded(conn), trusted_hops)
+
+
+def _peer_and_forwarded(conn: HTTPConnection | Scope) -> tuple[str | None, list[str]]:
     scope = conn.scope if isinstance(conn, HTTPConnection) else conn
     peer = scope.get("client")
-    headers = Headers(scope=scope)
-    return client_address(
-        peer[0] if peer else None, headers.getlist("x-forwarded-for"), trusted_hops
-    )
+    return (peer[0] if peer else None), Headers(scope=scope).getlist("x-forwarded-for")
 
 
 def _bearer(headers: Headers) -> str | None:
