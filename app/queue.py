@@ -58,13 +58,16 @@ MAX_ATTEMPTS = 8
 MAX_CLAIMS = 2 * MAX_ATTEMPTS
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 60.0
-# How many of the oldest claimable events a claim looks at to find an author no other worker
-# holds. Authors held by others are excluded by the query itself, so this only needs to cover
-# authors whose oldest event is backing off.
+# How many authors one candidate search returns at most: a worker serves each of them once (one
+# round) before it searches again.
 CLAIM_CANDIDATES = 50
 # How many of the oldest not-done events a candidate query reads. Events of authors held by
 # other workers, or backing off, are skipped in Python, so this covers a few workers' worth.
 CANDIDATE_SCAN = 4 * CLAIM_CANDIDATES
+# A candidate search asks again, without the authors found so far, at most this often: one
+# author's backlog fills a whole scan (757 events in the probe of docs/security.md), and the
+# authors behind it must still be found. Each query finds at least one more author or ends.
+CANDIDATE_QUERIES = 4
 # `last_error` keeps this much of an exception's repr: enough to diagnose, bounded so that a
 # huge message cannot bloat the document.
 ERROR_CHARS = 2000
@@ -140,20 +143,38 @@ class Queue(QueueReader):
 
     # -- claiming -------------------------------------------------------------------------------
     async def candidates(self, now: datetime, busy: set[ObjectId]) -> list[ObjectId]:
-        """The authors of the oldest CLAIM_CANDIDATES claimable events, one entry per event, in
-        `_id` order, skipping the `busy` authors (held by other workers)."""
-        cursor = (
-            self.events.find(
-                NOT_DONE, {"author_id": 1, "state": 1, "lease_until": 1, "created_at": 1}
+        """Up to CLAIM_CANDIDATES distinct authors with a claimable event, none of them `busy`
+        (held by other workers), in the order of their oldest claimable event. One author's
+        backlog cannot hide the others: each further query (at most CANDIDATE_QUERIES in all)
+        leaves out the authors already seen."""
+        found: list[ObjectId] = []
+        seen: set[ObjectId] = set(busy)
+        excluded: set[ObjectId] = set()
+        for _ in range(CANDIDATE_QUERIES):
+            flt: dict[str, Any] = dict(NOT_DONE)
+            if excluded:
+                # (author_id, state) holds both fields: the embedded server's planner uses it.
+                flt["author_id"] = {"$nin": list(excluded)}
+            cursor = (
+                self.events.find(
+                    flt, {"author_id": 1, "state": 1, "lease_until": 1, "created_at": 1}
+                )
+                .sort("_id", 1)
+                .limit(CANDIDATE_SCAN)
             )
-            .sort("_id", 1)
-            .limit(CANDIDATE_SCAN)
-        )
-        found = [
-            d["author_id"]
-            for d in await cursor.to_list()
-            if d["author_id"] not in busy and is_claimable(d, now)
-        ]
+            docs = await cursor.to_list()
+            for d in docs:
+                author = d["author_id"]
+                if author in seen or not is_waiting(d, now):
+                    continue  # (a young staged event: the author's next one decides)
+                seen.add(author)
+                if is_claimable(d, now):
+                    found.append(author)
+                # else its oldest waiting event is leased or backing off: the author waits
+            if len(found) >= CLAIM_CANDIDATES or len(docs) < CANDIDATE_SCAN:
+                break
+            # The scan was full: ask again without every author it held.
+            excluded |= seen | {d["author_id"] for d in docs}
         return found[:CLAIM_CANDIDATES]
 
     async def _oldest_waiting(self, author: ObjectId, now: datetime) -> dict[str, Any] | None:
