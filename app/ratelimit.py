@@ -2,9 +2,10 @@
 MongoDB so that every API process shares them (no other server is needed).
 
 A *rule* is a name, a limit and a period (`RULES` in app.ratelimit_rules, Mastodon's figures,
-overridable with `RATE_LIMITS`); which rules a request counts against is decided by its method and path
-(`rules_for`: sign-up and login by path, everything else by token and address), so a path group
-added later (the Mastodon API under /api/v1, /api/v2 and /oauth) is covered by the table alone.
+overridable with `RATE_LIMITS`); which rules a request counts against is decided by its method
+and path (`rules_for`: sign-up and login by path, everything else by token and address), so a
+path group added later (the Mastodon API under /api/v1, /api/v2 and /oauth) is covered by the
+table alone.
 Code that learns something only after the fact (a *failed* login) counts it with `hit`.
 
 A counter is one document `{_id: "<rule>|<key>|<window>", n, expires_at}` in `rate_limits`, with

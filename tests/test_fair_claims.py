@@ -10,6 +10,7 @@ from bson import ObjectId
 
 from app.models import utcnow
 from app.queue import CANDIDATE_SCAN
+from app.queued import BACKLOG_TOP_AUTHORS
 from fanout.worker import Worker
 from tests.harness import Harness
 
@@ -87,3 +88,25 @@ async def test_a_new_author_waits_one_round_at_most(h: Harness) -> None:
     await h.ctx.store.events.insert_one(event(late))
     ev = await worker.claim()
     assert ev is not None and ev["author_id"] == late
+
+
+async def test_health_and_metrics_name_the_largest_backlogs(h: Harness) -> None:
+    await h.user("heavy")
+    await h.user("light")
+    for i in range(BACKLOG_TOP_AUTHORS + 2):
+        await h.user(f"once{i}")
+        await h.post(f"once{i}", "one")
+    for i in range(3):
+        await h.post("heavy", f"post {i}")
+    await h.post("light", "one")
+    await h.post("light", "two")
+    r = await h.client.get("/health")
+    top = r.json()["backlog_authors"]
+    assert len(top) == BACKLOG_TOP_AUTHORS
+    assert top[:2] == [{"author": "heavy", "pending": 3}, {"author": "light", "pending": 2}]
+    metrics = (await h.client.get("/metrics")).text
+    assert 'timeline_backlog_author_events{author="heavy"} 3.0' in metrics
+    assert metrics.count("timeline_backlog_author_events{") == BACKLOG_TOP_AUTHORS
+    await h.drain()
+    assert (await h.client.get("/health")).json()["backlog_authors"] == []
+    assert "timeline_backlog_author_events{" not in (await h.client.get("/metrics")).text

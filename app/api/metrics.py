@@ -20,8 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import context
 from app.api.errors import error_response
+from app.api.health import backlog_authors
 from app.api.throttle import request_ip
-from app.metrics import PENDING_EVENTS
+from app.metrics import BACKLOG_AUTHOR_EVENTS, PENDING_EVENTS
 from app.settings import Settings
 
 UNMATCHED = "unmatched"
@@ -107,9 +108,15 @@ async def metrics_endpoint(request: Request) -> Response:
     during an outage still answers (the pending gauge keeps its last value)."""
     if not metrics_allowed(request, context(request).settings):
         return error_response(403, "forbidden", "the metrics are restricted to operators")
+    ctx = context(request)
     try:
         with pymongo.timeout(SCRAPE_DB_TIMEOUT_S):
-            PENDING_EVENTS.set(await context(request).queue.pending_count())
+            PENDING_EVENTS.set(await ctx.queue.pending_count())
+            top = await backlog_authors(ctx)
+        # Only the current top: series of authors who left it end (bounded cardinality).
+        BACKLOG_AUTHOR_EVENTS.clear()
+        for handle, n in top:
+            BACKLOG_AUTHOR_EVENTS.labels(handle).set(n)
     except PyMongoError:
         pass
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
