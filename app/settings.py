@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     metrics_allow: str = Field("", max_length=2000)
     # `timeline serve`'s connection bounds (entrypoints/serve.py, docs/security.md).
     serve_max_connections: int = Field(1000, ge=1, le=100_000)
-    serve_header_timeout_s: float = Field(10.0, gt=0, le=300)
+    serve_request_timeout_s: float = Field(15.0, gt=0, le=300)
     serve_write_timeout_s: float = Field(30.0, gt=0, le=600)
 
     @field_validator("rate_limits")

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from bson import ObjectId
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from app import cursors
 from app.api.schemas import MAX_IDEMPOTENCY_KEY_CHARS
@@ -56,11 +56,16 @@ async def read_body(request: Request) -> bytes:
             raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Gone before its body was whole (or closed by `timeline serve`'s request timeout): no
+        # answer reaches it, and it is no server error to log.
+        raise BadRequest("the client went away", code="client_disconnected") from None
     return b"".join(chunks)
 
 
