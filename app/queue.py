@@ -149,7 +149,9 @@ class Queue(QueueReader):
         leaves out the authors already seen."""
         found: list[ObjectId] = []
         seen: set[ObjectId] = set(busy)
-        excluded: set[ObjectId] = set()
+        # Busy authors are left out by the query itself, so that idle workers woken by a busy
+        # author's every post do not read its backlog each time.
+        excluded: set[ObjectId] = set(busy)
         for _ in range(CANDIDATE_QUERIES):
             flt: dict[str, Any] = dict(NOT_DONE)
             if excluded:

@@ -81,6 +81,9 @@ EXPIRY_SLACK_S = 60
 # The limiter waits this long for the database at most: during an outage the request itself
 # answers 503 after the driver's timeout, and the limiter must not double that wait.
 LIMITER_TIMEOUT_S = 2.0
+# Over-limit counters a process remembers at most (`Limiter._refuse_known`); past it, those
+# whose window ended are dropped (or all: a miss costs only the round trips it saves).
+MAX_KNOWN_OVER = 100_000
 
 
 class RateLimited(DomainError):
@@ -129,6 +132,9 @@ class Limiter:
         self.coll = coll
         self.rules = rules
         self.clock = clock
+        # Counters (by _id: the window is part of it) this process saw over their limit, and
+        # when their window ends (`_refuse_known`).
+        self._over: dict[str, float] = {}
 
     @property
     def enabled(self) -> bool:
@@ -147,6 +153,7 @@ class Limiter:
         todo = [self._counter(self.rules[name], key, now) for name, key in hits]
         if not todo:
             return []
+        self._refuse_known(todo, now)
         ops = [
             UpdateOne(
                 {"_id": doc_id},
@@ -169,9 +176,29 @@ class Limiter:
         quotas = [Quota(rule, found.get(doc_id, 1), reset) for rule, doc_id, reset in todo]
         over = [q for q in quotas if q.over]
         if over:
+            self._remember(todo, over, now)
             worst = max(over, key=lambda q: q.reset_at)
             raise RateLimited(worst.rule, worst.reset_at, now)
         return quotas
+
+    def _refuse_known(self, todo: list[tuple[Rule, str, float]], now: float) -> None:
+        """Refuse without a round trip a hit of a counter this process saw over its limit: a
+        count only grows within its window, so it stays over until the window ends, and a
+        flood of refused requests costs the database nothing."""
+        known = [(rule, reset) for rule, doc_id, reset in todo if doc_id in self._over]
+        if known:
+            rule, reset = max(known, key=lambda k: k[1])
+            raise RateLimited(rule, reset, now)
+
+    def _remember(self, todo: list[tuple[Rule, str, float]], over: list[Quota], now: float) -> None:
+        if len(self._over) >= MAX_KNOWN_OVER:
+            self._over = {k: r for k, r in self._over.items() if r > now}
+            if len(self._over) >= MAX_KNOWN_OVER:
+                self._over.clear()
+        rules = {q.rule.name for q in over}
+        for rule, doc_id, reset in todo:
+            if rule.name in rules:
+                self._over[doc_id] = reset
 
     async def check(self, name: str, key: str) -> None:
         """Raise RateLimited if `name` is already over its limit for `key`, counting nothing
@@ -180,6 +207,7 @@ class Limiter:
             return
         now = float(self.clock())
         rule, doc_id, reset_at = self._counter(self.rules[name], key, now)
+        self._refuse_known([(rule, doc_id, reset_at)], now)
         with pymongo.timeout(LIMITER_TIMEOUT_S):
             doc = await self.coll.find_one({"_id": doc_id})
         if doc is not None and Quota(rule, int(doc["n"]), reset_at).over:

@@ -19,6 +19,8 @@ COMMANDS = {
         "hybrid against receiver_copies for a reader of large-audience authors; crossings",
     ),
     "load": ("benchmarks.load", "HTTP load against a running service, then a loss check"),
+    "fair": ("benchmarks.fair", "one author posting flat out: the others' post-to-visible lag"),
+    "abuse": ("benchmarks.abuse", "a hostile client's spam, slow clients and id probing, bounded"),
 }
 
 
