@@ -148,7 +148,12 @@ async def test_hit_counts_failed_logins_and_maps_to_429(hd: tuple[Harness, Clock
 def test_the_path_table_covers_the_mastodon_api() -> None:
     assert rules_for("POST", "/api/v1/accounts", False) == ["sign_up", "unauthenticated", "address"]
     assert rules_for("POST", "/oauth/token", False) == ["login", "unauthenticated", "address"]
-    assert rules_for("POST", "/api/v1/statuses", True) == ["posts", "writes", "address"]
+    assert rules_for("POST", "/api/v1/statuses", True) == [
+        "posts",
+        "posts_burst",
+        "writes",
+        "address",
+    ]
     assert rules_for("POST", "/api/v1/accounts/123/follow", True)[0] == "friend_requests"
     assert rules_for("GET", "/api/v2/search", True) == ["reads", "address"]
     assert rules_for("GET", "/health", False) == []
@@ -191,3 +196,15 @@ async def test_pending_outgoing_requests_are_capped(h: Harness) -> None:
     # bob may still ask alice: the cap is on what one sends.
     r = await h.client.post("/friend-requests", json={"to": "alice"}, headers=h.auth("bob"))
     assert r.status_code == 201, r.text
+
+
+async def test_a_burst_of_posts_is_cut_short(hd: tuple[Harness, Clock]) -> None:
+    h, clock = hd
+    await h.user("alice")
+    burst = RULES["posts_burst"]
+    for i in range(burst.limit):
+        await h.post("alice", f"post {i}")
+    r = await h.client.post("/statuses", json={"text": "one more"}, headers=h.auth("alice"))
+    assert_429(r, "posts_burst")
+    clock.now += burst.period_s
+    await h.post("alice", "a window later")
