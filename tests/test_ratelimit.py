@@ -11,6 +11,7 @@ import pytest
 from bson import ObjectId
 
 from app import ratelimit
+from app.api import throttle
 from app.friends import MAX_PENDING_OUTGOING
 from app.models import utcnow
 from app.ratelimit import RULES, RateLimited, client_address, parse_rules, rules_for
@@ -28,6 +29,12 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.fixture(autouse=True)
+def no_refusal_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refusals answered at once (the delay is time, faked here; tested on its own below)."""
+    monkeypatch.setattr(throttle, "REFUSAL_DELAY_S", 0.0)
 
 
 @pytest.fixture
@@ -208,3 +215,21 @@ async def test_a_burst_of_posts_is_cut_short(hd: tuple[Harness, Clock]) -> None:
     assert_429(r, "posts_burst")
     clock.now += burst.period_s
     await h.post("alice", "a window later")
+
+
+async def test_a_refusal_is_answered_after_a_delay(
+    hd: tuple[Harness, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h, _ = hd
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(throttle, "REFUSAL_DELAY_S", 1.0)
+    monkeypatch.setattr(throttle, "_sleep", sleep)
+    for i in range(RULES["sign_up"].limit):
+        assert (await h.client.post("/users", json={"handle": f"user{i}"})).status_code == 201
+    assert slept == []
+    assert_429(await h.client.post("/users", json={"handle": "late"}), "sign_up")
+    assert slept == [1.0]
