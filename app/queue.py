@@ -43,8 +43,7 @@ __all__ = ["MAX_ATTEMPTS", "MAX_CLAIMS", "STAGED_GRACE_S", "Queue", "QueuedEvent
 
 log = logging.getLogger("timeline.queue")
 
-# A staged event whose change has not landed is looked at again this long after each look
-# (by the worker's clock).
+# A staged event whose change has not landed is looked at again this long after each look.
 STAGED_RECHECK_S = 30
 # After this many looks (about STAGED_GRACE_S + STAGED_CHECKS * STAGED_RECHECK_S = 5.5
 # minutes, far longer than any request: every database operation is bounded by
@@ -58,16 +57,18 @@ MAX_ATTEMPTS = 8
 MAX_CLAIMS = 2 * MAX_ATTEMPTS
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 60.0
-# How many authors one candidate search returns at most: a worker serves each of them once (one
-# round) before it searches again.
+# Authors one candidate search returns at most: a worker serves each once before searching again.
 CLAIM_CANDIDATES = 50
-# How many of the oldest not-done events a candidate query reads. Events of authors held by
-# other workers, or backing off, are skipped in Python, so this covers a few workers' worth.
+# An author's oldest waiting event is looked for among its oldest OLDEST_FIRST_LOOK not-done
+# events (nearly always the first of them), then among this many (past young staged ones).
 CANDIDATE_SCAN = 4 * CLAIM_CANDIDATES
-# A candidate search asks again, without the authors found so far, at most this often: one
-# author's backlog fills a whole scan (757 events in the probe of docs/security.md), and the
-# authors behind it must still be found. Each query finds at least one more author or ends.
-CANDIDATE_QUERIES = 4
+# A candidate search reads this many of the oldest not-done events per query, and asks again,
+# without every author seen so far, at most CANDIDATE_QUERIES times: one author's backlog fills
+# a whole query (757 events in the probe of docs/security.md), and the authors behind it must
+# still be found. Small queries: a busy author's backlog is not read 200 events per claim.
+CANDIDATE_BATCH = CLAIM_CANDIDATES
+CANDIDATE_QUERIES = 8
+OLDEST_FIRST_LOOK = 8
 # `last_error` keeps this much of an exception's repr: enough to diagnose, bounded so that a
 # huge message cannot bloat the document.
 ERROR_CHARS = 2000
@@ -162,7 +163,7 @@ class Queue(QueueReader):
                     flt, {"author_id": 1, "state": 1, "lease_until": 1, "created_at": 1}
                 )
                 .sort("_id", 1)
-                .limit(CANDIDATE_SCAN)
+                .limit(CANDIDATE_BATCH)
             )
             docs = await cursor.to_list()
             for d in docs:
@@ -173,7 +174,7 @@ class Queue(QueueReader):
                 if is_claimable(d, now):
                     found.append(author)
                 # else its oldest waiting event is leased or backing off: the author waits
-            if len(found) >= CLAIM_CANDIDATES or len(docs) < CANDIDATE_SCAN:
+            if len(found) >= CLAIM_CANDIDATES or len(docs) < CANDIDATE_BATCH:
                 break
             # The scan was full: ask again without every author it held.
             excluded |= seen | {d["author_id"] for d in docs}
@@ -183,11 +184,14 @@ class Queue(QueueReader):
         """`author`'s oldest waiting event whose change has landed; staged ones that have not
         are deferred (or dropped) on the way."""
         flt = {"author_id": author, **NOT_DONE}
-        cursor = self.events.find(flt).sort("_id", 1).limit(CANDIDATE_SCAN)
-        for doc in [d for d in await cursor.to_list() if is_waiting(d, now)]:
-            if doc["state"] != "staged" or await self.landed(doc):
-                return cast(dict[str, Any], doc)
-            await self.defer(doc, now)  # deferred or dropped: no longer waiting
+        for look in (OLDEST_FIRST_LOOK, CANDIDATE_SCAN):
+            docs = await self.events.find(flt).sort("_id", 1).limit(look).to_list()
+            for doc in [d for d in docs if is_waiting(d, now)]:
+                if doc["state"] != "staged" or await self.landed(doc):
+                    return cast(dict[str, Any], doc)
+                await self.defer(doc, now)  # deferred or dropped: no longer waiting
+            if len(docs) < look:
+                break
         return None
 
     async def claim_oldest(
