@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 from app.api import schemas as s
 from app.api.endpoint import Endpoint
 from app.api.routes import ENDPOINTS
+from app.ratelimit import EXEMPT_PATHS
 
 _REASONS = {
     400: "malformed JSON or parameters (unknown or repeated query parameters too)",
@@ -21,6 +22,7 @@ _REASONS = {
     413: "body too large",
     415: "body is not application/json",
     422: "validation failed",
+    429: "a rate limit is over: retry after Retry-After seconds (X-RateLimit-* tell the limit)",
     503: "database unavailable",
 }
 
@@ -66,6 +68,8 @@ def _operation(ep: Endpoint, ref: Ref, error: dict[str, Any]) -> dict[str, Any]:
     codes = set(ep.errors) | {400, 503}
     if ep.auth:
         codes.add(401)
+    if ep.path not in EXEMPT_PATHS:  # app.ratelimit counts every other request
+        codes.add(429)
     for code in sorted(codes):
         op["responses"][str(code)] = {"description": _REASONS[code], "content": error}
     return op
