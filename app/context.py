@@ -14,6 +14,8 @@ from app.db import Database, Session
 from app.graph import Graph
 from app.outbox import commit_with_events
 from app.queue import Queue
+from app.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
+from app.ratelimit import Limiter, parse_rules
 from app.settings import Settings
 from app.store import Store
 from app.strategies import TimelineStrategy, build_strategy
@@ -36,6 +38,8 @@ class AppContext:
     # Pages of users whose materialized timeline is being rebuilt come from the truth: the
     # fanout_on_read strategy's page code over statuses of self + current friends.
     truth: TimelineStrategy
+    # The rate limits in force and their shared counters (app.ratelimit).
+    limiter: Limiter
     # Set when this process records an event, so an in-process worker wakes at once.
     events_recorded: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -65,6 +69,9 @@ async def build_context(settings: Settings, database: Database) -> AppContext:
     activity = Activity(store.user_activity, settings.timeline_active_days)
     strategy.activity = activity
     truth = build_strategy("fanout_on_read", store, settings.timeline_max, graph=graph)
+    limiter = Limiter(store.db[RATE_LIMITS_COLLECTION], parse_rules(settings.rate_limits))
+    if limiter.enabled:
+        await limiter.ensure_indexes()
     return AppContext(
         settings=settings,
         database=database,
@@ -74,6 +81,7 @@ async def build_context(settings: Settings, database: Database) -> AppContext:
         strategy=strategy,
         activity=activity,
         truth=truth,
+        limiter=limiter,
     )
 
 

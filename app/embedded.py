@@ -46,6 +46,10 @@ WATCHDOG_EXIT_TIMEOUT_S = 5.0
 PIDFILE = "timeline-embedded.pid"
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
+# The data directory and everything the server writes in it are its owner's alone: they hold
+# every user's statuses and token hashes (docs/security.md).
+DATA_DIR_MODE = 0o700
+CHILD_UMASK = 0o077
 
 
 def terminate(proc: subprocess.Popen[Any], timeout_s: float) -> None:
@@ -152,7 +156,8 @@ class EmbeddedServer:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true&retryWrites=false"
 
     def start(self) -> EmbeddedServer:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=DATA_DIR_MODE)
+        self.data_dir.chmod(DATA_DIR_MODE)  # also one made before, by an older version
         self._stop_stale()
         cmd = [
             *_server_command(),
@@ -176,10 +181,12 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=_parent_death_signal() if self.parent_death_signal else None,
+            umask=CHILD_UMASK,
         )
         self.pidfile.write_text(
             json.dumps({"pid": self.process.pid, "parent": os.getpid(), "storage": self.storage})
         )
+        self.pidfile.chmod(0o600)
         if self.watchdog:
             self._start_watchdog(self.process.pid)
         self._wait_until_ready()

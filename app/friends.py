@@ -17,6 +17,11 @@ from app.users import Account, by_handle, handles_by_id, id_of
 # GET /friend-requests lists at most this many each way: a UI shows a handful, and it bounds
 # the response size for an account that is spammed with requests.
 MAX_LISTED_REQUESTS = 500
+# A user may have at most this many outgoing requests pending: one account asking 999 strangers
+# (the probe in docs/security.md) spams them all, and the list of one's own outgoing requests
+# shows every one of them (MAX_LISTED_REQUESTS). A state the caller changes by cancelling
+# requests, not by waiting: 409 `pending_limit`, not 429.
+MAX_PENDING_OUTGOING = MAX_LISTED_REQUESTS
 
 
 class _NoPendingRequest(outbox.NothingWritten):
@@ -97,6 +102,7 @@ async def request(
     for uid in (my_id, other_id):
         if await ctx.graph.friend_count(uid) >= graph.MAX_FRIENDS:
             raise _limit_reached()
+    await _check_pending_limit(ctx, my_id, other_id)
     try:
         await requests.update_one(
             {"from_id": my_id, "to_id": other_id},
@@ -113,6 +119,22 @@ async def request(
     if await ctx.graph.are_friends(my_id, other_id):
         return "accepted", False
     return "pending", True
+
+
+async def _check_pending_limit(ctx: AppContext, my_id: ObjectId, other_id: ObjectId) -> None:
+    """Refuse a new request from a user with MAX_PENDING_OUTGOING pending (asking again for one
+    already pending is no new request). Counted before the insert, not atomically with it:
+    requests racing at the limit may pass it by as many as race, each one counted by the
+    `friend_requests` rate limit (app.ratelimit)."""
+    requests = ctx.store.friend_requests
+    if await requests.find_one({"from_id": my_id, "to_id": other_id}, {"_id": 1}) is not None:
+        return
+    pending = await requests.count_documents({"from_id": my_id}, limit=MAX_PENDING_OUTGOING)
+    if pending >= MAX_PENDING_OUTGOING:
+        raise Conflict(
+            f"at most {MAX_PENDING_OUTGOING} friend requests may be pending: cancel some first",
+            code="pending_limit",
+        )
 
 
 async def accept(ctx: AppContext, me: Account, from_handle: str) -> None:

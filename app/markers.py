@@ -21,7 +21,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from app import timeline_reads
 from app.db import Database
-from app.errors import Conflict
+from app.errors import Conflict, ValidationFailed
 from app.models import utcnow
 from app.store import Store
 from app.strategies import TimelineStrategy
@@ -29,6 +29,8 @@ from app.timefmt import rfc3339
 
 # The version of a marker that was never set: `{"version": 0}` means "only if there is none yet".
 NO_MARKER_VERSION = 0
+# The newest position there is when no status exists yet.
+NO_STATUS = ObjectId("0" * 24)
 # A first move creates the empty document, then decides as an update; after that every move
 # is decided by its one conditional update (or by the stored marker). Two attempts always
 # decide; the third is slack, not a spin loop.
@@ -92,15 +94,25 @@ def _move_update(last_read_id: ObjectId) -> dict[str, Any]:
     }
 
 
+async def _check_not_ahead(store: Store, last_read_id: ObjectId) -> None:
+    """Refuse a position past the newest status that exists: a marker at `ffff…` (year 2106)
+    would make every later status older than it, and the unread count 0 for good."""
+    newest = await store.statuses.find_one({}, {"_id": 1}, sort=[("_id", -1)])
+    if last_read_id > (newest["_id"] if newest is not None else NO_STATUS):
+        raise ValidationFailed("home.last_read_id is newer than any status", code="marker_ahead")
+
+
 async def move_home(
     database: Database, user_id: ObjectId, last_read_id: ObjectId, version: int | None
 ) -> HomeMarker:
     """Move the home marker forward to `last_read_id` and return it.
 
+    An id newer than the newest status is refused (ValidationFailed `marker_ahead`).
     An id that is not newer than the stored one changes nothing (the stored marker is returned).
     With `version`, the change happens only if the stored version equals it (0: no marker yet);
     otherwise `Conflict`, whether or not the id is newer.
     """
+    await _check_not_ahead(database.store, last_read_id)
     condition = _move_condition(last_read_id, version)
     # The update runs in a transaction where the server has them: the embedded server settles a
     # write conflict of a plain findAndModify inside the server, and racing first moves then

@@ -19,3 +19,8 @@ FANOUT_BATCH_SIZE = Histogram(
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
 )
 PENDING_EVENTS = Gauge("timeline_pending_events", "Events not yet applied, as of the last scrape")
+BACKLOG_AUTHOR_EVENTS = Gauge(
+    "timeline_backlog_author_events",
+    "Events not yet applied of the authors with the most of them (the top few), by handle",
+    ["author"],
+)

@@ -21,6 +21,10 @@ STAGED_GRACE_S = 30
 # `timeline events list` shows at most this many, oldest first: enough to see what is wrong
 # without flooding a terminal when a bug parks thousands.
 LIST_LIMIT = 100
+# /health and the metrics name this many authors with the most events waiting: enough to see
+# who one heavy poster is, bounded so that neither the answer nor the metric's series grow with
+# the number of authors.
+BACKLOG_TOP_AUTHORS = 5
 
 # Not yet applied. The claim queries select on indexed fields only, `state` (and `author_id`),
 # and test the rest of a claim's conditions in Python: the embedded server's planner uses an
@@ -125,6 +129,17 @@ class QueueReader:
             "oldest_pending_age_s": round(age, 3) if age is not None else None,
             "dead_events": await self.count("dead"),
         }
+
+    async def top_backlogs(self, n: int = BACKLOG_TOP_AUTHORS) -> list[tuple[ObjectId, int]]:
+        """The `n` authors with the most events not yet applied, most first: (author, count)."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": NOT_DONE},
+            {"$group": {"_id": "$author_id", "n": {"$sum": 1}}},
+            {"$sort": {"n": -1, "_id": 1}},
+            {"$limit": n},
+        ]
+        cursor = await self.events.aggregate(pipeline)
+        return [(d["_id"], int(d["n"])) async for d in cursor]
 
     async def unfinished_posts(
         self, authors: list[ObjectId], states: list[str]

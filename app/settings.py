@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StrategyName = Literal[
@@ -55,6 +56,35 @@ class Settings(BaseSettings):
     hybrid_threshold: int = Field(HYBRID_THRESHOLD_DEFAULT, ge=1, le=5000)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # Rate limits (app.ratelimit): overrides of the named rules' defaults, as
+    # "rule=limit/period,..." (e.g. "sign_up=10/1h,posts=600/3h"), or "off" to disable them all.
+    rate_limits: str = Field("", max_length=2000)
+    # How many proxies in front of the API append to X-Forwarded-For: the client address is the
+    # entry that many from the right. 0 (default): trust no header, use the socket peer.
+    trusted_proxy_hops: int = Field(0, ge=0, le=10)
+    # GET /metrics: a bearer token it requires, and/or the addresses (comma-separated IPs or
+    # CIDR blocks) it answers; both empty (default) leave it open (docs/security.md).
+    metrics_token: str = Field("", max_length=512)
+    metrics_allow: str = Field("", max_length=2000)
+    # `timeline serve`'s connection bounds (entrypoints/serve.py, docs/security.md).
+    serve_max_connections: int = Field(1000, ge=1, le=100_000)
+    serve_request_timeout_s: float = Field(15.0, gt=0, le=300)
+    serve_write_timeout_s: float = Field(30.0, gt=0, le=600)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        from app.ratelimit import parse_rules
+
+        parse_rules(value)  # a ValueError names what is wrong
+        return value
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _metrics_allow(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            ipaddress.ip_network(part, strict=False)  # a ValueError names what is wrong
+        return value
 
 
 class ConfigError(Exception):

@@ -20,13 +20,17 @@ from app.models import utcnow
 from app.store import Collection
 from app.strategies.base import Contention
 from app.timefmt import rfc3339
-from app.users import Account, id_of
+from app.users import Account, id_of, user_not_found
 
 log = logging.getLogger("timeline.statuses")
 
 # A request holding an Idempotency-Key longer than this is presumed dead (its process crashed
 # between claiming the key and committing); a retry may then take the key over.
 IN_FLIGHT_STALE_S = 30
+# Looked up in place of a status's author or a user that does not exist, so that a missing
+# status or user costs the same lookups as one the caller may not see (an id no document has:
+# ObjectIds begin with their creation time).
+NOBODY = ObjectId("0" * 24)
 
 
 def status_json(doc: dict[str, Any]) -> dict[str, Any]:
@@ -181,12 +185,13 @@ async def _after(step: Awaitable[None]) -> None:
 
 
 async def _visible(ctx: AppContext, me: Account, status_id: str) -> dict[str, Any]:
+    """The status, if `me` may see it. Not yours and not a friend's: the same 404 as a missing
+    id, after the same lookups (the status, then a friendship edge), so that neither the answer
+    nor its time tells whether the id exists."""
     oid = parse_id(status_id)
-    doc = None
-    if oid is not None:
-        doc = await ctx.store.statuses.find_one({"_id": oid}, {"audience": 0})
-    # Not yours and not a friend's: the same 404 as a missing id, so existence does not leak.
-    if doc is None or not await ctx.graph.can_see(id_of(me), doc["author_id"]):
+    doc = await ctx.store.statuses.find_one({"_id": oid or NOBODY}, {"audience": 0})
+    visible = await ctx.graph.can_see(id_of(me), doc["author_id"] if doc else NOBODY)
+    if doc is None or not visible:
         raise NotFound("no such status", code="status_not_found")
     return dict(doc)
 
@@ -237,11 +242,15 @@ async def delete(ctx: AppContext, me: Account, status_id: str) -> None:
 
 
 async def by_author(
-    ctx: AppContext, me: Account, author: Account, limit: int, before: ObjectId | None
+    ctx: AppContext, me: Account, handle: str, limit: int, before: ObjectId | None
 ) -> tuple[list[dict[str, Any]], ObjectId | None]:
-    author_id = id_of(author)
-    if not await ctx.graph.can_see(id_of(me), author_id):
-        raise NotFound("no such user", code="user_not_found")
+    """A page of `handle`'s statuses, for the user and their friends. To anyone else the same
+    404 as an unknown handle, after the same lookups (the user, then a friendship edge)."""
+    found = await ctx.store.users.find_one({"handle": handle}, {"_id": 1})
+    author_id = found["_id"] if found else NOBODY
+    visible = await ctx.graph.can_see(id_of(me), author_id)
+    if found is None or not visible:
+        raise user_not_found(handle)
     flt: dict[str, Any] = {"author_id": author_id}
     if before is not None:
         flt["_id"] = {"$lt": before}

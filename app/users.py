@@ -27,6 +27,9 @@ from app.store import Store
 # 32 random bytes: guessing is hopeless, so a fast hash (sha256) is enough to store; a slow
 # password hash would only add latency to every request.
 TOKEN_BYTES = 32
+# A 404 echoes at most this much of the handle asked for: a real handle is at most 30
+# characters, and a 60,000-character path must not come back whole in the body.
+MAX_ECHOED_HANDLE = 30
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ async def authenticate(store: Store, token: str) -> Account:
 async def by_handle(store: Store, handle: str) -> Account:
     doc = await store.users.find_one({"handle": handle})
     if doc is None:
-        raise NotFound(f"no user {handle!r}", code="user_not_found")
+        raise user_not_found(handle)
     return Account.from_doc(doc)
 
 
@@ -150,6 +153,11 @@ async def by_login(store: Store, login: str) -> dict[str, Any] | None:
     if "@" in login:
         return await store.users.find_one({"email": login.strip().lower()})
     return await store.users.find_one({"handle": login.strip().lower()})
+
+
+def user_not_found(handle: str) -> NotFound:
+    """The one 404 for a handle, whether the user is missing or not visible to the caller."""
+    return NotFound(f"no user {handle[:MAX_ECHOED_HANDLE]!r}", code="user_not_found")
 
 
 async def by_id(store: Store, user_id: ObjectId) -> Account | None:

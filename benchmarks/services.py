@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
@@ -33,8 +33,18 @@ DB_START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 
 
-def _env(data_dir: Path, mongodb_url: str | None) -> dict[str, str]:
+# The load benchmark measures what the service sustains, from one address and a few tokens far
+# faster than any client may: the rate limits (app.ratelimit) are off for it unless RATE_LIMITS
+# is set (`benchmarks abuse` measures them).
+LOAD_RATE_LIMITS = "off"
+
+
+def _env(
+    data_dir: Path, mongodb_url: str | None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "MONGODB_DB")}
+    env.setdefault("RATE_LIMITS", LOAD_RATE_LIMITS)
+    env.update(extra or {})
     env["TIMELINE_DATA_DIR"] = str(data_dir)
     if mongodb_url is not None:
         env["MONGODB_URL"] = mongodb_url
@@ -43,14 +53,18 @@ def _env(data_dir: Path, mongodb_url: str | None) -> dict[str, str]:
 
 @contextmanager
 def _process(
-    args: list[str], data_dir: Path, log: IO[bytes], mongodb_url: str | None = None
+    args: list[str],
+    data_dir: Path,
+    log: IO[bytes],
+    mongodb_url: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m entrypoints ARGS`, stopped with SIGTERM (then killed) on exit. cwd: the temporary
     directory, so that a developer's .env does not configure it."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "entrypoints", *args],
         cwd=data_dir,
-        env=_env(data_dir, mongodb_url),
+        env=_env(data_dir, mongodb_url, extra_env),
         stdout=subprocess.PIPE if args[0] == "db" else log,
         stderr=log,
     )
@@ -127,3 +141,19 @@ def own_service(data_dir: Path, workers: int = 0, concurrency: int = 1) -> Itera
         for proc, name in started:
             _wait_started(proc, data_dir / "serve.log", name)
         yield url
+
+
+@contextmanager
+def serve_on_database(data_dir: Path, env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """`timeline db` and `timeline serve` (its worker in-process, as `make run`) on it, with
+    `env` added to the environment; yields (the API's URL, the database's MONGODB_URL), so that
+    a benchmark can read what the worker recorded (`benchmarks fair`, `benchmarks abuse`)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    with ExitStack() as stack:
+        log = stack.enter_context(open(data_dir / "serve.log", "ab"))
+        mongodb_url = _database_url(stack.enter_context(_process(["db"], data_dir, log)))
+        api = stack.enter_context(_process(serve, data_dir, log, mongodb_url, env))
+        _wait_healthy(api, url)
+        yield url, mongodb_url

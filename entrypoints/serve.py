@@ -11,6 +11,7 @@ from types import FrameType
 from app.api.app import Background
 from app.context import AppContext
 from app.settings import Settings
+from entrypoints.connections import uvicorn_config
 from entrypoints.database import (
     database_url,
     ensure_strategy_ready,
@@ -64,14 +65,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             embedded=embedded,
             background=None if args.no_worker else in_process_worker,
         )
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level="info",
-            access_log=False,
-            timeout_keep_alive=KEEP_ALIVE_S,
-        )
+        config = uvicorn_config(app, resolved, host=host, port=port, keep_alive_s=KEEP_ALIVE_S)
+        uvicorn.Server(config).run()
     return 0
 
 

@@ -5,13 +5,16 @@ for the first):
 2. the *event* lease (`lease_owner`, `lease_until` on the event): holding the author lease, the
    worker takes that author's oldest waiting event, so each author's events run in `_id` order.
 
-One candidate query serves many claims (Queue.candidates), and the author of the event just
-applied is kept when more of its events were among the candidates, so a busy author's events
-are taken without a new search."""
+Authors are served fairly, not oldest event first: one candidate search (Queue.candidates)
+finds the distinct authors with a claimable event, and the worker serves each of them one event
+(a *round*), those it served least recently first, before it searches again. An author with a
+thousand events waiting therefore delays another author's event by at most one of its own per
+worker, whatever its backlog. The lease of the author just served is kept until the next claim,
+so that an author served again at once (alone in its round) needs no new acquisition."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 
 from bson import ObjectId
 
@@ -19,78 +22,82 @@ from app.models import utcnow
 from app.queue import Queue, QueuedEvent
 from fanout.leases import AuthorLeases
 
+# How many authors a worker remembers having served, to order a round least recently served
+# first; an author forgotten counts as never served (first in its round), which is fair too.
+SERVED_MEMORY = 10_000
+
 
 class Claims:
-    """The claiming state of one worker (`owner`): the author it kept, and the candidates."""
+    """The claiming state of one worker (`owner`): the author it kept, the round it serves."""
 
     def __init__(self, events: Queue, leases: AuthorLeases, owner: str, lease_s: float) -> None:
         self.events = events
         self.leases = leases
         self.owner = owner
         self.lease_s = lease_s
-        # The author whose lease this worker kept after an event, to take its next one cheaply.
+        # The author whose lease this worker kept after an event (released at the next claim
+        # unless that claim serves the same author).
         self.held: ObjectId | None = None
-        # Authors of the claimable events the last candidate query found, one entry per event,
-        # oldest first, minus those claimed since (see `_candidates`).
+        # The authors of this round still to serve, the next first.
         self.queue: deque[ObjectId] = deque()
+        # Authors served, the least recently served first.
+        self.served: OrderedDict[ObjectId, None] = OrderedDict()
 
     async def claim(self) -> QueuedEvent | None:
-        """Lease an author no one else holds and claim that author's oldest waiting event."""
-        if self.held is not None:
-            author, self.held = self.held, None
-            if await self.leases.renew(author, self.owner, utcnow(), self.lease_s):
-                event = await self.events.claim_oldest(author, self.owner, self.lease_s)
-                if event is not None:
-                    self._forget(author, 1)
-                    return event
-            self._forget(author)
-            await self.leases.release(author, self.owner)
+        """Lease the next author of the round (searching for a new round when it is over) and
+        claim that author's oldest waiting event."""
+        held, self.held = self.held, None
         refreshed = False
-        while True:
+        event: QueuedEvent | None = None
+        while event is None:
             if not self.queue:
                 if refreshed:
-                    return None
-                self.queue = deque(await self._candidates())
+                    break
+                self.queue = deque(self.order(await self._candidates()))
                 refreshed = True
-                if not self.queue:
-                    return None
-            author = self.queue.popleft()
-            # A fresh clock reading: the queue may have been read a while ago.
-            if not await self.leases.acquire(author, self.owner, utcnow(), self.lease_s):
-                self._forget(author)  # another worker holds it: it applies those events
                 continue
+            author = self.queue.popleft()
+            now = utcnow()  # a fresh clock reading: the round may have been found a while ago
+            if author == held:
+                held = None
+                leased = await self.leases.renew(author, self.owner, now, self.lease_s)
+            else:
+                leased = await self.leases.acquire(author, self.owner, now, self.lease_s)
+            if not leased:
+                continue  # another worker holds it: it applies those events
             event = await self.events.claim_oldest(author, self.owner, self.lease_s)
-            if event is not None:
-                return event
-            self._forget(author)
-            await self.leases.release(author, self.owner)
+            if event is None:
+                await self.leases.release(author, self.owner)
+        if held is not None:
+            await self.leases.release(held, self.owner)
+        if event is not None:
+            self._served(event["author_id"])
+        return event
+
+    def order(self, authors: list[ObjectId]) -> list[ObjectId]:
+        """A round: authors never served first (in the order found: oldest event first), then
+        the least recently served."""
+        rank = {a: i for i, a in enumerate(self.served)}
+        return sorted(authors, key=lambda a: rank.get(a, -1))
+
+    def _served(self, author: ObjectId) -> None:
+        self.served.pop(author, None)
+        self.served[author] = None
+        while len(self.served) > SERVED_MEMORY:
+            self.served.popitem(last=False)
 
     async def _candidates(self) -> list[ObjectId]:
-        """The authors of the oldest claimable events that no other worker holds (queue.
-        candidates). One query serves up to CLAIM_CANDIDATES claims: a claim re-checks everything
-        it relies on (the author's lease, then the author's oldest waiting event), so an entry
-        made stale by another worker only costs a failed lease or an empty look."""
+        """The authors with a claimable event that no other worker holds (queue.candidates). A
+        claim re-checks everything it relies on (the author's lease, then the author's oldest
+        waiting event), so an entry made stale by another worker only costs a failed lease or
+        an empty look."""
         now = utcnow()
         busy = set(await self.leases.held(now, by_others_than=self.owner))
         return await self.events.candidates(now, busy)
 
-    def _forget(self, author: ObjectId, n: int | None = None) -> None:
-        """Drop `n` (default: all) of `author`'s entries from the candidate queue."""
-        kept: deque[ObjectId] = deque()
-        for a in self.queue:
-            if a == author and (n is None or n > 0):
-                n = None if n is None else n - 1
-                continue
-            kept.append(a)
-        self.queue = kept
-
     async def applied(self, author: ObjectId) -> None:
-        """After one of `author`'s events was applied: keep its lease if more of its events
-        were waiting when last looked, else free it now (saving two round trips)."""
-        if author in self.queue:
-            self.held = author  # its next event is taken without a new search
-        else:
-            await self.leases.release(author, self.owner)
+        """After one of `author`'s events was applied: keep its lease until the next claim."""
+        self.held = author
 
     async def release_held(self) -> None:
         if self.held is not None:

@@ -115,9 +115,16 @@ async def running(settings: Settings) -> AsyncIterator[Harness]:
 TEST_HYBRID_THRESHOLD = 1
 
 
+# RATE_LIMITS in tests: every rule counted (the limiter runs on every request), but generous, as
+# tests create users and posts far faster than any client may; tests/test_ratelimit.py tests the
+# real defaults.
+TEST_RATE_LIMITS = "*=1000000/1h"
+
+
 def test_settings(url: str, strategy: str, timeline_max: int = 1000, **extra: Any) -> Settings:
     """Settings for one test: its own database; nothing read from a developer's .env."""
     extra.setdefault("hybrid_threshold", TEST_HYBRID_THRESHOLD)
+    extra.setdefault("rate_limits", TEST_RATE_LIMITS)
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         mongodb_url=url,

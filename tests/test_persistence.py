@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from app.embedded import START_TIMEOUT_S, STOP_TIMEOUT_S, free_port
+from tests.harness import TEST_RATE_LIMITS
 
 TIMELINE = Path(sys.executable).with_name("timeline")
 # Python start-up and the embedded server's start (about a second) on a busy machine.
@@ -56,7 +57,10 @@ def serve(data_dir: Path, strategy: str, workdir: Path) -> Iterator[httpx.Client
     """`timeline serve` until the block ends, then SIGTERM; it must exit and stop its database."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MONGODB_URL"}
-    env.update(TIMELINE_DATA_DIR=str(data_dir), TIMELINE_STRATEGY=strategy)
+    # Generous limits: the browser tests sign up and post from one address (tests/harness.py).
+    env.update(
+        TIMELINE_DATA_DIR=str(data_dir), TIMELINE_STRATEGY=strategy, RATE_LIMITS=TEST_RATE_LIMITS
+    )
     log = (workdir / f"serve-{port}.log").open("wb")
     # cwd: an empty directory, so that no developer's .env is read.
     proc = subprocess.Popen(

@@ -16,11 +16,13 @@ from starlette.routing import Route
 
 from app.api.endpoint import Endpoint
 from app.api.errors import EXCEPTION_HANDLERS
+from app.api.headers import DefaultHeadersMiddleware
 from app.api.mastodon import mastodon_routes
 from app.api.metrics import MetricsMiddleware, metrics_endpoint
 from app.api.openapi import build_openapi
 from app.api.parsing import check_query
 from app.api.routes import ENDPOINTS
+from app.api.throttle import RateLimitMiddleware
 from app.context import AppContext, build_context
 from app.db import connect
 from app.settings import Settings
@@ -110,7 +112,14 @@ def create_app(
     # Mastodon client API beside the native one (docs/mastodon.md).
     return Starlette(
         routes=[*routes, *mastodon_routes(), *web_routes()],
-        middleware=[Middleware(MetricsMiddleware)],
+        # Outermost first: every response (a 429 included) gets the default headers and is
+        # counted in the metrics; the rate limits run before routing, so a refused request
+        # costs two round trips and no more.
+        middleware=[
+            Middleware(DefaultHeadersMiddleware),
+            Middleware(MetricsMiddleware),
+            Middleware(RateLimitMiddleware),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException
@@ -23,6 +24,7 @@ from app.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from app.ratelimit import Quota, RateLimited
 
 log = logging.getLogger("timeline.api")
 
@@ -40,6 +42,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     ValidationFailed: 422,
+    RateLimited: 429,
     Unavailable: 503,
 }
 
@@ -49,7 +52,25 @@ def http_status(exc: DomainError) -> int:
 
 
 def domain_error_response(exc: DomainError) -> JSONResponse:
-    return error_response(http_status(exc), exc.code, exc.message)
+    headers = rate_limited_headers(exc) if isinstance(exc, RateLimited) else None
+    return error_response(http_status(exc), exc.code, exc.message, headers)
+
+
+def quota_headers(quota: Quota) -> dict[str, str]:
+    """`X-RateLimit-*` of one counter; the reset is an RFC 3339 time, as Mastodon sends it
+    (Mastodon.py parses it)."""
+    reset = datetime.fromtimestamp(quota.reset_at, UTC)
+    return {
+        "X-RateLimit-Limit": str(quota.rule.limit),
+        "X-RateLimit-Remaining": str(quota.remaining),
+        "X-RateLimit-Reset": reset.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+
+
+def rate_limited_headers(exc: RateLimited) -> dict[str, str]:
+    """A 429's headers: `Retry-After` in seconds, and the refusing rule's counter."""
+    quota = Quota(exc.rule, exc.rule.limit + 1, exc.reset_at)
+    return {"Retry-After": str(exc.retry_after_s), **quota_headers(quota)}
 
 
 def error_response(

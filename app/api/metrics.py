@@ -7,6 +7,8 @@ paths. Paths that match no route share the label `unmatched`.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import time
 
 import pymongo
@@ -17,7 +19,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import context
-from app.metrics import PENDING_EVENTS
+from app.api.errors import error_response
+from app.api.health import backlog_authors
+from app.api.throttle import request_ip
+from app.metrics import BACKLOG_AUTHOR_EVENTS, PENDING_EVENTS
+from app.settings import Settings
 
 UNMATCHED = "unmatched"
 # A scrape waits at most this long for the database (Prometheus' default scrape timeout is 10 s).
@@ -72,12 +78,45 @@ class MetricsMiddleware:
             HTTP_LATENCY.labels(*labels).observe(time.perf_counter() - start)
 
 
+def metrics_allowed(request: Request, settings: Settings) -> bool:
+    """METRICS_TOKEN and METRICS_ALLOW: with either set, a scrape must bring that bearer token
+    or come from one of those addresses (the client address of the rate limits, so behind a
+    proxy it is the TRUSTED_PROXY_HOPS entry); with neither, /metrics is open (restrict it at
+    the proxy then, docs/security.md)."""
+    token, allow = settings.metrics_token, settings.metrics_allow.strip()
+    if not token and not allow:
+        return True
+    if token:
+        scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            sent.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+        ):
+            return True
+    address = request_ip(request, settings.trusted_proxy_hops)
+    if allow and address is not None:
+        return any(address in net for net in allow_list(allow))
+    return False
+
+
+def allow_list(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """METRICS_ALLOW's addresses and CIDR blocks (ValueError names a bad one)."""
+    return [ipaddress.ip_network(a.strip(), strict=False) for a in spec.split(",") if a.strip()]
+
+
 async def metrics_endpoint(request: Request) -> Response:
     """Refresh the gauges that are read from the database, then render every metric. A scrape
     during an outage still answers (the pending gauge keeps its last value)."""
+    if not metrics_allowed(request, context(request).settings):
+        return error_response(403, "forbidden", "the metrics are restricted to operators")
+    ctx = context(request)
     try:
         with pymongo.timeout(SCRAPE_DB_TIMEOUT_S):
-            PENDING_EVENTS.set(await context(request).queue.pending_count())
+            PENDING_EVENTS.set(await ctx.queue.pending_count())
+            top = await backlog_authors(ctx)
+        # Only the current top: series of authors who left it end (bounded cardinality).
+        BACKLOG_AUTHOR_EVENTS.clear()
+        for handle, n in top:
+            BACKLOG_AUTHOR_EVENTS.labels(handle).set(n)
     except PyMongoError:
         pass
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

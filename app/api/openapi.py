@@ -12,6 +12,7 @@ from app.api import schemas as s
 from app.api.endpoint import Endpoint
 from app.api.mastodon.routes import MASTODON_ENDPOINTS
 from app.api.routes import ENDPOINTS as NATIVE_ENDPOINTS
+from app.ratelimit import EXEMPT_PATHS
 
 # The native API and the Mastodon client API beside it (docs/mastodon.md), in one document.
 ENDPOINTS = (*NATIVE_ENDPOINTS, *MASTODON_ENDPOINTS)
@@ -25,7 +26,7 @@ _REASONS = {
     413: "body too large",
     415: "body is not application/json",
     422: "validation failed",
-    429: "too many attempts: retry after the time in Retry-After",
+    429: "a rate limit is over: retry after Retry-After seconds (X-RateLimit-* tell the limit)",
     503: "database unavailable",
 }
 
@@ -74,6 +75,8 @@ def _operation(ep: Endpoint, ref: Ref, error: dict[str, Any]) -> dict[str, Any]:
     if ep.auth:
         # 403: a Mastodon API token without the scope (docs/mastodon.md).
         codes |= {401, 403}
+    if ep.path not in EXEMPT_PATHS:  # app.ratelimit counts every other request
+        codes.add(429)
     for code in sorted(codes):
         op["responses"][str(code)] = {"description": _REASONS[code], "content": error}
     return op

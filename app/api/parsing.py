@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bson import ObjectId
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from app import cursors
 from app.api.schemas import MAX_IDEMPOTENCY_KEY_CHARS
@@ -56,12 +56,34 @@ async def read_body(request: Request) -> bytes:
             raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Gone before its body was whole (or closed by `timeline serve`'s request timeout): no
+        # answer reaches it, and it is no server error to log.
+        raise BadRequest("the client went away", code="client_disconnected") from None
     return b"".join(chunks)
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object hook refusing a key given twice: `{"to": "a", "to": "b"}` would be "b" to us
+    (last wins) and perhaps "a" to a filtering proxy in front."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
 
 
 async def json_body(request: Request, model: type[M]) -> M:
@@ -70,7 +92,11 @@ async def json_body(request: Request, model: type[M]) -> M:
         raise UnsupportedMediaType("send the body as application/json")
     raw = await read_body(request)
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise ValidationFailed(
+            f"the key {exc.key[:40]!r} is given twice", code="duplicate_key"
+        ) from None
     except (ValueError, RecursionError):
         raise BadRequest("the body is not valid JSON", code="malformed_json") from None
     if not isinstance(data, dict):

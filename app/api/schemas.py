@@ -135,6 +135,11 @@ class FriendPage(_Out):
     next_cursor: str | None
 
 
+class BacklogAuthorOut(_Out):
+    author: str
+    pending: int
+
+
 class HealthOut(_Out):
     status: Literal["ok"]
     strategy: str
@@ -144,6 +149,8 @@ class HealthOut(_Out):
     dead_events: int
     # users whose last timeline read is older than TIMELINE_ACTIVE_DAYS (no fan-out for them)
     inactive_users: int
+    # the authors with the most events waiting, most first (app.queued.BACKLOG_TOP_AUTHORS)
+    backlog_authors: list[BacklogAuthorOut]
 
 
 class HomeMarkerOut(_Out):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from app import cursors, statuses, users
+from app import cursors, statuses
 from app.api.deps import context
 from app.api.endpoint import Payload, Reply
 from app.api.parsing import cursor_param, idempotency_key, json_body, limit_param
@@ -30,6 +30,6 @@ async def delete_status(request: Request, me: Account) -> None:
 async def user_statuses(request: Request, me: Account) -> Payload:
     limit = limit_param(request)
     before = cursor_param(request, "before")
-    author = await users.by_handle(context(request).store, request.path_params["handle"])
-    items, more = await statuses.by_author(context(request), me, author, limit, before)
+    handle = request.path_params["handle"]
+    items, more = await statuses.by_author(context(request), me, handle, limit, before)
     return {"items": items, "next_cursor": cursors.encode(more) if more is not None else None}
