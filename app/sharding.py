@@ -110,6 +110,12 @@ PLAN: tuple[ShardPlan, ...] = (
         "inactive users is a broadcast over the last_read_at index",
     ),
     ShardPlan(
+        "revocations",
+        (("_id", 1),),
+        "removals in flight only (settled by the worker): a page's look-up is an $in of exact "
+        "_id keys and the unread count's a range of them, both targeted by a ranged _id key",
+    ),
+    ShardPlan(
         "oauth_apps",
         None,
         "client applications: a few per client program, looked up by client_id; small",

@@ -18,6 +18,7 @@ import httpx
 import pymongo
 
 from app.embedded import free_port
+from tests.harness import TEST_RATE_LIMITS
 from tests.test_persistence import EXIT_TIMEOUT_S, POLL_S, READY_TIMEOUT_S, TIMELINE
 
 # Friends' timelines follow the worker; it drains a session's few hundred events in well
@@ -46,7 +47,15 @@ def serve(mongo_url: str, strategy: str, workdir: Path, **env: str) -> Iterator[
     port = free_port()
     db = f"masto_{strategy}_{uuid.uuid4().hex[:8]}"
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("TIMELINE_", "MONGODB_"))}
-    environ.update(MONGODB_URL=mongo_url, MONGODB_DB=db, TIMELINE_STRATEGY=strategy, **env)
+    # Whole client sessions in seconds: the rate limits are counted, but generous (their
+    # defaults are tests/test_ratelimit.py's).
+    environ.update(
+        MONGODB_URL=mongo_url,
+        MONGODB_DB=db,
+        TIMELINE_STRATEGY=strategy,
+        RATE_LIMITS=TEST_RATE_LIMITS,
+        **env,
+    )
     log = workdir / f"serve-{port}.log"
     with log.open("wb") as out:
         # cwd: an empty directory, so that no developer's .env is read.

@@ -45,6 +45,7 @@ from app.settings import STRATEGY_NAMES
 from app.strategies.hybrid import low_mark
 from fanout.worker import Worker
 from tests import harness
+from tests.derived import Crossings
 from tests.harness import FakeClock, Harness
 from tests.model import Model
 
@@ -219,6 +220,8 @@ class Player:
         self.h = h
         self.worker_mode = worker_mode
         self.failures = 0
+        # Which authors hybrid itself moved across its threshold, read from its collections.
+        self.crossings = Crossings()
         self.name = name
         self.steps = script.steps
         self.max_items = script.model.max_items
@@ -325,6 +328,8 @@ class Player:
             )
             await h.ctx.queue.retry_dead(None)
         await h.drain()
+        if h.ctx.strategy.name == "hybrid":
+            await self.crossings.observe(h.ctx.store, list(self.user_ids.values()))
         if s.a == "api":
             health = (await h.client.get("/health")).json()
             assert health["pending_events"] == 0, self.where()
@@ -379,12 +384,13 @@ def without_retryable_writes(url: str) -> str:
     return f"{url}{'?' if has_path else '/?'}retryWrites=false"
 
 
-async def play_everywhere(url: str, script: Script, turn: int = 0) -> None:
+async def play_everywhere(url: str, script: Script, turn: int = 0) -> Crossings:
     """Play the script through every strategy, each on a fresh database. Every other play
     takes the no-transaction path (a standalone mongod: events staged before the change,
     app.outbox), alternating with `turn`, so that across scripts every strategy is checked
-    both ways at the cost of one play per strategy."""
+    both ways at the cost of one play per strategy. Returns the crossings hybrid made."""
     url = without_retryable_writes(url)
+    crossings = Crossings()
     for i, name in enumerate(STRATEGY_NAMES):
         # inbox_buckets with buckets of 2 or 3 entries: timelines cross bucket edges often.
         extra = {"inbox_bucket_size": 2 + turn % 2} if name == "inbox_buckets" else {}
@@ -397,7 +403,11 @@ async def play_everywhere(url: str, script: Script, turn: int = 0) -> None:
                 h.ctx.database = dataclasses.replace(h.ctx.database, supports_transactions=False)
             mode = WORKER_MODES[(i + turn) % len(WORKER_MODES)]
             label = f"{name}, worker {mode}" + ("" if transactions else ", no transactions")
-            await Player(h, label, script, mode).play()
+            player = Player(h, label, script, mode)
+            await player.play()
+            if name == "hybrid":
+                crossings = player.crossings
+    return crossings
 
 
 def new_script(max_items: int, hybrid_threshold: int = HYBRID_THRESHOLDS[0]) -> Script:
@@ -784,5 +794,9 @@ async def test_strategies_match_the_model_seeded(mongo_url: str, case: str) -> N
             if not coverage_gaps(scripts):
                 break
         print(f"EQUIVALENCE_SEED={seed_value}  # the seed played")
+    both_ways = 0
     for turn, script in enumerate(scripts):
-        await play_everywhere(mongo_url, script, turn)
+        crossed = await play_everywhere(mongo_url, script, turn)
+        both_ways += bool(crossed.up and crossed.down)
+    # The service's own state, not the script's bookkeeping: hybrid moved authors both ways.
+    assert both_ways > 0, "hybrid never moved an author across its threshold both ways"
