@@ -119,6 +119,13 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
     ("find", "large_friends", ("author_id",)): Allowed(HYBRID_CROSSING, only_in=CROSSINGS),
     ("update", "large_friends", ("author_id",)): Allowed(HYBRID_CROSSING, only_in=CROSSINGS),
     ("delete", "large_friends", ("author_id",)): Allowed(HYBRID_CROSSING, only_in=CROSSINGS),
+    ("find", "revocations", ("$or",)): Allowed(
+        "the unread count's look for removals in flight that may touch the reader (app."
+        "revocations.pending_for): two ranges of revocations' ranged _id key (the reader's f: "
+        "records, status records newer than the marker), which mongos sends to the chunks "
+        "holding those ranges; this simulation routes by exact key values only",
+        only_in=frozenset({"unread count"}),
+    ),
     ("find", "author_leases", ("owner", "until")): Allowed(
         "the claim's list of authors other workers hold: live leases only, a few documents"
     ),
