@@ -15,6 +15,7 @@ from app.api.mastodon.errors import RegistrationFailed
 from app.api.mastodon.login_limit import guarded_login
 from app.api.mastodon.params import body
 from app.api.schemas import HANDLE_PATTERN
+from app.api.throttle import request_address
 from app.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
 from app.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 from app.users import Account
@@ -149,7 +150,9 @@ async def token(request: Request) -> Payload:
     if not data.username or data.password is None:
         raise oauth.InvalidGrant("username and password are required")
     login, password = data.username, data.password
-    address = request.client.host if request.client else "unknown"
+    # The address the rate limits key on: the socket peer, or TRUSTED_PROXY_HOPS' entry of
+    # X-Forwarded-For behind a proxy (app.api.throttle).
+    address = request_address(request, context(request).settings.trusted_proxy_hops)
 
     async def attempt() -> Account | None:
         return await oauth.check_password(store, login, password)
