@@ -19,6 +19,10 @@ COMMANDS = {
         "hybrid against receiver_copies for a reader of large-audience authors; crossings",
     ),
     "load": ("benchmarks.load", "HTTP load against a running service, then a loss check"),
+    "soak": (
+        "benchmarks.soak",
+        "a deployment under steady load and faults for N minutes; nothing lost, nothing grows",
+    ),
 }
 
 
