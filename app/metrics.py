@@ -19,3 +19,9 @@ FANOUT_BATCH_SIZE = Histogram(
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
 )
 PENDING_EVENTS = Gauge("timeline_pending_events", "Events not yet applied, as of the last scrape")
+OLDEST_PENDING_AGE = Gauge(
+    "timeline_oldest_pending_event_age_seconds",
+    "Age of the oldest event not yet applied (0 when none), as of the last scrape: an upper "
+    "bound on how stale any timeline is. Past the service's capacity it grows steadily.",
+)
+DEAD_EVENTS = Gauge("timeline_dead_events", "Events parked as dead, as of the last scrape")

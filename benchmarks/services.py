@@ -33,8 +33,11 @@ DB_START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 
 
-def _env(data_dir: Path, mongodb_url: str | None) -> dict[str, str]:
+def _env(
+    data_dir: Path, mongodb_url: str | None, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "MONGODB_DB")}
+    env.update(extra or {})
     env["TIMELINE_DATA_DIR"] = str(data_dir)
     if mongodb_url is not None:
         env["MONGODB_URL"] = mongodb_url
@@ -43,14 +46,18 @@ def _env(data_dir: Path, mongodb_url: str | None) -> dict[str, str]:
 
 @contextmanager
 def _process(
-    args: list[str], data_dir: Path, log: IO[bytes], mongodb_url: str | None = None
+    args: list[str],
+    data_dir: Path,
+    log: IO[bytes],
+    mongodb_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m entrypoints ARGS`, stopped with SIGTERM (then killed) on exit. cwd: the temporary
     directory, so that a developer's .env does not configure it."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "entrypoints", *args],
         cwd=data_dir,
-        env=_env(data_dir, mongodb_url),
+        env=_env(data_dir, mongodb_url, extra_env),
         stdout=subprocess.PIPE if args[0] == "db" else log,
         stderr=log,
     )
@@ -103,27 +110,33 @@ def _database_url(proc: subprocess.Popen[bytes]) -> str:
 
 
 @contextmanager
-def own_service(data_dir: Path, workers: int = 0, concurrency: int = 1) -> Iterator[str]:
+def own_service(
+    data_dir: Path, workers: int = 0, concurrency: int = 1, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """The service on a free port, with the embedded database in `data_dir`; yields its URL.
     Each of the `workers` processes runs `concurrency` loops (`timeline worker --concurrency`).
-    Every process logs to `data_dir/serve.log`."""
+    Every process logs to `data_dir/serve.log`; `env` is added to their environment (e.g.
+    TIMELINE_STRATEGY)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve = ["serve", "--host", "127.0.0.1", "--port", str(port)]
     with ExitStack() as stack:
         log = stack.enter_context(open(data_dir / "serve.log", "ab"))
         if workers == 0:
-            _wait_healthy(stack.enter_context(_process(serve, data_dir, log)), url)
+            _wait_healthy(stack.enter_context(_process(serve, data_dir, log, None, env)), url)
             yield url
             return
-        mongodb_url = _database_url(stack.enter_context(_process(["db"], data_dir, log)))
-        api = stack.enter_context(_process([*serve, "--no-worker"], data_dir, log, mongodb_url))
+        mongodb_url = _database_url(stack.enter_context(_process(["db"], data_dir, log, None, env)))
+        api = stack.enter_context(
+            _process([*serve, "--no-worker"], data_dir, log, mongodb_url, env)
+        )
         _wait_healthy(api, url)  # the API has created the indexes and the service config
         started = []
         for i in range(workers):
             name = f"load-worker-{i + 1}"
             args = ["worker", "--name", name, "--concurrency", str(concurrency)]
-            started.append((stack.enter_context(_process(args, data_dir, log, mongodb_url)), name))
+            proc = stack.enter_context(_process(args, data_dir, log, mongodb_url, env))
+            started.append((proc, name))
         for proc, name in started:
             _wait_started(proc, data_dir / "serve.log", name)
         yield url

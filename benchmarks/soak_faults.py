@@ -27,6 +27,8 @@ log = logging.getLogger("benchmarks.soak")
 KINDS = ("worker", "api", "database")
 # One round of the three faults per this much run time (at least one round in any run).
 ROUND_S = 15 * 60.0
+# The default worker lease (fanout.worker.LEASE_S): what a killed worker strands waits this long.
+QUIET_END_S = 30.0
 # Requests answered 5xx or not at all count against the service only outside a fault's window:
 # from the fault to its recovery plus this (clients' connections and the driver's pool settle).
 FAULT_GRACE_S = 5.0
@@ -63,10 +65,12 @@ class Fault:
 
 def schedule(seconds: float) -> list[tuple[float, str]]:
     """Fault times (seconds into the load) and kinds: rounds of the three kinds spread evenly,
-    none in the first or last share of the run (warm-up; the end's drain is measured apart)."""
+    none at the very start (warm-up), and the last at least QUIET_END_S (or a third of a short
+    run) before the end, so that what it strands for a lease has run out by the final drain."""
     rounds = max(1, round(seconds / ROUND_S))
     n = rounds * len(KINDS)
-    return [(seconds * (i + 1) / (n + 1), KINDS[i % len(KINDS)]) for i in range(n)]
+    span = seconds - min(QUIET_END_S, seconds / 3)
+    return [(span * (i + 1) / (n + 1), KINDS[i % len(KINDS)]) for i in range(n)]
 
 
 async def inject(cluster: Cluster, kind: str, at_s: float, workers: int, index: int) -> Fault:

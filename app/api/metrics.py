@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import context
-from app.metrics import PENDING_EVENTS
+from app.metrics import DEAD_EVENTS, OLDEST_PENDING_AGE, PENDING_EVENTS
 
 UNMATCHED = "unmatched"
 # A scrape waits at most this long for the database (Prometheus' default scrape timeout is 10 s).
@@ -73,11 +73,15 @@ class MetricsMiddleware:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """Refresh the gauges that are read from the database, then render every metric. A scrape
-    during an outage still answers (the pending gauge keeps its last value)."""
+    """Refresh the gauges that are read from the database (the backlog: pending, the oldest
+    pending event's age, dead), then render every metric. A scrape during an outage still
+    answers (the gauges keep their last values)."""
     try:
         with pymongo.timeout(SCRAPE_DB_TIMEOUT_S):
-            PENDING_EVENTS.set(await context(request).queue.pending_count())
+            backlog = await context(request).queue.backlog()
+        PENDING_EVENTS.set(float(str(backlog["pending_events"])))
+        OLDEST_PENDING_AGE.set(float(str(backlog["oldest_pending_age_s"] or 0)))
+        DEAD_EVENTS.set(float(str(backlog["dead_events"])))
     except PyMongoError:
         pass
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
