@@ -23,6 +23,8 @@ from benchmarks.services import own_service
 
 # The freshness bound: a post is visible to friends within 2 s at p99.
 KNEE_LAG_MS = 2000.0
+# Wide enough for the table's nine columns when the output is not a terminal (a log file).
+CONSOLE_WIDTH = 120
 # The comfort point: at this share of the knee rate, lag p99 should be within 1 s.
 COMFORT_SHARE = 0.7
 
@@ -151,7 +153,7 @@ def print_curve(out: dict[str, Any]) -> None:
             str(p["lost"]),
             mark,
         )
-    Console().print(table)
+    Console(width=CONSOLE_WIDTH).print(table)
 
 
 def plot(out: dict[str, Any], path: Path) -> Path:
