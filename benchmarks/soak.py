@@ -140,7 +140,7 @@ async def _expiry(mongo: AsyncMongoClient[dict[str, Any]], db_name: str) -> dict
 
 
 def _timeline_check(cluster: Cluster) -> dict[str, Any]:
-    env = cluster._env()
+    env = cluster.env()
     proc = subprocess.run(
         [sys.executable, "-m", "entrypoints", "check"],
         cwd=cluster.data_dir,
@@ -190,7 +190,7 @@ async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         load_s = time.monotonic() - started
         if faulting is not None:
             await faulting
-        await asyncio.gather(*traffic._returning)
+        await asyncio.gather(*traffic.returning)
         drain_s = await _drained(client)
         await probe.look(traffic.probe_call)
         probe.posting = False

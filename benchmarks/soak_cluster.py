@@ -56,7 +56,7 @@ class Cluster:
     def log_path(self) -> Path:
         return self.data_dir / "serve.log"
 
-    def _env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         env = _env(self.data_dir, self.mongodb_url or None)
         env["TIMELINE_STRATEGY"] = self.strategy
         env.update(self.extra_env)
@@ -67,7 +67,7 @@ class Cluster:
         proc.popen = subprocess.Popen(
             [sys.executable, "-m", "entrypoints", *proc.args],
             cwd=self.data_dir,
-            env=self._env(),
+            env=self.env(),
             stdout=subprocess.PIPE if proc.args[0] == "db" else self._log,
             stderr=self._log,
         )

@@ -85,6 +85,8 @@ class Traffic:
     shed: int = 0
     in_flight: int = 0
     returns: int = 0  # users brought back after going away
+    away: Away | None = None  # set before the run: how users go away
+    returning: set[asyncio.Task[None]] = field(default_factory=set)  # their first reads back
 
     async def call(
         self, action: str, method: str, path: str, **kwargs: Any
@@ -352,11 +354,8 @@ class Traffic:
     def _come_back(self, me: SoakUser) -> None:
         self.returns += 1
         task = asyncio.create_task(self._act(me, "first_page"))
-        self._returning.add(task)
-        task.add_done_callback(self._returning.discard)
-
-    away: Away | None = None
-    _returning: set[asyncio.Task[None]] = field(default_factory=set)
+        self.returning.add(task)
+        task.add_done_callback(self.returning.discard)
 
 
 ACTIONS = {
