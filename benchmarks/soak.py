@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,12 @@ DEFAULT_RATE = 20.0
 DEFAULT_USERS = 100
 DEFAULT_WORKERS = 2
 # After the load, the worker must apply every event within this (a hang bound, not a target).
-DRAIN_TIMEOUT_S = 600.0
+DRAIN_TIMEOUT_S = 1800.0
+# The probe of post-to-visible lag, lighter than `benchmarks load`'s (a post every 0.5 s, a
+# look every 0.1 s, which at a soak's low rate would be most of the traffic): a post a second,
+# a look every quarter second (the lag's resolution, well under the 2 s target).
+PROBE_EVERY_S = 1.0
+PROBE_POLL_S = 0.25
 # `timeline check` over every user: far above its ~1 s per 100 users here.
 CHECK_TIMEOUT_S = 900.0
 # The soak's own TTL probe (a scratch database, never the service's): documents whose TTL is
@@ -92,7 +98,22 @@ async def _probe(client: httpx.AsyncClient, prefix: str) -> Probe:
     r.raise_for_status()
     r = await client.post(f"/friend-requests/{prefix}_author/accept", headers=reader)
     r.raise_for_status()
-    return Probe(author, reader)
+    return Probe(author, reader, every_s=PROBE_EVERY_S, poll_s=PROBE_POLL_S)
+
+
+async def _probe_posts(
+    probe: Probe, traffic: Traffic, deadline: float, stop: asyncio.Event
+) -> None:
+    """benchmarks.probe's posting loop, ending early with `stop` too."""
+    sent: list[asyncio.Task[None]] = []
+    while time.monotonic() < deadline and not stop.is_set():
+        sent.append(asyncio.create_task(probe.post_one(traffic.probe_call)))
+        try:
+            await asyncio.wait_for(stop.wait(), probe.every_s)
+        except TimeoutError:
+            pass
+    await asyncio.gather(*sent)
+    probe.posting = False
 
 
 async def _drained(client: httpx.AsyncClient) -> float:
@@ -175,17 +196,21 @@ async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         sampler = Sampler(cluster, traffic, probe, mongo, settings.mongodb_db, started)
         stop_sampling = asyncio.Event()
         sampling = asyncio.create_task(sampler.run(stop_sampling))
+        # SIGUSR1 ends the load early, then drains and checks as at the end of a full run (a
+        # run that has to end before its time still reports what it measured).
+        stop_early = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stop_early.set)
         faults: list[Fault] = []
         faulting = None
         if not args.no_faults:
             faulting = asyncio.create_task(
-                run_faults(cluster, started, seconds, args.workers, faults)
+                run_faults(cluster, started, seconds, args.workers, faults, stop_early)
             )
         polling = asyncio.create_task(probe.poll(traffic.probe_call))
         max_ops = args.max_ops or int(args.rate * seconds * 2)
         await asyncio.gather(
-            traffic.run(args.rate, seconds, max_ops),
-            probe.post_until(traffic.probe_call, started + seconds),
+            traffic.run(args.rate, seconds, max_ops, stop_early),
+            _probe_posts(probe, traffic, started + seconds, stop_early),
         )
         load_s = time.monotonic() - started
         if faulting is not None:
@@ -217,6 +242,7 @@ async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
             "strategy": args.strategy,
             "setup_s": round(setup_s, 1),
             "load_s": round(load_s, 1),
+            "ended_early": stop_early.is_set(),
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python -m benchmarks soak " + " ".join(sys.argv[2:]),
         },

@@ -112,9 +112,19 @@ async def inject(cluster: Cluster, kind: str, at_s: float, workers: int, index: 
 
 
 async def run_faults(
-    cluster: Cluster, started: float, seconds: float, workers: int, faults: list[Fault]
+    cluster: Cluster,
+    started: float,
+    seconds: float,
+    workers: int,
+    faults: list[Fault],
+    stop: asyncio.Event,
 ) -> None:
-    """Inject the scheduled faults one after the other (appending to `faults`)."""
+    """Inject the scheduled faults one after the other (appending to `faults`), until `stop`
+    (a fault under way is always seen through: its process restarted, its recovery timed)."""
     for i, (at_s, kind) in enumerate(schedule(seconds)):
-        await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
+        try:
+            await asyncio.wait_for(stop.wait(), max(0.0, started + at_s - time.monotonic()))
+            return
+        except TimeoutError:
+            pass
         faults.append(await inject(cluster, kind, time.monotonic() - started, workers, i // 3))

@@ -153,7 +153,12 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     _plot(result, out / "soak.png")
     s, meta = result["summary"], result["meta"]
     lines = [
-        f"# Soak: {meta['minutes']} minutes at {meta['rate']} ops/s",
+        f"# Soak: {meta['minutes']} minutes at {meta['rate']} ops/s"
+        + (
+            f" (ended early, by SIGUSR1, after {meta['load_s'] / 60:.1f} minutes)"
+            if meta.get("ended_early")
+            else ""
+        ),
         "",
         f"`{meta['command']}` ({meta['workers']} worker processes, {meta['users']} users, "
         f"strategy {meta['strategy']}, seed {meta['seed']}; load {meta['load_s']} s after "

@@ -135,9 +135,11 @@ class Traffic:
 
     # -- the open loop -------------------------------------------------------------------
 
-    async def run(self, rate: float, seconds: float, max_ops: int) -> None:
-        """Arrivals every 1/rate s (seeded exponential gaps: a Poisson stream) until `seconds`
-        or `max_ops`; then waits for the ones in flight."""
+    async def run(
+        self, rate: float, seconds: float, max_ops: int, stop: asyncio.Event | None = None
+    ) -> None:
+        """Arrivals every 1/rate s (seeded exponential gaps: a Poisson stream) until `seconds`,
+        `max_ops` or `stop`; then waits for the ones in flight."""
         actions, weights = list(MIX), list(MIX.values())
         tasks: set[asyncio.Task[None]] = set()
         start = time.monotonic()
@@ -146,7 +148,7 @@ class Traffic:
         sent = 0
         while sent < max_ops:
             next_at += self.rng.expovariate(rate)
-            if next_at - start >= seconds:
+            if next_at - start >= seconds or (stop is not None and stop.is_set()):
                 break
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             action = self.rng.choices(actions, weights)[0]
