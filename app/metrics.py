@@ -24,3 +24,9 @@ BACKLOG_AUTHOR_EVENTS = Gauge(
     "Events not yet applied of the authors with the most of them (the top few), by handle",
     ["author"],
 )
+OLDEST_PENDING_AGE = Gauge(
+    "timeline_oldest_pending_event_age_seconds",
+    "Age of the oldest event not yet applied (0 when none), as of the last scrape: an upper "
+    "bound on how stale any timeline is. Past the service's capacity it grows steadily.",
+)
+DEAD_EVENTS = Gauge("timeline_dead_events", "Events parked as dead, as of the last scrape")

@@ -25,6 +25,10 @@ COMMANDS = {
     "load": ("benchmarks.load", "HTTP load against a running service, then a loss check"),
     "fair": ("benchmarks.fair", "one author posting flat out: the others' post-to-visible lag"),
     "abuse": ("benchmarks.abuse", "a hostile client's spam, slow clients and id probing, bounded"),
+    "soak": (
+        "benchmarks.soak",
+        "a deployment under steady load and faults for N minutes; nothing lost, nothing grows",
+    ),
 }
 
 

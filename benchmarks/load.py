@@ -12,6 +12,11 @@ While the load runs, a probe (benchmarks/probe.py) measures post-to-visible lag:
 author posts every half second and a friend polls their timeline; lag p50/p99 are reported with
 the drain time (how long the worker needed after the load to apply every event).
 
+With --rate R the load is open-loop instead (benchmarks/load_open.py): R operations a second
+arrive whatever the answers take, from --clients users; with --sweep-rates a,b,c (and
+--strategies) it runs one such load per rate and strategy, each on a fresh service, and prints
+the capacity curve (benchmarks/capacity.py).
+
 Without --url it starts its own service (benchmarks/services.py: `timeline serve` with its
 in-process worker, or with --workers N, `timeline db` + `timeline serve --no-worker` + N
 `timeline worker` processes), embedded database in a temporary directory, and stops it after.
@@ -32,6 +37,7 @@ from typing import Any
 import httpx
 
 from benchmarks.load_clients import Run, Stats, client_loop, create_user, verify
+from benchmarks.load_open import OpenLoop
 from benchmarks.probe import Probe
 from benchmarks.services import own_service
 from benchmarks.stats import percentile
@@ -46,6 +52,9 @@ DEFAULT_TIMELINE_MAX = 1000
 DRAIN_TIMEOUT_S = 600.0
 # Per request: far above any healthy latency; a request slower than this counts as an error.
 REQUEST_TIMEOUT_S = 60.0
+# Open loop: connections the driver may hold (requests beyond wait in httpx's pool, which is
+# part of the latency a client sees past the knee).
+OPEN_LOOP_CONNECTIONS = 200
 
 
 async def wait_drained(client: httpx.AsyncClient) -> float:
@@ -98,9 +107,18 @@ def _lag_figures(probe: Probe) -> dict[str, Any]:
 
 
 async def drive(
-    url: str, clients: int, seconds: float, max_requests: int, seed: int, timeline_max: int
+    url: str,
+    clients: int,
+    seconds: float,
+    max_requests: int,
+    seed: int,
+    timeline_max: int,
+    rate: float | None = None,
 ) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
+    """A closed loop of `clients` clients, or with `rate` an open loop at that many operations
+    a second by `clients` users."""
+    connections = clients + 2 if rate is None else OPEN_LOOP_CONNECTIONS
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     timeout = httpx.Timeout(REQUEST_TIMEOUT_S)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
         stats = Stats()
@@ -115,10 +133,15 @@ async def drive(
         start = time.monotonic()
         run.deadline = start + seconds
         polling = asyncio.create_task(probe.poll(run.call))
+        open_loop = OpenLoop()
         try:
             await asyncio.gather(
                 probe.post_until(run.call, run.deadline),
-                *(client_loop(run, u) for u in run.users),
+                *(
+                    [open_loop.run(run, rate)]
+                    if rate is not None
+                    else [client_loop(run, u) for u in run.users]
+                ),
             )
             elapsed = time.monotonic() - start
             drain_s = await wait_drained(client)
@@ -150,6 +173,11 @@ async def drive(
         "drain_share": round(drain_s / elapsed, 3) if elapsed > 0 else 0.0,
         "probe_requests": stats.probe_requests,
         "by_action": dict(stats.by_action),
+        "mode": "closed" if rate is None else "open",
+        "offered_ops_per_s": rate,
+        "achieved_ops_per_s": round(open_loop.completed / elapsed, 1) if rate else None,
+        "offered_ops": open_loop.offered,
+        "shed_ops": open_loop.shed,
     }
 
 
@@ -187,6 +215,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="with --workers: `timeline worker --concurrency` of each worker process (default 1)",
     )
     p.add_argument("--seed", type=int, default=1, help="random seed of the workload")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: operations per second, arriving whatever the answers take "
+        "(--clients is then the number of users)",
+    )
+    p.add_argument(
+        "--sweep-rates",
+        default=None,
+        help="comma-separated rates: one open-loop load per rate (and strategy), each on a "
+        "fresh service; prints the capacity curve and writes capacity.json/png",
+    )
+    p.add_argument(
+        "--strategies",
+        default="receiver_copies",
+        help="with --sweep-rates: comma-separated TIMELINE_STRATEGY values (receiver_copies)",
+    )
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for load.json")
     args = p.parse_args(argv)
     if args.clients < 2:
@@ -197,6 +243,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--concurrency must be at least 1, and needs --workers")
     if args.workers and args.url:
         p.error("--workers starts its own service: not with --url")
+    if args.rate is not None and args.rate <= 0:
+        p.error("--rate must be more than 0")
+    if args.sweep_rates is not None:
+        try:
+            args.sweep_rates = [float(x) for x in args.sweep_rates.split(",") if x.strip()]
+        except ValueError:
+            p.error("--sweep-rates: comma-separated numbers, e.g. 10,20,40")
+        if not args.sweep_rates or min(args.sweep_rates) <= 0 or args.url or args.rate:
+            p.error("--sweep-rates: rates above 0; starts its own services (no --url, --rate)")
     return args
 
 
@@ -204,9 +259,12 @@ def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title=f"load: {result['clients']} clients x {result['seconds']} s ({result['workers']})"
+    who = (
+        f"{result['clients']} clients"
+        if result["mode"] == "closed"
+        else f"{result['offered_ops_per_s']} ops/s offered by {result['clients']} users"
     )
+    table = Table(title=f"load: {who} x {result['seconds']} s ({result['workers']})")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key in (
@@ -227,6 +285,8 @@ def print_table(result: dict[str, Any]) -> None:
         "lag_samples",
         "drain_s",
         "drain_share",
+        "achieved_ops_per_s",
+        "shed_ops",
     ):
         table.add_row(key, str(result[key]))
     Console().print(table)
@@ -237,10 +297,22 @@ def print_table(result: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.sweep_rates is not None:
+        from benchmarks.capacity import sweep
+
+        return sweep(args)
 
     def go(url: str) -> dict[str, Any]:
         return asyncio.run(
-            drive(url, args.clients, args.seconds, args.max_requests, args.seed, args.timeline_max)
+            drive(
+                url,
+                args.clients,
+                args.seconds,
+                args.max_requests,
+                args.seed,
+                args.timeline_max,
+                args.rate,
+            )
         )
 
     if args.url:

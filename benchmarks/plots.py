@@ -18,6 +18,7 @@ COLORS = {
     "recipients_embedded": "tab:green",
     "receiver_copies": "tab:red",
     "hybrid": "tab:purple",
+    "inbox_buckets": "tab:cyan",
     "naive_on_read": "tab:orange",
     "floor": "tab:gray",
 }
@@ -26,6 +27,7 @@ MARKERS = {
     "recipients_embedded": "s",
     "receiver_copies": "^",
     "hybrid": "D",
+    "inbox_buckets": "o",
 }
 
 

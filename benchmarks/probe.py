@@ -47,6 +47,10 @@ class Probe:
     lags_s: list[float] = field(default_factory=list)  # to the answer of the read
     lags_sent_s: list[float] = field(default_factory=list)  # to the sending of the read
     posting: bool = True
+    # How often the author posts and the reader looks (a soak, hours long at a low rate, uses
+    # a lighter probe than a load run: benchmarks/soak.py).
+    every_s: float = PROBE_EVERY_S
+    poll_s: float = PROBE_POLL_S
 
     @property
     def unseen(self) -> int:
@@ -56,7 +60,7 @@ class Probe:
         sent: list[asyncio.Task[None]] = []
         while time.monotonic() < deadline:
             sent.append(asyncio.create_task(self.post_one(call)))
-            await asyncio.sleep(PROBE_EVERY_S)
+            await asyncio.sleep(self.every_s)
         await asyncio.gather(*sent)
         self.posting = False
 
@@ -77,7 +81,7 @@ class Probe:
         Cancelled by the run if the drain fails."""
         while self.posting or self.acked_at:
             await self.look(call)
-            await asyncio.sleep(PROBE_POLL_S)
+            await asyncio.sleep(self.poll_s)
 
     async def look(self, call: Caller) -> None:
         params = {"limit": str(PROBE_PAGE)}

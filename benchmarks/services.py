@@ -117,27 +117,33 @@ def _database_url(proc: subprocess.Popen[bytes]) -> str:
 
 
 @contextmanager
-def own_service(data_dir: Path, workers: int = 0, concurrency: int = 1) -> Iterator[str]:
+def own_service(
+    data_dir: Path, workers: int = 0, concurrency: int = 1, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """The service on a free port, with the embedded database in `data_dir`; yields its URL.
     Each of the `workers` processes runs `concurrency` loops (`timeline worker --concurrency`).
-    Every process logs to `data_dir/serve.log`."""
+    Every process logs to `data_dir/serve.log`; `env` is added to their environment (e.g.
+    TIMELINE_STRATEGY)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve = ["serve", "--host", "127.0.0.1", "--port", str(port)]
     with ExitStack() as stack:
         log = stack.enter_context(open(data_dir / "serve.log", "ab"))
         if workers == 0:
-            _wait_healthy(stack.enter_context(_process(serve, data_dir, log)), url)
+            _wait_healthy(stack.enter_context(_process(serve, data_dir, log, None, env)), url)
             yield url
             return
-        mongodb_url = _database_url(stack.enter_context(_process(["db"], data_dir, log)))
-        api = stack.enter_context(_process([*serve, "--no-worker"], data_dir, log, mongodb_url))
+        mongodb_url = _database_url(stack.enter_context(_process(["db"], data_dir, log, None, env)))
+        api = stack.enter_context(
+            _process([*serve, "--no-worker"], data_dir, log, mongodb_url, env)
+        )
         _wait_healthy(api, url)  # the API has created the indexes and the service config
         started = []
         for i in range(workers):
             name = f"load-worker-{i + 1}"
             args = ["worker", "--name", name, "--concurrency", str(concurrency)]
-            started.append((stack.enter_context(_process(args, data_dir, log, mongodb_url)), name))
+            proc = stack.enter_context(_process(args, data_dir, log, mongodb_url, env))
+            started.append((proc, name))
         for proc, name in started:
             _wait_started(proc, data_dir / "serve.log", name)
         yield url

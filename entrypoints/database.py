@@ -15,6 +15,7 @@ from app.context import AppContext, build_context
 from app.db import SERVER_SELECTION_TIMEOUT_MS, connect
 from app.embedded import EmbeddedServer, EmbeddedServerError
 from app.settings import Settings
+from entrypoints.supervise import EmbeddedSupervisor
 
 log = logging.getLogger("timeline")
 
@@ -64,9 +65,12 @@ def database_url(settings: Settings) -> Iterator[tuple[Settings, bool]]:
         return
     server = start_embedded(settings)
     log.info("embedded database at %s (data in %s)", server.url, server.data_dir)
+    # Restarted in place if it dies; the process exits non-zero if it keeps dying.
+    supervisor = EmbeddedSupervisor(server).start()
     try:
         yield settings.model_copy(update={"mongodb_url": server.url}), True
     finally:
+        supervisor.stop()
         server.stop()
 
 

@@ -18,6 +18,7 @@ from entrypoints.database import (
     open_context,
     start_embedded,
 )
+from entrypoints.supervise import EmbeddedSupervisor
 
 # How long the API keeps an idle keep-alive connection open. It must outlast every client's own
 # idle expiry: uvicorn's default (5 s) equals httpx's `keepalive_expiry` (5 s), so a client could
@@ -79,11 +80,15 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     print(f"MONGODB_URL={server.url}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # A server that dies is restarted on the same port, so the MONGODB_URL printed above stays
+    # valid for every API and worker; one that keeps dying ends this process (exit 3).
+    supervisor = EmbeddedSupervisor(server).start()
     try:
-        while not stop.is_set() and server.process and server.process.poll() is None:
+        while not stop.is_set():
             stop.wait(0.5)
     except KeyboardInterrupt:
         pass
     finally:
+        supervisor.stop()
         server.stop()
     return 0

@@ -46,3 +46,28 @@ def test_short_load_run_loses_nothing(tmp_path: Path, workers: int) -> None:
     assert result["drain_s"] >= 0 and result["drain_share"] >= 0
     expected = f"{workers} worker process(es) x 1" if workers else "in-process worker"
     assert result["workers"] == expected
+
+
+@pytest.mark.slow
+def test_open_loop_sweep_gives_a_curve_with_its_knee(tmp_path: Path) -> None:
+    """`--sweep-rates`: one open-loop run per rate on a fresh service, at rates far below this
+    machine's knee (docs/benchmarks.md, "Capacity"), so both count as within the 2 s lag."""
+    rates = (4.0, 8.0)
+    code = load.main(
+        [
+            *("--clients", str(CLIENTS), "--seconds", str(SECONDS)),
+            *("--sweep-rates", ",".join(f"{r:g}" for r in rates), "--out", str(tmp_path)),
+        ]
+    )
+    curve = json.loads((tmp_path / "capacity.json").read_text())
+    assert code == 0 and (tmp_path / "capacity.png").stat().st_size > 0
+    points = curve["points"]
+    assert [p["offered_ops_per_s"] for p in points] == list(rates)
+    for p in points:
+        assert p["strategy"] == "receiver_copies"
+        assert (p["lost"], p["unexpected"], p["errors"]) == (0, 0, 0)
+        # Open loop: arrivals kept coming at the offered rate, and about that many completed.
+        assert 0 < p["achieved_ops_per_s"] <= 2 * p["offered_ops_per_s"]
+        assert p["lag_p99_ms"] > 0
+    if all(p["lag_p99_ms"] <= 2000 for p in points):
+        assert curve["knee_ops_per_s"] == {"receiver_copies": 8.0}

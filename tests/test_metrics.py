@@ -113,9 +113,14 @@ async def test_pending_events_applied_events_and_batches(hh: Harness) -> None:
     await h.post("bob", "to alice")
     before = await scrape(h)
     assert value(before, "timeline_pending_events") == 2  # refreshed at this scrape
+    # How stale a timeline may be: the oldest waiting event's age (/health's
+    # oldest_pending_age_s), so an alert can say "lagging" before anyone complains.
+    assert value(before, "timeline_oldest_pending_event_age_seconds") > 0
+    assert value(before, "timeline_dead_events") == 0
     await h.drain()
     after = await scrape(h)
     assert value(after, "timeline_pending_events") == 0
+    assert value(after, "timeline_oldest_pending_event_age_seconds") == 0
     assert delta(after, before, "timeline_events_applied_total", kind="status_posted") == 2
     # alice's status went to two friends, bob's to one: at least one bulk write each.
     assert delta(after, before, "timeline_fanout_batch_size_count") >= 2

@@ -22,7 +22,7 @@ from app.api.deps import context
 from app.api.errors import error_response
 from app.api.health import backlog_authors
 from app.api.throttle import request_ip
-from app.metrics import BACKLOG_AUTHOR_EVENTS, PENDING_EVENTS
+from app.metrics import BACKLOG_AUTHOR_EVENTS, DEAD_EVENTS, OLDEST_PENDING_AGE, PENDING_EVENTS
 from app.settings import Settings
 
 UNMATCHED = "unmatched"
@@ -104,15 +104,19 @@ def allow_list(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """Refresh the gauges that are read from the database, then render every metric. A scrape
-    during an outage still answers (the pending gauge keeps its last value)."""
+    """Refresh the gauges that are read from the database (the backlog: pending, the oldest
+    pending event's age, dead, and the authors with the most waiting), then render every
+    metric. A scrape during an outage still answers (the gauges keep their last values)."""
     if not metrics_allowed(request, context(request).settings):
         return error_response(403, "forbidden", "the metrics are restricted to operators")
     ctx = context(request)
     try:
         with pymongo.timeout(SCRAPE_DB_TIMEOUT_S):
-            PENDING_EVENTS.set(await ctx.queue.pending_count())
+            backlog = await ctx.queue.backlog()
             top = await backlog_authors(ctx)
+        PENDING_EVENTS.set(float(str(backlog["pending_events"])))
+        OLDEST_PENDING_AGE.set(float(str(backlog["oldest_pending_age_s"] or 0)))
+        DEAD_EVENTS.set(float(str(backlog["dead_events"])))
         # Only the current top: series of authors who left it end (bounded cardinality).
         BACKLOG_AUTHOR_EVENTS.clear()
         for handle, n in top:

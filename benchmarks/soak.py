@@ -1,0 +1,290 @@
+"""`python -m benchmarks soak`: hours of a deployment in minutes: steady traffic, faults on a
+schedule, and at the end the proof that nothing acknowledged was lost or applied twice.
+
+It starts `timeline db` (the embedded database), `timeline serve --no-worker` and W `timeline
+worker` processes in a temporary directory, as a deployment runs them, and drives a seeded,
+open-loop mix at R operations a second for N minutes on loopback (benchmarks/soak_traffic.py),
+bounded by --max-ops. Faults are injected on a schedule (benchmarks/soak_faults.py). Every 10 s
+it records each process's RSS, the data directory's bytes, documents and bytes per collection,
+events by state, the backlog, post-to-visible lag and API latency in that window
+(benchmarks/soak_sampler.py). At the end: the drain, `timeline check` over every user, and the
+ledger check of every acknowledged write (benchmarks/soak_ledger.py). It writes soak.json, the
+plots and report.md to --out (benchmarks/soak_report.py) and exits 1 if an invariant failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pymongo import AsyncMongoClient
+
+from app.models import DONE_EVENT_TTL_SECONDS, IDEMPOTENCY_TTL_SECONDS
+from app.settings import Settings
+from benchmarks.probe import Probe
+from benchmarks.soak_cluster import Cluster
+from benchmarks.soak_faults import Fault, run_faults
+from benchmarks.soak_ledger import Verdict, settle, verify
+from benchmarks.soak_report import summarize, write_report
+from benchmarks.soak_sampler import Sampler
+from benchmarks.soak_traffic import MAX_IN_FLIGHT, REQUEST_TIMEOUT_S, Away, Traffic
+
+DEFAULT_RATE = 20.0
+DEFAULT_USERS = 100
+DEFAULT_WORKERS = 2
+# After the load, the worker must apply every event within this (a hang bound, not a target).
+DRAIN_TIMEOUT_S = 1800.0
+# The probe of post-to-visible lag, lighter than `benchmarks load`'s (a post every 0.5 s, a
+# look every 0.1 s, which at a soak's low rate would be most of the traffic): a post a second,
+# a look every quarter second (the lag's resolution, well under the 2 s target).
+PROBE_EVERY_S = 1.0
+PROBE_POLL_S = 0.25
+# `timeline check` over every user: far above its ~1 s per 100 users here.
+CHECK_TIMEOUT_S = 900.0
+# The soak's own TTL probe (a scratch database, never the service's): documents whose TTL is
+# 1 s, under a partial index shaped like the done-event one, to see that the embedded server's
+# TTL monitor (every 60 s) removes them while the service runs.
+TTL_PROBE_DB = "soak_ttl_probe"
+TTL_PROBE_DOCS = 100
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks soak",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    p.add_argument("--minutes", type=float, required=True, help="load duration")
+    p.add_argument("--rate", type=float, default=DEFAULT_RATE, help="operations per second")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="worker processes")
+    p.add_argument("--users", type=int, default=DEFAULT_USERS, help="users in the mix")
+    p.add_argument("--seed", type=int, default=1, help="random seed of the mix")
+    p.add_argument("--strategy", default="receiver_copies", help="TIMELINE_STRATEGY")
+    p.add_argument(
+        "--max-ops", type=int, default=None, help="stop after this many operations (default: 2x)"
+    )
+    p.add_argument("--no-faults", action="store_true", help="steady traffic only")
+    p.add_argument("--out", type=Path, required=True, help="directory for soak.json and plots")
+    args = p.parse_args(argv)
+    if args.minutes <= 0 or args.rate <= 0:
+        p.error("--minutes and --rate must be more than 0")
+    if args.workers < 1:
+        p.error("--workers must be at least 1 (the soak kills and restarts them)")
+    if args.users < 4:
+        p.error("--users must be at least 4")
+    return args
+
+
+async def _probe(client: httpx.AsyncClient, prefix: str) -> Probe:
+    """benchmarks/probe.py's two users, friends, outside the mix."""
+    tokens = []
+    for who in ("author", "reader"):
+        r = await client.post("/users", json={"handle": f"{prefix}_{who}"})
+        r.raise_for_status()
+        tokens.append(r.json()["token"])
+    author, reader = ({"Authorization": f"Bearer {t}"} for t in tokens)
+    r = await client.post("/friend-requests", json={"to": f"{prefix}_reader"}, headers=author)
+    r.raise_for_status()
+    r = await client.post(f"/friend-requests/{prefix}_author/accept", headers=reader)
+    r.raise_for_status()
+    return Probe(author, reader, every_s=PROBE_EVERY_S, poll_s=PROBE_POLL_S)
+
+
+async def _probe_posts(
+    probe: Probe, traffic: Traffic, deadline: float, stop: asyncio.Event
+) -> None:
+    """benchmarks.probe's posting loop, ending early with `stop` too."""
+    sent: list[asyncio.Task[None]] = []
+    while time.monotonic() < deadline and not stop.is_set():
+        sent.append(asyncio.create_task(probe.post_one(traffic.probe_call)))
+        try:
+            await asyncio.wait_for(stop.wait(), probe.every_s)
+        except TimeoutError:
+            pass
+    await asyncio.gather(*sent)
+    probe.posting = False
+
+
+async def _drained(client: httpx.AsyncClient) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < DRAIN_TIMEOUT_S:
+        try:
+            r = await client.get("/health")
+            if r.status_code == 200 and r.json()["pending_events"] == 0:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"events still pending after {DRAIN_TIMEOUT_S}s")
+
+
+async def _ttl_probe_start(mongo: AsyncMongoClient[dict[str, Any]]) -> None:
+    coll = mongo[TTL_PROBE_DB]["expiring"]
+    await coll.create_index(
+        "done_at", expireAfterSeconds=1, partialFilterExpression={"state": "done"}
+    )
+    now = datetime.now(UTC)
+    await coll.insert_many([{"state": "done", "done_at": now} for _ in range(TTL_PROBE_DOCS)])
+    await coll.insert_one({"state": "pending", "done_at": now})  # outside the partial index
+
+
+async def _expiry(mongo: AsyncMongoClient[dict[str, Any]], db_name: str) -> dict[str, Any]:
+    """What the TTL indexes should have removed by now, and what is still there."""
+    db = mongo[db_name]
+    now = datetime.now(UTC)
+    sweep_slack_s = 120  # the monitor runs every 60 s; a sweep may be under way
+    done_cutoff = now.timestamp() - DONE_EVENT_TTL_SECONDS - sweep_slack_s
+    key_cutoff = now.timestamp() - IDEMPOTENCY_TTL_SECONDS - sweep_slack_s
+    probe = mongo[TTL_PROBE_DB]["expiring"]
+    return {
+        "done_events_past_ttl": await db.events.count_documents(
+            {"state": "done", "done_at": {"$lt": datetime.fromtimestamp(done_cutoff, UTC)}}
+        ),
+        "idempotency_keys_past_ttl": await db.idempotency_keys.count_documents(
+            {"created_at": {"$lt": datetime.fromtimestamp(key_cutoff, UTC)}}
+        ),
+        "ttl_probe_inserted": TTL_PROBE_DOCS,
+        "ttl_probe_left": await probe.count_documents({"state": "done"}),
+        "ttl_probe_outside_index_kept": await probe.count_documents({"state": "pending"}),
+    }
+
+
+def _timeline_check(cluster: Cluster) -> dict[str, Any]:
+    env = cluster.env()
+    proc = subprocess.run(
+        [sys.executable, "-m", "entrypoints", "check"],
+        cwd=cluster.data_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CHECK_TIMEOUT_S,
+    )
+    return {"exit_code": proc.returncode, "output_tail": proc.stdout.strip().splitlines()[-5:]}
+
+
+async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
+    seconds = args.minutes * 60
+    settings = Settings()
+    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT + 16, max_keepalive_connections=64)
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        cluster.mongodb_url, serverSelectionTimeoutMS=2000
+    )
+    async with httpx.AsyncClient(
+        base_url=cluster.url, limits=limits, timeout=httpx.Timeout(REQUEST_TIMEOUT_S)
+    ) as client:
+        traffic = Traffic(client, random.Random(args.seed))
+        prefix = f"s{uuid.uuid4().hex[:6]}"
+        setup_start = time.monotonic()
+        await traffic.create_users(prefix, args.users)
+        await traffic.befriend_initial()
+        probe = await _probe(client, f"{prefix}p")
+        await _ttl_probe_start(mongo)
+        setup_s = time.monotonic() - setup_start
+        traffic.away = Away(mongo, settings.mongodb_db, settings.timeline_active_days)
+        started = time.monotonic()
+        sampler = Sampler(cluster, traffic, probe, mongo, settings.mongodb_db, started)
+        stop_sampling = asyncio.Event()
+        sampling = asyncio.create_task(sampler.run(stop_sampling))
+        # SIGUSR1 ends the load early, then drains and checks as at the end of a full run (a
+        # run that has to end before its time still reports what it measured).
+        stop_early = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stop_early.set)
+        faults: list[Fault] = []
+        faulting = None
+        if not args.no_faults:
+            faulting = asyncio.create_task(
+                run_faults(cluster, started, seconds, args.workers, faults, stop_early)
+            )
+        polling = asyncio.create_task(probe.poll(traffic.probe_call))
+        max_ops = args.max_ops or int(args.rate * seconds * 2)
+        await asyncio.gather(
+            traffic.run(args.rate, seconds, max_ops, stop_early),
+            _probe_posts(probe, traffic, started + seconds, stop_early),
+        )
+        load_s = time.monotonic() - started
+        if faulting is not None:
+            await faulting
+        await asyncio.gather(*traffic.returning)
+        drain_s = await _drained(client)
+        await probe.look(traffic.probe_call)
+        probe.posting = False
+        try:
+            await asyncio.wait_for(polling, timeout=REQUEST_TIMEOUT_S)
+        except TimeoutError:
+            polling.cancel()
+        stop_sampling.set()
+        await sampling
+        await settle(client, traffic.ledger)
+        await _drained(client)  # the settling posts' events
+        verdict: Verdict = await verify(client, traffic.ledger, settings.timeline_max)
+        verdict.lost += probe.unseen
+        expiry = await _expiry(mongo, settings.mongodb_db)
+    await mongo.close()
+    check = await asyncio.to_thread(_timeline_check, cluster)
+    return {
+        "meta": {
+            "minutes": args.minutes,
+            "rate": args.rate,
+            "workers": args.workers,
+            "users": args.users,
+            "seed": args.seed,
+            "strategy": args.strategy,
+            "setup_s": round(setup_s, 1),
+            "load_s": round(load_s, 1),
+            "ended_early": stop_early.is_set(),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": "python -m benchmarks soak " + " ".join(sys.argv[2:]),
+        },
+        "samples": sampler.samples,
+        "faults": [f.as_dict() for f in faults],
+        "failures": [(round(s.at - started, 2), s.code) for s in traffic.failures],
+        "ops": dict(traffic.ops),
+        "shed": traffic.shed,
+        "returns": traffic.returns,
+        "away_aged": traffic.away.aged,
+        "drain_s": round(drain_s, 2),
+        "probe_unseen": probe.unseen,
+        "idempotent_retries_checked": traffic.ledger.retries_checked,
+        "verdict": {
+            "lost": verdict.lost,
+            "duplicated": verdict.duplicated,
+            "resurrected": verdict.resurrected,
+            "checked": dict(verdict.checked),
+            "problems": verdict.problems,
+        },
+        "check": check,
+        "expiry": expiry,
+        "acknowledged_posts": len(traffic.ledger.acknowledged_posts()),
+        "acknowledged_deletes": len(traffic.ledger.deleted),
+    }
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="timeline-soak-") as tmp:
+        cluster = Cluster(Path(tmp), args.workers, args.strategy)
+        try:
+            cluster.start()
+            result = asyncio.run(drive(cluster, args))
+        finally:
+            cluster.stop()
+            log = Path(tmp) / "serve.log"
+            if log.exists():
+                (args.out / "soak-serve.log.tail").write_bytes(log.read_bytes()[-200_000:])
+    result["summary"] = summarize(result)
+    (args.out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_report(result, args.out)
+    print(json.dumps(result["summary"], indent=2))
+    return 0 if result["summary"]["ok"] else 1
