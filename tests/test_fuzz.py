@@ -160,6 +160,9 @@ def _stateful_refusal(case: Case, status: int, body: str) -> str | None:
     # An Idempotency-Key that an earlier example used with another text (422 by contract).
     if code == "idempotency_key_reused" and case.operation.label == "POST /statuses":
         return code
+    # A marker id of the documented shape newer than any status there is (422 by contract).
+    if code == "marker_ahead" and case.operation.label == "POST /markers":
+        return code
     return None
 
 
