@@ -23,7 +23,6 @@ from app.models_copies import TimelineMeta as TimelineMeta
 from app.models_hybrid import LargeAuthor as LargeAuthor
 from app.models_hybrid import LargeFriend as LargeFriend
 from app.models_oauth import AccessToken as AccessToken
-from app.models_oauth import LoginFailure as LoginFailure
 from app.models_oauth import OAuthApp as OAuthApp
 
 # Idempotency keys are kept this long; a retry after that creates a new status.
@@ -312,5 +311,4 @@ DOCUMENT_MODELS: list[type[Document]] = [
     Revocation,
     OAuthApp,
     AccessToken,
-    LoginFailure,
 ]

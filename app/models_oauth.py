@@ -50,18 +50,3 @@ class AccessToken(Document):
             # A user's tokens (an account's sign-out everywhere, an operator's look-up).
             IndexModel([("user_id", ASCENDING)]),
         ]
-
-
-class LoginFailure(Document):
-    """Failed password logins of one key (`account:<id>` or `address:<ip>`) in the window that
-    started at `window_start`; MongoDB's TTL monitor removes it at `expires_at`, so counters are
-    shared by every API process and need no sweeping (app/api/mastodon/login_limit.py)."""
-
-    id: str  # type: ignore[assignment]
-    failures: int = 0
-    window_start: datetime = Field(default_factory=utcnow)
-    expires_at: datetime
-
-    class Settings:
-        name = "login_failures"
-        indexes = [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)]

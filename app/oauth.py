@@ -72,14 +72,6 @@ class UnsupportedGrantType(OAuthError):
     code = "unsupported_grant_type"
 
 
-class TooManyRequests(DomainError):
-    code = "too_many_requests"
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
 def parse_scopes(text: str | None) -> tuple[str, ...]:
     """Space-separated scopes (repeats dropped, order kept); none given means DEFAULT_SCOPES.
     An unknown scope is InvalidScope."""

@@ -125,11 +125,6 @@ PLAN: tuple[ShardPlan, ...] = (
         (("_id", "hashed"),),
         "_id is the token's hash: the look-up of every Mastodon API request is targeted",
     ),
-    ShardPlan(
-        "login_failures",
-        None,
-        "short-lived failed-login counters (TTL), a few per attacked account or address",
-    ),
 )
 PLAN_BY_COLLECTION: dict[str, ShardPlan] = {p.collection: p for p in PLAN}
 

@@ -48,7 +48,6 @@ class Store:
     revocations: Collection
     oauth_apps: Collection
     access_tokens: Collection
-    login_failures: Collection
 
     @classmethod
     def bind(cls, db: AsyncDatabase[Any]) -> Store:
@@ -76,5 +75,4 @@ class Store:
             revocations=db[_name(models.Revocation)],
             oauth_apps=db[_name(models.OAuthApp)],
             access_tokens=db[_name(models.AccessToken)],
-            login_failures=db[_name(models.LoginFailure)],
         )

@@ -1,11 +1,12 @@
 """The Mastodon client API's credentials (docs/mastodon.md): the unique partial index on
-`users.email`, and the `oauth_apps` (unique `client_id`), `access_tokens` (its `user_id` index)
-and `login_failures` (TTL on `expires_at`) collections (frozen copies of app/models.py's `User`
-index and app/models_oauth.py's documents).
+`users.email`, and the `oauth_apps` (unique `client_id`) and `access_tokens` (its `user_id`
+index) collections (frozen copies of app/models.py's `User` index and app/models_oauth.py's
+documents). Failed logins are counted by the rate limiter (app.ratelimit), which makes its own
+collection at start-up.
 
 Forward creates what is missing (Beanie would create it at start-up; here the schema change is
 explicit). No data moves: existing users have no e-mail or password and keep signing in with
-their token. Backward drops the three collections (every Mastodon API token stops working, every
+their token. Backward drops the two collections (every Mastodon API token stops working, every
 registered client is forgotten) and the e-mail index; the e-mails and password hashes stay on
 the users (the previous version ignores them), so a forward again restores password sign-in.
 """
@@ -23,7 +24,6 @@ EMAIL_INDEX = IndexModel(
 COLLECTIONS: dict[str, list[IndexModel]] = {
     "oauth_apps": [IndexModel([("client_id", ASCENDING)], unique=True)],
     "access_tokens": [IndexModel([("user_id", ASCENDING)])],
-    "login_failures": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
 }
 
 

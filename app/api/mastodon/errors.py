@@ -3,7 +3,8 @@
 Mastodon answers `{"error": "<message for people>"}` on its API and OAuth 2's
 `{"error": "<code>", "error_description": "<message>"}` under /oauth; registration adds
 `details` per field. The HTTP statuses are the native API's table (app.api.errors) plus this
-API's own: 403 (a scope the token lacks) and 429 (failed logins). Every error a handler raises
+API's own: 403 (a scope the token lacks); 429 (a rate limit, failed logins included) carries
+the same headers as on the native API. Every error a handler raises
 is rendered here, so nothing under /api/v1, /api/v2 or /oauth answers in the native shape.
 """
 
@@ -19,16 +20,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.api.endpoint import Endpoint
-from app.api.errors import HTTP_STATUS
+from app.api.errors import HTTP_STATUS, rate_limited_headers
 from app.db import domain_error_from_pymongo
 from app.errors import DomainError, ValidationFailed
-from app.oauth import InvalidClient, OAuthError, TooManyRequests
+from app.oauth import InvalidClient, OAuthError
+from app.ratelimit import RateLimited
 
 log = logging.getLogger("timeline.api.mastodon")
 
 STATUS: dict[type[DomainError], int] = {
     **HTTP_STATUS,
-    TooManyRequests: 429,
     OAuthError: 400,
     InvalidClient: 401,
 }
@@ -67,8 +68,8 @@ def render(exc: DomainError, path: str) -> JSONResponse:
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-    if isinstance(exc, TooManyRequests):
-        headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, RateLimited):  # Retry-After and X-RateLimit-*, as every limit
+        headers.update(rate_limited_headers(exc))
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 

@@ -157,7 +157,7 @@ async def token(request: Request) -> Payload:
     async def attempt() -> Account | None:
         return await oauth.check_password(store, login, password)
 
-    user = await guarded_login(store, login, address, attempt)
+    user = await guarded_login(context(request), login, address, attempt)
     return token_json(await oauth.mint(store, app, scopes, user.id))
 
 
