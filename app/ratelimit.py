@@ -201,8 +201,10 @@ class Limiter:
                 self._over[doc_id] = reset
 
     async def check(self, name: str, key: str) -> None:
-        """Raise RateLimited if `name` is already over its limit for `key`, counting nothing
-        (e.g. refuse a login for an account whose failed logins are over, even a right one)."""
+        """Raise RateLimited if `name` has nothing left for `key` (its count has reached the
+        limit), counting nothing: before an attempt that a failure would count (a login for an
+        account whose failed logins have reached the limit is refused, even a right one, so
+        no more than `limit` guesses are ever tried)."""
         if self.rules is None:
             return
         now = float(self.clock())
@@ -210,7 +212,7 @@ class Limiter:
         self._refuse_known([(rule, doc_id, reset_at)], now)
         with pymongo.timeout(LIMITER_TIMEOUT_S):
             doc = await self.coll.find_one({"_id": doc_id})
-        if doc is not None and Quota(rule, int(doc["n"]), reset_at).over:
+        if doc is not None and Quota(rule, int(doc["n"]), reset_at).remaining == 0:
             raise RateLimited(rule, reset_at, now)
 
     @staticmethod

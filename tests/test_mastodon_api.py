@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from app.passwords import hash_password
 from tests import harness
 from tests.harness import Harness
 
@@ -323,9 +324,13 @@ async def _failed_logins_are_limited(h: Harness) -> None:
     for n in range(FAILED_LOGINS):
         r = await c.post("/oauth/token", data=attempt, headers=at(n))
         assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
-    # Over the limit: refused before the password is tried (from a fourth address too), in
-    # Mastodon's OAuth shape, with the headers of every rate limit.
-    r = await c.post("/oauth/token", data=attempt, headers=at(9))
+    # Over the limit: refused before the password is tried, the right one included (from a
+    # fourth address too), in Mastodon's OAuth shape, with the headers of every rate limit.
+    right = "the right password"
+    await h.ctx.store.users.update_one(
+        {"handle": "ann"}, {"$set": {"password_hash": await hash_password(right)}}
+    )
+    r = await c.post("/oauth/token", data={**attempt, "password": right}, headers=at(9))
     assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
     assert r.json()["error"] == "rate_limited" and "x-ratelimit-limit" in r.headers
     # One address guessing across accounts reaches the address limit.
