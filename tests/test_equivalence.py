@@ -760,7 +760,7 @@ def coverage_gaps(scripts: list[Script]) -> list[str]:
     # Overflowing timelines and accepted friendships in every round; newcomers in most.
     for script in scripts:
         posts = Counter(s.a for s in script.steps if s.kind == "post")
-        if max(posts.values()) <= script.model.max_items:
+        if max(posts.values(), default=0) <= script.model.max_items:
             gaps.append("no timeline overflows")
         if not any(s.kind == "accept" and s.expect is True for s in script.steps):
             gaps.append("no accepted request")
