@@ -55,10 +55,10 @@ class Fault:
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "at_s": round(self.at_s, 1),
+            "at_s": round(self.at_s, 2),
             "recovered_s": None if self.recovered_s is None else round(self.recovered_s, 2),
             "fresh_s": None if self.fresh_s is None else round(self.fresh_s, 2),
-            "window_s": [round(x, 1) for x in self.window],
+            "window_s": [round(x, 2) for x in self.window],
             "detail": self.detail,
         }
 
