@@ -60,6 +60,19 @@ def _point(result: dict[str, Any], strategy: str) -> dict[str, Any]:
 
 
 def sweep(args: argparse.Namespace) -> int:
+    """One open-loop load per strategy and rate (each on a fresh service), then capacity.json,
+    capacity.png and the printed table; 0 unless a point lost or showed something unexpected."""
+    points = _measure(args)
+    out = _curve(args, points)
+    (args.out / "capacity.json").write_text(json.dumps(out, indent=2) + "\n")
+    plot(out, args.out / "capacity.png")
+    print_curve(out)
+    return 0 if all(p["lost"] == 0 and p["unexpected"] == 0 for p in points) else 1
+
+
+def _measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The swept points, strategy by strategy and rate by rate, each printed as it is measured
+    (a long sweep shows its progress, and what it had if it is stopped)."""
     from benchmarks.load import drive
 
     points: list[dict[str, Any]] = []
@@ -84,8 +97,14 @@ def sweep(args: argparse.Namespace) -> int:
                 )
             points.append(_point(result, strategy))
             print(json.dumps(points[-1]), flush=True)
-    strategies = list(dict.fromkeys(p["strategy"] for p in points))
-    knees = {s: knee([p for p in points if p["strategy"] == s]) for s in strategies}
+    return points
+
+
+def _comfort(
+    points: list[dict[str, Any]], knees: dict[str, float | None]
+) -> dict[str, dict[str, Any] | None]:
+    """Per strategy, the swept point nearest below COMFORT_SHARE of its knee and its lag p99;
+    None without a knee or without a point that low."""
     comfort = {}
     for s, k in knees.items():
         below = [
@@ -102,7 +121,15 @@ def sweep(args: argparse.Namespace) -> int:
                 "lag_p99_ms": top["lag_p99_ms"],
             }
         )
-    out = {
+    return comfort
+
+
+def _curve(args: argparse.Namespace, points: list[dict[str, Any]]) -> dict[str, Any]:
+    """capacity.json's content: the sweep's settings, its points, each strategy's knee and its
+    comfort point."""
+    strategies = list(dict.fromkeys(p["strategy"] for p in points))
+    knees = {s: knee([p for p in points if p["strategy"] == s]) for s in strategies}
+    return {
         "meta": {
             "seconds": args.seconds,
             "users": args.clients,
@@ -115,12 +142,8 @@ def sweep(args: argparse.Namespace) -> int:
         "points": points,
         "knee_ops_per_s": knees,
         # The swept point nearest below COMFORT_SHARE of each knee, and its lag p99.
-        "at_70_percent_of_knee": comfort,
+        "at_70_percent_of_knee": _comfort(points, knees),
     }
-    (args.out / "capacity.json").write_text(json.dumps(out, indent=2) + "\n")
-    plot(out, args.out / "capacity.png")
-    print_curve(out)
-    return 0 if all(p["lost"] == 0 and p["unexpected"] == 0 for p in points) else 1
 
 
 def print_curve(out: dict[str, Any]) -> None:

@@ -121,40 +121,68 @@ async def drive(
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     timeout = httpx.Timeout(REQUEST_TIMEOUT_S)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
-        stats = Stats()
         run = Run(
-            client, stats, deadline=float("inf"), max_requests=max_requests, rng=random.Random(seed)
+            client,
+            Stats(),
+            deadline=float("inf"),
+            max_requests=max_requests,
+            rng=random.Random(seed),
         )
         prefix = f"l{uuid.uuid4().hex[:8]}"
         run.users = list(
             await asyncio.gather(*(create_user(run, prefix, i) for i in range(clients)))
         )
         probe = await befriend_probe(run, prefix)
-        start = time.monotonic()
-        run.deadline = start + seconds
-        polling = asyncio.create_task(probe.poll(run.call))
         open_loop = OpenLoop()
-        try:
-            await asyncio.gather(
-                probe.post_until(run.call, run.deadline),
-                *(
-                    [open_loop.run(run, rate)]
-                    if rate is not None
-                    else [client_loop(run, u) for u in run.users]
-                ),
-            )
-            elapsed = time.monotonic() - start
-            drain_s = await wait_drained(client)
-            await probe.look(run.call)  # a last look after the drain, in case the poll slept
-            probe.posting = False
-            await asyncio.wait_for(polling, timeout=REQUEST_TIMEOUT_S)
-        finally:
-            polling.cancel()
+        elapsed, drain_s = await _load_and_drain(run, probe, open_loop, seconds, rate)
         check = await verify(run, timeline_max)
-    latencies = sorted(stats.latencies_ms)
     return {
         "url": url,
         "clients": clients,
+        **_figures(run, probe, check, elapsed, drain_s),
+        "mode": "closed" if rate is None else "open",
+        "offered_ops_per_s": rate,
+        "achieved_ops_per_s": round(open_loop.completed / elapsed, 1) if rate else None,
+        "offered_ops": open_loop.offered,
+        "shed_ops": open_loop.shed,
+    }
+
+
+async def _load_and_drain(
+    run: Run, probe: Probe, open_loop: OpenLoop, seconds: float, rate: float | None
+) -> tuple[float, float]:
+    """The load for `seconds` (closed loop, or `open_loop` at `rate`) with the probe posting and
+    polling, then the wait until the worker applied every event; returns the load's elapsed
+    seconds and the drain's. The probe's poll has ended (or been cancelled) on return."""
+    start = time.monotonic()
+    run.deadline = start + seconds
+    polling = asyncio.create_task(probe.poll(run.call))
+    try:
+        await asyncio.gather(
+            probe.post_until(run.call, run.deadline),
+            *(
+                [open_loop.run(run, rate)]
+                if rate is not None
+                else [client_loop(run, u) for u in run.users]
+            ),
+        )
+        elapsed = time.monotonic() - start
+        drain_s = await wait_drained(run.client)
+        await probe.look(run.call)  # a last look after the drain, in case the poll slept
+        probe.posting = False
+        await asyncio.wait_for(polling, timeout=REQUEST_TIMEOUT_S)
+    finally:
+        polling.cancel()
+    return elapsed, drain_s
+
+
+def _figures(
+    run: Run, probe: Probe, check: dict[str, int], elapsed: float, drain_s: float
+) -> dict[str, Any]:
+    """The run's requests, errors, loss check, API latency, probe lag and drain, as reported."""
+    stats = run.stats
+    latencies = sorted(stats.latencies_ms)
+    return {
         "seconds": round(elapsed, 3),
         "requests": stats.requests,
         "errors": sum(stats.errors.values()),
@@ -173,19 +201,29 @@ async def drive(
         "drain_share": round(drain_s / elapsed, 3) if elapsed > 0 else 0.0,
         "probe_requests": stats.probe_requests,
         "by_action": dict(stats.by_action),
-        "mode": "closed" if rate is None else "open",
-        "offered_ops_per_s": rate,
-        "achieved_ops_per_s": round(open_loop.completed / elapsed, 1) if rate else None,
-        "offered_ops": open_loop.offered,
-        "shed_ops": open_loop.shed,
     }
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line, checked: every combination it returns is one `main` can run; rates of
+    --sweep-rates are parsed into a list of floats."""
     p = argparse.ArgumentParser(
         prog="python -m benchmarks load",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
+    _add_load_args(p)
+    _add_service_args(p)
+    p.add_argument("--seed", type=int, default=1, help="random seed of the workload")
+    _add_open_loop_args(p)
+    p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for load.json")
+    args = p.parse_args(argv)
+    _check_args(p, args)
+    return args
+
+
+def _add_load_args(p: argparse.ArgumentParser) -> None:
+    """What the load is: its service, clients, length, request cap and the loss check's
+    TIMELINE_MAX."""
     p.add_argument("--url", default=None, help="a running service (default: start one)")
     p.add_argument("--clients", type=int, default=DEFAULT_CLIENTS, help="concurrent clients")
     p.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="load duration")
@@ -201,6 +239,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=DEFAULT_TIMELINE_MAX,
         help="the server's TIMELINE_MAX (for the loss check)",
     )
+
+
+def _add_service_args(p: argparse.ArgumentParser) -> None:
+    """How the service started without --url runs its worker: in-process, or in processes."""
     p.add_argument(
         "--workers",
         type=int,
@@ -214,7 +256,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=1,
         help="with --workers: `timeline worker --concurrency` of each worker process (default 1)",
     )
-    p.add_argument("--seed", type=int, default=1, help="random seed of the workload")
+
+
+def _add_open_loop_args(p: argparse.ArgumentParser) -> None:
+    """The open loop at one rate, or the capacity sweep over rates and strategies."""
     p.add_argument(
         "--rate",
         type=float,
@@ -233,8 +278,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="receiver_copies",
         help="with --sweep-rates: comma-separated TIMELINE_STRATEGY values (receiver_copies)",
     )
-    p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for load.json")
-    args = p.parse_args(argv)
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exits through `p.error` on a combination that cannot run; parses --sweep-rates in place."""
     if args.clients < 2:
         p.error("--clients must be at least 2 (friendships need two users)")
     if args.workers < 0:
@@ -252,7 +299,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error("--sweep-rates: comma-separated numbers, e.g. 10,20,40")
         if not args.sweep_rates or min(args.sweep_rates) <= 0 or args.url or args.rate:
             p.error("--sweep-rates: rates above 0; starts its own services (no --url, --rate)")
-    return args
 
 
 def print_table(result: dict[str, Any]) -> None:

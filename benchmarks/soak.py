@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,23 @@ def _timeline_check(cluster: Cluster) -> dict[str, Any]:
     return {"exit_code": proc.returncode, "output_tail": proc.stdout.strip().splitlines()[-5:]}
 
 
+@dataclass
+class _Load:
+    """What the load phase leaves for the result: its timing, samples, faults and early stop."""
+
+    started: float  # monotonic, when the load began (the zero of samples, faults and failures)
+    load_s: float
+    drain_s: float
+    sampler: Sampler
+    faults: list[Fault]
+    # The event itself, not whether it was set: the result reads it at the very end, as before.
+    stop_early: asyncio.Event
+
+
 async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
-    seconds = args.minutes * 60
+    """The whole run against a started `cluster`: setup, the load with its faults, the drain,
+    the ledger check, the TTL expiry and `timeline check`; returns soak.json's content (without
+    the summary)."""
     settings = Settings()
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT + 16, max_keepalive_connections=64)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -184,47 +200,11 @@ async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         base_url=cluster.url, limits=limits, timeout=httpx.Timeout(REQUEST_TIMEOUT_S)
     ) as client:
         traffic = Traffic(client, random.Random(args.seed))
-        prefix = f"s{uuid.uuid4().hex[:6]}"
         setup_start = time.monotonic()
-        await traffic.create_users(prefix, args.users)
-        await traffic.befriend_initial()
-        probe = await _probe(client, f"{prefix}p")
-        await _ttl_probe_start(mongo)
+        probe = await _set_up(client, mongo, traffic, args.users)
         setup_s = time.monotonic() - setup_start
         traffic.away = Away(mongo, settings.mongodb_db, settings.timeline_active_days)
-        started = time.monotonic()
-        sampler = Sampler(cluster, traffic, probe, mongo, settings.mongodb_db, started)
-        stop_sampling = asyncio.Event()
-        sampling = asyncio.create_task(sampler.run(stop_sampling))
-        # SIGUSR1 ends the load early, then drains and checks as at the end of a full run (a
-        # run that has to end before its time still reports what it measured).
-        stop_early = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stop_early.set)
-        faults: list[Fault] = []
-        faulting = None
-        if not args.no_faults:
-            faulting = asyncio.create_task(
-                run_faults(cluster, started, seconds, args.workers, faults, stop_early)
-            )
-        polling = asyncio.create_task(probe.poll(traffic.probe_call))
-        max_ops = args.max_ops or int(args.rate * seconds * 2)
-        await asyncio.gather(
-            traffic.run(args.rate, seconds, max_ops, stop_early),
-            _probe_posts(probe, traffic, started + seconds, stop_early),
-        )
-        load_s = time.monotonic() - started
-        if faulting is not None:
-            await faulting
-        await asyncio.gather(*traffic.returning)
-        drain_s = await _drained(client)
-        await probe.look(traffic.probe_call)
-        probe.posting = False
-        try:
-            await asyncio.wait_for(polling, timeout=REQUEST_TIMEOUT_S)
-        except TimeoutError:
-            polling.cancel()
-        stop_sampling.set()
-        await sampling
+        load = await _load(cluster, args, traffic, probe, mongo, settings)
         await settle(client, traffic.ledger)
         await _drained(client)  # the settling posts' events
         verdict: Verdict = await verify(client, traffic.ledger, settings.timeline_max)
@@ -233,27 +213,15 @@ async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     await mongo.close()
     check = await asyncio.to_thread(_timeline_check, cluster)
     return {
-        "meta": {
-            "minutes": args.minutes,
-            "rate": args.rate,
-            "workers": args.workers,
-            "users": args.users,
-            "seed": args.seed,
-            "strategy": args.strategy,
-            "setup_s": round(setup_s, 1),
-            "load_s": round(load_s, 1),
-            "ended_early": stop_early.is_set(),
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": "python -m benchmarks soak " + " ".join(sys.argv[2:]),
-        },
-        "samples": sampler.samples,
-        "faults": [f.as_dict() for f in faults],
-        "failures": [(round(s.at - started, 2), s.code) for s in traffic.failures],
+        "meta": _meta(args, setup_s, load),
+        "samples": load.sampler.samples,
+        "faults": [f.as_dict() for f in load.faults],
+        "failures": [(round(s.at - load.started, 2), s.code) for s in traffic.failures],
         "ops": dict(traffic.ops),
         "shed": traffic.shed,
         "returns": traffic.returns,
         "away_aged": traffic.away.aged,
-        "drain_s": round(drain_s, 2),
+        "drain_s": round(load.drain_s, 2),
         "probe_unseen": probe.unseen,
         "idempotent_retries_checked": traffic.ledger.retries_checked,
         "verdict": {
@@ -267,6 +235,87 @@ async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         "expiry": expiry,
         "acknowledged_posts": len(traffic.ledger.acknowledged_posts()),
         "acknowledged_deletes": len(traffic.ledger.deleted),
+    }
+
+
+async def _set_up(
+    client: httpx.AsyncClient,
+    mongo: AsyncMongoClient[dict[str, Any]],
+    traffic: Traffic,
+    users: int,
+) -> Probe:
+    """The mix's `users` and their first friendships, the lag probe's two users and the TTL
+    probe's documents; returns the lag probe."""
+    prefix = f"s{uuid.uuid4().hex[:6]}"
+    await traffic.create_users(prefix, users)
+    await traffic.befriend_initial()
+    probe = await _probe(client, f"{prefix}p")
+    await _ttl_probe_start(mongo)
+    return probe
+
+
+async def _load(
+    cluster: Cluster,
+    args: argparse.Namespace,
+    traffic: Traffic,
+    probe: Probe,
+    mongo: AsyncMongoClient[dict[str, Any]],
+    settings: Settings,
+) -> _Load:
+    """The load for --minutes (or until SIGUSR1) with the faults, the sampler and the probe,
+    then the drain; on return the faults are over, every event is applied, the probe has had
+    its last look and the sampler has stopped."""
+    seconds = args.minutes * 60
+    started = time.monotonic()
+    sampler = Sampler(cluster, traffic, probe, mongo, settings.mongodb_db, started)
+    stop_sampling = asyncio.Event()
+    sampling = asyncio.create_task(sampler.run(stop_sampling))
+    # SIGUSR1 ends the load early, then drains and checks as at the end of a full run (a
+    # run that has to end before its time still reports what it measured).
+    stop_early = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stop_early.set)
+    faults: list[Fault] = []
+    faulting = None
+    if not args.no_faults:
+        faulting = asyncio.create_task(
+            run_faults(cluster, started, seconds, args.workers, faults, stop_early)
+        )
+    polling = asyncio.create_task(probe.poll(traffic.probe_call))
+    max_ops = args.max_ops or int(args.rate * seconds * 2)
+    await asyncio.gather(
+        traffic.run(args.rate, seconds, max_ops, stop_early),
+        _probe_posts(probe, traffic, started + seconds, stop_early),
+    )
+    load_s = time.monotonic() - started
+    if faulting is not None:
+        await faulting
+    await asyncio.gather(*traffic.returning)
+    drain_s = await _drained(traffic.client)
+    await probe.look(traffic.probe_call)
+    probe.posting = False
+    try:
+        await asyncio.wait_for(polling, timeout=REQUEST_TIMEOUT_S)
+    except TimeoutError:
+        polling.cancel()
+    stop_sampling.set()
+    await sampling
+    return _Load(started, load_s, drain_s, sampler, faults, stop_early)
+
+
+def _meta(args: argparse.Namespace, setup_s: float, load: _Load) -> dict[str, Any]:
+    """soak.json's `meta`: the run's settings, how long setup and load took, and how it ran."""
+    return {
+        "minutes": args.minutes,
+        "rate": args.rate,
+        "workers": args.workers,
+        "users": args.users,
+        "seed": args.seed,
+        "strategy": args.strategy,
+        "setup_s": round(setup_s, 1),
+        "load_s": round(load.load_s, 1),
+        "ended_early": load.stop_early.is_set(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks soak " + " ".join(sys.argv[2:]),
     }
 
 

@@ -162,6 +162,22 @@ async def _verify_user(
     timeline_max: int,
     v: Verdict,
 ) -> None:
+    """Add to `v` everything wrong with one user: their statuses, friendships, marker and
+    timeline, read in that order (each check's problems follow the one before)."""
+    await _verify_own_posts(client, ledger, user, by_author, v)
+    expected_friends = await _verify_friendships(client, ledger, user, v)
+    await _verify_marker(client, user, v)
+    await _verify_timeline(client, ledger, user, by_author, expected_friends, timeline_max, v)
+
+
+async def _verify_own_posts(
+    client: httpx.AsyncClient,
+    ledger: Ledger,
+    user: SoakUser,
+    by_author: dict[str, list[str]],
+    v: Verdict,
+) -> None:
+    """Every live acknowledged post of `user` is among their statuses once; no deleted one is."""
     # The source of truth: the user's own statuses.
     own = await all_pages(client, f"/users/{user.handle}/statuses", user, "before")
     texts = Counter(item["text"] for item in own)
@@ -178,6 +194,13 @@ async def _verify_user(
     for status_id in ids & ledger.deleted:
         v.resurrected += 1
         v.problem("deleted post back", f"{user.handle} {status_id}")
+
+
+async def _verify_friendships(
+    client: httpx.AsyncClient, ledger: Ledger, user: SoakUser, v: Verdict
+) -> set[str]:
+    """Every friendship the ledger holds for `user` is listed, no acknowledged unfriend is;
+    returns the friends the ledger expects (the timeline check's authors)."""
     # Friendships: every pair the ledger knows, as GET /friends lists it.
     friends = {f["handle"] for f in await all_pages(client, "/friends", user, "cursor")}
     expected_friends = set(ledger.friends_of(user.handle))
@@ -189,6 +212,11 @@ async def _verify_user(
     for other in (friends - expected_friends) & known:
         v.resurrected += 1
         v.problem("unfriend undone", f"{user.handle} - {other}")
+    return expected_friends
+
+
+async def _verify_marker(client: httpx.AsyncClient, user: SoakUser, v: Verdict) -> None:
+    """The home marker is at least the acknowledged position, moved no more often than sent."""
     # Markers: the acknowledged position is kept, each move counted once.
     r = await client.get("/markers", headers=user.auth)
     r.raise_for_status()
@@ -201,6 +229,19 @@ async def _verify_user(
         elif home["version"] > user.marker_moves + user.marker_uncertain:
             v.duplicated += 1
             v.problem("marker applied twice", f"{user.handle} {home} moves {user.marker_moves}")
+
+
+async def _verify_timeline(
+    client: httpx.AsyncClient,
+    ledger: Ledger,
+    user: SoakUser,
+    by_author: dict[str, list[str]],
+    expected_friends: set[str],
+    timeline_max: int,
+    v: Verdict,
+) -> None:
+    """The timeline holds each of the newest `timeline_max` reachable live posts once, and none
+    of the run's posts that `user` cannot reach (deleted, or by an author not a friend)."""
     # The timeline: exactly the newest `timeline_max` live posts of the user and their friends.
     reachable = sorted(
         (sid for a in expected_friends | {user.handle} for sid in by_author.get(a, [])),

@@ -159,10 +159,43 @@ def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f}"
 
 
+# The summary's figures in the report's invariant table, in this order.
+INVARIANT_ROWS = (
+    "ok",
+    "lost",
+    "duplicated",
+    "resurrected",
+    "drift_check_exit",
+    "failures_outside_fault_windows",
+    "faults_not_recovered_in_30s",
+    "max_recovery_s",
+    "lag_p99_max_ms",
+    "lag_p99_max_outside_faults_ms",
+    "drain_s",
+    "acknowledged_posts",
+)
+
+
 def write_report(result: dict[str, Any], out: Path) -> None:
+    """soak.png and report.md in `out`: the run, its invariants, faults, memory, expiry, storage
+    and (if any) the ledger's problems, in that order."""
     _plot(result, out / "soak.png")
-    s, meta = result["summary"], result["meta"]
     lines = [
+        *_report_header(result),
+        *_report_invariants(result),
+        *_report_faults(result),
+        *_report_memory_and_expiry(result),
+        *_report_storage(result["samples"]),
+    ]
+    if result["verdict"]["problems"]:
+        lines += ["", "## Problems", ""] + [f"- {p}" for p in result["verdict"]["problems"]]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _report_header(result: dict[str, Any]) -> list[str]:
+    """The title (saying if SIGUSR1 ended the load early), the command, its settings, the plot."""
+    meta = result["meta"]
+    return [
         f"# Soak: {meta['minutes']} minutes at {meta['rate']} ops/s"
         + (
             f" (ended early, by SIGUSR1, after {meta['load_s'] / 60:.1f} minutes)"
@@ -176,31 +209,27 @@ def write_report(result: dict[str, Any], out: Path) -> None:
         "",
         "![soak](soak.png)",
         "",
+    ]
+
+
+def _report_invariants(result: dict[str, Any]) -> list[str]:
+    """The summary's INVARIANT_ROWS as a table, then what the ledger check covered."""
+    s = result["summary"]
+    return [
         "| invariant | value |",
         "| --- | --- |",
-    ]
-    for key in (
-        "ok",
-        "lost",
-        "duplicated",
-        "resurrected",
-        "drift_check_exit",
-        "failures_outside_fault_windows",
-        "faults_not_recovered_in_30s",
-        "max_recovery_s",
-        "lag_p99_max_ms",
-        "lag_p99_max_outside_faults_ms",
-        "drain_s",
-        "acknowledged_posts",
-    ):
-        lines.append(f"| {key} | {s[key]} |")
-    lines += [
+        *(f"| {key} | {s[key]} |" for key in INVARIANT_ROWS),
         "",
         "Checked: " + ", ".join(f"{k} {v}" for k, v in result["verdict"]["checked"].items()),
-    ]
-    lines += [
+        # Its own line, as the committed reports have it (markdown joins the two).
         f"; idempotent retries checked {result['idempotent_retries_checked']}; users sent away "
         f"{result['away_aged']} (returned {result['returns']}); arrivals shed {result['shed']}.",
+    ]
+
+
+def _report_faults(result: dict[str, Any]) -> list[str]:
+    """One table row per injected fault, in the order they were injected."""
+    lines = [
         "",
         "## Faults",
         "",
@@ -211,28 +240,37 @@ def write_report(result: dict[str, Any], out: Path) -> None:
         lines.append(
             f"| {f['at_s']} | {f['kind']} | {f['recovered_s']} | {f['fresh_s']} | {f['detail']} |"
         )
-    lines += ["", "## Memory (RSS growth over the last two thirds of the run)", ""]
-    lines += [f"- {role}: {g}" for role, g in s["memory_growth_over_flat_span"].items()]
+    return lines
+
+
+def _report_memory_and_expiry(result: dict[str, Any]) -> list[str]:
+    """Each process's RSS growth over the flat span, then the TTL indexes' expiry figures."""
+    growth = result["summary"]["memory_growth_over_flat_span"]
+    lines = ["", "## Memory (RSS growth over the last two thirds of the run)", ""]
+    lines += [f"- {role}: {g}" for role, g in growth.items()]
     lines += ["", "## Expiry (TTL indexes on the embedded server)", ""]
-    lines += [f"- {k}: {v}" for k, v in result["expiry"].items()]
-    samples = result["samples"]
-    if samples:
-        first, last = samples[0], samples[-1]
-        lines += [
-            "",
-            "## Storage, first and last sample",
-            "",
-            "| collection | docs first | docs last | MiB last |",
-            "| --- | --- | --- | --- |",
-        ]
-        c0, c1 = first["collections"] or {}, last["collections"] or {}
-        for name in sorted(c1):
-            d0 = c0.get(name, {}).get("docs")
-            lines.append(f"| {name} | {d0} | {c1[name]['docs']} | {_mib(c1[name]['bytes'])} |")
-        lines.append(
-            f"| data directory | | | {_mib(first['data_dir_bytes'])} -> "
-            f"{_mib(last['data_dir_bytes'])} |"
-        )
-    if result["verdict"]["problems"]:
-        lines += ["", "## Problems", ""] + [f"- {p}" for p in result["verdict"]["problems"]]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return lines + [f"- {k}: {v}" for k, v in result["expiry"].items()]
+
+
+def _report_storage(samples: list[dict[str, Any]]) -> list[str]:
+    """Documents and bytes per collection and the data directory, first sample against last;
+    nothing without samples."""
+    if not samples:
+        return []
+    first, last = samples[0], samples[-1]
+    lines = [
+        "",
+        "## Storage, first and last sample",
+        "",
+        "| collection | docs first | docs last | MiB last |",
+        "| --- | --- | --- | --- |",
+    ]
+    c0, c1 = first["collections"] or {}, last["collections"] or {}
+    for name in sorted(c1):
+        d0 = c0.get(name, {}).get("docs")
+        lines.append(f"| {name} | {d0} | {c1[name]['docs']} | {_mib(c1[name]['bytes'])} |")
+    lines.append(
+        f"| data directory | | | {_mib(first['data_dir_bytes'])} -> "
+        f"{_mib(last['data_dir_bytes'])} |"
+    )
+    return lines
