@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -29,9 +29,8 @@ from app.timefmt import rfc3339
 
 # The version of a marker that was never set: `{"version": 0}` means "only if there is none yet".
 NO_MARKER_VERSION = 0
-# How far ahead of this process's clock a marker may be: status ids carry the clock of the API
-# process that made them, and hosts running NTP agree within far less than this.
-MARKER_CLOCK_SKEW_S = 60
+# The newest position there is when no status exists yet.
+NO_STATUS = ObjectId("0" * 24)
 # A first move creates the empty document, then decides as an update; after that every move
 # is decided by its one conditional update (or by the stored marker). Two attempts always
 # decide; the third is slack, not a spin loop.
@@ -95,14 +94,11 @@ def _move_update(last_read_id: ObjectId) -> dict[str, Any]:
     }
 
 
-def _check_not_ahead(last_read_id: ObjectId) -> None:
-    """Refuse a position later than now: a marker at `ffff…` (year 2106) would make every later
-    status older than it, and the unread count 0 for good. Status ids are made from the clock
-    of the API process that posts them, so the present (give or take MARKER_CLOCK_SKEW_S) is the
-    newest position a status can have; no query is needed (a look-up of the newest status was
-    one more round trip on every move, and a broadcast to every shard of `statuses`)."""
-    latest = ObjectId.from_datetime(utcnow() + timedelta(seconds=MARKER_CLOCK_SKEW_S))
-    if last_read_id.generation_time > latest.generation_time:
+async def _check_not_ahead(store: Store, last_read_id: ObjectId) -> None:
+    """Refuse a position past the newest status that exists: a marker at `ffff…` (year 2106)
+    would make every later status older than it, and the unread count 0 for good."""
+    newest = await store.statuses.find_one({}, {"_id": 1}, sort=[("_id", -1)])
+    if last_read_id > (newest["_id"] if newest is not None else NO_STATUS):
         raise ValidationFailed("home.last_read_id is newer than any status", code="marker_ahead")
 
 
@@ -111,12 +107,12 @@ async def move_home(
 ) -> HomeMarker:
     """Move the home marker forward to `last_read_id` and return it.
 
-    An id from later than now is refused (ValidationFailed `marker_ahead`).
+    An id newer than the newest status is refused (ValidationFailed `marker_ahead`).
     An id that is not newer than the stored one changes nothing (the stored marker is returned).
     With `version`, the change happens only if the stored version equals it (0: no marker yet);
     otherwise `Conflict`, whether or not the id is newer.
     """
-    _check_not_ahead(last_read_id)
+    await _check_not_ahead(database.store, last_read_id)
     condition = _move_condition(last_read_id, version)
     # The update runs in a transaction where the server has them: the embedded server settles a
     # write conflict of a plain findAndModify inside the server, and racing first moves then

@@ -119,6 +119,13 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
     ("find", "large_friends", ("author_id",)): Allowed(HYBRID_CROSSING, only_in=CROSSINGS),
     ("update", "large_friends", ("author_id",)): Allowed(HYBRID_CROSSING, only_in=CROSSINGS),
     ("delete", "large_friends", ("author_id",)): Allowed(HYBRID_CROSSING, only_in=CROSSINGS),
+    ("find", "statuses", ()): Allowed(
+        "POST /markers look at the newest status there is (a marker may not pass it): one "
+        "key from the end of each shard's _id index. A bound from the clock instead (no query) "
+        "made test_markers' racing first moves leave an older id stored in about two runs in "
+        "ten on the embedded server: a race there that this look's timing hides, not fixed",
+        only_in=frozenset({"unread count"}),
+    ),
     ("find", "revocations", ("$or",)): Allowed(
         "the unread count's look for removals in flight that may touch the reader (app."
         "revocations.pending_for): two ranges of revocations' ranged _id key (the reader's f: "

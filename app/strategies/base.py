@@ -85,10 +85,14 @@ class TimelineStrategy(ABC):
     reads_truth: ClassVar[bool] = False
     #: where a page's items live, and the field holding the status id there
     id_field: ClassVar[str] = "_id"
-    #: the key pattern of the index a page is read in. Counts (the unread count, a `before`
-    #: page's window check) are hinted to it: with no sort to match, a planner may pick `_id`'s
-    #: index or a collection scan instead (SecantusDB scans every status for fanout_on_read).
-    page_index: ClassVar[list[tuple[str, int]] | None] = None
+    #: the index counts (the unread count, a `before` page's window check) are hinted to, or
+    #: None: unhinted, where every field of the count's filter is in the page's index, so that
+    #: the planner takes it anyway. A hint is no free insurance: SecantusDB executes a hinted
+    #: query by walking the *whole* hinted index and decoding every document it points to (an
+    #: unread count among 10,000 copies took 692 ms hinted, 18 ms without; docs/benchmarks.md,
+    #: "Where the time goes at saturation"). Only fanout_on_read hints (unhinted, SecantusDB
+    #: planned its count over `$in` authors as a scan of every status).
+    count_hint: ClassVar[list[tuple[str, int]] | None] = None
 
     def __init__(self, store: Store, graph: Graph, max_items: int) -> None:
         # The collections and the graph reader this strategy works on, bound at start-up
@@ -196,10 +200,10 @@ class TimelineStrategy(ABC):
         """How many items of `scope` lie in `id_range`, counting at most `max_items`: the
         database stops after that many index keys, so the cost is bounded like a page's."""
         flt = dict(scope) if id_range is None else {**scope, self.id_field: id_range}
-        if self.page_index is None:
+        if self.count_hint is None:
             return await self.collection().count_documents(flt, limit=self.max_items)
         return await self.collection().count_documents(
-            flt, limit=self.max_items, hint=self.page_index
+            flt, limit=self.max_items, hint=self.count_hint
         )
 
     async def count_newer(self, user_id: ObjectId, after: ObjectId | None) -> int:

@@ -20,7 +20,7 @@ from app.strategies.base import TimelineStrategy
 class FanoutOnRead(TimelineStrategy):
     name = "fanout_on_read"
     reads_truth = True  # a delete or an unfriend shows in the very next page
-    page_index = [("author_id", 1), ("_id", -1)]
+    count_hint = [("author_id", 1), ("_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
         return self.store.statuses

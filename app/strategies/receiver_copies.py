@@ -44,7 +44,6 @@ class Unsettled(Contention):
 class ReceiverCopies(TimelineStrategy):
     name = "receiver_copies"
     id_field = "status_id"
-    page_index = [("owner_id", 1), ("status_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
         return self.store.timeline_entries

@@ -45,7 +45,6 @@ AUDIENCE_INDEX = IndexModel(
 
 class RecipientsEmbedded(TimelineStrategy):
     name = "recipients_embedded"
-    page_index = [("audience", 1), ("_id", -1)]
 
     def collection(self) -> AsyncCollection[Any]:
         return self.store.statuses
