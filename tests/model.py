@@ -117,9 +117,13 @@ class Model:
         return last is not None and self.today - last > self.active_days
 
     # -- read markers --------------------------------------------------------------------------
-    def mark(self, user: str, number: int) -> tuple[int, int]:
+    def mark(self, user: str, number: int) -> tuple[int, int] | None:
         """POST /markers without a version: the marker only moves forward, and each move
-        increments its version. Returns the marker after (number, version)."""
+        increments its version. Returns the marker after (number, version), or None for a
+        position past the newest status that exists (422 `marker_ahead`, nothing changes): a
+        deleted status is a fine position only below it."""
+        if number > max(self.statuses, default=-1):
+            return None
         last, version = self.markers.get(user, (-1, 0))
         if number > last:
             self.markers[user] = (number, version + 1)
