@@ -17,12 +17,9 @@ documents written, and whether the pages of sampled friends stayed exact. Writes
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
-import json
 import random
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,12 +28,12 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from app import statuses
-from app.embedded import EmbeddedServer
 from app.maintenance import truth_ids
 from app.models import utcnow
 from app.strategies import build_strategy
 from app.strategies.hybrid import low_mark
 from app.users import by_id
+from benchmarks.backend import run_and_write
 from benchmarks.config import PAGE_LIMIT
 from benchmarks.loader import StrategyDb, derive, load_truth, open_strategy, workload_timeline
 from benchmarks.monitor import CommandCounter
@@ -252,15 +249,5 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.embedded = args.mongodb_url is None
-    if args.mongodb_url:
-        result = asyncio.run(measure(args.mongodb_url, args))
-    else:
-        with tempfile.TemporaryDirectory() as tmp, EmbeddedServer(Path(tmp) / "db") as server:
-            result = asyncio.run(measure(server.url, args))
-    (args.out / "hybrid.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"wrote {args.out / 'hybrid.json'}")
+    result = run_and_write(parse_args(argv), measure, "hybrid.json")
     return 0 if all(r["reader_timeline_exact"] for r in result["strategies"]) else 1

@@ -13,10 +13,7 @@ whether any of them showed a removed status (it must not).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import statistics
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -27,11 +24,11 @@ from pymongo import AsyncMongoClient
 
 from app import friends, statuses
 from app.context import AppContext
-from app.embedded import EmbeddedServer
 from app.models import utcnow
 from app.settings import STRATEGY_NAMES
 from app.timeline_reads import read_page
 from app.users import Account, hash_token, new_user_doc
+from benchmarks.backend import run_and_write
 from benchmarks.loader import open_strategy
 from benchmarks.monitor import CommandCounter
 from fanout.worker import Worker
@@ -179,15 +176,5 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.embedded = args.mongodb_url is None
-    if args.mongodb_url:
-        result = asyncio.run(measure(args.mongodb_url, args))
-    else:
-        with tempfile.TemporaryDirectory() as tmp, EmbeddedServer(Path(tmp) / "db") as server:
-            result = asyncio.run(measure(server.url, args))
-    (args.out / "removals.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"wrote {args.out / 'removals.json'}")
+    result = run_and_write(parse_args(argv), measure, "removals.json")
     return 0 if all(r["removed_statuses_shown"] == 0 for r in result["strategies"]) else 1
