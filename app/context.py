@@ -14,11 +14,12 @@ from app.db import Database, Session
 from app.graph import Graph
 from app.outbox import commit_with_events
 from app.queue import Queue
+from app.queued import QueueReader
 from app.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
 from app.ratelimit import Limiter, parse_rules
 from app.settings import Settings
 from app.store import Store
-from app.strategies import TimelineStrategy, build_strategy
+from app.strategies import Collaborators, TimelineStrategy, build_strategy
 
 T = TypeVar("T")
 
@@ -43,6 +44,17 @@ class AppContext:
     # Set when this process records an event, so an in-process worker wakes at once.
     events_recorded: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def build_strategy(
+        self, name: str, *, window: bool = False, settings: Settings | None = None
+    ) -> TimelineStrategy:
+        """The strategy `name` over this context's store: the one place strategies are built
+        (the configured one by `build_context`, others for a switch, the worker's maintained
+        ones, checks and benchmarks). With `window`, it skips inactive receivers
+        (TIMELINE_ACTIVE_DAYS); without, everyone counts as active, which is always safe for a
+        strategy built on the side. `settings` overrides this context's (a benchmark's knob)."""
+        activity = self.activity if window else None
+        return _build(settings or self.settings, self.store, self.graph, activity, name)
+
     async def commit(
         self, events: list[dict[str, Any]], change: Callable[[Session], Awaitable[T]]
     ) -> T:
@@ -54,21 +66,27 @@ class AppContext:
         return result
 
 
+def _build(
+    settings: Settings, store: Store, graph: Graph, activity: Activity | None, name: str
+) -> TimelineStrategy:
+    collab = Collaborators(
+        db=store.db,
+        statuses=store.statuses,
+        graph=graph,
+        activity=activity,
+        pending=QueueReader(store.events),
+        max_items=settings.timeline_max,
+    )
+    return build_strategy(name, collab, settings)
+
+
 async def build_context(settings: Settings, database: Database) -> AppContext:
     store = database.store
     graph = Graph(store)
-    strategy = build_strategy(
-        settings.timeline_strategy,
-        store,
-        settings.timeline_max,
-        graph=graph,
-        bucket_size=settings.inbox_bucket_size,
-        hybrid_threshold=settings.hybrid_threshold,
-    )
-    await strategy.ensure_indexes()
     activity = Activity(store.user_activity, settings.timeline_active_days)
-    strategy.activity = activity
-    truth = build_strategy("fanout_on_read", store, settings.timeline_max, graph=graph)
+    strategy = _build(settings, store, graph, activity, settings.timeline_strategy)
+    await strategy.ensure_indexes()
+    truth = _build(settings, store, graph, None, "fanout_on_read")
     limiter = Limiter(store.db[RATE_LIMITS_COLLECTION], parse_rules(settings.rate_limits))
     if limiter.enabled:
         await limiter.ensure_indexes()

@@ -7,35 +7,45 @@ from typing import Any
 
 from app import activity
 from app.models import EventKind
+from app.store import Collection
 from app.strategies import TimelineStrategy
 
 # A handler applies one kind of event with one strategy. Every handler reconciles to current
 # state, so it is safe to run twice or out of order. `event` is an app.queue.QueuedEvent (or a
 # stored event document: the handlers read only the fields every event of their kind has).
-Handler = Callable[[TimelineStrategy, Mapping[str, Any]], Awaitable[None]]
+# `user_activity` is the activity collection a returning reader's rebuild finishes in.
+Handler = Callable[[TimelineStrategy, Mapping[str, Any], Collection], Awaitable[None]]
 
 
 class UnknownEvent(Exception):
     pass
 
 
-async def _posted(strategy: TimelineStrategy, event: Mapping[str, Any]) -> None:
+async def _posted(
+    strategy: TimelineStrategy, event: Mapping[str, Any], user_activity: Collection
+) -> None:
     await strategy.apply_posted(event["author_id"], event["status_id"])
 
 
-async def _deleted(strategy: TimelineStrategy, event: Mapping[str, Any]) -> None:
+async def _deleted(
+    strategy: TimelineStrategy, event: Mapping[str, Any], user_activity: Collection
+) -> None:
     await strategy.apply_deleted(event["author_id"], event["status_id"])
 
 
-async def _friendship(strategy: TimelineStrategy, event: Mapping[str, Any]) -> None:
+async def _friendship(
+    strategy: TimelineStrategy, event: Mapping[str, Any], user_activity: Collection
+) -> None:
     await strategy.apply_friendship(event["author_id"], event["other_id"])
 
 
-async def _rebuild(strategy: TimelineStrategy, event: Mapping[str, Any]) -> None:
+async def _rebuild(
+    strategy: TimelineStrategy, event: Mapping[str, Any], user_activity: Collection
+) -> None:
     # A returning inactive user (app.activity). The generation is read first: a return marked
     # after this point may need a rebuild this one does not see, and its own event finishes it.
     author = event["author_id"]
-    coll = strategy.store.user_activity
+    coll = user_activity
     generation = await activity.rebuild_generation(coll, author)
     await strategy.rebuild_reader(author)
     await activity.finish_rebuild(coll, author, generation)
@@ -49,9 +59,11 @@ HANDLERS: dict[EventKind, Handler] = {
 }
 
 
-async def apply_event(strategy: TimelineStrategy, event: Mapping[str, Any]) -> None:
+async def apply_event(
+    strategy: TimelineStrategy, event: Mapping[str, Any], *, user_activity: Collection
+) -> None:
     """Apply `event` with `strategy`. Safe to call twice: every handler reconciles."""
     handler = HANDLERS.get(event["kind"])
     if handler is None:
         raise UnknownEvent(f"unknown event kind {event['kind']!r}")
-    await handler(strategy, event)
+    await handler(strategy, event, user_activity)

@@ -115,9 +115,9 @@ class Status(Document):
 class InboxBucket(Document):
     """inbox_buckets: up to INBOX_BUCKET_SIZE entries (`s` status id, `a` author id, and what a
     page shows: `n` handle, `t` text, `c` created_at) of one owner's timeline whose status ids
-    lie in [lo, hi), newest first (app/strategies/inbox_layout.py). The head has `_id` = the
-    owner's id and hi = the greatest ObjectId, and carries `count`, `trimmed` and `owed`; the
-    bucket below bucket B has hi == B.lo."""
+    lie in [lo, hi), newest first (app/strategies/inbox_buckets/buckets.py). The head has
+    `_id` = the owner's id and hi = the greatest ObjectId, and carries `count`, `trimmed` and
+    `owed`; the bucket below bucket B has hi == B.lo."""
 
     owner_id: PydanticObjectId
     hi: PydanticObjectId

@@ -35,7 +35,7 @@ def defaults() -> dict[str, Any]:
 def derived_strategies(config: dict[str, Any]) -> list[StrategyName]:
     """Strategies whose derived data this database holds or is building (a switch)."""
     names = {*config.get("built", []), *config.get("maintained", [])}
-    return cast(list[StrategyName], sorted(names - set(maintenance.ALWAYS_BUILT)))
+    return cast(list[StrategyName], sorted(names - set(maintenance.always_built())))
 
 
 async def _set(store: Store, values: dict[str, Any]) -> None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal, get_args
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-StrategyName = Literal[
-    "fanout_on_read", "recipients_embedded", "receiver_copies", "hybrid", "inbox_buckets"
-]
-STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
+# A registered strategy's name (app.strategies: the registry is the list, so that adding a
+# strategy touches its own package and one registration line); checked when settings are built.
+StrategyName = str
 
 # Settings that shape derived data, not just reads: environment variable -> Settings field.
 # Their values are recorded with the data and a process configured otherwise is refused
@@ -71,6 +69,15 @@ class Settings(BaseSettings):
     serve_request_timeout_s: float = Field(15.0, gt=0, le=300)
     serve_write_timeout_s: float = Field(30.0, gt=0, le=600)
 
+    @field_validator("timeline_strategy")
+    @classmethod
+    def _timeline_strategy(cls, value: str) -> str:
+        from app.strategies import names
+
+        if value not in names():
+            raise ValueError(f"unknown strategy {value!r}")
+        return value
+
     @field_validator("rate_limits")
     @classmethod
     def _rate_limits(cls, value: str) -> str:
@@ -99,8 +106,10 @@ def load_settings(**overrides: object) -> Settings:
         err = exc.errors()[0]
         variable = str(err["loc"][0]).upper() if err["loc"] else "configuration"
         if variable == "TIMELINE_STRATEGY":
+            from app.strategies import names
+
             raise ConfigError(
                 f"TIMELINE_STRATEGY: unknown strategy {err.get('input')!r}; "
-                f"choose one of {', '.join(STRATEGY_NAMES)}"
+                f"choose one of {', '.join(names())}"
             ) from None
         raise ConfigError(f"{variable}: {err['msg']} (got {err.get('input')!r})") from None

@@ -18,7 +18,7 @@ from app.db import Session
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.models import utcnow
 from app.store import Collection
-from app.strategies.base import Contention
+from app.strategies.contract import Contention
 from app.timefmt import rfc3339
 from app.users import Account, id_of, user_not_found
 

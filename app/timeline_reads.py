@@ -16,7 +16,7 @@ from bson import ObjectId
 from app import revocations
 from app.revocations import Item
 from app.store import Collection
-from app.strategies.base import Page, StatusView, TimelineStrategy
+from app.strategies.contract import Page, StatusView, TimelineStrategy
 
 # A page that lost items to the check is read again, longer by what it lost, at most this many
 # times in all: each read after the first happens only while removals are in flight for this

@@ -30,7 +30,7 @@ from app.embedded import EmbeddedServer
 from app.models import TimelineEntry, utcnow
 from app.settings import load_settings
 from app.statuses import post
-from app.strategies.receiver_copies import FANOUT_BATCH
+from app.strategies.materialized import FANOUT_BATCH
 from app.users import Account, hash_token, new_user_doc
 from fanout.worker import Worker
 

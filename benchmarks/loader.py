@@ -20,7 +20,7 @@ from app.db import Database
 from app.maintenance import truth_ids
 from app.models import DOCUMENT_MODELS
 from app.settings import HYBRID_THRESHOLD_DEFAULT, Settings
-from app.strategies.base import Contention
+from app.strategies.contract import Contention
 from benchmarks.monitor import CommandCounter
 from benchmarks.workload import Workload
 

@@ -25,7 +25,7 @@ from pymongo import AsyncMongoClient
 from app import friends, statuses
 from app.context import AppContext
 from app.models import utcnow
-from app.settings import STRATEGY_NAMES
+from app.strategies import STRATEGY_NAMES
 from app.timeline_reads import read_page
 from app.users import Account, hash_token, new_user_doc
 from benchmarks.backend import run_and_write

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 
 from app import pymongo_compat
-from app.settings import STRATEGY_NAMES, ConfigError, Settings, load_settings
+from app.settings import ConfigError, Settings, load_settings
+from app.strategies import STRATEGY_NAMES
 from entrypoints.database import StartupError
 from entrypoints.maintenance import cmd_check, cmd_events, cmd_rebuild, cmd_switch_strategy
 from entrypoints.migrate import MIGRATIONS_DIR, cmd_migrate, cmd_shard

@@ -14,7 +14,6 @@ from entrypoints.progress import progress
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from app import maintenance, recorded_settings
-    from app.strategies import build_strategy
     from fanout import switch
 
     async def run(ctx: AppContext) -> int:
@@ -34,17 +33,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
             config = await maintenance.service_config(ctx.store)
             assert config is not None  # mismatches() found a record in it
             names = recorded_settings.derived_strategies(config)
-            strategies = [
-                build_strategy(
-                    n,
-                    ctx.store,
-                    ctx.settings.timeline_max,
-                    graph=ctx.graph,
-                    bucket_size=ctx.settings.inbox_bucket_size,
-                    hybrid_threshold=ctx.settings.hybrid_threshold,
-                )
-                for n in names
-            ]
+            strategies = [ctx.build_strategy(n) for n in names]
         users = await maintenance.user_ids(ctx.store, args.user)
         for strategy in strategies:
             await strategy.ensure_indexes()
@@ -52,7 +41,9 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
                 # Under author leases: safe beside running workers.
                 # A whole rebuild resumes where an interrupted one stopped.
                 key = None if args.user else f"rebuild:{strategy.name}"
-                changed = await switch.rebuild_leased(strategy, users, step, resume_key=key)
+                changed = await switch.rebuild_leased(
+                    ctx.store, strategy, users, step, resume_key=key
+                )
             print(f"rebuilt {strategy.name}: {changed} documents changed")
         if changed_settings:
             await recorded_settings.record(ctx.store, ctx.settings)

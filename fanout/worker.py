@@ -39,7 +39,7 @@ from app.metrics import EVENTS_APPLIED, EVENTS_DEAD, EVENTS_FAILED
 from app.models import utcnow
 from app.queue import MAX_CLAIMS, QueuedEvent
 from app.strategies import TimelineStrategy
-from app.strategies.base import Contention
+from app.strategies.contract import Contention
 from fanout.claims import Claims
 from fanout.leases import AuthorLeases
 from fanout.maintained import Maintained
@@ -172,7 +172,7 @@ class Worker:
             cp = checkpoint.Checkpoint(progress.get(strategy.name), save_for(strategy.name))
             token = checkpoint.current.set(cp)  # this task's own context
             try:
-                await apply_event(strategy, event)
+                await apply_event(strategy, event, user_activity=self.ctx.store.user_activity)
             finally:
                 checkpoint.current.reset(token)
         # No maintained strategy's derived data holds what the event removed any more.

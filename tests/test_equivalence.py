@@ -22,6 +22,7 @@ import dataclasses
 import os
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import ClassVar
@@ -41,7 +42,7 @@ from hypothesis.stateful import (
 from app import cursors, markers
 from app.context import AppContext
 from app.queued import QueuedEvent
-from app.settings import STRATEGY_NAMES
+from app.strategies import STRATEGY_NAMES
 from app.strategies.hybrid import low_mark
 from fanout.worker import Worker
 from tests import harness
@@ -388,14 +389,16 @@ def without_retryable_writes(url: str) -> str:
     return f"{url}{'?' if has_path else '/?'}retryWrites=false"
 
 
-async def play_everywhere(url: str, script: Script, turn: int = 0) -> Crossings:
+async def play_everywhere(
+    url: str, script: Script, turn: int = 0, names: Sequence[str] = STRATEGY_NAMES
+) -> Crossings:
     """Play the script through every strategy, each on a fresh database. Every other play
     takes the no-transaction path (a standalone mongod: events staged before the change,
     app.outbox), alternating with `turn`, so that across scripts every strategy is checked
     both ways at the cost of one play per strategy. Returns the crossings hybrid made."""
     url = without_retryable_writes(url)
     crossings = Crossings()
-    for i, name in enumerate(STRATEGY_NAMES):
+    for i, name in enumerate(names):
         # inbox_buckets with buckets of 2 or 3 entries: timelines cross bucket edges often.
         extra = {"inbox_bucket_size": 2 + turn % 2} if name == "inbox_buckets" else {}
         settings = harness.test_settings(

@@ -93,11 +93,11 @@ async def test_every_handler_twice_in_a_row_changes_nothing(h: Harness) -> None:
     events = await recorded_events()
     assert len(events) > 10
     for event in events:
-        await apply_event(h.ctx.strategy, event)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
         # Every derived document, ids included: a repeated handler must not even rewrite one.
         once = await dump(h.ctx.store)
         assert any(once.values())
-        await apply_event(h.ctx.strategy, event)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
         assert await dump(h.ctx.store) == once, (
             f"{event['kind']} changed derived data when repeated"
         )
@@ -113,7 +113,7 @@ async def test_replaying_the_whole_history_again_changes_no_timeline(h: Harness)
     await h.drain()
     await assert_matches_model(h, player, script)
     for event in await recorded_events(pending_only=False):
-        await apply_event(h.ctx.strategy, event)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
     await assert_matches_model(h, player, script)
 
 
@@ -122,22 +122,22 @@ async def test_reversed_and_shuffled_orders_converge(h: Harness) -> None:
     player = await play(h, script)
     events = await recorded_events()
     for event in reversed(events):
-        await apply_event(h.ctx.strategy, event)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
     await mark_done(events)
     await assert_matches_model(h, player, script)
     rng = random.Random(7)
     for _ in range(SHUFFLES):
         rng.shuffle(events)
         for event in events:
-            await apply_event(h.ctx.strategy, event)
+            await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
         await assert_matches_model(h, player, script)
 
 
 async def apply_in_order(h: Harness, events: list[dict[str, Any]]) -> None:
     """Apply `events` in the order given, each twice, then mark them all done."""
     for event in events:
-        await apply_event(h.ctx.strategy, event)
-        await apply_event(h.ctx.strategy, event)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
     await mark_done(events)
 
 

@@ -48,7 +48,11 @@ def test_every_event_kind_has_a_handler() -> None:
 @pytest.mark.parametrize("strategy", ["receiver_copies"])
 async def test_an_unknown_kind_is_refused(h: Harness) -> None:
     with pytest.raises(UnknownEvent):
-        await apply_event(h.ctx.strategy, {"kind": "status_edited", "author_id": ObjectId()})
+        await apply_event(
+            h.ctx.strategy,
+            {"kind": "status_edited", "author_id": ObjectId()},
+            user_activity=h.ctx.store.user_activity,
+        )
 
 
 @pytest.mark.parametrize("strategy", ["receiver_copies"])

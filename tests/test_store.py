@@ -11,8 +11,9 @@ import pytest
 
 from app import models
 from app.graph import Graph
+from app.queued import QueueReader
 from app.store import Store
-from app.strategies import build_strategy
+from app.strategies import Collaborators, build_strategy
 from tests import harness
 from tests.harness import Harness, running
 from tests.model import Model
@@ -51,8 +52,16 @@ async def test_strategies_over_two_stores_side_by_side(h: Harness) -> None:
             docs = await getattr(first, coll).find({}).to_list()
             await getattr(second, coll).insert_many(docs)
         graph = Graph(second)
-        embedded = build_strategy("recipients_embedded", second, h.ctx.settings.timeline_max)
-        on_read = build_strategy("fanout_on_read", second, h.ctx.settings.timeline_max, graph=graph)
+        collab = Collaborators(
+            db=second.db,
+            statuses=second.statuses,
+            graph=graph,
+            activity=None,
+            pending=QueueReader(second.events),
+            max_items=h.ctx.settings.timeline_max,
+        )
+        embedded = build_strategy("recipients_embedded", collab, h.ctx.settings)
+        on_read = build_strategy("fanout_on_read", collab, h.ctx.settings)
         await embedded.ensure_indexes()
         for u in users:
             await embedded.rebuild(u)

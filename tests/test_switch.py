@@ -12,7 +12,7 @@ import pytest
 from bson import ObjectId
 
 from app import maintenance
-from app.settings import STRATEGY_NAMES
+from app.strategies import STRATEGY_NAMES
 from entrypoints.migrate import MIGRATIONS_DIR
 from fanout import switch
 from tests import harness

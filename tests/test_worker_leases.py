@@ -11,7 +11,7 @@ from bson import ObjectId
 
 from app import checkpoint
 from app.models import AuthorLease, Event, utcnow
-from app.strategies.receiver_copies import FANOUT_BATCH
+from app.strategies.materialized import FANOUT_BATCH
 from fanout.worker import LeaseLost, Worker
 from tests.harness import Harness
 from tests.worker_workload import bulk_befriend, bulk_users

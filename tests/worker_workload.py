@@ -104,7 +104,7 @@ async def inbox_copies_by_owner(
     owners: dict[ObjectId, list[ObjectId]] = {}
     total = 0
     pairs = set()
-    for owner in await strategy.collection().distinct("owner_id"):
+    for owner in await strategy.inbox.coll.distinct("owner_id"):
         ids = (await strategy.inbox.chain(owner)).ids()
         total += len(ids)
         pairs.update((owner, i) for i in ids)

@@ -18,7 +18,7 @@ from app.api.mastodon import entities
 from app.api.mastodon.params import flag_param, id_param, limit_param
 from app.context import reading_strategy
 from app.oauth import require_scope
-from app.strategies.base import StatusView
+from app.strategies.contract import StatusView
 from app.timeline_reads import read_above, read_page
 from app.users import Account
 

@@ -1,4 +1,4 @@
-"""The pieces of inbox_buckets' layout (app/strategies/inbox_layout.py) that need no database:
+"""The pieces of inbox_buckets' bucket chains (buckets.py) that need no database:
 the id bounds, entries, and an owner's chain as read at one moment."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.strategies.base import Contention, StatusView
+from app.strategies.contract import Contention, StatusView
 
 MIN_ID = ObjectId("000000000000000000000000")
 MAX_ID = ObjectId("ffffffffffffffffffffffff")
@@ -18,7 +18,7 @@ MAX_ID = ObjectId("ffffffffffffffffffffffff")
 # and each retry re-reads; past this many the event is retried later as contention.
 PLACE_ATTEMPTS = 16
 # The filter a write adds so that it never changes a sealed bucket: one being merged into the
-# bucket above it, whose entries must stay as they were when it was sealed (inbox_layout.py).
+# bucket above it, whose entries must stay as they were when it was sealed (buckets.py).
 UNSEALED = {"sealed": {"$exists": False}}
 
 # {"s": status id, "a": author id, "n": author handle, "t": text, "c": created_at}: the page's
@@ -87,7 +87,7 @@ def chunks(items: list[Entry], size: int) -> list[list[Entry]]:
     """`items` (newest first) cut into buckets of `size` from the oldest up, so that every
     bucket but the newest is full; the newest is topped up from the one below it to at least
     half a bucket, so that every part holds that much (the chain's bound,
-    app/strategies/inbox_removals.py) and a first page of fewer items is one bucket read, not
+    buckets.py) and a first page of fewer items is one bucket read, not
     two (a head split at `size` + 1 leaves it half)."""
     out: list[list[Entry]] = []
     end = len(items)

@@ -1,14 +1,14 @@
-"""Queries over the source of truth that several strategies share."""
+"""Queries over the source of truth (`statuses`) that several strategies share."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bson import ObjectId
 
+from app.chunks import chunked
 from app.store import Collection
-from app.strategies.base import StatusView, TimelineStrategy
+from app.strategies.contract import StatusView
 
 
 async def window_floor(
@@ -35,25 +35,6 @@ async def newest_statuses(
     return await cursor.to_list()
 
 
-async def befriend_window(
-    strategy: TimelineStrategy,
-    author_id: ObjectId,
-    reader_id: ObjectId,
-    mark_trimmed: Callable[[ObjectId], Awaitable[None]],
-) -> list[dict[str, Any]] | None:
-    """What a new friendship copies into `reader_id`'s timeline: the author's TIMELINE_MAX
-    newest statuses, or None when the reader is away (their return rebuilds from the truth,
-    friends included). The backfill stops there, so when the author has that many the reader
-    misses older ones exactly as if trimmed: later removals must refill this timeline, and it is
-    marked (`mark_trimmed`) before the caller writes, so a concurrent removal already sees it."""
-    if not await strategy._active([reader_id], author_id):
-        return None
-    statuses = await newest_statuses(strategy.store.statuses, author_id, strategy.max_items)
-    if len(statuses) >= strategy.max_items:
-        await mark_trimmed(reader_id)
-    return statuses
-
-
 # Authors per query of the ground truth. The embedded server's `$in` costs time growing with the
 # square of the list (500 values 0.56 s, 5,000 values 73 s: README "Known limits"), so a
 # 2,500-friend reader's truth took ~14 s as one query and ~0.6 s as chunks of 100; mongod merges
@@ -68,8 +49,7 @@ async def truth_timeline(
     authors gives its `max_items` newest; the newest `max_items` of their union are the answer."""
     authors = [user_id, *friends]
     found: list[dict[str, Any]] = []
-    for start in range(0, len(authors), TRUTH_AUTHORS_PER_QUERY):
-        chunk = authors[start : start + TRUTH_AUTHORS_PER_QUERY]
+    for chunk in chunked(authors, TRUTH_AUTHORS_PER_QUERY):
         cursor = (
             statuses.find({"author_id": {"$in": chunk}}, {"audience": 0})
             .sort("_id", -1)
@@ -101,8 +81,8 @@ def window_misses_none(
 ) -> bool:
     """Whether a materialized window (`shown_ids`, newest first) leaves out no status of the
     `truth` that belongs in it: each one missing, and not still on its way (`unfinished`), must
-    sit below `cap` newer shown entries. The settled check of receiver_copies and
-    inbox_buckets' rebuilds."""
+    sit below `cap` newer shown entries. The settled check of a materialized timeline's
+    rebuild (app.strategies.materialized)."""
     present = set(shown_ids)
     for status in truth:
         sid = status["_id"]

@@ -15,11 +15,13 @@ from typing import Any
 
 from bson import ObjectId
 
+from app.chunks import chunked
 from app.store import Collection
-from app.strategies.base import PAGE_PROJECTION_FIELDS, StatusView
+from app.strategies.contract import PAGE_PROJECTION_FIELDS, StatusView
+from app.strategies.paging import Documents, IdRange
 
 # Large friends per query of their statuses. The embedded server's `$in` costs time growing with
-# the square of the list (app.strategies.common.TRUTH_AUTHORS_PER_QUERY, same measurement), and
+# the square of the list (app.strategies.truth.TRUTH_AUTHORS_PER_QUERY, same measurement), and
 # mongod merges the per-author index scans of an `$in` only up to 200 values; so 50 large
 # friends are one query, and a reader with 500 of them costs 5, not 500.
 LARGE_AUTHORS_PER_QUERY = 100
@@ -29,14 +31,9 @@ _PROJECTION = {"_id": 1, **dict.fromkeys(PAGE_PROJECTION_FIELDS, 1)}
 
 
 def large_of(scope: dict[str, Any]) -> list[ObjectId]:
-    """The large-audience friends a hybrid scope leaves out of the entries (Hybrid.scope)."""
+    """The large-audience friends a hybrid scope leaves out of the entries (Hybrid._scope)."""
     author = scope.get("author_id")
     return list(author["$nin"]) if isinstance(author, dict) else []
-
-
-def _chunks(authors: list[ObjectId]) -> list[list[ObjectId]]:
-    step = LARGE_AUTHORS_PER_QUERY
-    return [authors[i : i + step] for i in range(0, len(authors), step)]
 
 
 def _above(id_range: dict[str, ObjectId] | None, floor: ObjectId | None) -> dict[str, ObjectId]:
@@ -92,7 +89,7 @@ async def merge_find(
     floor = materialized[-1].id if len(materialized) >= limit else None
     flt_range = _above(id_range, floor)
     found = list(materialized)
-    for chunk in _chunks(large):
+    for chunk in chunked(large, LARGE_AUTHORS_PER_QUERY):
         flt: dict[str, Any] = {"author_id": {"$in": chunk}}
         if flt_range:
             flt["_id"] = flt_range
@@ -114,7 +111,7 @@ async def merge_count(
     """`counted` (the entries side's count in `id_range`) plus the large friends' statuses in
     it, at most `cap`: each query stops after the keys still needed to reach it."""
     total = counted
-    for chunk in _chunks(large):
+    for chunk in chunked(large, LARGE_AUTHORS_PER_QUERY):
         if total >= cap:
             break
         flt: dict[str, Any] = {"author_id": {"$in": chunk}}
@@ -122,3 +119,29 @@ async def merge_count(
             flt["_id"] = id_range
         total += await statuses.count_documents(flt, limit=cap - total, hint=STATUS_INDEX)
     return min(total, cap)
+
+
+class MergedItems:
+    """hybrid's items (app.strategies.paging.Items): the entries side, and where the scope
+    leaves large friends out, their statuses merged in."""
+
+    def __init__(self, entries: Documents, statuses: Collection, max_items: int) -> None:
+        self.entries = entries
+        self.statuses = statuses
+        self.max_items = max_items
+
+    async def find(
+        self, scope: dict[str, Any], id_range: IdRange | None, limit: int
+    ) -> list[StatusView]:
+        large = large_of(scope)
+        if not large:
+            return await self.entries.find(scope, id_range, limit)
+        page = await entries_page(self.entries.collection, scope, id_range, limit)
+        return await merge_find(self.statuses, large, page, id_range, limit)
+
+    async def count(self, scope: dict[str, Any], id_range: IdRange | None) -> int:
+        counted = await self.entries.count(scope, id_range)
+        large = large_of(scope)
+        if not large:
+            return counted
+        return await merge_count(self.statuses, large, counted, id_range, self.max_items)

@@ -14,22 +14,22 @@ from pymongo import UpdateOne
 
 from app.checkpoint import fenced
 from app.models import utcnow
-from app.store import Store
+from app.store import Collection
 
 State = Literal["ascending", "large", "descending"]
 
 # Owners per `$in` or bulk write of pairs: the embedded server's `$in` costs time growing with
-# the square of the list (app.strategies.common.TRUTH_AUTHORS_PER_QUERY), and a crossing writes
+# the square of the list (app.chunks), and a crossing writes
 # one pair per friend of the author (up to MAX_FRIENDS), so it is cut into lists of this size.
 PAIRS_PER_WRITE = 100
 
 
 class LargeAudience:
-    """The `large_authors` and `large_friends` collections of one store."""
+    """The `large_authors` and `large_friends` collections."""
 
-    def __init__(self, store: Store) -> None:
-        self.authors = store.large_authors
-        self.pairs = store.large_friends
+    def __init__(self, authors: Collection, pairs: Collection) -> None:
+        self.authors = authors
+        self.pairs = pairs
 
     async def state(self, author_id: ObjectId) -> State | None:
         """The author's state; None for an ordinary (fanned-out) author."""

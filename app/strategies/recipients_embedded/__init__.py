@@ -26,12 +26,15 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
-from pymongo.asynchronous.collection import AsyncCollection
 
 from app.checkpoint import fenced, fenced_write
+from app.chunks import chunked
 from app.db import Session
-from app.strategies.base import TimelineStrategy
-from app.strategies.common import window_floor
+from app.store import Collection
+from app.strategies.collaborators import Collaborators
+from app.strategies.contract import Page, PageQuery
+from app.strategies.paging import Documents, count_newer, read_page, timeline_ids
+from app.strategies.truth import window_floor
 
 # Per-document updates sent per unordered bulk write: one round trip for a whole window (the
 # window is TIMELINE_MAX statuses), while an unfriend over thousands of statuses still goes in
@@ -43,31 +46,75 @@ AUDIENCE_INDEX = IndexModel(
 )
 
 
-class RecipientsEmbedded(TimelineStrategy):
-    name = "recipients_embedded"
+WATERMARKS = "audience_watermarks"
 
-    def collection(self) -> AsyncCollection[Any]:
-        return self.store.statuses
+
+class RecipientsEmbedded:
+    name = "recipients_embedded"
+    reads_truth = False
+
+    def __init__(self, collab: Collaborators, watermarks: Collection) -> None:
+        self.max_items = collab.max_items
+        self.statuses = collab.statuses
+        self.graph = collab.graph
+        self.watermarks = watermarks
+        self.pages = Documents(collab.statuses, "_id", collab.max_items)
 
     async def ensure_indexes(self) -> None:
-        await self.collection().create_indexes([AUDIENCE_INDEX])
+        await self.statuses.create_indexes([AUDIENCE_INDEX])
 
-    async def scope(self, user_id: ObjectId) -> dict[str, Any]:
-        return {"audience": user_id}
+    # -- reading -------------------------------------------------------------------------------
+    async def read(
+        self,
+        user_id: ObjectId,
+        *,
+        limit: int,
+        before: ObjectId | None = None,
+        after: ObjectId | None = None,
+    ) -> Page:
+        scope = {"audience": user_id}
+        return await read_page(
+            self.pages, scope, self.max_items, limit=limit, before=before, after=after
+        )
+
+    async def count_newer(self, user_id: ObjectId, after: ObjectId | None) -> int:
+        return await count_newer(self.pages, {"audience": user_id}, after)
+
+    async def first_page_query(self, user_id: ObjectId, limit: int) -> PageQuery:
+        return self.pages.first_page_query({"audience": user_id}, limit)
+
+    async def timeline_ids(self, user_id: ObjectId) -> list[ObjectId]:
+        return await timeline_ids(self.pages, {"audience": user_id}, self.max_items)
+
+    # -- writes --------------------------------------------------------------------------------
+    async def status_created(self, status: dict[str, Any], *, session: Session) -> None:
+        """The audience went in with the status (`prepare_status`)."""
+
+    async def status_deleted(self, status: dict[str, Any], *, session: Session) -> None:
+        """Gone with the status."""
+
+    async def after_post(self, status: dict[str, Any]) -> None:
+        """Nothing to do after the commit."""
+
+    async def after_delete(self, status: dict[str, Any]) -> None:
+        """Nothing to do after the commit."""
+
+    async def rebuild_author(self, user_id: ObjectId) -> int:
+        return 0  # rebuild is by author already
+
+    async def rebuild_reader(self, user_id: ObjectId) -> int:
+        return 0  # nobody is skipped: audiences hold every friend
 
     async def _update_each(self, flt: dict[str, Any], update: dict[str, Any]) -> int:
         """`update_many(flt, update)` as one single-document update per matching status (see the
         module docstring); each keeps `flt`'s conditions, so a status that stopped matching
         meanwhile is left alone. Returns how many were modified."""
-        coll = self.collection()
+        coll = self.statuses
         ids = [d["_id"] async for d in coll.find(flt, {"_id": 1})]
         conditions = {k: v for k, v in flt.items() if k != "_id"}
         modified = 0
-        for start in range(0, len(ids), UPDATE_BATCH):
-            ops = [
-                UpdateOne({**conditions, "_id": i}, update)
-                for i in ids[start : start + UPDATE_BATCH]
-            ]
+        for chunk in chunked(ids, UPDATE_BATCH):
+            ops = [UpdateOne({**conditions, "_id": i}, update) for i in chunk]
 
             async def write(session: Session, ops: list[UpdateOne] = ops) -> int:
                 result = await coll.bulk_write(ops, ordered=False, session=session)
@@ -86,7 +133,7 @@ class RecipientsEmbedded(TimelineStrategy):
 
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
         audience = await self._full_audience(author_id)
-        coll = self.collection()
+        coll = self.statuses
 
         async def write(session: Session) -> None:
             await coll.update_one(
@@ -99,7 +146,7 @@ class RecipientsEmbedded(TimelineStrategy):
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         if await self.graph.are_friends(author_id, other_id):
-            floor = await window_floor(self.store.statuses, author_id, self.max_items)
+            floor = await window_floor(self.statuses, author_id, self.max_items)
             flt: dict[str, Any] = {"author_id": author_id}
             if floor is not None:
                 flt["_id"] = {"$gte": floor}
@@ -107,7 +154,7 @@ class RecipientsEmbedded(TimelineStrategy):
             if floor is not None:
                 # Older statuses did not get `other_id`: complete only from the floor up.
                 async with fenced():
-                    await self.store.audience_watermarks.update_one(
+                    await self.watermarks.update_one(
                         {"author_id": author_id}, {"$max": {"complete_from": floor}}, upsert=True
                     )
         else:
@@ -120,11 +167,11 @@ class RecipientsEmbedded(TimelineStrategy):
 
     async def _complete_window(self, author_id: ObjectId) -> int:
         """Give every status in the author's window the full audience, where it may lack it."""
-        marks = self.store.audience_watermarks
+        marks = self.watermarks
         mark = await marks.find_one({"author_id": author_id})
         if mark is None:
             return 0  # every status of the author has its full audience
-        floor = await window_floor(self.store.statuses, author_id, self.max_items)
+        floor = await window_floor(self.statuses, author_id, self.max_items)
         if floor is not None and floor >= mark["complete_from"]:
             return 0
         flt: dict[str, Any] = {"author_id": author_id, "_id": {"$lt": mark["complete_from"]}}
@@ -145,12 +192,12 @@ class RecipientsEmbedded(TimelineStrategy):
         """Recompute the audiences of `user_id`'s statuses: full in the window, and no one who is
         no longer a friend anywhere."""
         audience = await self._full_audience(user_id)
-        floor = await window_floor(self.store.statuses, user_id, self.max_items)
+        floor = await window_floor(self.statuses, user_id, self.max_items)
         window: dict[str, Any] = {"author_id": user_id}
         if floor is not None:
             window["_id"] = {"$gte": floor}
         changed = await self._update_each(window, {"$set": {"audience": audience}})
-        marks = self.store.audience_watermarks
+        marks = self.watermarks
         if floor is not None:
             older = {"author_id": user_id, "_id": {"$lt": floor}}
             changed += await self._update_each(
@@ -168,3 +215,7 @@ class RecipientsEmbedded(TimelineStrategy):
             async with fenced():
                 await marks.delete_one({"author_id": user_id})
         return changed
+
+
+def build(collab: Collaborators) -> RecipientsEmbedded:
+    return RecipientsEmbedded(collab, collab.collection(WATERMARKS))

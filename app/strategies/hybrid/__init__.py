@@ -1,7 +1,7 @@
 """hybrid (push for most, pull for the few): ordinary authors are fanned out as per-receiver
-copies (receiver_copies, reused whole); an author with more than HYBRID_THRESHOLD friends is not,
-and a page merges the reader's entries with the newest statuses of their large-audience friends
-(app/strategies/hybrid_merge.py).
+copies (the materialized-timeline machinery over receiver_copies' entries layout, in hybrid's
+own collections); an author with more than HYBRID_THRESHOLD friends is not, and a page merges
+the reader's entries with the newest statuses of their large-audience friends (merge.py).
 
 Cost model. A post by an ordinary author costs what it costs in receiver_copies; a post by a
 large author writes only the status and the author's own copy. A first page costs three queries:
@@ -26,25 +26,26 @@ side, and that side holds the author's whole window. Cursors are status ids on b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any
 
 from bson import ObjectId
-from pymongo import UpdateOne
 
-from app.checkpoint import fenced
 from app.db import Session
-from app.graph import Graph
-from app.settings import HYBRID_THRESHOLD_DEFAULT, StrategyName
-from app.store import Store
-from app.strategies.base import PageQuery, StatusView
-from app.strategies.common import newest_statuses
-from app.strategies.hybrid_merge import entries_page, large_of, merge_count, merge_find
-from app.strategies.hybrid_pairs import PAIRS_PER_WRITE, LargeAudience
-from app.strategies.receiver_copies import ReceiverCopies
-from app.strategies.receiver_entries import FANOUT_BATCH, entry
-from app.strategies.receiver_settled import settled
+from app.strategies.collaborators import Collaborators
+from app.strategies.contract import Page, PageQuery
+from app.strategies.hybrid.merge import MergedItems
+from app.strategies.hybrid.pairs import PAIRS_PER_WRITE, LargeAudience
+from app.strategies.materialized import FANOUT_BATCH, MaterializedTimelines
+from app.strategies.paging import Documents, count_newer, read_page, timeline_ids
+from app.strategies.receiver_copies.entries import Entries, entry
+from app.strategies.truth import newest_statuses
+
+# hybrid's own collections: its fanned-out side in receiver_copies' layout, and its bookkeeping
+# of large-audience authors (pairs.py).
+ENTRIES = "hybrid_entries"
+META = "hybrid_meta"
+LARGE_AUTHORS = "large_authors"
+LARGE_FRIENDS = "large_friends"
 
 # A large author is fanned out again only once their friend count falls a tenth below the
 # threshold (at least one friend below it): a crossing down copies the author's window to every
@@ -59,59 +60,81 @@ def low_mark(threshold: int) -> int:
     return threshold - max(1, threshold // HYSTERESIS_FRACTION)
 
 
-class Hybrid(ReceiverCopies):
-    # mypy infers ReceiverCopies.name as its own literal; a subclass names itself all the same.
-    name: ClassVar[StrategyName] = "hybrid"  # type: ignore[assignment]
+class Hybrid:
+    name = "hybrid"
+    reads_truth = False
 
     def __init__(
-        self,
-        store: Store,
-        graph: Graph,
-        max_items: int,
-        threshold: int = HYBRID_THRESHOLD_DEFAULT,
+        self, collab: Collaborators, entries: Entries, large: LargeAudience, threshold: int
     ) -> None:
-        # The materialized side: receiver_copies' code over hybrid's own collections (the seam
-        # where bucketed inboxes would plug in instead; docs/design.md, "hybrid").
-        own = replace(store, timeline_entries=store.hybrid_entries, timeline_meta=store.hybrid_meta)
-        super().__init__(own, graph, max_items)
+        self.max_items = collab.max_items
+        self.statuses = collab.statuses
+        self.graph = collab.graph
         self.threshold = threshold
-        self.large = LargeAudience(store)
+        self.large = large
+        # The fanned-out side: receiver_copies' layout over hybrid's own collections, kept by
+        # the materialized-timeline machinery over the friends each owner's entries hold.
+        self.entries = entries
+        self.timelines = MaterializedTimelines(
+            entries, collab, friends_of=self._materialized_friends
+        )
+        self.pages = MergedItems(
+            Documents(entries.entries, "status_id", collab.max_items),
+            collab.statuses,
+            collab.max_items,
+        )
+
+    async def ensure_indexes(self) -> None:
+        """Its indexes are on the Beanie models (app/models_copies.py, app/models_hybrid.py)."""
+
+    # -- synchronous part ----------------------------------------------------------------------
+    async def prepare_status(self, status: dict[str, Any], *, session: Session) -> None:
+        """Nothing to add to a status."""
+
+    async def status_created(self, status: dict[str, Any], *, session: Session) -> None:
+        await self.entries.own_post(status, session=session)
+
+    async def status_deleted(self, status: dict[str, Any], *, session: Session) -> None:
+        await self.entries.own_delete(status, session=session)
+
+    async def after_post(self, status: dict[str, Any]) -> None:
+        """The author's copy was written in the transaction."""
+
+    async def after_delete(self, status: dict[str, Any]) -> None:
+        """The author's copy went in the transaction."""
 
     # -- reading -------------------------------------------------------------------------------
-    async def scope(self, user_id: ObjectId) -> dict[str, Any]:
+    async def _scope(self, user_id: ObjectId) -> dict[str, Any]:
         """The entries side of the page; the large friends it leaves out are merged in from
-        `statuses` by `_find` and `_count` (hybrid_merge.large_of reads them back)."""
+        `statuses` (merge.MergedItems reads them back)."""
         large = [author for author, _ in await self.large.of_reader(user_id)]
         if not large:
             return {"owner_id": user_id}
         return {"owner_id": user_id, "author_id": {"$nin": large}}
 
-    async def first_page_query(self, user_id: ObjectId, limit: int) -> PageQuery:
-        """The entries side's query as a first page sends it: without the large friends'
-        `$nin` (hybrid_merge.entries_page). Their statuses are read by a second query."""
-        return PageQuery(
-            self.collection(),
-            {"owner_id": user_id},
-            [(self.id_field, -1)],
-            min(limit, self.max_items),
-            self._projection(),
+    async def read(
+        self,
+        user_id: ObjectId,
+        *,
+        limit: int,
+        before: ObjectId | None = None,
+        after: ObjectId | None = None,
+    ) -> Page:
+        scope = await self._scope(user_id)
+        return await read_page(
+            self.pages, scope, self.max_items, limit=limit, before=before, after=after
         )
 
-    async def _find(
-        self, scope: dict[str, Any], id_range: dict[str, ObjectId] | None, limit: int
-    ) -> list[StatusView]:
-        large = large_of(scope)
-        if not large:
-            return await super()._find(scope, id_range, limit)
-        entries = await entries_page(self.collection(), scope, id_range, limit)
-        return await merge_find(self.store.statuses, large, entries, id_range, limit)
+    async def count_newer(self, user_id: ObjectId, after: ObjectId | None) -> int:
+        return await count_newer(self.pages, await self._scope(user_id), after)
 
-    async def _count(self, scope: dict[str, Any], id_range: dict[str, ObjectId] | None) -> int:
-        counted = await super()._count(scope, id_range)
-        large = large_of(scope)
-        if not large:
-            return counted
-        return await merge_count(self.store.statuses, large, counted, id_range, self.max_items)
+    async def timeline_ids(self, user_id: ObjectId) -> list[ObjectId]:
+        return await timeline_ids(self.pages, await self._scope(user_id), self.max_items)
+
+    async def first_page_query(self, user_id: ObjectId, limit: int) -> PageQuery:
+        """The entries side's query as a first page sends it: without the large friends'
+        `$nin` (merge.entries_page). Their statuses are read by a second query."""
+        return self.pages.entries.first_page_query({"owner_id": user_id}, limit)
 
     # -- what the entries hold -----------------------------------------------------------------
     async def _materialized_friends(self, owner_id: ObjectId) -> list[ObjectId]:
@@ -119,38 +142,41 @@ class Hybrid(ReceiverCopies):
         merged = {a for a, kept in await self.large.of_reader(owner_id) if not kept}
         return [f for f in await self.graph.friend_ids(owner_id) if f not in merged]
 
-    async def _settled(self, user_id: ObjectId) -> bool:
-        # receiver_copies' check, over the materialized friends only (it reads them from the
-        # graph it is given).
-        graph = _MaterializedGraph(self)
-        return await settled(graph, self.store, self.collection(), user_id, self.max_items)
-
     # -- worker handlers -----------------------------------------------------------------------
     async def apply_posted(self, author_id: ObjectId, status_id: ObjectId) -> None:
         # Only a settled large author is skipped: mid-crossing (a crash left it so), fanning
         # out is always safe, since readers who merge the author ignore the copies.
         if await self.large.state(author_id) != "large":
-            await super().apply_posted(author_id, status_id)
+            await self.timelines.apply_posted(author_id, status_id)
             return
         # Readers merge the status in; only the author's own copy is written, as a fan-out to
         # one receiver: the API wrote it already unless hybrid was not the serving strategy
         # then (a switch maintains it beside the old one), and a repeat inserts nothing.
-        status = await self.store.statuses.find_one(
+        status = await self.statuses.find_one(
             {"author_id": author_id, "_id": status_id}, {"audience": 0}
         )
         if status is not None:
-            await self.fan_out(status, [author_id])
+            await self.timelines.fan_out(status, [author_id])
+
+    async def apply_deleted(self, author_id: ObjectId, status_id: ObjectId) -> None:
+        await self.timelines.apply_deleted(author_id, status_id)
 
     async def apply_friendship(self, author_id: ObjectId, other_id: ObjectId) -> None:
         await self._cross(author_id)
         if await self.large.state(author_id) != "large":
-            await super().apply_friendship(author_id, other_id)
+            await self.timelines.apply_friendship(author_id, other_id)
         elif await self.graph.are_friends(author_id, other_id):
             await self.large.link(other_id, author_id)
         else:
             # Copies from before the author became large leave like any ex-friend's.
-            await super().apply_friendship(author_id, other_id)
+            await self.timelines.apply_friendship(author_id, other_id)
             await self.large.unlink(other_id, author_id)
+
+    async def rebuild(self, user_id: ObjectId) -> int:
+        return await self.timelines.rebuild(user_id)
+
+    async def rebuild_reader(self, user_id: ObjectId) -> int:
+        return await self.timelines.rebuild(user_id)
 
     async def rebuild_author(self, author_id: ObjectId) -> int:
         """`_cross`, and for an author who stays large, their pairs made exactly their
@@ -185,47 +211,35 @@ class Hybrid(ReceiverCopies):
         await self.large.set_state(author_id, "descending")
         await self.large.materialize_all(author_id)
         friends = await self.graph.friend_ids(author_id)
-        changed = await self._backfill(author_id, await self._active(friends, author_id))
+        changed = await self._backfill(author_id, await self.timelines.active(friends, author_id))
         changed += await self.large.unlink_all(author_id)
         await self.large.set_state(author_id, None)
         return changed
 
-    async def _backfill(self, author_id: ObjectId, owners: Sequence[ObjectId]) -> int:
+    async def _backfill(self, author_id: ObjectId, owners: list[ObjectId]) -> int:
         """Copy the author's window (TIMELINE_MAX newest statuses) to each of `owners`, as a
         befriending does, in inserts of about FANOUT_BATCH entries."""
-        statuses = await newest_statuses(self.store.statuses, author_id, self.max_items)
+        statuses = await newest_statuses(self.statuses, author_id, self.max_items)
         if not statuses:
             return 0
         if len(statuses) >= self.max_items:
             # The owners miss the author's older statuses exactly as if trimmed: later removals
-            # must refill them (ReceiverCopies.apply_friendship). Marked before the copies.
-            await self._mark_all_trimmed(owners)
+            # must refill them (as after a backfill). Marked before the copies.
+            await self.entries.mark_all_trimmed(owners)
         # At most PAIRS_PER_WRITE owners per insert: each group's trim check is an `$in` of them.
         per_insert = max(1, min(PAIRS_PER_WRITE, FANOUT_BATCH // len(statuses)))
         inserted = 0
         for start in range(0, len(owners), per_insert):
             group = owners[start : start + per_insert]
-            inserted += await self._insert_new([entry(o, s) for o in group for s in statuses])
-            await self._trim_over(group)
+            inserted += await self.entries.insert_new(
+                [entry(o, s) for o in group for s in statuses]
+            )
+            for owner in await self.entries.over(group):
+                await self.timelines.trim(owner)
         return inserted
 
-    async def _mark_all_trimmed(self, owners: Sequence[ObjectId]) -> None:
-        for start in range(0, len(owners), FANOUT_BATCH):
-            ops = [
-                UpdateOne({"owner_id": o}, {"$set": {"trimmed": True}}, upsert=True)
-                for o in owners[start : start + FANOUT_BATCH]
-            ]
-            async with fenced():
-                await self.store.timeline_meta.bulk_write(ops, ordered=False)
 
-
-class _MaterializedGraph(Graph):
-    """The graph as a hybrid's materialized side sees it: an owner's friends are those whose
-    statuses their entries hold (`Hybrid._materialized_friends`)."""
-
-    def __init__(self, hybrid: Hybrid) -> None:
-        super().__init__(hybrid.store)
-        self.hybrid = hybrid
-
-    async def friend_ids(self, user_id: ObjectId, *, session: Session = None) -> list[ObjectId]:
-        return await self.hybrid._materialized_friends(user_id)
+def build(collab: Collaborators, threshold: int) -> Hybrid:
+    entries = Entries(collab.collection(ENTRIES), collab.collection(META), collab.max_items)
+    large = LargeAudience(collab.collection(LARGE_AUTHORS), collab.collection(LARGE_FRIENDS))
+    return Hybrid(collab, entries, large, threshold)
