@@ -79,12 +79,13 @@ def backoff_s(attempts: int) -> float:
     return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
 
 
-class Queue(QueueReader):
+class Queue:
     """The events of one store, and the source of truth their staged changes are checked
-    against (`landed`)."""
+    against (`landed`). Its read-only views (counts, lists, backlogs) are `reader`."""
 
     def __init__(self, store: Store) -> None:
-        super().__init__(store.events)
+        self.events = store.events
+        self.reader = QueueReader(store.events)
         self.statuses = store.statuses
         self.revocations = store.revocations
         self.graph = Graph(store)

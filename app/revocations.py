@@ -27,6 +27,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from app.chunks import chunked
 from app.db import Session
 from app.models import utcnow
 from app.store import Collection
@@ -102,8 +103,8 @@ async def hidden(coll: Collection, reader_id: ObjectId, items: Iterable[Item]) -
 async def hidden_many(coll: Collection, reader_id: ObjectId, items: list[Item]) -> set[ObjectId]:
     """`hidden` for more items than a page (the unread count's slow path), in chunks."""
     out: set[ObjectId] = set()
-    for start in range(0, len(items), IN_CHUNK // 2):
-        out |= await hidden(coll, reader_id, items[start : start + IN_CHUNK // 2])
+    for chunk in chunked(items, IN_CHUNK // 2):
+        out |= await hidden(coll, reader_id, chunk)
     return out
 
 

@@ -113,13 +113,13 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
             print(f"re-queued {n} dead event(s)")
             return 0 if ids is None or n == len(ids) else 1
         state = "dead" if args.dead else args.state
-        shown = await ctx.queue.list_events(state)
+        shown = await ctx.queue.reader.list_events(state)
         for e in shown:
             print(
                 f"{e['_id']} {e['kind']} author={e['author_id']} attempts={e['attempts']} "
                 f"created={e['created_at']:%Y-%m-%dT%H:%M:%SZ} error={e.get('last_error')}"
             )
-        total = await ctx.queue.count(state)
+        total = await ctx.queue.reader.count(state)
         print(
             f"{total} {state} event(s)"
             + (f", first {len(shown)} shown" if total > len(shown) else "")

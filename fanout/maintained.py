@@ -29,9 +29,10 @@ class Maintained:
                 {"_id": CONFIG_ID}, {"maintained": 1}
             )
             own = self.ctx.strategy.name
-            names = [n for n in (doc or {}).get("maintained", []) if n != own and n in names()]
+            known = names()
+            wanted = [n for n in (doc or {}).get("maintained", []) if n != own and n in known]
             also = {}
-            for name in names:
+            for name in wanted:
                 if name not in self._also:
                     log.info("also maintaining %s's derived data", name)
                     strategy = self.ctx.build_strategy(name)

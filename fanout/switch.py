@@ -62,7 +62,7 @@ async def _apply_events_before(ctx: AppContext, cutoff: ObjectId) -> None:
     worker = Worker(ctx, name=f"switch:{ObjectId()}")
     worker.config_refresh_s = 0.0  # always the current list of strategies
     try:
-        while await ctx.queue.any_waiting_before(cutoff):
+        while await ctx.queue.reader.any_waiting_before(cutoff):
             if not await worker.process_one():
                 await asyncio.sleep(POLL_S)  # the rest are leased by other workers
     finally:

@@ -339,7 +339,7 @@ class Player:
             health = (await h.client.get("/health")).json()
             assert health["pending_events"] == 0, self.where()
         else:
-            assert await h.ctx.queue.pending_count() == 0, self.where()
+            assert await h.ctx.queue.reader.pending_count() == 0, self.where()
         assert isinstance(s.expect, dict)
         for user, (expected, expected_unread) in s.expect.items():
             if s.a == "api":

@@ -79,4 +79,4 @@ async def test_only_the_owner_moves_a_claimed_event(h: Harness) -> None:
     await h.ctx.queue.complete(event["_id"], "w1")
     done = await stored()
     assert done is not None and done["state"] == "done"
-    assert await h.ctx.queue.pending_count() == 0
+    assert await h.ctx.queue.reader.pending_count() == 0

@@ -152,4 +152,4 @@ async def test_two_apps_side_by_side_in_one_process(mongo_url: str) -> None:
             await app.check()
             counted = await app.h.ctx.store.statuses.count_documents({})
             assert counted == len(app.model.statuses)
-            assert await app.h.ctx.queue.pending_count() == 0
+            assert await app.h.ctx.queue.reader.pending_count() == 0

@@ -112,7 +112,7 @@ async def metrics_endpoint(request: Request) -> Response:
     ctx = context(request)
     try:
         with pymongo.timeout(SCRAPE_DB_TIMEOUT_S):
-            backlog = await ctx.queue.backlog()
+            backlog = await ctx.queue.reader.backlog()
             top = await backlog_authors(ctx)
         PENDING_EVENTS.set(float(str(backlog["pending_events"])))
         OLDEST_PENDING_AGE.set(float(str(backlog["oldest_pending_age_s"] or 0)))

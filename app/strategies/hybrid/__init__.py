@@ -30,6 +30,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from app.chunks import chunked
 from app.db import Session
 from app.strategies.collaborators import Collaborators
 from app.strategies.contract import Page, PageQuery
@@ -229,8 +230,7 @@ class Hybrid:
         # At most PAIRS_PER_WRITE owners per insert: each group's trim check is an `$in` of them.
         per_insert = max(1, min(PAIRS_PER_WRITE, FANOUT_BATCH // len(statuses)))
         inserted = 0
-        for start in range(0, len(owners), per_insert):
-            group = owners[start : start + per_insert]
+        for group in chunked(owners, per_insert):
             inserted += await self.entries.insert_new(
                 [entry(o, s) for o in group for s in statuses]
             )

@@ -13,6 +13,7 @@ from bson import ObjectId
 from pymongo import UpdateOne
 
 from app.checkpoint import fenced
+from app.chunks import chunked
 from app.models import utcnow
 from app.store import Collection
 
@@ -69,14 +70,14 @@ class LargeAudience:
         """Pair `author_id` with exactly `owners` (merged, not materialized): upserts for
         them, then removal of pairs with anyone else (ex-friends). Idempotent."""
         changed = 0
-        for start in range(0, len(owners), PAIRS_PER_WRITE):
+        for chunk in chunked(owners, PAIRS_PER_WRITE):
             ops = [
                 UpdateOne(
                     {"owner_id": o, "author_id": author_id},
                     {"$set": {"materialized": False}},
                     upsert=True,
                 )
-                for o in owners[start : start + PAIRS_PER_WRITE]
+                for o in chunk
             ]
             async with fenced():
                 result = await self.pairs.bulk_write(ops, ordered=False)
@@ -84,8 +85,7 @@ class LargeAudience:
         keep = set(owners)
         cursor = self.pairs.find({"author_id": author_id}, {"owner_id": 1})
         stale = [d["owner_id"] async for d in cursor if d["owner_id"] not in keep]
-        for start in range(0, len(stale), PAIRS_PER_WRITE):
-            chunk = stale[start : start + PAIRS_PER_WRITE]
+        for chunk in chunked(stale, PAIRS_PER_WRITE):
             async with fenced():
                 gone = await self.pairs.delete_many(
                     {"author_id": author_id, "owner_id": {"$in": chunk}}
