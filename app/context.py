@@ -9,16 +9,16 @@ from typing import Any, TypeVar
 
 from bson import ObjectId
 
-from app.activity import Activity
-from app.db import Database, Session
-from app.graph import Graph
-from app.outbox import commit_with_events
-from app.queue import Queue
-from app.queued import QueueReader
-from app.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
-from app.ratelimit import Limiter, parse_rules
+from app.domain.activity import Activity
+from app.domain.graph import Graph
+from app.limits.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
+from app.limits.ratelimit import Limiter, parse_rules
+from app.pipeline.outbox import commit_with_events
+from app.pipeline.queue import Queue
+from app.pipeline.queued import QueueReader
 from app.settings import Settings
-from app.store import Store
+from app.storage.db import Database, Session
+from app.storage.store import Store
 from app.strategies import Collaborators, TimelineStrategy, build_strategy
 
 T = TypeVar("T")
@@ -28,18 +28,19 @@ T = TypeVar("T")
 class AppContext:
     settings: Settings
     database: Database
-    # The collections of `database` and the graph reader over them (app.store, app.graph).
+    # The collections of `database` and the graph reader over them (app.storage.store,
+    # app.domain.graph).
     store: Store
     graph: Graph
-    # The event queue over `store` (app.queue).
+    # The event queue over `store` (app.pipeline.queue).
     queue: Queue
     strategy: TimelineStrategy
-    # The TIMELINE_ACTIVE_DAYS window and its clock, shared with `strategy` (app.activity).
+    # The TIMELINE_ACTIVE_DAYS window and its clock, shared with `strategy` (app.domain.activity).
     activity: Activity
     # Pages of users whose materialized timeline is being rebuilt come from the truth: the
     # fanout_on_read strategy's page code over statuses of self + current friends.
     truth: TimelineStrategy
-    # The rate limits in force and their shared counters (app.ratelimit).
+    # The rate limits in force and their shared counters (app.limits.ratelimit).
     limiter: Limiter
     # Set when this process records an event, so an in-process worker wakes at once.
     events_recorded: asyncio.Event = field(default_factory=asyncio.Event)
@@ -59,7 +60,7 @@ class AppContext:
         self, events: list[dict[str, Any]], change: Callable[[Session], Awaitable[T]]
     ) -> T:
         """The unit of work: apply `change` and record `events` so that neither can be lost
-        without the other (app.outbox), then wake an in-process worker."""
+        without the other (app.pipeline.outbox), then wake an in-process worker."""
         result = await commit_with_events(self.database, self.queue, events, change)
         if events:
             self.events_recorded.set()
@@ -104,7 +105,7 @@ async def build_context(settings: Settings, database: Database) -> AppContext:
 
 
 async def reading_strategy(ctx: AppContext, user_id: ObjectId) -> TimelineStrategy:
-    """Record a read by `user_id` (app.activity) and return the strategy that serves it: the
+    """Record a read by `user_id` (app.domain.activity) and return the strategy that serves it: the
     configured one, or the truth while a return's rebuild is unfinished. Cursors are status
     ids in both, so a cursor from a truth-served page stays valid after the switch back."""
     if await ctx.activity.touch(ctx.commit, user_id):

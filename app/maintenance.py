@@ -10,8 +10,8 @@ from typing import Any
 from bson import ObjectId
 
 from app.context import AppContext
-from app.models import utcnow
-from app.store import Store
+from app.storage.models import utcnow
+from app.storage.store import Store
 from app.strategies import specs
 from app.strategies.truth import truth_timeline
 
@@ -66,7 +66,7 @@ async def check(ctx: AppContext, sample: int | None = None) -> CheckReport:
     for uid, handle in users:
         truth = await truth_ids(ctx, uid)
         # What reads serve: an away or returning user's materialized timeline is stale by
-        # design (no fan-out for them) and serves no read until it is rebuilt (app.activity).
+        # design (no fan-out for them) and serves no read until it is rebuilt (app.domain.activity).
         served = ctx.strategy if await ctx.activity.serves_materialized(uid) else ctx.truth
         seen = await served.timeline_ids(uid)
         truth_set, seen_set = set(truth), set(seen)

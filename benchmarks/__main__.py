@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from app import pymongo_compat
+from app.storage import pymongo_compat
 
 COMMANDS = {
     "run": ("benchmarks.run", "what each strategy costs, side by side (reads, writes, storage)"),
@@ -39,7 +39,8 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # An entry point: PyMongo's Python 3.11 fix first (app.pymongo_compat), as `timeline` does.
+    # An entry point: PyMongo's Python 3.11 fix first (app.storage.pymongo_compat), as `timeline`
+    # does.
     pymongo_compat.apply()
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from app.embedded import EmbeddedServer
+from app.storage.embedded import EmbeddedServer
 
 Measure = Callable[[str, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]
 

@@ -25,13 +25,13 @@ from typing import Any
 from bson import ObjectId
 
 from app.context import AppContext, build_context
-from app.db import connect
-from app.embedded import EmbeddedServer
-from app.models import TimelineEntry, utcnow
+from app.domain.statuses import post
+from app.domain.users import Account, hash_token, new_user_doc
 from app.settings import load_settings
-from app.statuses import post
+from app.storage.db import connect
+from app.storage.embedded import EmbeddedServer
+from app.storage.models import TimelineEntry, utcnow
 from app.strategies.materialized import FANOUT_BATCH
-from app.users import Account, hash_token, new_user_doc
 from fanout.worker import Worker
 
 DEFAULT_FRIENDS = 5000

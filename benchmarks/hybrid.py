@@ -27,11 +27,11 @@ from typing import Any
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from app import statuses
+from app.domain import statuses
+from app.domain.users import by_id
 from app.maintenance import truth_ids
-from app.models import utcnow
+from app.storage.models import utcnow
 from app.strategies.hybrid import low_mark
-from app.users import by_id
 from benchmarks.backend import run_and_write
 from benchmarks.config import PAGE_LIMIT
 from benchmarks.loader import StrategyDb, derive, load_truth, open_strategy, workload_timeline

@@ -30,12 +30,12 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from app.context import AppContext, reading_strategy
-from app.embedded import EmbeddedServer
-from app.models import utcnow
-from app.statuses import post
+from app.domain.statuses import post
+from app.domain.users import Account, hash_token, new_user_doc
+from app.storage.embedded import EmbeddedServer
+from app.storage.models import utcnow
 from app.strategies import STRATEGY_NAMES
 from app.strategies.truth import truth_timeline
-from app.users import Account, hash_token, new_user_doc
 from benchmarks.loader import open_strategy
 from benchmarks.monitor import CommandCounter
 from fanout.worker import Worker

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from bson import ObjectId
 
-from app import friends, statuses
-from app.users import Account, by_id
+from app.domain import friends, statuses
+from app.domain.users import Account, by_id
 from benchmarks.config import PAGE_LIMIT, SWEEP_BUDGET_S, RunConfig
 from benchmarks.explain import Explained, explain_page
 from benchmarks.loader import StrategyDb

@@ -27,10 +27,10 @@ from typing import Any
 from bson import ObjectId
 from redis.asyncio import Redis
 
-from app.db import Session
-from app.embedded import free_port, terminate
-from app.graph import Graph
-from app.store import Store
+from app.domain.graph import Graph
+from app.storage.db import Session
+from app.storage.embedded import free_port, terminate
+from app.storage.store import Store
 from app.strategies.contract import Page, PageQuery
 from app.strategies.truth import hydrate, newest_statuses, truth_timeline
 from benchmarks.config import REDIS_PEER

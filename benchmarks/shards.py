@@ -1,5 +1,6 @@
 """Routing the commands the service sends as a mongos would, under the shard plan
-(app.sharding.PLAN) with N shards: which shards each command touches, and where the documents
+(app.storage.sharding.PLAN) with N shards: which shards each command touches, and where the
+documents
 it writes land. No cluster runs here; this is what `benchmarks run --shards` and the
 targeted-query test (tests/test_sharding_targeting.py) measure with.
 
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 
-from app.sharding import PLAN_BY_COLLECTION
+from app.storage.sharding import PLAN_BY_COLLECTION
 from benchmarks.stats import mean, rounded
 
 if TYPE_CHECKING:

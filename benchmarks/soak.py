@@ -32,8 +32,8 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from app.models import DONE_EVENT_TTL_SECONDS, IDEMPOTENCY_TTL_SECONDS
 from app.settings import Settings
+from app.storage.models import DONE_EVENT_TTL_SECONDS, IDEMPOTENCY_TTL_SECONDS
 from benchmarks.probe import Probe
 from benchmarks.soak_cluster import Cluster
 from benchmarks.soak_faults import Fault, run_faults

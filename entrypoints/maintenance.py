@@ -13,7 +13,8 @@ from entrypoints.progress import progress
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from app import maintenance, recorded_settings
+    from app import maintenance
+    from app.storage import recorded_settings
     from fanout import switch
 
     async def run(ctx: AppContext) -> int:

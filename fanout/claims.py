@@ -18,8 +18,8 @@ from collections import OrderedDict, deque
 
 from bson import ObjectId
 
-from app.models import utcnow
-from app.queue import Queue, QueuedEvent
+from app.pipeline.queue import Queue, QueuedEvent
+from app.storage.models import utcnow
 from fanout.leases import AuthorLeases
 
 # How many authors a worker remembers having served, to order a round least recently served

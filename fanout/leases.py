@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from app.store import Collection
+from app.storage.store import Collection
 
 
 class AuthorLeases:

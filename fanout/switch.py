@@ -27,11 +27,13 @@ from collections.abc import Callable
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
-from app import checkpoint, maintenance, recorded_settings
+from app import maintenance
 from app.context import AppContext
-from app.models import utcnow
+from app.pipeline import checkpoint
 from app.settings import StrategyName
-from app.store import Store
+from app.storage import recorded_settings
+from app.storage.models import utcnow
+from app.storage.store import Store
 from app.strategies import TimelineStrategy
 from fanout.leases import AuthorLeases
 from fanout.worker import CONFIG_REFRESH_S, LEASE_S, RENEWALS_PER_LEASE, LeaseLost, Worker
@@ -73,7 +75,7 @@ async def _acquire_waiting(
     leases: AuthorLeases, author: ObjectId, owner: str, lease_s: float
 ) -> checkpoint.Lease:
     """The author's lease, once the worker applying one of its events lets go; returned as the
-    fence of the writes made under it (app.checkpoint), renewable as the worker's is."""
+    fence of the writes made under it (app.pipeline.checkpoint), renewable as the worker's is."""
     while True:
         sent_at = time.monotonic()
         if await leases.acquire(author, owner, utcnow(), lease_s):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app import pymongo_compat
-from app.embedded import EmbeddedServer
+from app.storage import pymongo_compat
+from app.storage.embedded import EmbeddedServer
 from app.strategies import STRATEGY_NAMES
 from tests.harness import TEST_HYBRID_THRESHOLD, Harness, running, test_settings
 

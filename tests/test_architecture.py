@@ -47,9 +47,10 @@ def test_app_imports_no_outer_package(path: Path) -> None:
 
 
 def test_importing_the_storage_boundary_patches_nothing() -> None:
-    """The PyMongo workaround is applied by the entry points, not as a side effect of `app.db`."""
+    """The PyMongo workaround is applied by the entry points, not as a side effect of
+    `app.storage.db`."""
     code = (
-        "import app.db, pymongo.lock, app.pymongo_compat as c;"
+        "import app.storage.db, pymongo.lock, app.storage.pymongo_compat as c;"
         "print(pymongo.lock._async_cond_wait is c._cond_wait)"
     )
     out = subprocess.run(
@@ -59,7 +60,8 @@ def test_importing_the_storage_boundary_patches_nothing() -> None:
 
 
 # The packages that run outside the declarations and migrations: they get their collections
-# from a Store bound at start-up (app.store), never from Beanie's one-per-process class binding.
+# from a Store bound at start-up (app.storage.store), never from Beanie's one-per-process class
+# binding.
 RUNTIME_PACKAGES = ("app", "fanout", "entrypoints", "benchmarks")
 
 
@@ -219,7 +221,7 @@ def test_no_strategy_reads_a_collection_it_did_not_declare() -> None:
                 reaching.append(f"{where} .{node.attr}")
             if (
                 isinstance(node, ast.ImportFrom)
-                and node.module == "app.store"
+                and node.module == "app.storage.store"
                 and any(alias.name == "Store" for alias in node.names)
             ):
                 reaching.append(f"{where} imports Store")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.models import User
+from app.storage.models import User
 from fanout.worker import Worker
 from tests.harness import Harness
 from tests.worker_workload import (

@@ -39,9 +39,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from app import cursors, markers
+from app import cursors
 from app.context import AppContext
-from app.queued import QueuedEvent
+from app.domain import markers
+from app.pipeline.queued import QueuedEvent
 from app.strategies import STRATEGY_NAMES
 from app.strategies.hybrid import low_mark
 from fanout.worker import Worker
@@ -361,7 +362,8 @@ class Player:
 
 
 class FailingWorker(Worker):
-    """A worker whose event fails, before or after its handler ran (app.queue retries it)."""
+    """A worker whose event fails, before or after its handler ran (app.pipeline.queue retries
+    it)."""
 
     def __init__(self, ctx: AppContext, *, fail_after: bool) -> None:
         super().__init__(ctx)
@@ -381,7 +383,7 @@ def without_retryable_writes(url: str) -> str:
     the most in the suite, so they do without (nothing they check depends on a driver retry),
     which also keeps them from slowing down every test that runs after them."""
     if "retrywrites=" in url.lower():
-        return url  # the embedded server's URL already says so (app/embedded.py)
+        return url  # the embedded server's URL already says so (app/storage/embedded.py)
     if "?" in url:
         return f"{url}&retryWrites=false"
     # The driver wants a "/" between the hosts and the options.
@@ -394,7 +396,7 @@ async def play_everywhere(
 ) -> Crossings:
     """Play the script through every strategy, each on a fresh database. Every other play
     takes the no-transaction path (a standalone mongod: events staged before the change,
-    app.outbox), alternating with `turn`, so that across scripts every strategy is checked
+    app.pipeline.outbox), alternating with `turn`, so that across scripts every strategy is checked
     both ways at the cost of one play per strategy. Returns the crossings hybrid made."""
     url = without_retryable_writes(url)
     crossings = Crossings()

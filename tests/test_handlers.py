@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from app import revocations
-from app.events import apply_event
-from app.models import Event, Revocation, utcnow
+from app.domain import revocations
+from app.pipeline.events import apply_event
+from app.storage.models import Event, Revocation, utcnow
 from tests.derived import dump, holders
 from tests.harness import Harness
 from tests.test_equivalence import Player, Script, new_script
@@ -71,7 +71,7 @@ async def recorded_events(*, pending_only: bool = True) -> list[dict[str, Any]]:
 
 async def mark_done(events: list[dict[str, Any]]) -> None:
     """What the worker does once an event is applied: settle its revocation record
-    (app.revocations), mark it done."""
+    (app.domain.revocations), mark it done."""
     for event in events:
         await revocations.settle(Revocation.get_pymongo_collection(), event)
     await Event.get_pymongo_collection().update_many(

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.models import IDEMPOTENCY_TTL_SECONDS, utcnow
-from app.statuses import IN_FLIGHT_STALE_S
+from app.domain.statuses import IN_FLIGHT_STALE_S
+from app.storage.models import IDEMPOTENCY_TTL_SECONDS, utcnow
 from tests.harness import Harness
 from tests.test_outbox import without_transactions
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from app import activity
-from app.activity import ACTIVITY_RESOLUTION
-from app.events import apply_event
-from app.models import TimelineEntry, User, UserActivity
+from app.domain import activity
+from app.domain.activity import ACTIVITY_RESOLUTION
+from app.pipeline.events import apply_event
+from app.storage.models import TimelineEntry, User, UserActivity
 from app.strategies.receiver_copies import ReceiverCopies
 from tests.derived import SKIPS_AWAY, holders
 from tests.harness import FakeClock, Harness

@@ -12,7 +12,7 @@ import pytest
 from bson import ObjectId
 
 from app import maintenance
-from app.models import Friendship, User, utcnow
+from app.storage.models import Friendship, User, utcnow
 from fanout import switch
 from fanout.leases import AuthorLeases
 from tests.harness import Harness

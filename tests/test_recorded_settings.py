@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from bson import ObjectId
 
-from app import maintenance, recorded_settings
+from app import maintenance
+from app.storage import recorded_settings
 from fanout import switch
 from tests.harness import Harness, running
 from tests.worker_workload import random_workload, reference_timelines, run_cli, worker_env

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-import app.queue
-from app.queue import MAX_ATTEMPTS
+import app.pipeline.queue
+from app.pipeline.queue import MAX_ATTEMPTS
 from app.strategies.materialized import Unsettled
 from fanout.worker import Worker
 from tests.harness import Harness
@@ -138,7 +138,7 @@ async def test_contention_is_retried_and_never_parks_an_event(
         await apply_posted(author_id, status_id)
 
     monkeypatch.setattr(strategy, "apply_posted", losing_races)
-    monkeypatch.setattr(app.queue, "BACKOFF_BASE_S", 0.01)  # failures would retry as fast
+    monkeypatch.setattr(app.pipeline.queue, "BACKOFF_BASE_S", 0.01)  # failures would retry as fast
     worker = Worker(h.ctx)
     events = h.ctx.store.events
     deadline = time.monotonic() + SETTLE_S

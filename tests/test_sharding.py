@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from app import sharding
-from app.sharding import PLAN_BY_COLLECTION, model_indexes, shard_database
+from app.storage import sharding
+from app.storage.sharding import PLAN_BY_COLLECTION, model_indexes, shard_database
 from tests.test_cli import run
 
 DB = "timeline"
@@ -55,7 +55,7 @@ async def _shard(fake: RecordingMongos) -> tuple[int, list[str]]:
 
 def test_every_declared_collection_has_a_plan() -> None:
     missing = [c for c in model_indexes() if c not in PLAN_BY_COLLECTION]
-    assert not missing, f"no row in app.sharding.PLAN (and docs/scaling.md) for {missing}"
+    assert not missing, f"no row in app.storage.sharding.PLAN (and docs/scaling.md) for {missing}"
 
 
 def test_unique_indexes_are_prefixed_by_the_shard_key() -> None:

@@ -1,4 +1,5 @@
-"""Collections are passed in (app.store), not reached through Beanie's class binding: strategies
+"""Collections are passed in (app.storage.store), not reached through Beanie's class binding:
+strategies
 over two stores, and two strategies over one store, run side by side in one process."""
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from app import models
-from app.graph import Graph
-from app.queued import QueueReader
-from app.store import Store
+from app.domain.graph import Graph
+from app.pipeline.queued import QueueReader
+from app.storage import models
+from app.storage.store import Store
 from app.strategies import Collaborators, build_strategy
 from tests import harness
 from tests.harness import Harness, running

@@ -10,7 +10,7 @@ import pytest
 from bson import ObjectId
 
 from app.maintenance import CONFIG_ID
-from app.models import utcnow
+from app.storage.models import utcnow
 from app.strategies.materialized import timelines
 from fanout.worker import Worker
 from tests import harness

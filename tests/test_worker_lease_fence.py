@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
-from app.models import utcnow
-from app.queued import QueuedEvent, from_doc
+from app.pipeline.queued import QueuedEvent, from_doc
+from app.storage.models import utcnow
 from app.strategies import hybrid
 from app.strategies.materialized import timelines
 from app.strategies.receiver_copies import entries

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
-from app import checkpoint
-from app.models import AuthorLease, Event, utcnow
+from app.pipeline import checkpoint
+from app.storage.models import AuthorLease, Event, utcnow
 from app.strategies.materialized import FANOUT_BATCH
 from fanout.worker import LeaseLost, Worker
 from tests.harness import Harness

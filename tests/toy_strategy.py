@@ -14,9 +14,9 @@ from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from app.checkpoint import fenced
-from app.db import Session
-from app.store import Collection
+from app.pipeline.checkpoint import fenced
+from app.storage.db import Session
+from app.storage.store import Collection
 from app.strategies import Collaborators, StrategySpec, register
 from app.strategies.contract import Page, PageQuery, StatusView
 from app.strategies.materialized import Item, MaterializedTimelines

@@ -24,8 +24,8 @@ from app.api.parsing import check_query
 from app.api.routes import ENDPOINTS
 from app.api.throttle import RateLimitMiddleware
 from app.context import AppContext, build_context
-from app.db import connect
 from app.settings import Settings
+from app.storage.db import connect
 from app.web import web_routes
 
 log = logging.getLogger("timeline.api")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from app.context import AppContext
-from app.errors import Unauthorized
-from app.users import Account, authenticate
+from app.domain.errors import Unauthorized
+from app.domain.users import Account, authenticate
 
 # Tokens are ~43 characters; anything much longer is not ours and is not worth hashing.
 MAX_TOKEN_CHARS = 512

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.api.deps import current_user
-from app.oauth import require_native_scope
-from app.users import Account
+from app.domain.oauth import require_native_scope
+from app.domain.users import Account
 
 Payload = Mapping[str, Any]
 # Endpoints that check their own, finer scopes (the Mastodon API, app/api/mastodon/).
@@ -89,7 +89,7 @@ class Endpoint:
         if self.auth:
             me = await current_user(request)
             if not self.path.startswith(SCOPED_PREFIXES):
-                # A Mastodon API token (app.oauth) on a native endpoint: read or write scope.
+                # A Mastodon API token (app.domain.oauth) on a native endpoint: read or write scope.
                 require_native_scope(me, request.method)
             result = await cast(UserHandler, self.handler)(request, me)
         else:

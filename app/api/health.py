@@ -8,8 +8,8 @@ from starlette.requests import Request
 from app.api.deps import context
 from app.api.endpoint import Payload
 from app.context import AppContext
-from app.errors import Unavailable
-from app.users import handles_by_id
+from app.domain.errors import Unavailable
+from app.domain.users import handles_by_id
 
 
 async def health(request: Request) -> Payload:

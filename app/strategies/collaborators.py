@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.store import Collection
+from app.storage.store import Collection
 
 if TYPE_CHECKING:
-    from app.activity import Activity
-    from app.graph import Graph
-    from app.queued import QueueReader
+    from app.domain.activity import Activity
+    from app.domain.graph import Graph
+    from app.pipeline.queued import QueueReader
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
-from app.db import Session
+from app.storage.db import Session
 
 PAGE_PROJECTION_FIELDS = ("author", "text", "created_at")
 
@@ -54,7 +54,7 @@ class Page:
     has_older: bool  # a `before` page after the last item would not be empty
     gap: bool  # an `after` page left out newer items than `limit`
     # Where the next `before` page starts when it is not the last item's id: a checked page
-    # (app.timeline_reads) whose items were all hidden still continues past them.
+    # (app.domain.timeline_reads) whose items were all hidden still continues past them.
     resume_before: ObjectId | None = None
 
     def next_before(self) -> ObjectId | None:
@@ -83,7 +83,7 @@ class TimelineStrategy(Protocol):
     #: TIMELINE_MAX: a timeline is its author's and friends' `max_items` newest statuses
     max_items: int
     #: pages are read from the source of truth (statuses and friendships) at read time, so a
-    #: removal shows at once and needs no check (app.timeline_reads)
+    #: removal shows at once and needs no check (app.domain.timeline_reads)
     reads_truth: bool
 
     # -- set-up --------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ class TimelineStrategy(Protocol):
 
     async def rebuild_reader(self, user_id: ObjectId) -> int:
         """Recompute the derived data that serves `user_id`'s reads from the source of truth
-        (a returning inactive user, app.activity). Idempotent, so a repeated or resumed
+        (a returning inactive user, app.domain.activity). Idempotent, so a repeated or resumed
         rebuild converges. Only strategies that skip inactive receivers have any to do."""
 
     # -- reading -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
-from app.store import Collection
+from app.storage.store import Collection
 from app.strategies.contract import PAGE_PROJECTION_FIELDS, Page, PageQuery, StatusView
 
 IdRange = dict[str, ObjectId]

@@ -13,8 +13,8 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.db import Session
-from app.graph import Graph
+from app.domain.graph import Graph
+from app.storage.db import Session
 from app.strategies.collaborators import Collaborators
 from app.strategies.contract import Page, PageQuery
 from app.strategies.paging import Documents, count_newer, read_page, timeline_ids

@@ -30,8 +30,8 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.chunks import chunked
-from app.db import Session
+from app.storage.chunks import chunked
+from app.storage.db import Session
 from app.strategies.collaborators import Collaborators
 from app.strategies.contract import Page, PageQuery
 from app.strategies.hybrid.merge import MergedItems
@@ -86,7 +86,8 @@ class Hybrid:
         )
 
     async def ensure_indexes(self) -> None:
-        """Its indexes are on the Beanie models (app/models_copies.py, app/models_hybrid.py)."""
+        """Its indexes are on the Beanie models (app/storage/models_copies.py,
+        app/storage/models_hybrid.py)."""
 
     # -- synchronous part ----------------------------------------------------------------------
     async def prepare_status(self, status: dict[str, Any], *, session: Session) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.chunks import chunked
-from app.store import Collection
+from app.storage.chunks import chunked
+from app.storage.store import Collection
 from app.strategies.contract import PAGE_PROJECTION_FIELDS, StatusView
 from app.strategies.paging import Documents, IdRange
 

@@ -12,15 +12,15 @@ from typing import Literal
 from bson import ObjectId
 from pymongo import UpdateOne
 
-from app.checkpoint import fenced
-from app.chunks import chunked
-from app.models import utcnow
-from app.store import Collection
+from app.pipeline.checkpoint import fenced
+from app.storage.chunks import chunked
+from app.storage.models import utcnow
+from app.storage.store import Collection
 
 State = Literal["ascending", "large", "descending"]
 
 # Owners per `$in` or bulk write of pairs: the embedded server's `$in` costs time growing with
-# the square of the list (app.chunks), and a crossing writes
+# the square of the list (app.storage.chunks), and a crossing writes
 # one pair per friend of the author (up to MAX_FRIENDS), so it is cut into lists of this size.
 PAIRS_PER_WRITE = 100
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.db import Session
+from app.storage.db import Session
 from app.strategies.collaborators import Collaborators
 from app.strategies.contract import Page, PageQuery, StatusView
 from app.strategies.inbox_buckets.buckets import Inbox
@@ -49,7 +49,7 @@ class InboxBuckets:
         self.timelines = MaterializedTimelines(Buckets(inbox), collab)
 
     async def ensure_indexes(self) -> None:
-        """Its indexes are on the Beanie model (app.models.InboxBucket)."""
+        """Its indexes are on the Beanie model (app.storage.models.InboxBucket)."""
 
     async def prepare_status(self, status: dict[str, Any], *, session: Session) -> None:
         """Nothing to add to a status."""

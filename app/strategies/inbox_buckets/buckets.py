@@ -52,9 +52,9 @@ from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 from pymongo.results import UpdateResult
 
-from app.checkpoint import fenced
-from app.db import Session
-from app.store import Collection
+from app.pipeline.checkpoint import fenced
+from app.storage.db import Session
+from app.storage.store import Collection
 from app.strategies.inbox_buckets.chain import (
     MAX_ID,
     MIN_ID,
@@ -85,7 +85,7 @@ class Inbox:
         return await self._write(session, lambda s: self.coll.update_one(flt, update, session=s))
 
     async def _write(self, session: Session, write: Callable[[Session], Awaitable[T]]) -> T:
-        """A derived-data write, fenced (app.checkpoint)."""
+        """A derived-data write, fenced (app.pipeline.checkpoint)."""
         async with fenced():
             return await write(session)
 

@@ -12,15 +12,15 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.checkpoint import fenced
-from app.chunks import chunked
 from app.metrics import FANOUT_BATCH_SIZE
+from app.pipeline.checkpoint import fenced
+from app.storage.chunks import chunked
 from app.strategies.inbox_buckets.buckets import Inbox
 from app.strategies.inbox_buckets.chain import MAX_ID, Chain, entry
 from app.strategies.materialized import Item
 
 # Owners per `$in` look-up (which receivers hold a status, which heads are trimmed or owed):
-# bounded `$in` lists (app.chunks).
+# bounded `$in` lists (app.storage.chunks).
 OWNERS_PER_QUERY = 100
 
 

@@ -3,7 +3,8 @@
 `MaterializedTimelines` (timelines.py) writes the fan-out, the refills, the rebuild passes and
 the trim bookkeeping once, against this protocol; a layout only says how items are stored.
 receiver_copies keeps one entry document per (reader, status); inbox_buckets keeps a chain of
-bucket documents per reader. Every write of a layout is fenced (app.checkpoint) and idempotent:
+bucket documents per reader. Every write of a layout is fenced (app.pipeline.checkpoint) and
+idempotent:
 the same call twice leaves what one call leaves.
 
 A layout keeps two duties per reader beside the items, both durable:

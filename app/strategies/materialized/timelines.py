@@ -5,7 +5,7 @@ component over their layout.
 
 The protocol in short (docs/design.md, "Materialized timelines"):
 - a post reaches the author and their current friends in FANOUT_BATCH batches, in receiver id
-  order, saving the last receiver done after each batch but the last (app.checkpoint): a
+  order, saving the last receiver done after each batch but the last (app.pipeline.checkpoint): a
   fan-out resumed after a crash redoes at most one batch, which adds nothing twice;
 - a timeline that was ever cut at TIMELINE_MAX is marked *trimmed* before the cut is looked at,
   and a removal from a trimmed timeline refills it from the truth (a delete records whom it owes
@@ -21,8 +21,8 @@ from typing import Any
 
 from bson import ObjectId
 
-from app import checkpoint
-from app.chunks import chunked
+from app.pipeline import checkpoint
+from app.storage.chunks import chunked
 from app.strategies.collaborators import Collaborators
 from app.strategies.contract import Contention
 from app.strategies.materialized.layout import Item, Layout
@@ -41,7 +41,7 @@ REBUILD_PASSES = 8
 # Event states whose change may still be on its way into timelines (a dead event's too, until
 # it is retried): their statuses are not required in a refilled window yet.
 NOT_DONE_STATES = ["staged", "pending", "dead"]
-# Status ids per existence look-up (app.chunks: bounded `$in` lists).
+# Status ids per existence look-up (app.storage.chunks: bounded `$in` lists).
 IDS_PER_QUERY = 100
 
 FriendsOf = Callable[[ObjectId], Awaitable[list[ObjectId]]]
@@ -70,7 +70,8 @@ class MaterializedTimelines:
 
     # -- posting -------------------------------------------------------------------------------
     async def active(self, receivers: list[ObjectId], author_id: ObjectId) -> list[ObjectId]:
-        """Those of `receivers` who read within TIMELINE_ACTIVE_DAYS (app.activity); the author
+        """Those of `receivers` who read within TIMELINE_ACTIVE_DAYS (app.domain.activity); the
+        author
         always (their own copy is written with the post anyway). A user skipped here gets the
         status from the rebuild that follows their return: it starts after the return is
         marked, so after this look, and the status was in `statuses` before (docs/design.md)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.db import Session
+from app.storage.db import Session
 from app.strategies.collaborators import Collaborators
 from app.strategies.contract import Page, PageQuery
 from app.strategies.materialized import MaterializedTimelines
@@ -37,7 +37,7 @@ class ReceiverCopies:
         self.pages = Documents(entries.entries, "status_id", collab.max_items)
 
     async def ensure_indexes(self) -> None:
-        """Its indexes are on the Beanie models (app/models_copies.py)."""
+        """Its indexes are on the Beanie models (app/storage/models_copies.py)."""
 
     # -- synchronous part ----------------------------------------------------------------------
     async def prepare_status(self, status: dict[str, Any], *, session: Session) -> None:

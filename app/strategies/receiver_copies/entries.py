@@ -19,20 +19,20 @@ from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from app.checkpoint import fenced
-from app.chunks import chunked
-from app.db import Session
 from app.metrics import FANOUT_BATCH_SIZE
-from app.store import Collection
+from app.pipeline.checkpoint import fenced
+from app.storage.chunks import chunked
+from app.storage.db import Session
+from app.storage.store import Collection
 from app.strategies.materialized import FANOUT_BATCH, Item
 
 # Trimming an owner costs one query over TIMELINE_MAX index keys, so it is done on about one
 # insert in TRIM_EVERY (chosen by a hash, deterministic). Reads never show more than
 # TIMELINE_MAX, so the bound on storage is TIMELINE_MAX + ~TRIM_EVERY entries per owner.
 TRIM_EVERY = 16
-# Owners per `$in` look-up or update of their meta documents (app.chunks).
+# Owners per `$in` look-up or update of their meta documents (app.storage.chunks).
 OWNERS_PER_QUERY = FANOUT_BATCH
-# Status ids per `$in` delete of an owner's entries (app.chunks).
+# Status ids per `$in` delete of an owner's entries (app.storage.chunks).
 IDS_PER_DELETE = 100
 DUPLICATE_KEY = 11000
 

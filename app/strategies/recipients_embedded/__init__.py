@@ -9,7 +9,7 @@ the author's window down onto older statuses that missed a bounded backfill; the
 `AudienceWatermark` records how far down audiences are complete, so only those are reconciled.
 
 Every write to statuses here is per document (`_update_each`), never one multi-document
-`update_many`, and goes through `app.checkpoint.fenced_write`. The API's transactions write
+`update_many`, and goes through `app.pipeline.checkpoint.fenced_write`. The API's transactions write
 statuses too, and on the embedded server a non-transactional multi-document write that meets a
 transaction's uncommitted write retries the whole statement inside the server, for ever, while
 its own partial writes make the transactions conflict and retry in turn (a livelock, three API
@@ -27,10 +27,10 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 
-from app.checkpoint import fenced, fenced_write
-from app.chunks import chunked
-from app.db import Session
-from app.store import Collection
+from app.pipeline.checkpoint import fenced, fenced_write
+from app.storage.chunks import chunked
+from app.storage.db import Session
+from app.storage.store import Collection
 from app.strategies.collaborators import Collaborators
 from app.strategies.contract import Page, PageQuery
 from app.strategies.paging import Documents, count_newer, read_page, timeline_ids

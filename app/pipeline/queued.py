@@ -1,6 +1,7 @@
 """The queue's typed event, the rules that decide from an event document alone whether it is
 waiting or claimable, and the queue's read-only views (`QueueReader`, for /health, the
-operator's `timeline events`, a refill's look at unfinished fan-outs). app.queue moves events;
+operator's `timeline events`, a refill's look at unfinished fan-outs). app.pipeline.queue moves
+events;
 this module only reads them."""
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Any, NotRequired, TypedDict, cast
 
 from bson import ObjectId
 
-from app.models import EventKind, EventState, utcnow
-from app.store import Collection
+from app.storage.models import EventKind, EventState, utcnow
+from app.storage.store import Collection
 
 # A staged event younger than this is left to its writer, which promotes it within
 # milliseconds; only then does the worker check it against the source of truth. A hint for
@@ -37,7 +38,8 @@ NOT_DONE: dict[str, Any] = {"state": {"$in": ["pending", "staged"]}}
 
 
 class QueuedEvent(TypedDict):
-    """An event document as the queue hands it out (app.models.Event has the field meanings)."""
+    """An event document as the queue hands it out (app.storage.models.Event has the field
+    meanings)."""
 
     _id: ObjectId
     kind: EventKind
@@ -48,14 +50,14 @@ class QueuedEvent(TypedDict):
     created_at: datetime
     status_id: NotRequired[ObjectId | None]
     other_id: NotRequired[ObjectId | None]
-    # A friendship change's outcome: whether its staged event's change landed (app.outbox).
+    # A friendship change's outcome: whether its staged event's change landed (app.pipeline.outbox).
     friends: NotRequired[bool]
     lease_owner: NotRequired[str | None]
     started_at: NotRequired[datetime | None]
     resume_after: NotRequired[dict[str, ObjectId] | None]
     # How often a staged event was found not landed yet (`Queue.defer`).
     checks: NotRequired[int]
-    # The stamp of the revocation record this event settles (app.revocations).
+    # The stamp of the revocation record this event settles (app.domain.revocations).
     revokes: NotRequired[ObjectId | None]
 
 
@@ -73,7 +75,8 @@ def new_docs(
 
 
 def staged_due(event: Mapping[str, Any], now: datetime) -> bool:
-    """A staged event worth checking against the source of truth (app.outbox): past the grace
+    """A staged event worth checking against the source of truth (app.pipeline.outbox): past the
+    grace
     (a young one is a write in flight) and not waiting for its next look."""
     grace = now - timedelta(seconds=STAGED_GRACE_S)
     until = event.get("lease_until")

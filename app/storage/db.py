@@ -21,9 +21,9 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from app.errors import DomainError, Unavailable
-from app.models import DOCUMENT_MODELS
-from app.store import Store
+from app.domain.errors import DomainError, Unavailable
+from app.storage.models import DOCUMENT_MODELS
+from app.storage.store import Store
 
 T = TypeVar("T")
 
@@ -56,7 +56,7 @@ class Database:
     db: AsyncDatabase[Any]
     supports_transactions: bool
     embedded: bool
-    # The collections of `db`, bound once here and passed on (app.store).
+    # The collections of `db`, bound once here and passed on (app.storage.store).
     store: Store = field(init=False)
 
     def __post_init__(self) -> None:
@@ -65,7 +65,7 @@ class Database:
     async def in_transaction(self, fn: Callable[[Session], Awaitable[T]]) -> T:
         """Run `fn` in a transaction (retried by the driver on transient errors) where the server
         supports one, else run it with no session: callers then order their writes so that a crash
-        between them cannot lose an event (see app.outbox)."""
+        between them cannot lose an event (see app.pipeline.outbox)."""
         if not self.supports_transactions:
             return await fn(None)
         async with self.client.start_session() as session:

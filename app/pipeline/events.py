@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from app import activity
-from app.models import EventKind
-from app.store import Collection
+from app.domain import activity
+from app.storage.models import EventKind
+from app.storage.store import Collection
 from app.strategies import TimelineStrategy
 
 # A handler applies one kind of event with one strategy. Every handler reconciles to current
-# state, so it is safe to run twice or out of order. `event` is an app.queue.QueuedEvent (or a
+# state, so it is safe to run twice or out of order. `event` is an app.pipeline.queue.QueuedEvent
+# (or a
 # stored event document: the handlers read only the fields every event of their kind has).
 # `user_activity` is the activity collection a returning reader's rebuild finishes in.
 Handler = Callable[[TimelineStrategy, Mapping[str, Any], Collection], Awaitable[None]]
@@ -42,7 +43,7 @@ async def _friendship(
 async def _rebuild(
     strategy: TimelineStrategy, event: Mapping[str, Any], user_activity: Collection
 ) -> None:
-    # A returning inactive user (app.activity). The generation is read first: a return marked
+    # A returning inactive user (app.domain.activity). The generation is read first: a return marked
     # after this point may need a rebuild this one does not see, and its own event finishes it.
     author = event["author_id"]
     coll = user_activity

@@ -1,7 +1,7 @@
 """Rate limits: named fixed-window counters per token, per client address or per account, kept in
 MongoDB so that every API process shares them (no other server is needed).
 
-A *rule* is a name, a limit and a period (`RULES` in app.ratelimit_rules, Mastodon's figures,
+A *rule* is a name, a limit and a period (`RULES` in app.limits.ratelimit_rules, Mastodon's figures,
 overridable with `RATE_LIMITS`); which rules a request counts against is decided by its method
 and path (`rules_for`: sign-up and login by path, everything else by token and address), so a
 path group added later (the Mastodon API under /api/v1, /api/v2 and /oauth) is covered by the
@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 import pymongo
 from pymongo import IndexModel, UpdateOne
 
-from app.errors import DomainError
-from app.ratelimit_rules import (
+from app.domain.errors import DomainError
+from app.limits.ratelimit_rules import (
     EXEMPT_PATHS,
     MAX_KEY_CHARS,
     PATH_RULES,
@@ -48,7 +48,7 @@ from app.ratelimit_rules import (
     rules_for,
     token_key,
 )
-from app.store import Collection
+from app.storage.store import Collection
 
 __all__ = [
     "EXEMPT_PATHS",

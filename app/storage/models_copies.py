@@ -1,5 +1,5 @@
 """Per-receiver copies: receiver_copies' entries and marks, and hybrid's materialized side laid
-out the same way in collections of its own; app.models lists them with the rest in
+out the same way in collections of its own; app.storage.models lists them with the rest in
 DOCUMENT_MODELS."""
 
 from __future__ import annotations

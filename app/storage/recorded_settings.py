@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 from app import maintenance
-from app.models import utcnow
 from app.settings import DERIVED_DATA_SETTINGS, Settings, StrategyName
-from app.store import Store
+from app.storage.models import utcnow
+from app.storage.store import Store
 
 
 class SettingsMismatch(Exception):

@@ -12,8 +12,8 @@ event stays `pending` with `lease_owner` and `lease_until` set; every write to a
 is conditional on its `lease_owner` (a worker that lost it writes nothing), and every write to
 it sets `lease_until` (the claim's filter relies on that). Which author a worker may take is
 decided by the author leases (fanout.leases) and the worker; this module only moves events.
-A `Queue` works on the `events` collection of one store (app.store), handed to it at
-construction; the typed event and the pure rules are in app.queued.
+A `Queue` works on the `events` collection of one store (app.storage.store), handed to it at
+construction; the typed event and the pure rules are in app.pipeline.queued.
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ from typing import Any, cast
 
 from bson import ObjectId
 
-from app import revocations
-from app.db import Session
-from app.graph import Graph
-from app.models import utcnow
-from app.queued import (
+from app.domain import revocations
+from app.domain.graph import Graph
+from app.pipeline.queued import (
     NOT_DONE,
     STAGED_GRACE_S,
     QueuedEvent,
@@ -38,7 +36,9 @@ from app.queued import (
     is_claimable,
     is_waiting,
 )
-from app.store import Store
+from app.storage.db import Session
+from app.storage.models import utcnow
+from app.storage.store import Store
 
 __all__ = ["MAX_ATTEMPTS", "MAX_CLAIMS", "STAGED_GRACE_S", "Queue", "QueuedEvent"]
 
@@ -48,8 +48,8 @@ log = logging.getLogger("timeline.queue")
 STAGED_RECHECK_S = 30
 # After this many looks (about STAGED_GRACE_S + STAGED_CHECKS * STAGED_RECHECK_S = 5.5
 # minutes, far longer than any request: every database operation is bounded by
-# app.db.OPERATION_TIMEOUT_MS) the change is presumed never to land and its event is dropped
-# unapplied. If the change lands after all, its writer records it again (app.outbox).
+# app.storage.db.OPERATION_TIMEOUT_MS) the change is presumed never to land and its event is dropped
+# unapplied. If the change lands after all, its writer records it again (app.pipeline.outbox).
 STAGED_CHECKS = 10
 # A poison event is parked after this many failed attempts (with backoff, ~2 minutes in all).
 MAX_ATTEMPTS = 8
@@ -90,7 +90,8 @@ class Queue:
         self.revocations = store.revocations
         self.graph = Graph(store)
 
-    # -- recording (the writer's side; app.outbox decides which) --------------------------------
+    # -- recording (the writer's side; app.pipeline.outbox decides which)
+    # --------------------------------
     async def insert(self, docs: list[dict[str, Any]], *, session: Session = None) -> None:
         """Insert `docs` (within `session`'s transaction if any); sets each doc's `_id`."""
         await self.events.insert_many(docs, session=session)
@@ -112,7 +113,7 @@ class Queue:
 
     async def discard_one_staged(self, event_id: ObjectId) -> bool:
         """Delete a staged event whose change never landed, and the revocation record it
-        carried (app.revocations): nothing was removed, so nothing stays hidden."""
+        carried (app.domain.revocations): nothing was removed, so nothing stays hidden."""
         dropped = await self.events.find_one_and_delete({"_id": event_id, "state": "staged"})
         if dropped is not None:
             await revocations.settle(self.revocations, dropped)

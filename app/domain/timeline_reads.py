@@ -3,7 +3,7 @@ serves, over whichever strategy serves the reader.
 
 A strategy reads its derived data, which may still hold a status deleted or an author unfriended
 a moment ago (the worker removes them later). Each page is checked against the revocation
-records (app.revocations: one more query, ≤ 2 × limit keys) before it is returned; items a
+records (app.domain.revocations: one more query, ≤ 2 × limit keys) before it is returned; items a
 removal took are left out and, when the timeline has more, the page is read again a little
 longer, so it still holds `limit` items and its cursors stay positions in the same timeline.
 Strategies that read the source of truth (`reads_truth`) are served as they are, at no cost.
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from bson import ObjectId
 
-from app import revocations
-from app.revocations import Item
-from app.store import Collection
+from app.domain import revocations
+from app.domain.revocations import Item
+from app.storage.store import Collection
 from app.strategies.contract import Page, StatusView, TimelineStrategy
 
 # A page that lost items to the check is read again, longer by what it lost, at most this many

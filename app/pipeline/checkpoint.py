@@ -41,8 +41,8 @@ import pymongo
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from app.db import OPERATION_TIMEOUT_MS, Session
-from app.store import Collection
+from app.storage.db import OPERATION_TIMEOUT_MS, Session
+from app.storage.store import Collection
 
 T = TypeVar("T")
 

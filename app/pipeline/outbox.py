@@ -15,7 +15,7 @@ has landed:
   still run the write) leaves them staged;
 - the worker looks at a staged event left behind once it is STAGED_GRACE_S old and asks the
   source of truth whether its change landed (`landed`; these steps and their constants are in
-  app.queue): then it applies it; if not, it leaves
+  app.pipeline.queue): then it applies it; if not, it leaves
   it staged and looks again STAGED_RECHECK_S later (`defer`), and after STAGED_CHECKS looks it
   drops the event unapplied (the writer is presumed dead);
 - a writer whose change lands after the worker took or dropped its event (a writer slower than
@@ -33,10 +33,10 @@ from typing import Any, Protocol, TypeVar
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
-from app.db import Database, Session, domain_error_from_pymongo
-from app.models import utcnow
-from app.queue import Queue
-from app.queued import new_docs
+from app.pipeline.queue import Queue
+from app.pipeline.queued import new_docs
+from app.storage.db import Database, Session, domain_error_from_pymongo
+from app.storage.models import utcnow
 
 T = TypeVar("T")
 

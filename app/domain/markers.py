@@ -19,11 +19,11 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from app import timeline_reads
-from app.db import Database
-from app.errors import Conflict, ValidationFailed
-from app.models import utcnow
-from app.store import Store
+from app.domain import timeline_reads
+from app.domain.errors import Conflict, ValidationFailed
+from app.storage.db import Database
+from app.storage.models import utcnow
+from app.storage.store import Store
 from app.strategies import TimelineStrategy
 from app.timefmt import rfc3339
 

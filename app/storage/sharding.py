@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from pymongo import IndexModel
 
-from app.models import DOCUMENT_MODELS
+from app.storage.models import DOCUMENT_MODELS
 
 KeyKind = Literal[1, "hashed"]
 
@@ -187,7 +187,7 @@ async def shard_database(commands: Commands, db: str, out: Callable[[str], None]
     for name, indexes in model_indexes().items():
         plan = PLAN_BY_COLLECTION.get(name)
         if plan is None:
-            out(f"{name}: no shard plan (add it to app.sharding.PLAN); left unsharded")
+            out(f"{name}: no shard plan (add it to app.storage.sharding.PLAN); left unsharded")
             continue
         wanted = list(indexes)
         if plan.key is not None:
@@ -230,7 +230,7 @@ class ClientCommands:
 
 
 async def shard(url: str, db: str, out: Callable[[str], None]) -> int:
-    from app.db import make_client
+    from app.storage.db import make_client
 
     client = make_client(url)
     try:

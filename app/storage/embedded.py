@@ -5,7 +5,8 @@ in its own process (not inside the API's event loop) so that a busy server canno
 and so that tests can stop or kill it like a real database.
 
 The child never outlives its parent: on Linux it gets a parent-death signal, and everywhere a
-watchdog process (app/embedded_guard.py) stops it when the parent's end of a pipe closes without
+watchdog process (app/storage/embedded_guard.py) stops it when the parent's end of a pipe closes
+without
 a word. A pidfile in the data directory names the server and its parent, so that a start-up that
 finds a server left behind (by an older version, or a watchdog that was killed too) stops it.
 """
@@ -32,7 +33,7 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from app import embedded_guard
+from app.storage import embedded_guard
 
 log = logging.getLogger("timeline.embedded")
 
@@ -92,7 +93,8 @@ def _parent_death_signal() -> Callable[[], None] | None:
     SIGKILL, not SIGTERM: once, in a full-suite run, an orphan sent SIGTERM this way was still
     running 30 s later (cause not found), and nobody waits for its clean stop; `timeline serve` and
     `timeline db` sync each commit, so a SIGKILL loses nothing acknowledged (docs/security.md).
-    The watchdog (app/embedded_guard.py) still tries SIGTERM first where this signal is absent.
+    The watchdog (app/storage/embedded_guard.py) still tries SIGTERM first where this signal is
+    absent.
 
     Linux sends it when the *thread* that forked the child exits, so a server started from a
     worker thread (`asyncio.to_thread`) would die with that thread: there only the watchdog

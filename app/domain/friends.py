@@ -7,12 +7,13 @@ from typing import Any, Literal
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from app import graph, outbox, revocations
 from app.context import AppContext
-from app.db import Session
-from app.errors import Conflict, NotFound, ValidationFailed
-from app.models import utcnow
-from app.users import Account, by_handle, handles_by_id, id_of
+from app.domain import graph, revocations
+from app.domain.errors import Conflict, NotFound, ValidationFailed
+from app.domain.users import Account, by_handle, handles_by_id, id_of
+from app.pipeline import outbox
+from app.storage.db import Session
+from app.storage.models import utcnow
 
 # GET /friend-requests lists at most this many each way: a UI shows a handful, and it bounds
 # the response size for an account that is spammed with requests.
@@ -125,7 +126,7 @@ async def _check_pending_limit(ctx: AppContext, my_id: ObjectId, other_id: Objec
     """Refuse a new request from a user with MAX_PENDING_OUTGOING pending (asking again for one
     already pending is no new request). Counted before the insert, not atomically with it:
     requests racing at the limit may pass it by as many as race, each one counted by the
-    `friend_requests` rate limit (app.ratelimit)."""
+    `friend_requests` rate limit (app.limits.ratelimit)."""
     requests = ctx.store.friend_requests
     if await requests.find_one({"from_id": my_id, "to_id": other_id}, {"_id": 1}) is not None:
         return
@@ -208,7 +209,7 @@ async def unfriend(ctx: AppContext, me: Account, handle: str) -> None:
         return  # idempotent: nothing to end
 
     # Each side stops seeing the other's statuses from the commit on, whatever the worker's
-    # state (app.revocations); the event of `author`'s statuses towards `reader` settles it.
+    # state (app.domain.revocations); the event of `author`'s statuses towards `reader` settles it.
     rev = ObjectId()
     keys = {a: revocations.friend_key(b, me.handle), b: revocations.friend_key(a, other.handle)}
 

@@ -1,10 +1,10 @@
 """Keeping the embedded server from outliving its parent (standard library only).
 
-Run as a script, this is the watchdog `app.embedded` starts beside each server: it reads its
+Run as a script, this is the watchdog `app.storage.embedded` starts beside each server: it reads its
 stdin, a pipe whose only writer is the parent, until end of file. A parent that stops the server
 itself writes a byte first; end of file without one means the parent died (SIGKILL, a crash, a
 hung shutdown killed), and the watchdog stops the server. It works on every POSIX system and
-whatever thread started the server, unlike Linux's parent-death signal, which `app.embedded`
+whatever thread started the server, unlike Linux's parent-death signal, which `app.storage.embedded`
 sets as well.
 
     python embedded_guard.py SERVER_PID STORAGE_PATH GRACE_SECONDS

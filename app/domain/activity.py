@@ -5,7 +5,7 @@ A read records the reader's activity at most once per ACTIVITY_RESOLUTION (a con
 update), so reads cost no write. A reader whose last read is older than the window gets no
 fan-out work (receiver_copies writes no copies for them). The read that brings them back marks
 them active and not `materialized` in one conditional update, recorded with a `timeline_rebuild`
-event in the outbox (app.outbox: both or neither); until the worker has applied that event,
+event in the outbox (app.pipeline.outbox: both or neither); until the worker has applied that event,
 their pages are served from the source of truth by the fanout_on_read strategy's page code.
 """
 
@@ -19,11 +19,11 @@ from datetime import datetime, timedelta
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from app.checkpoint import fenced
-from app.db import Session
-from app.models import utcnow
-from app.outbox import Commit, NothingWritten
-from app.store import Collection
+from app.pipeline.checkpoint import fenced
+from app.pipeline.outbox import Commit, NothingWritten
+from app.storage.db import Session
+from app.storage.models import utcnow
+from app.storage.store import Collection
 
 # A read updates `last_read_at` only if the stored one is older than this: at most one write
 # per user per hour, however often they read. The window is whole days (TIMELINE_ACTIVE_DAYS
@@ -121,7 +121,8 @@ class Activity:
         self, commit: Commit, user_id: ObjectId, last_read_at: datetime, now: datetime
     ) -> bool:
         """Mark a returning user active and not materialized, with the rebuild event in the same
-        write path (app.outbox). The update is conditional on the `last_read_at` just read, so
+        write path (app.pipeline.outbox). The update is conditional on the `last_read_at` just
+        read, so
         of racing returns exactly one records an event. Always False: this read is served from
         the truth (the rebuild has not even started)."""
         coll = self.coll

@@ -3,13 +3,13 @@
 Derived data (copies, buckets, audiences, hybrid's large-friend pairs) is brought up to date by
 the worker, so once `DELETE /statuses/{id}` or `DELETE /friends/{handle}` has returned it may
 still hold what was removed, for as long as the worker is behind, stopped, or has parked the
-event as dead. So the removal also writes, in its own transaction (app.outbox), a small
+event as dead. So the removal also writes, in its own transaction (app.pipeline.outbox), a small
 revocation record:
 
     s:<status id>                  the status was deleted
     f:<reader id>:<author handle>  the reader no longer sees the author's statuses
 
-Reads of derived data (app.timeline_reads) check their items against these records in one
+Reads of derived data (app.domain.timeline_reads) check their items against these records in one
 query on `_id` (at most one key per item and one per author of the page: ≤ 2 × limit keys).
 The event that carries a record's stamp (`revokes`) deletes the record once every maintained
 strategy has applied it (`settle`), so the collection holds only removals still in flight and
@@ -27,10 +27,10 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.chunks import chunked
-from app.db import Session
-from app.models import utcnow
-from app.store import Collection
+from app.storage.chunks import chunked
+from app.storage.db import Session
+from app.storage.models import utcnow
+from app.storage.store import Collection
 
 STATUS_PREFIX = "s:"
 FRIEND_PREFIX = "f:"

@@ -1,5 +1,5 @@
 """The Mastodon client API's credentials (app/api/mastodon/): registered client applications,
-the access tokens minted for them, and failed-login counters. app.models lists them with the
+the access tokens minted for them, and failed-login counters. app.storage.models lists them with the
 rest in DOCUMENT_MODELS."""
 
 from __future__ import annotations

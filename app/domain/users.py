@@ -3,8 +3,8 @@
 A user is read into an `Account`, a plain value built from its document, over the store's
 `users` collection. Not the Beanie `User` document: Beanie can build one only while its class is
 bound to a database (`CollectionWasNotInitialized` otherwise), and that binding is one per
-process, so a second database in the same process would be reached through it (app.store).
-`app.models.User` still declares the collection, its fields and its indexes.
+process, so a second database in the same process would be reached through it (app.storage.store).
+`app.storage.models.User` still declares the collection, its fields and its indexes.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from app.errors import Conflict, NotFound, Unauthorized
-from app.models import utcnow
-from app.store import Store
+from app.domain.errors import Conflict, NotFound, Unauthorized
+from app.storage.models import utcnow
+from app.storage.store import Store
 
 # 32 random bytes: guessing is hopeless, so a fast hash (sha256) is enough to store; a slow
 # password hash would only add latency to every request.
@@ -34,7 +34,7 @@ MAX_ECHOED_HANDLE = 30
 
 @dataclass(frozen=True)
 class Account:
-    """A user as stored (app.models.User has the field meanings)."""
+    """A user as stored (app.storage.models.User has the field meanings)."""
 
     id: ObjectId
     handle: str
@@ -43,7 +43,7 @@ class Account:
     created_at: datetime
     friend_count: int = 0
     # What the caller's token allows: None for the account's own token (everything), else the
-    # scopes of the Mastodon API access token it authenticated with (app.oauth).
+    # scopes of the Mastodon API access token it authenticated with (app.domain.oauth).
     scopes: frozenset[str] | None = None
 
     @classmethod
@@ -74,7 +74,8 @@ def new_user_doc(
     email: str | None = None,
     password_hash: str | None = None,
 ) -> dict[str, Any]:
-    """A `users` document with every field app.models.User declares (e-mail and password hash
+    """A `users` document with every field app.storage.models.User declares (e-mail and password
+    hash
     only when given: the e-mail index holds only accounts that have one)."""
     doc: dict[str, Any] = {
         "_id": ObjectId(),
@@ -125,7 +126,7 @@ def _duplicate_email(exc: DuplicateKeyError) -> bool:
 
 async def authenticate(store: Store, token: str) -> Account:
     """The user of `token`: the account's own token (every scope), or an access token minted by
-    the Mastodon API (app.oauth) with its scopes. An application's own token has no user and
+    the Mastodon API (app.domain.oauth) with its scopes. An application's own token has no user and
     is refused here like an unknown one."""
     digest = hash_token(token)
     doc = await store.users.find_one({"token_hash": digest})

@@ -1,6 +1,6 @@
 """Client applications, access tokens and password sign-in for the Mastodon client API
 (app/api/mastodon/). Tokens are minted as the service's own are (32 random bytes, only their
-sha256 stored) and `app.users.authenticate` accepts both kinds on every endpoint.
+sha256 stored) and `app.domain.users.authenticate` accepts both kinds on every endpoint.
 
 Errors carry OAuth 2's error codes (RFC 6749 §5.2), which Mastodon's clients read; the HTTP
 statuses are mapped where the API is (app/api/mastodon/errors.py).
@@ -17,11 +17,11 @@ from typing import Any
 
 from bson import ObjectId
 
-from app import passwords
-from app.errors import Conflict, DomainError, Forbidden, Unauthorized
-from app.models import utcnow
-from app.store import Store
-from app.users import TOKEN_BYTES, Account, by_login, create_user, hash_token
+from app.domain import passwords
+from app.domain.errors import Conflict, DomainError, Forbidden, Unauthorized
+from app.domain.users import TOKEN_BYTES, Account, by_login, create_user, hash_token
+from app.storage.models import utcnow
+from app.storage.store import Store
 
 # Mastodon's scopes: the four of old and `profile`, and the granular ones under read/write.
 TOP_SCOPES = ("read", "write", "follow", "push", "profile")

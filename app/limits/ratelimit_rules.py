@@ -1,4 +1,4 @@
-"""The rules of the rate limits (app.ratelimit): their names, limits and periods (Mastodon's
+"""The rules of the rate limits (app.limits.ratelimit): their names, limits and periods (Mastodon's
 defaults, overridable with RATE_LIMITS), which of them a request counts against (by method and
 path: sign-up and login by path, everything else by token and address), and what a request is
 keyed by (its token's digest, its client address)."""

@@ -1,6 +1,7 @@
 """The collections of one database, bound once at start-up and passed to whoever needs them.
 
-Beanie declares the documents, their indexes and migrations (app.models); the hot paths work on
+Beanie declares the documents, their indexes and migrations (app.storage.models); the hot paths
+work on
 PyMongo collections directly, and they get them from a `Store` instead of from Beanie's
 class-level binding, which ties a process to one database. Two stores over two databases (or
 two strategies over one) can therefore live side by side in one process: the benchmark and the
@@ -15,7 +16,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app import models
+from app.storage import models
 
 Collection = AsyncCollection[Any]
 

@@ -2,7 +2,7 @@
 strategies (timeline entries, audience watermarks) and the machinery (events, idempotency keys).
 
 The hot paths read and write through the raw PyMongo collections of these models, bound once
-per database in an app.store.Store (bulk writes and projected reads), never through Beanie's
+per database in an app.storage.store.Store (bulk writes and projected reads), never through Beanie's
 class binding; the documents remain the single place where collection names, fields and
 indexes are declared.
 """
@@ -16,14 +16,14 @@ from beanie import Document, PydanticObjectId
 from pydantic import Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from app.models_copies import HybridEntry as HybridEntry
-from app.models_copies import HybridMeta as HybridMeta
-from app.models_copies import TimelineEntry as TimelineEntry
-from app.models_copies import TimelineMeta as TimelineMeta
-from app.models_hybrid import LargeAuthor as LargeAuthor
-from app.models_hybrid import LargeFriend as LargeFriend
-from app.models_oauth import AccessToken as AccessToken
-from app.models_oauth import OAuthApp as OAuthApp
+from app.storage.models_copies import HybridEntry as HybridEntry
+from app.storage.models_copies import HybridMeta as HybridMeta
+from app.storage.models_copies import TimelineEntry as TimelineEntry
+from app.storage.models_copies import TimelineMeta as TimelineMeta
+from app.storage.models_hybrid import LargeAuthor as LargeAuthor
+from app.storage.models_hybrid import LargeFriend as LargeFriend
+from app.storage.models_oauth import AccessToken as AccessToken
+from app.storage.models_oauth import OAuthApp as OAuthApp
 
 # Idempotency keys are kept this long; a retry after that creates a new status.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -41,13 +41,14 @@ class User(Document):
     # sha256 of the bearer token; the token itself is never stored.
     token_hash: str
     created_at: datetime = Field(default_factory=utcnow)
-    # Friendships counted against MAX_FRIENDS (app.graph.reserve). Without transactions a crash
+    # Friendships counted against MAX_FRIENDS (app.domain.graph.reserve). Without transactions a
+    # crash
     # can leave it above the number of edges, never below; the profile counts the edges.
     friend_count: int = 0
     # Set by the Mastodon API's registration (POST /api/v1/accounts); absent on accounts made by
     # POST /users, which sign in with their token only. The e-mail is stored lower-cased.
     email: str | None = None
-    # app.passwords' `scrypt$N$r$p$salt$key`; never the password.
+    # app.domain.passwords' `scrypt$N$r$p$salt$key`; never the password.
     password_hash: str | None = None
 
     class Settings:
@@ -177,9 +178,9 @@ class Event(Document):
     done_at: datetime | None = None
     # A resumable handler's progress per strategy name (receiver_copies: receivers up to this id
     # are done), so a fan-out cut short by a crash resumes after the last batch it wrote, each
-    # maintained strategy from its own (see app.checkpoint).
+    # maintained strategy from its own (see app.pipeline.checkpoint).
     resume_after: dict[str, PydanticObjectId] | None = None
-    # A delete's or an unfriend's stamp: the revocation record (app.revocations) this event
+    # A delete's or an unfriend's stamp: the revocation record (app.domain.revocations) this event
     # settles once every maintained strategy has applied it.
     revokes: PydanticObjectId | None = None
 
@@ -244,7 +245,7 @@ class IdempotencyRecord(Document):
 class Marker(Document):
     """A user's read markers, one document per user (`_id` is the user's id, so the only index
     needed is `_id`'s). `home` is `{"last_read_id", "version", "updated_at"}`, absent until the
-    first POST /markers; it is only changed by conditional atomic updates (app.markers)."""
+    first POST /markers; it is only changed by conditional atomic updates (app.domain.markers)."""
 
     id: PydanticObjectId  # the user's id, not a fresh one
     home: dict[str, Any] | None = None
@@ -254,7 +255,8 @@ class Marker(Document):
 
 
 class UserActivity(Document):
-    """When a user last read their timeline (app.activity), one document per user (`_id` is the
+    """When a user last read their timeline (app.domain.activity), one document per user (`_id` is
+    the
     user's id). `materialized` says whether the strategy's derived timeline serves their reads:
     false from a return after TIMELINE_ACTIVE_DAYS away until the rebuild of generation
     `returns` has finished (reads are served from the source of truth meanwhile). A user with
@@ -275,7 +277,7 @@ class UserActivity(Document):
 
 
 class Revocation(Document):
-    """A removal that derived data may still hold (app.revocations): `_id` is `s:<status id>`
+    """A removal that derived data may still hold (app.domain.revocations): `_id` is `s:<status id>`
     for a deleted status, `f:<reader id>:<author handle>` for an ended friendship's one side.
     `rev` is the stamp of the newest delete or unfriend it stands for. Written in the removal's
     own transaction, deleted by the worker once its event is applied; reads check their items

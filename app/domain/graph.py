@@ -1,13 +1,13 @@
 """The social graph (the source of truth for friendships): reads for everyone, the edge and
-counter writes for app.friends."""
+counter writes for app.domain.friends."""
 
 from __future__ import annotations
 
 from bson import ObjectId
 
-from app.db import Session
-from app.models import utcnow
-from app.store import Store
+from app.storage.db import Session
+from app.storage.models import utcnow
+from app.storage.store import Store
 
 # Friend count bound, as in Facebook's 5,000: it bounds the `$in` list of a fan-out-on-read page
 # and the size of a recipients_embedded audience array (5,001 ids * ~17 B ≈ 85 KB, well under

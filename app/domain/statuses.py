@@ -11,16 +11,17 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from app import outbox, revocations
 from app.context import AppContext
 from app.cursors import parse_id
-from app.db import Session
-from app.errors import Conflict, NotFound, ValidationFailed
-from app.models import utcnow
-from app.store import Collection
+from app.domain import revocations
+from app.domain.errors import Conflict, NotFound, ValidationFailed
+from app.domain.users import Account, id_of, user_not_found
+from app.pipeline import outbox
+from app.storage.db import Session
+from app.storage.models import utcnow
+from app.storage.store import Collection
 from app.strategies.contract import Contention
 from app.timefmt import rfc3339
-from app.users import Account, id_of, user_not_found
 
 log = logging.getLogger("timeline.statuses")
 
@@ -218,7 +219,8 @@ async def _own(ctx: AppContext, me: Account, status_id: str) -> dict[str, Any]:
 async def delete(ctx: AppContext, me: Account, status_id: str) -> None:
     doc = await _own(ctx, me, status_id)
     strategy = ctx.strategy
-    # Hidden from every read from the commit on, whatever the worker's state (app.revocations).
+    # Hidden from every read from the commit on, whatever the worker's state
+    # (app.domain.revocations).
     key, rev = revocations.status_key(doc["_id"]), ObjectId()
 
     async def change(session: Session) -> None:

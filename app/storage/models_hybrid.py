@@ -1,4 +1,5 @@
-"""The hybrid strategy's documents (app/strategies/hybrid.py); app.models lists them with the
+"""The hybrid strategy's documents (app/strategies/hybrid.py); app.storage.models lists them with
+the
 rest in DOCUMENT_MODELS."""
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class Unauthorized(DomainError):
 
 class Forbidden(DomainError):
     """The caller is known but their token does not allow this (a Mastodon API token's scopes,
-    app.oauth)."""
+    app.domain.oauth)."""
 
     code = "forbidden"
 
