@@ -30,7 +30,7 @@ def progress(description: str) -> Iterator[Step]:
 
 
 def _plain(description: str) -> Step:
-    shown = -PLAIN_EVERY
+    shown = 0
 
     def step(done: int, total: int) -> None:
         nonlocal shown
