@@ -39,7 +39,6 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient, monitoring
 
 from app.api import create_app
-from app.context import AppContext
 from app.settings import load_settings
 from app.store import Store
 from app.strategies import build_strategy
@@ -127,7 +126,8 @@ async def _seed(client: httpx.AsyncClient, entries: int) -> dict[str, str]:
         return {"authorization": f"Bearer {r.json()['token']}"}
 
     reader, author = await user("reader"), await user("author")
-    (await client.post("/friend-requests", json={"to": "author"}, headers=reader)).raise_for_status()
+    r = await client.post("/friend-requests", json={"to": "author"}, headers=reader)
+    r.raise_for_status()
     (await client.post("/friend-requests/reader/accept", headers=author)).raise_for_status()
     for i in range(entries):
         r = await client.post("/statuses", json={"text": f"{i}: {TEXT}"}, headers=author)

@@ -26,6 +26,7 @@ from app.api.throttle import RateLimitMiddleware
 from app.context import AppContext, build_context
 from app.db import connect
 from app.settings import Settings
+from app.users import TokenCache
 from app.web import web_routes
 
 log = logging.getLogger("timeline.api")
@@ -33,6 +34,8 @@ log = logging.getLogger("timeline.api")
 
 class State(TypedDict):
     ctx: AppContext
+    # Token look-ups this process remembers for a moment (app.users.TokenCache).
+    tokens: TokenCache
 
 
 class Background(Protocol):
@@ -94,11 +97,12 @@ def create_app(
         service = background(ctx) if background is not None else None
         task = asyncio.create_task(service.run(), name="background") if service else None
         try:
-            yield {"ctx": ctx}
+            yield {"ctx": ctx, "tokens": TokenCache()}
         finally:
             if service is not None and task is not None:
                 service.handle_exit()
                 await task
+            await ctx.limiter.close()
             await database.close()
 
     async def openapi_json(request: Request) -> JSONResponse:
