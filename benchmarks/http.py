@@ -25,11 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,7 +49,7 @@ from benchmarks.services import serve_on_database
 
 # The page every kind reads: the API's default limit.
 PAGE = 20
-DEFAULTS = {"entries": 200, "rounds": 15, "pages": 100}
+DEFAULTS = {"entries": 200, "rounds": 30, "pages": 30}
 # Every rule counted, none ever reached: what a well-behaved client costs in production.
 BENCH_RATE_LIMITS = "*=100000000/1h"
 # `timeline db` names the database `timeline` (MONGODB_DB's default).
@@ -140,12 +142,61 @@ async def _seed(client: httpx.AsyncClient, entries: int) -> dict[str, str]:
     return reader
 
 
-async def _block(page: Callable[[], Awaitable[Any]], n: int) -> float:
-    """Pages per second of `n` sequential pages."""
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
+def _processes() -> dict[str, int]:
+    """The pids of this run's API (`timeline serve`) and database server (SecantusDB), found
+    among this process's descendants by their command lines; `bench` is this process."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, rest = stat.read_text().split(" ", 1)
+            children.setdefault(int(rest.rsplit(")", 1)[1].split()[1]), []).append(int(head))
+        except (OSError, ValueError, IndexError):
+            continue
+    found = {"bench": os.getpid()}
+    todo = list(children.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"entrypoints serve" in cmd:
+            found["api"] = pid
+        elif b"secantus" in cmd.lower():
+            found["database"] = pid
+    return found
+
+
+@dataclass
+class Block:
+    """One block of pages: its rate and the CPU seconds per page of each process."""
+
+    rate: float
+    cpu_ms: dict[str, float]
+
+
+async def _block(page: Callable[[], Awaitable[Any]], n: int, pids: dict[str, int]) -> Block:
+    """`n` sequential pages: pages per second, and each process's CPU per page."""
+    before = {name: _cpu_s(pid) for name, pid in pids.items()}
     start = time.perf_counter()
     for _ in range(n):
         await page()
-    return n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
+    cpu = {name: (_cpu_s(pid) - before[name]) * 1000 / n for name, pid in pids.items()}
+    return Block(rate, cpu)
 
 
 @contextmanager
@@ -206,14 +257,15 @@ async def measure(url: str, mongodb_url: str, args: argparse.Namespace) -> dict[
             "http": raw.get,
             "httpx": via_httpx,
         }
+        pids = _processes()
         try:
             for kind in KINDS:
-                await _block(pages[kind], WARMUP_PAGES)
-            rates: dict[str, list[float]] = {k: [] for k in KINDS}
+                await _block(pages[kind], WARMUP_PAGES, pids)
+            blocks: dict[str, list[Block]] = {k: [] for k in KINDS}
             for r in range(args.rounds):
                 order = KINDS[r % 3 :] + KINDS[: r % 3]
                 for kind in order:
-                    rates[kind].append(await _block(pages[kind], args.pages))
+                    blocks[kind].append(await _block(pages[kind], args.pages, pids))
             documents = len(await driver())
         finally:
             await raw.close()
@@ -221,16 +273,18 @@ async def measure(url: str, mongodb_url: str, args: argparse.Namespace) -> dict[
     counter = CommandCounter()
     with _counted(counter):
         w = await round_trips(mongodb_url, headers, counter)
-    return _result(args, rates, documents, len(first), w)
+    return _result(args, blocks, documents, len(first), w)
 
 
 def _result(
     args: argparse.Namespace,
-    rates: dict[str, list[float]],
+    blocks: dict[str, list[Block]],
     documents: int,
     body_bytes: int,
     w: Window,
 ) -> dict[str, Any]:
+    rates = {kind: [b.rate for b in blocks[kind]] for kind in KINDS}
+
     def spread(values: list[float]) -> dict[str, float]:
         return {
             "median": round(statistics.median(values), 3),
@@ -254,6 +308,15 @@ def _result(
         "pages_per_s": {kind: spread(rates[kind]) for kind in KINDS},
         "ratio_http_over_driver": spread(ratios["http"]),
         "ratio_httpx_over_driver": spread(ratios["httpx"]),
+        # CPU milliseconds per page of each process over all of a kind's blocks (the API's idle
+        # worker and the rate limits' background sync are in `api` in every kind's blocks).
+        "cpu_ms_per_page": {
+            kind: {
+                name: round(statistics.mean(b.cpu_ms[name] for b in blocks[kind]), 3)
+                for name in blocks[kind][0].cpu_ms
+            }
+            for kind in KINDS
+        },
         "request_round_trips": w.round_trips,
         "request_commands": {f"{n} {c}": k for (n, c), k in sorted(w.commands.items())},
         "target_ratio": 0.85,

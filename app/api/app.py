@@ -94,10 +94,11 @@ def create_app(
         database = await connect(url, settings.mongodb_db, embedded=embedded)
         ctx = await build_context(settings, database)
         app.state.ctx = ctx
+        tokens = app.state.tokens = TokenCache()
         service = background(ctx) if background is not None else None
         task = asyncio.create_task(service.run(), name="background") if service else None
         try:
-            yield {"ctx": ctx, "tokens": TokenCache()}
+            yield {"ctx": ctx, "tokens": tokens}
         finally:
             if service is not None and task is not None:
                 service.handle_exit()
