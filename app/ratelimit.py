@@ -317,6 +317,7 @@ class Limiter:
             )
 
     async def _sync_in_background(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(SYNC_INTERVAL_S)
             self._forget_ended()
@@ -325,9 +326,13 @@ class Limiter:
             try:
                 async with self._sync_lock:
                     await self._sync()
+                failing = False
             except PyMongoError:
-                # The requests meet the same outage; the hits are sent once it is over.
-                log.warning("rate limit counters not synced; retrying")
+                # The requests meet the same outage; the hits are sent once it is over. One line
+                # per outage: it must not flood the log.
+                if not failing:
+                    log.warning("rate limit counters not synced; retrying until they are")
+                failing = True
 
     def _forget_ended(self) -> None:
         now = float(self.clock())
