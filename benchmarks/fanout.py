@@ -186,8 +186,8 @@ class Run:
     worker_s: float
 
 
-async def _fan_out(ctx: AppContext, author: Account, friends: list[ObjectId]) -> Run:
-    """One post, then the worker until drained; checked on CHECKED_FRIENDS friends."""
+async def _visible(ctx: AppContext, author: Account) -> tuple[Run, str]:
+    """One post, then the worker until drained; the run and the status id."""
     start = time.perf_counter()
     status, _ = await post(ctx, author, TEXT, None)
     posted = time.perf_counter()
@@ -196,11 +196,21 @@ async def _fan_out(ctx: AppContext, author: Account, friends: list[ObjectId]) ->
     visible = time.perf_counter()
     await worker.release_leases()
     assert applied >= 1, "the worker found no event to apply"
+    return Run(posted - start, visible - start, visible - posted), str(status["id"])
+
+
+async def _check(ctx: AppContext, friends: list[ObjectId], status_id: str) -> None:
+    """The status heads the first page of CHECKED_FRIENDS friends, spread over the list."""
     step = max(1, len(friends) // CHECKED_FRIENDS)
     for friend in friends[::step][:CHECKED_FRIENDS]:
         page = await ctx.strategy.read(friend, limit=1)
-        assert [str(v.id) for v in page.items] == [status["id"]], "not visible to a friend"
-    return Run(posted - start, visible - start, visible - posted)
+        assert [str(v.id) for v in page.items] == [status_id], "not visible to a friend"
+
+
+async def _fan_out(ctx: AppContext, author: Account, friends: list[ObjectId]) -> Run:
+    run, status_id = await _visible(ctx, author)
+    await _check(ctx, friends, status_id)
+    return run
 
 
 async def _profile(
@@ -212,16 +222,18 @@ async def _profile(
     cpu_db, cpu_me = _cpu_s(db_pid), time.process_time()
     TIMED.on = True
     try:
-        run = await _fan_out(ctx, author, friends)
+        run, status_id = await _visible(ctx, author)
     finally:
         TIMED.on = False
     cpu_db, cpu_me = _cpu_s(db_pid) - cpu_db, time.process_time() - cpu_me
+    await _check(ctx, friends, status_id)
     commands = sorted(TIMED.ms.items(), key=lambda kv: -kv[1])
     in_commands = sum(TIMED.ms.values()) / 1000
     profiler = cProfile.Profile()
     profiler.enable()
-    await _fan_out(ctx, author, friends)
+    _, status_id = await _visible(ctx, author)
     profiler.disable()
+    await _check(ctx, friends, status_id)
     split = _split(pstats.Stats(profiler))
     total = sum(split.values()) or 1.0
     return {
