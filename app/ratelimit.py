@@ -13,8 +13,8 @@ a TTL index on `expires_at`, incremented by unordered bulks of upserts (atomic p
 concurrent processes never lose an increment) and read back by `_id $in` queries.
 
 Each process counts locally and syncs with those documents in the background (`Limiter.count`),
-so that an admitted request usually costs no round trip (issue 23: the two it cost were a third
-of a timeline page's time over HTTP). Per counter a process keeps the shared total as last read
+so that an admitted request usually costs no round trip (issue 23: the two it cost were two of
+the six of a timeline page over HTTP). Per counter a process keeps the shared total as last read
 (`known`) and the hits it admitted since that read began (`unseen`, sent at the next sync). A
 request is admitted at once when every counter it hits has been read in this process, is under
 its limit counting `unseen`, and has `unseen` below the rule's *local allowance*
