@@ -226,7 +226,9 @@ def _counted(counter: CommandCounter) -> Iterator[None]:
     yield
 
 
-async def round_trips(mongodb_url: str, headers: dict[str, str], counter: CommandCounter) -> Window:
+async def round_trips(
+    mongodb_url: str, headers: dict[str, str], counter: CommandCounter, rate_limits: str
+) -> Window:
     """The commands of one warm `GET /timeline` (the fewest of WARM_TRIES - 1 after one to warm
     up: a busy machine may delay one past TOKEN_CACHE_S) by the same app, in this process, on
     the same database."""
@@ -235,7 +237,7 @@ async def round_trips(mongodb_url: str, headers: dict[str, str], counter: Comman
         mongodb_url=mongodb_url,
         mongodb_db=DB_NAME,
         timeline_strategy="receiver_copies",
-        rate_limits=BENCH_RATE_LIMITS,
+        rate_limits=rate_limits,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app) as state:
@@ -292,7 +294,7 @@ async def measure(url: str, mongodb_url: str, args: argparse.Namespace) -> dict[
             await mongo.close()
     counter = CommandCounter()
     with _counted(counter):
-        w = await round_trips(mongodb_url, headers, counter)
+        w = await round_trips(mongodb_url, headers, counter, args.rate_limits)
     return _result(args, blocks, documents, len(first), w)
 
 
