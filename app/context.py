@@ -81,6 +81,12 @@ def _build(
     return build_strategy(name, collab, settings)
 
 
+def strategy_over(store: Store, settings: Settings, name: str) -> TimelineStrategy:
+    """The strategy `name` over `store` outside a running service (a benchmark reading pages
+    beside it): everyone counts as active."""
+    return _build(settings, store, Graph(store), None, name)
+
+
 async def build_context(settings: Settings, database: Database) -> AppContext:
     store = database.store
     graph = Graph(store)

@@ -22,6 +22,10 @@ COMMANDS = {
         "benchmarks.removals",
         "what the removal rule's check costs a page, with and without removals in flight",
     ),
+    "http": (
+        "benchmarks.http",
+        "GET /timeline over HTTP against the raw driver's page, side by side",
+    ),
     "load": ("benchmarks.load", "HTTP load against a running service, then a loss check"),
     "fair": ("benchmarks.fair", "one author posting flat out: the others' post-to-visible lag"),
     "abuse": ("benchmarks.abuse", "a hostile client's spam, slow clients and id probing, bounded"),

@@ -12,6 +12,7 @@ their pages are served from the source of truth by the fanout_on_read strategy's
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,6 +38,17 @@ ACTIVITY_RESOLUTION = timedelta(hours=1)
 # 100-id lists cost ~20 ms each there and are still few round trips on mongod.
 LOOKUP_BATCH = 100
 
+# A process answers a read from memory (no round trip) for a reader it saw read within
+# ACTIVITY_RESOLUTION and served by the materialized timeline, for at most this long. Sound for
+# any length: only a return unsets `materialized`, and a return needs a `last_read_at` older than
+# the window (whole days), which a reader seen within the hour cannot have (`last_read_at` only
+# grows). The bound is for records changed behind the service's back (the soak ages readers
+# directly in the database 25 s before their return): such a change is seen within it.
+ACTIVITY_CACHE_S = 5.0
+# Readers one process remembers at most; past it, the memory starts afresh (a miss costs the
+# one look-up a read cost without it).
+MAX_CACHED_READERS = 100_000
+
 Clock = Callable[[], datetime]
 
 
@@ -53,6 +65,12 @@ class Activity:
     coll: Collection
     active_days: int
     clock: Clock = field(default=utcnow)
+    # Readers served by the materialized timeline whose last read needs no write yet: when this
+    # process looked (time.monotonic) and the `last_read_at` it found or wrote (`touch`).
+    ticks: Callable[[], float] = field(default=time.monotonic, repr=False)
+    _recent: dict[ObjectId, tuple[float, datetime]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def cutoff(self) -> datetime:
         """Users whose last read is older than this are inactive."""
@@ -92,10 +110,19 @@ class Activity:
         """Record a read by `user_id`; whether their materialized timeline may serve it. A
         return's event is recorded with `commit` (the unit of work, AppContext.commit).
 
-        One indexed `_id` look-up per read; a write only when the stored time is older than
-        ACTIVITY_RESOLUTION, or on a return (see `_return`)."""
+        One indexed `_id` look-up per read, none for a reader this process saw within
+        ACTIVITY_CACHE_S whose last read is younger than ACTIVITY_RESOLUTION; a write only when
+        the stored time is older than ACTIVITY_RESOLUTION, or on a return (see `_return`)."""
         coll = self.coll
         now = self.clock()
+        asked = self.ticks()
+        seen = self._recent.get(user_id)
+        if (
+            seen is not None
+            and asked - seen[0] < ACTIVITY_CACHE_S
+            and seen[1] >= now - ACTIVITY_RESOLUTION
+        ):
+            return True
         doc = await coll.find_one({"_id": user_id})
         if doc is None:
             # The first read ever: nothing was skipped for a user with no document (fan-out
@@ -107,15 +134,29 @@ class Activity:
                     {"$setOnInsert": {"last_read_at": now, "materialized": True, "returns": 0}},
                     upsert=True,
                 )
+            self._remember(user_id, asked, now)
             return True
-        if doc["last_read_at"] < self.cutoff():
-            return await self._return(commit, user_id, doc["last_read_at"], now)
-        if doc["last_read_at"] < now - ACTIVITY_RESOLUTION:
+        last = doc["last_read_at"]
+        if last < self.cutoff():
+            self._recent.pop(user_id, None)
+            return await self._return(commit, user_id, last, now)
+        if last < now - ACTIVITY_RESOLUTION:
             await coll.update_one(
                 {"_id": user_id, "last_read_at": {"$lt": now - ACTIVITY_RESOLUTION}},
                 {"$set": {"last_read_at": now}},
             )
-        return bool(doc.get("materialized", True))
+            last = now
+        served = bool(doc.get("materialized", True))
+        if served:
+            self._remember(user_id, asked, last)
+        else:
+            self._recent.pop(user_id, None)  # a rebuild is under way: look again next time
+        return served
+
+    def _remember(self, user_id: ObjectId, asked: float, last_read_at: datetime) -> None:
+        if len(self._recent) >= MAX_CACHED_READERS:
+            self._recent.clear()
+        self._recent[user_id] = (asked, last_read_at)
 
     async def _return(
         self, commit: Commit, user_id: ObjectId, last_read_at: datetime, now: datetime

@@ -8,7 +8,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
-from app.api.deps import MAX_TOKEN_CHARS, context
+from app.api.deps import MAX_TOKEN_CHARS, context, tokens
 from app.api.endpoint import Payload
 from app.api.mastodon.errors import RegistrationFailed
 from app.api.mastodon.login_limit import guarded_login
@@ -170,6 +170,7 @@ async def revoke(request: Request) -> Payload:
         # RFC 7009 and Doorkeeper: an unauthenticated revocation is refused as not allowed.
         raise Forbidden("You are not authorized to revoke this token") from None
     await oauth.revoke(store, app, data.token)
+    tokens(request).forget(data.token)  # other processes refuse it within TOKEN_CACHE_S
     return {}
 
 
