@@ -22,6 +22,7 @@ from pymongo.errors import DuplicateKeyError
 
 from app.pipeline.checkpoint import fenced
 from app.pipeline.outbox import Commit, NothingWritten
+from app.storage.chunks import chunked
 from app.storage.db import Session
 from app.storage.models import utcnow
 from app.storage.store import Collection
@@ -88,8 +89,7 @@ class Activity:
             wanted = set(users)
             return {d["_id"] async for d in coll.find(away, {"_id": 1}) if d["_id"] in wanted}
         found: set[ObjectId] = set()
-        for start in range(0, len(users), LOOKUP_BATCH):
-            chunk = list(users[start : start + LOOKUP_BATCH])
+        for chunk in chunked(users, LOOKUP_BATCH):
             cursor = coll.find({"_id": {"$in": chunk}, "last_read_at": {"$lt": cutoff}}, {"_id": 1})
             found.update([d["_id"] async for d in cursor])
         return found

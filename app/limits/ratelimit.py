@@ -64,6 +64,7 @@ from app.limits.ratelimit_rules import (
     rules_for,
     token_key,
 )
+from app.storage.chunks import chunked
 from app.storage.store import Collection
 
 __all__ = [
@@ -294,8 +295,7 @@ class Limiter:
                 if ops:
                     await self.coll.bulk_write(ops, ordered=False)
                 ids = [doc_id for doc_id, _, _ in batch]
-                for start in range(0, len(ids), READ_CHUNK):
-                    chunk = ids[start : start + READ_CHUNK]
+                for chunk in chunked(ids, READ_CHUNK):
                     async for d in self.coll.find({"_id": {"$in": chunk}}, {"n": 1}):
                         totals[d["_id"]] = int(d["n"])
         except BaseException:
