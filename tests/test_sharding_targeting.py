@@ -1,7 +1,7 @@
 """Targeted queries: every command a timeline's hot path sends (page read, `before` page,
 refresh, unread count and read marker, post and its fan-out, delete and its removal and
 refills, friend and its backfill, unfriend and its removal) names its collection's shard key
-(app.storage.sharding.PLAN), so that a mongos sends it to one shard or a bounded set of them. A
+(app.storage.sharding.plan), so that a mongos sends it to one shard or a bounded set of them. A
 command
 listener records what the behaviour workload sends, for every strategy; benchmarks.shards
 routes each command as a mongos would. The broadcasts that remain are listed below with the

@@ -11,36 +11,15 @@ indexes, then shards each planned collection; it is idempotent and prints what i
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pymongo import IndexModel
 
 from app.storage.models import DOCUMENT_MODELS
+from app.storage.shard_plan import ShardPlan
 
-KeyKind = Literal[1, "hashed"]
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    """How one collection is spread. `key` is None for a collection left unsharded."""
-
-    collection: str
-    key: tuple[tuple[str, KeyKind], ...] | None
-    why: str
-
-    @property
-    def routing_field(self) -> str | None:
-        """The field mongos routes on: the key's first (for a hashed key, the hashed) field.
-        Queries target one shard when they pin it to one value (or a few shards for a few)."""
-        return self.key[0][0] if self.key else None
-
-    def key_document(self) -> dict[str, KeyKind]:
-        assert self.key is not None
-        return dict(self.key)
-
-
-PLAN: tuple[ShardPlan, ...] = (
+# The core collections; each strategy's own rows come with its registration (`plan`).
+CORE_PLAN: tuple[ShardPlan, ...] = (
     ShardPlan(
         "users",
         None,
@@ -62,29 +41,6 @@ PLAN: tuple[ShardPlan, ...] = (
         (("author_id", "hashed"), ("_id", 1)),
         "an author's statuses together (posts, window floors, backfills hit one shard); _id "
         "as suffix so that a prolific author's range can still be split",
-    ),
-    ShardPlan(
-        "timeline_entries",
-        (("owner_id", "hashed"),),
-        "owner-local timelines: a page, a trim and a rebuild hit one shard",
-    ),
-    ShardPlan("timeline_meta", (("owner_id", "hashed"),), "read beside the owner's entries"),
-    ShardPlan(
-        "inbox_buckets",
-        (("owner_id", "hashed"), ("hi", 1)),
-        "owner-local like timeline_entries: a page's bucket look-ups, an append to the head and "
-        "a rebuild hit one shard; the unique (owner_id, hi) chain index is prefixed by the key, "
-        "and `hi` as suffix lets a heavy reader's range split",
-    ),
-    ShardPlan("audience_watermarks", (("author_id", "hashed"),), "read beside the author's"),
-    ShardPlan("hybrid_entries", (("owner_id", "hashed"),), "as timeline_entries"),
-    ShardPlan("hybrid_meta", (("owner_id", "hashed"),), "as timeline_meta"),
-    ShardPlan("large_authors", (("_id", "hashed"),), "_id is the author: one small document"),
-    ShardPlan(
-        "large_friends",
-        (("owner_id", "hashed"),),
-        "a page reads its owner's pairs on one shard; a crossing's per-author update is a "
-        "broadcast, as rare as the crossing",
     ),
     ShardPlan(
         "events",
@@ -126,7 +82,17 @@ PLAN: tuple[ShardPlan, ...] = (
         "_id is the token's hash: the look-up of every Mastodon API request is targeted",
     ),
 )
-PLAN_BY_COLLECTION: dict[str, ShardPlan] = {p.collection: p for p in PLAN}
+
+
+def plan() -> tuple[ShardPlan, ...]:
+    """The whole plan: the core collections' rows and every registered strategy's."""
+    from app.strategies import specs
+
+    return (*CORE_PLAN, *(row for spec in specs() for row in spec.shards))
+
+
+def plan_by_collection() -> dict[str, ShardPlan]:
+    return {p.collection: p for p in plan()}
 
 
 def model_indexes() -> dict[str, list[IndexModel]]:
@@ -177,32 +143,33 @@ async def _sharded_key(commands: Commands, ns: str) -> dict[str, Any] | None:
 
 
 async def shard_database(commands: Commands, db: str, out: Callable[[str], None]) -> int:
-    """Apply PLAN to database `db` through a mongos. Returns 0, or 1 if a collection is already
+    """Apply the plan to database `db` through a mongos. Returns 0, or 1 if a collection is already
     sharded on another key than planned (left as is: changing it is a `reshardCollection`)."""
     if not await is_mongos(commands):
         raise NotAMongos(NOT_A_MONGOS)
     await commands.command("admin", {"enableSharding": db})
     out(f"enableSharding {db}: ok")
     mismatched = 0
+    planned = plan_by_collection()
     for name, indexes in model_indexes().items():
-        plan = PLAN_BY_COLLECTION.get(name)
-        if plan is None:
-            out(f"{name}: no shard plan (add it to app.storage.sharding.PLAN); left unsharded")
+        row = planned.get(name)
+        if row is None:
+            out(f"{name}: no shard plan (a row in CORE_PLAN or its strategy's); left unsharded")
             continue
         wanted = list(indexes)
-        if plan.key is not None:
+        if row.key is not None:
             # A hashed key needs a hashed index, which no model index provides.
-            wanted.append(IndexModel(list(plan.key)))
+            wanted.append(IndexModel(list(row.key)))
         if wanted:
             await commands.command(
                 db, {"createIndexes": name, "indexes": [i.document for i in wanted]}
             )
         out(f"{name}: {len(wanted)} indexes ready")
-        if plan.key is None:
-            out(f"{name}: stays unsharded ({plan.why})")
+        if row.key is None:
+            out(f"{name}: stays unsharded ({row.why})")
             continue
         ns = f"{db}.{name}"
-        key = plan.key_document()
+        key = row.key_document()
         current = await _sharded_key(commands, ns)
         if current is None:
             await commands.command("admin", {"shardCollection": ns, "key": key})

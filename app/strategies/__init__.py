@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from app.storage.shard_plan import ShardPlan
 from app.strategies import (
     fanout_on_read,
     hybrid,
@@ -36,6 +37,8 @@ class StrategySpec:
     #: (collection, filter): a matching document says the derived data is there; None for a
     #: strategy with no derived data, always ready to serve any database
     built_probe: tuple[str, dict[str, Any]] | None = field(default=None)
+    #: how each of its collections is spread over a sharded cluster (`timeline shard`)
+    shards: tuple[ShardPlan, ...] = ()
 
     @property
     def always_built(self) -> bool:
@@ -83,6 +86,7 @@ register(
         lambda c, s: recipients_embedded.build(c),
         collections=(recipients_embedded.WATERMARKS,),
         built_probe=("statuses", {"audience": {"$exists": True}}),
+        shards=recipients_embedded.SHARDS,
     )
 )
 register(
@@ -91,6 +95,7 @@ register(
         lambda c, s: receiver_copies.build(c),
         collections=(receiver_copies.ENTRIES, receiver_copies.META),
         built_probe=(receiver_copies.ENTRIES, {}),
+        shards=receiver_copies.SHARDS,
     )
 )
 register(
@@ -99,6 +104,7 @@ register(
         lambda c, s: hybrid.build(c, s.hybrid_threshold),
         collections=(hybrid.ENTRIES, hybrid.META, hybrid.LARGE_AUTHORS, hybrid.LARGE_FRIENDS),
         built_probe=(hybrid.ENTRIES, {}),
+        shards=hybrid.SHARDS,
     )
 )
 register(
@@ -107,6 +113,7 @@ register(
         lambda c, s: inbox_buckets.build(c, s.inbox_bucket_size),
         collections=(inbox_buckets.COLLECTION,),
         built_probe=(inbox_buckets.COLLECTION, {}),
+        shards=inbox_buckets.SHARDS,
     )
 )
 

@@ -32,6 +32,7 @@ from bson import ObjectId
 
 from app.storage.chunks import chunked
 from app.storage.db import Session
+from app.storage.shard_plan import ShardPlan
 from app.strategies.collaborators import Collaborators
 from app.strategies.contract import Page, PageQuery
 from app.strategies.hybrid.merge import MergedItems
@@ -47,6 +48,18 @@ ENTRIES = "hybrid_entries"
 META = "hybrid_meta"
 LARGE_AUTHORS = "large_authors"
 LARGE_FRIENDS = "large_friends"
+# How its collections spread over a cluster (app/storage/sharding.py, docs/scaling.md).
+SHARDS = (
+    ShardPlan(ENTRIES, (("owner_id", "hashed"),), "as timeline_entries"),
+    ShardPlan(META, (("owner_id", "hashed"),), "as timeline_meta"),
+    ShardPlan(LARGE_AUTHORS, (("_id", "hashed"),), "_id is the author: one small document"),
+    ShardPlan(
+        LARGE_FRIENDS,
+        (("owner_id", "hashed"),),
+        "a page reads its owner's pairs on one shard; a crossing's per-author update is a "
+        "broadcast, as rare as the crossing",
+    ),
+)
 
 # A large author is fanned out again only once their friend count falls a tenth below the
 # threshold (at least one friend below it): a crossing down copies the author's window to every

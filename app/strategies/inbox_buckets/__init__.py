@@ -22,6 +22,7 @@ from typing import Any
 from bson import ObjectId
 
 from app.storage.db import Session
+from app.storage.shard_plan import ShardPlan
 from app.strategies.collaborators import Collaborators
 from app.strategies.contract import Page, PageQuery, StatusView
 from app.strategies.inbox_buckets.buckets import Inbox
@@ -31,6 +32,16 @@ from app.strategies.materialized import MaterializedTimelines
 from app.strategies.truth import hydrate
 
 COLLECTION = "inbox_buckets"
+# How its collection spreads over a cluster (app/storage/sharding.py, docs/scaling.md).
+SHARDS = (
+    ShardPlan(
+        COLLECTION,
+        (("owner_id", "hashed"), ("hi", 1)),
+        "owner-local like timeline_entries: a page's bucket look-ups, an append to the head and "
+        "a rebuild hit one shard; the unique (owner_id, hi) chain index is prefixed by the key, "
+        "and `hi` as suffix lets a heavy reader's range split",
+    ),
+)
 DEFAULT_BUCKET_SIZE = 50
 # What the unread count reads of each bucket: the entries' ids (and authors, for any check of
 # who may be shown) and the link to the next bucket; never the texts (up to TIMELINE_MAX of them,

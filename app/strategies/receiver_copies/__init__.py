@@ -16,6 +16,7 @@ from typing import Any
 from bson import ObjectId
 
 from app.storage.db import Session
+from app.storage.shard_plan import ShardPlan
 from app.strategies.collaborators import Collaborators
 from app.strategies.contract import Page, PageQuery
 from app.strategies.materialized import MaterializedTimelines
@@ -24,6 +25,15 @@ from app.strategies.receiver_copies.entries import Entries
 
 ENTRIES = "timeline_entries"
 META = "timeline_meta"
+# How its collections spread over a cluster (app/storage/sharding.py, docs/scaling.md).
+SHARDS = (
+    ShardPlan(
+        ENTRIES,
+        (("owner_id", "hashed"),),
+        "owner-local timelines: a page, a trim and a rebuild hit one shard",
+    ),
+    ShardPlan(META, (("owner_id", "hashed"),), "read beside the owner's entries"),
+)
 
 
 class ReceiverCopies:

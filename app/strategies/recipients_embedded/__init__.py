@@ -30,6 +30,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from app.pipeline.checkpoint import fenced, fenced_write
 from app.storage.chunks import chunked
 from app.storage.db import Session
+from app.storage.shard_plan import ShardPlan
 from app.storage.store import Collection
 from app.strategies.collaborators import Collaborators
 from app.strategies.contract import Page, PageQuery
@@ -47,6 +48,8 @@ AUDIENCE_INDEX = IndexModel(
 
 
 WATERMARKS = "audience_watermarks"
+# How its collection spreads over a cluster (app/storage/sharding.py, docs/scaling.md).
+SHARDS = (ShardPlan(WATERMARKS, (("author_id", "hashed"),), "read beside the author's"),)
 
 
 class RecipientsEmbedded:
