@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from app.context import strategy_over
 from app.domain.graph import Graph
-from app.pipeline.queued import QueueReader
 from app.storage import models
 from app.storage.store import Store
-from app.strategies import Collaborators, build_strategy
 from tests import harness
 from tests.harness import Harness, running
 from tests.model import Model
@@ -52,17 +51,8 @@ async def test_strategies_over_two_stores_side_by_side(h: Harness) -> None:
         for coll in TRUTH:
             docs = await getattr(first, coll).find({}).to_list()
             await getattr(second, coll).insert_many(docs)
-        graph = Graph(second)
-        collab = Collaborators(
-            db=second.db,
-            statuses=second.statuses,
-            graph=graph,
-            activity=None,
-            pending=QueueReader(second.events),
-            max_items=h.ctx.settings.timeline_max,
-        )
-        embedded = build_strategy("recipients_embedded", collab, h.ctx.settings)
-        on_read = build_strategy("fanout_on_read", collab, h.ctx.settings)
+        embedded = strategy_over(second, h.ctx.settings, "recipients_embedded")
+        on_read = strategy_over(second, h.ctx.settings, "fanout_on_read")
         await embedded.ensure_indexes()
         for u in users:
             await embedded.rebuild(u)
@@ -76,7 +66,7 @@ async def test_strategies_over_two_stores_side_by_side(h: Harness) -> None:
         # A change to one store's truth is seen only by strategies over that store.
         alice = (await second.users.find_one({"handle": "alice"}))["_id"]
         bob = (await second.users.find_one({"handle": "bob"}))["_id"]
-        await graph.unlink(alice, bob, session=None)
+        await Graph(second).unlink(alice, bob, session=None)
         assert await on_read.timeline_ids(bob) != served[bob]
         assert await h.ctx.truth.timeline_ids(bob) == served[bob]
     finally:
