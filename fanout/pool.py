@@ -9,6 +9,7 @@ import signal
 import socket
 
 from app.context import AppContext
+from fanout.housekeeping import Housekeeping
 from fanout.worker import LEASE_S, Worker
 
 
@@ -20,7 +21,10 @@ class WorkerPool:
     embedded server, plus the API's requests queueing in front of them on a shared event loop.
     Loops that wait at the same time overlap those waits. Measured in a 50-client load run
     (docs/benchmarks.md): one worker process drained its backlog in a third of the load's
-    duration, two in a twentieth."""
+    duration, two in a twentieth.
+
+    Beside the loops, the pool expires applied events and idempotency keys (fanout.housekeeping):
+    wherever events are applied, expiry runs too."""
 
     def __init__(
         self,
@@ -36,13 +40,14 @@ class WorkerPool:
             Worker(ctx, name=base if i == 0 else f"{base}#{i + 1}", lease_s=lease_s)
             for i in range(concurrency)
         ]
+        self.housekeeping = Housekeeping(ctx.store)
 
     @property
     def applied(self) -> int:
         return sum(w.applied for w in self.workers)
 
     async def run(self) -> None:
-        await asyncio.gather(*(w.run() for w in self.workers))
+        await asyncio.gather(*(w.run() for w in self.workers), self.housekeeping.run())
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -52,3 +57,4 @@ class WorkerPool:
     def handle_exit(self) -> None:
         for w in self.workers:
             w.handle_exit()
+        self.housekeeping.handle_exit()
