@@ -1,5 +1,5 @@
-"""Expiry of applied events and idempotency keys: a loop beside the workers (fanout.pool) that
-deletes what is past its keep time by an indexed range, in bounded batches.
+"""Expiry of applied events, idempotency keys and rate-limit counters: a loop beside the workers
+(fanout.pool) that deletes what is past its keep time by an indexed range, in bounded batches.
 
 This replaces TTL indexes, on every server. The embedded server's TTL monitor scans and decodes
 every document of every collection that has a TTL index, expired or not, under its storage lock:
@@ -29,6 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from app.models import DONE_EVENT_TTL_SECONDS, IDEMPOTENCY_TTL_SECONDS, utcnow
+from app.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
 from app.store import Store
 
 log = logging.getLogger("timeline.housekeeping")
@@ -58,6 +59,7 @@ NARROWEST_WINDOW = timedelta(milliseconds=10)
 class Pruned:
     done_events: int
     idempotency_keys: int
+    rate_limit_counters: int = 0
 
 
 async def prune_range(
@@ -120,7 +122,8 @@ async def prune(
     pause_s: float = BATCH_PAUSE_S,
 ) -> Pruned:
     """One pass: applied events DONE_EVENT_TTL_SECONDS after `done_at`, idempotency keys (done
-    or still in flight) IDEMPOTENCY_TTL_SECONDS after `created_at`."""
+    or still in flight) IDEMPOTENCY_TTL_SECONDS after `created_at`, rate-limit counters after
+    their `expires_at` (app.ratelimit: a window's counter is never read after its window)."""
     at = now or utcnow()
     events = await prune_range(
         store.events,
@@ -137,7 +140,10 @@ async def prune(
         batch=batch,
         pause_s=pause_s,
     )
-    return Pruned(done_events=events, idempotency_keys=keys)
+    counters = await prune_range(
+        store.db[RATE_LIMITS_COLLECTION], "expires_at", at, batch=batch, pause_s=pause_s
+    )
+    return Pruned(done_events=events, idempotency_keys=keys, rate_limit_counters=counters)
 
 
 class Housekeeping:
@@ -163,11 +169,12 @@ class Housekeeping:
     async def run_once(self) -> Pruned:
         pruned = await prune(self.store, now=self.clock())
         self.passes += 1
-        if pruned.done_events or pruned.idempotency_keys:
+        if pruned.done_events or pruned.idempotency_keys or pruned.rate_limit_counters:
             log.info(
-                "expired %d applied events and %d idempotency keys",
+                "expired %d applied events, %d idempotency keys, %d rate-limit counters",
                 pruned.done_events,
                 pruned.idempotency_keys,
+                pruned.rate_limit_counters,
             )
         return pruned
 

@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
+from app.context import build_context
 from app.models import DONE_EVENT_TTL_SECONDS, IDEMPOTENCY_TTL_SECONDS, utcnow
+from app.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
+from app.ratelimit import LEGACY_TTL_INDEX
 from entrypoints.migrate import MIGRATIONS_DIR
 from fanout.housekeeping import Housekeeping, Pruned, prune
 from fanout.pool import WorkerPool
@@ -61,6 +64,14 @@ async def test_a_pass_deletes_exactly_what_is_past_its_keep_time(h: Harness) -> 
         [key(now - KEY_KEEP - timedelta(minutes=1 + i)) for i in range(30)]
     )
     await store.idempotency_keys.insert_many([key(now - KEY_KEEP + timedelta(minutes=1))])
+    counters = store.db[RATE_LIMITS_COLLECTION]
+    await counters.insert_many(
+        [
+            {"_id": f"r|k|{i}", "n": 1, "expires_at": now - timedelta(seconds=i + 1)}
+            for i in range(7)
+        ]
+        + [{"_id": "r|k|now", "n": 1, "expires_at": now + timedelta(seconds=30)}]
+    )
 
     deletes: list[int] = []
     delete_many = store.events.delete_many
@@ -72,16 +83,17 @@ async def test_a_pass_deletes_exactly_what_is_past_its_keep_time(h: Harness) -> 
 
     store.events.delete_many = recorded  # type: ignore[method-assign]
     try:
-        assert await prune(store, now=now, batch=100, pause_s=0) == Pruned(1200, 30)
+        assert await prune(store, now=now, batch=100, pause_s=0) == Pruned(1200, 30, 7)
     finally:
         del store.events.delete_many
     assert len(deletes) >= 12 and max(deletes) <= 100, deletes
     assert await store.events.count_documents({}) == len(kept_events)
     assert await store.idempotency_keys.count_documents({}) == 1
-    assert await prune(store, now=now, batch=100, pause_s=0) == Pruned(0, 0)
+    assert [c["_id"] async for c in counters.find({})] == ["r|k|now"]
+    assert await prune(store, now=now, batch=100, pause_s=0) == Pruned(0, 0, 0)
     # Past their own keep time, the kept ones go too; the events not done never do.
     later = now + KEY_KEEP
-    assert await prune(store, now=later, batch=100, pause_s=0) == Pruned(1, 1)
+    assert await prune(store, now=later, batch=100, pause_s=0) == Pruned(1, 1, 1)
     assert await store.events.count_documents({"state": "done"}) == 0
     assert await store.events.count_documents({}) == 3
 
@@ -89,9 +101,11 @@ async def test_a_pass_deletes_exactly_what_is_past_its_keep_time(h: Harness) -> 
 async def test_no_ttl_index_is_left_for_the_servers_monitor(h: Harness) -> None:
     """The embedded server's TTL monitor scans every document of each collection with a TTL
     index; expiry's range indexes are plain ones."""
+    assert h.ctx.limiter.enabled
     for coll, ranged in [
         (h.ctx.store.events, [("done_at", 1), ("_id", 1)]),
         (h.ctx.store.idempotency_keys, [("created_at", 1), ("_id", 1)]),
+        (h.ctx.store.db[RATE_LIMITS_COLLECTION], [("expires_at", 1), ("_id", 1)]),
     ]:
         indexes = (await coll.index_information()).values()
         assert [i for i in indexes if "expireAfterSeconds" in i] == []
@@ -174,3 +188,11 @@ async def test_the_migration_replaces_the_ttl_indexes_and_back(h: Harness) -> No
     assert await index_shapes(h) == ranged
     await migration.forward(h.ctx.store.db)  # nothing left to do
     assert await index_shapes(h) == ranged
+
+
+async def test_the_limiter_drops_its_legacy_ttl_index_at_start_up(h: Harness) -> None:
+    counters = h.ctx.store.db[RATE_LIMITS_COLLECTION]
+    await counters.create_index("expires_at", expireAfterSeconds=0)  # an earlier version's
+    assert LEGACY_TTL_INDEX in await counters.index_information()
+    await build_context(h.ctx.settings, h.ctx.database)  # what every process does at start
+    assert LEGACY_TTL_INDEX not in await counters.index_information()
