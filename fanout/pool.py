@@ -4,13 +4,19 @@ worker that `timeline serve` runs beside the API)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
 
+from pymongo.errors import PyMongoError
+
 from app.context import AppContext
+from fanout.claims import take_back
 from fanout.housekeeping import Housekeeping
 from fanout.worker import LEASE_S, Worker
+
+log = logging.getLogger("timeline.worker")
 
 
 class WorkerPool:
@@ -24,7 +30,9 @@ class WorkerPool:
     duration, two in a twentieth.
 
     Beside the loops, the pool expires applied events and idempotency keys (fanout.housekeeping):
-    wherever events are applied, expiry runs too."""
+    wherever events are applied, expiry runs too. At start, each loop takes back what a dead
+    predecessor of its name held (fanout.claims.take_back): a worker restarted under a stable
+    `--name` does not wait a lease for its own in-hand event."""
 
     def __init__(
         self,
@@ -47,6 +55,14 @@ class WorkerPool:
         return sum(w.applied for w in self.workers)
 
     async def run(self) -> None:
+        for w in self.workers:
+            try:
+                handed = await take_back(w.events, w.leases, w.name)
+            except PyMongoError as exc:  # the leases then expire as usual; the loops back off
+                log.warning("%s: could not take back its predecessor's leases: %r", w.name, exc)
+                continue
+            if handed:
+                log.info("%s: took back %d events its predecessor held", w.name, handed)
         await asyncio.gather(*(w.run() for w in self.workers), self.housekeeping.run())
 
     def install_signal_handlers(self) -> None:
