@@ -8,8 +8,9 @@ path group added later (the Mastodon API under /api/v1, /api/v2 and /oauth) is c
 table alone.
 Code that learns something only after the fact (a *failed* login) counts it with `hit`.
 
-A counter is one document `{_id: "<rule>|<key>|<window>", n, expires_at}` in `rate_limits`, with
-a TTL index on `expires_at`, incremented by unordered bulks of upserts (atomic per document:
+A counter is one document `{_id: "<rule>|<key>|<window>", n, expires_at}` in `rate_limits`,
+removed after `expires_at` by the workers' housekeeping (fanout.housekeeping), incremented by
+unordered bulks of upserts (atomic per document:
 concurrent processes never lose an increment) and read back by `_id $in` queries.
 
 Each process counts locally and syncs with those documents in the background (`Limiter.count`),
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING
 
 import pymongo
 from pymongo import IndexModel, UpdateOne
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from app.domain.errors import DomainError
 from app.limits.ratelimit_rules import (
@@ -95,8 +96,16 @@ log = logging.getLogger("timeline.ratelimit")
 
 COLLECTION = "rate_limits"
 # A counter document outlives its window by this much, so that a clock a little behind ours in
-# another process still finds it (the TTL monitor runs once a minute anyway).
+# another process still finds it (the housekeeping runs once a minute anyway).
 EXPIRY_SLACK_S = 60
+# Expiry's range (fanout.housekeeping). Not a TTL index: the embedded server's TTL monitor
+# decodes every kept document of a collection with one, under its storage lock, once a minute.
+EXPIRY_INDEX = IndexModel([("expires_at", 1), ("_id", 1)])
+# The TTL index of earlier versions, dropped where found (the limiter owns this collection's
+# indexes, so it migrates them itself). MongoDB's code for dropping an index that is not there:
+# another process dropped it first.
+LEGACY_TTL_INDEX = "expires_at_1"
+INDEX_NOT_FOUND = 27
 # The limiter waits this long for the database at most: during an outage the request itself
 # answers 503 after the driver's timeout, and the limiter must not double that wait.
 LIMITER_TIMEOUT_S = 2.0
@@ -200,7 +209,13 @@ class Limiter:
         return self.rules is not None
 
     async def ensure_indexes(self) -> None:
-        await self.coll.create_indexes([IndexModel([("expires_at", 1)], expireAfterSeconds=0)])
+        await self.coll.create_indexes([EXPIRY_INDEX])
+        if LEGACY_TTL_INDEX in await self.coll.index_information():
+            try:
+                await self.coll.drop_index(LEGACY_TTL_INDEX)
+            except OperationFailure as exc:
+                if exc.code != INDEX_NOT_FOUND:
+                    raise
 
     async def count(self, hits: list[tuple[str, str]]) -> list[Quota]:
         """Count one hit of each (rule name, key) and return the counters after it. Raises

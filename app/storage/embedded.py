@@ -45,6 +45,17 @@ STOP_TIMEOUT_S = 20.0
 WATCHDOG_EXIT_TIMEOUT_S = 5.0
 # In the data directory: {"pid": server, "parent": the process that started it, "storage": path}.
 PIDFILE = "timeline-embedded.pid"
+# SecantusDB advertises itself as a one-node replica set (so that transactions work) and keeps
+# an oplog of every write: by default for an hour and up to 100,000 entries, each holding the
+# written document or its changed fields. Nothing here reads it (no change streams, no
+# secondaries, no point-in-time restore), yet it was what grew: a soak hour took the data
+# directory from 13 to 261 MiB and the server's RSS from 66 to 395 MiB for 12 MiB of
+# collections (docs/benchmarks.md, "Soak"). A scratch server under 400 updates a second of a
+# 4 KB document: oplog file 222 MiB and RSS 230 MiB after 2 minutes with the defaults, 12 MiB
+# and 89 MiB with a 5,000-entry cap. The server prunes every 1,000 writes, oldest first, whichever
+# bound is reached; the file keeps its largest size and reuses the space.
+OPLOG_RETENTION_S = 60
+OPLOG_MAX_ENTRIES = 5_000
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
 # The data directory and everything the server writes in it are its owner's alone: they hold
@@ -118,7 +129,9 @@ class EmbeddedServer:
     """Start with `start()` (or as a context manager); `url` is then a MONGODB_URL to share.
 
     `parent_death_signal` and `watchdog` are the two guards against outliving this process;
-    both are on unless a test turns one off to check the other."""
+    both are on unless a test turns one off to check the other. The server's oplog holds at most
+    `oplog_max_entries` entries (plus the 1,000 writes between two of its prunes) and none older
+    than `oplog_retention_s`, so its files and memory grow with the live data only."""
 
     def __init__(
         self,
@@ -129,6 +142,8 @@ class EmbeddedServer:
         log_path: Path | None = None,
         parent_death_signal: bool = True,
         watchdog: bool = True,
+        oplog_retention_s: int = OPLOG_RETENTION_S,
+        oplog_max_entries: int = OPLOG_MAX_ENTRIES,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
@@ -136,6 +151,8 @@ class EmbeddedServer:
         self.log_path = log_path
         self.parent_death_signal = parent_death_signal
         self.watchdog = watchdog
+        self.oplog_retention_s = oplog_retention_s
+        self.oplog_max_entries = oplog_max_entries
         self.process: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
 
@@ -171,6 +188,10 @@ class EmbeddedServer:
             self.storage,
             "--log-level",
             "WARNING",
+            "--oplog-retention-seconds",
+            str(self.oplog_retention_s),
+            "--oplog-max-entries",
+            str(self.oplog_max_entries),
         ]
         if self.sync_on_commit:
             cmd.append("--sync-on-commit")

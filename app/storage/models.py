@@ -27,7 +27,9 @@ from app.storage.models_oauth import OAuthApp as OAuthApp
 
 # Idempotency keys are kept this long; a retry after that creates a new status.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
-# Applied events are kept this long for inspection, then MongoDB's TTL monitor removes them.
+# Applied events are kept this long for inspection. Both are removed by the workers' housekeeping
+# (fanout.housekeeping), not by TTL indexes: the embedded server's TTL monitor scans every kept
+# document under its storage lock (docs/operations.md, "Expiry").
 DONE_EVENT_TTL_SECONDS = 3600
 
 
@@ -189,9 +191,9 @@ class Event(Document):
         indexes = [
             IndexModel([("state", ASCENDING), ("_id", ASCENDING)]),
             IndexModel([("author_id", ASCENDING), ("state", ASCENDING)]),
+            # Expiry's range (fanout.housekeeping): applied events, oldest first.
             IndexModel(
-                [("done_at", ASCENDING)],
-                expireAfterSeconds=DONE_EVENT_TTL_SECONDS,
+                [("done_at", ASCENDING), ("_id", ASCENDING)],
                 partialFilterExpression={"state": "done"},
             ),
         ]
@@ -238,7 +240,8 @@ class IdempotencyRecord(Document):
         name = "idempotency_keys"
         indexes = [
             IndexModel([("user_id", ASCENDING), ("key", ASCENDING)], unique=True),
-            IndexModel([("created_at", ASCENDING)], expireAfterSeconds=IDEMPOTENCY_TTL_SECONDS),
+            # Expiry's range (fanout.housekeeping), oldest first.
+            IndexModel([("created_at", ASCENDING), ("_id", ASCENDING)]),
         ]
 
 
