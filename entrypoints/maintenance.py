@@ -57,6 +57,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from app import maintenance
+
     async def run(ctx: AppContext) -> int:
         report = await maintenance.check(ctx, args.sample)
         for d in report.drifted:
