@@ -99,6 +99,10 @@ class Worker:
         self.failed = 0
         self.claims = Claims(self.events, self.leases, self.name, lease_s)
         self.config_refresh_s = CONFIG_REFRESH_S
+        # Events (and their authors) this worker held when the database went away and could not
+        # hand back then: handed back first thing once it answers again, so that an outage of a
+        # second does not strand them for the rest of their lease (LEASE_S).
+        self.stranded: list[tuple[ObjectId, ObjectId]] = []
         self.maintained = Maintained(ctx)
 
     async def strategies(self) -> list[TimelineStrategy]:
@@ -253,6 +257,7 @@ class Worker:
 
     async def process_one(self) -> bool:
         """Claim and apply one event. False when there was nothing to claim."""
+        await self._hand_back_stranded()
         event = await self.claim()
         if event is None:
             return False
@@ -281,9 +286,11 @@ class Worker:
             # schedule and no parking after MAX_ATTEMPTS (only MAX_CLAIMS bounds it). Hand the
             # event back soon (best effort: if the database is still gone the lease simply
             # expires) and let `run` back off.
-            with contextlib.suppress(PyMongoError):
+            try:
                 await self.events.hand_back(event["_id"], self.name, OUTAGE_BACKOFF_S)
                 await self.leases.release(author, self.name)
+            except PyMongoError:
+                self.stranded.append((event["_id"], author))
             raise
         except Exception as exc:
             await self._failed(event, exc)
@@ -293,6 +300,16 @@ class Worker:
         self.applied += 1
         await self.claims.applied(author)
         return True
+
+    async def _hand_back_stranded(self) -> None:
+        """Hand back what an outage left in hand (`stranded`); an error propagates, so `run`
+        backs off and tries again. Only this worker's lease is matched, and the event was never
+        failed, so no backoff of its own is overwritten."""
+        while self.stranded:
+            event_id, author = self.stranded[0]
+            await self.events.hand_back(event_id, self.name, 0.0)
+            await self.leases.release(author, self.name)
+            self.stranded.pop(0)
 
     async def release_leases(self) -> None:
         await self.claims.release_held()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from bson import ObjectId
+from pymongo.errors import AutoReconnect
 
 from fanout.claims import take_back
 from fanout.pool import WorkerPool
@@ -48,3 +50,30 @@ async def test_a_restarted_worker_takes_back_its_in_hand_event(h: Harness) -> No
     assert done is not None and done["state"] == "done", done
     assert done["attempts"] == 2  # the dead claim still counts
     assert status["id"] in await h.timeline_ids("bob")
+
+
+async def test_an_event_in_hand_during_an_outage_is_handed_back_once_the_database_answers(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database goes away mid-event and the hand-back fails too: the worker remembers the
+    event and hands it back first thing once the database answers, instead of leaving it
+    leased for the rest of LEASE_S."""
+    await h.user("ann")
+    status = await h.post("ann", "in hand during the outage")
+    worker = Worker(h.ctx, name="w2")
+
+    async def outage(*args: object, **kwargs: object) -> None:
+        raise AutoReconnect("connection refused")
+
+    monkeypatch.setattr(worker, "_apply", outage)
+    monkeypatch.setattr(worker.events, "hand_back", outage)
+    with pytest.raises(AutoReconnect):
+        await worker.process_one()
+    assert len(worker.stranded) == 1
+    monkeypatch.undo()  # the database answers again
+
+    applied = await worker.drain()
+    assert applied >= 1 and worker.stranded == []
+    assert status["id"] in await h.timeline_ids("ann")
+    event = await h.ctx.queue.events.find_one({"status_id": ObjectId(status["id"])})
+    assert event is not None and event["state"] == "done"
