@@ -44,6 +44,12 @@ UNAUTHENTICATED_EVERY = 7
 # uvicorn starts in well under a second; a bound so a broken start fails instead of hanging.
 SERVER_START_TIMEOUT_S = 30.0
 
+# Not on xdist's workers (`make test` runs it in its own pytest process after them): SENT is
+# counted in one process's memory and test_enough_requests_were_sent must run after every
+# fuzzing case; and schemathesis' items share one node id under pytest 9.2, which xdist's
+# grouping schedulers (loadfile, loadgroup) collapse into one item, running 1 case of 40.
+pytestmark = pytest.mark.serial
+
 schema = schemathesis.openapi.from_dict(build_openapi())
 
 SENT: Counter[str] = Counter()
