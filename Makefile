@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[embedded,bench]'
+	$(BIN)/pip install --quiet -e '.[embedded,cli,bench]'
 	touch $@
 
 $(DEVSTAMP): pyproject.toml | $(BIN)/python

@@ -9,16 +9,17 @@ from typing import Any, TypeVar
 
 from bson import ObjectId
 
-from app.activity import Activity
-from app.db import Database, Session
-from app.graph import Graph
-from app.outbox import commit_with_events
-from app.queue import Queue
-from app.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
-from app.ratelimit import Limiter, parse_rules
+from app.domain.activity import Activity
+from app.domain.graph import Graph
+from app.limits.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
+from app.limits.ratelimit import Limiter, parse_rules
+from app.pipeline.outbox import commit_with_events
+from app.pipeline.queue import Queue
+from app.pipeline.queued import QueueReader
 from app.settings import Settings
-from app.store import Store
-from app.strategies import TimelineStrategy, build_strategy
+from app.storage.db import Database, Session
+from app.storage.store import Store
+from app.strategies import Collaborators, TimelineStrategy, build_strategy
 
 T = TypeVar("T")
 
@@ -27,48 +28,72 @@ T = TypeVar("T")
 class AppContext:
     settings: Settings
     database: Database
-    # The collections of `database` and the graph reader over them (app.store, app.graph).
+    # The collections of `database` and the graph reader over them (app.storage.store,
+    # app.domain.graph).
     store: Store
     graph: Graph
-    # The event queue over `store` (app.queue).
+    # The event queue over `store` (app.pipeline.queue).
     queue: Queue
     strategy: TimelineStrategy
-    # The TIMELINE_ACTIVE_DAYS window and its clock, shared with `strategy` (app.activity).
+    # The TIMELINE_ACTIVE_DAYS window and its clock, shared with `strategy` (app.domain.activity).
     activity: Activity
     # Pages of users whose materialized timeline is being rebuilt come from the truth: the
     # fanout_on_read strategy's page code over statuses of self + current friends.
     truth: TimelineStrategy
-    # The rate limits in force and their shared counters (app.ratelimit).
+    # The rate limits in force and their shared counters (app.limits.ratelimit).
     limiter: Limiter
     # Set when this process records an event, so an in-process worker wakes at once.
     events_recorded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def build_strategy(
+        self, name: str, *, window: bool = False, settings: Settings | None = None
+    ) -> TimelineStrategy:
+        """The strategy `name` over this context's store: the one place strategies are built
+        (the configured one by `build_context`, others for a switch, the worker's maintained
+        ones, checks and benchmarks). With `window`, it skips inactive receivers
+        (TIMELINE_ACTIVE_DAYS); without, everyone counts as active, which is always safe for a
+        strategy built on the side. `settings` overrides this context's (a benchmark's knob)."""
+        activity = self.activity if window else None
+        return _build(settings or self.settings, self.store, self.graph, activity, name)
 
     async def commit(
         self, events: list[dict[str, Any]], change: Callable[[Session], Awaitable[T]]
     ) -> T:
         """The unit of work: apply `change` and record `events` so that neither can be lost
-        without the other (app.outbox), then wake an in-process worker."""
+        without the other (app.pipeline.outbox), then wake an in-process worker."""
         result = await commit_with_events(self.database, self.queue, events, change)
         if events:
             self.events_recorded.set()
         return result
 
 
+def _build(
+    settings: Settings, store: Store, graph: Graph, activity: Activity | None, name: str
+) -> TimelineStrategy:
+    collab = Collaborators(
+        db=store.db,
+        statuses=store.statuses,
+        graph=graph,
+        activity=activity,
+        pending=QueueReader(store.events),
+        max_items=settings.timeline_max,
+    )
+    return build_strategy(name, collab, settings)
+
+
+def strategy_over(store: Store, settings: Settings, name: str) -> TimelineStrategy:
+    """The strategy `name` over `store` outside a running service (a benchmark reading pages
+    beside it): everyone counts as active."""
+    return _build(settings, store, Graph(store), None, name)
+
+
 async def build_context(settings: Settings, database: Database) -> AppContext:
     store = database.store
     graph = Graph(store)
-    strategy = build_strategy(
-        settings.timeline_strategy,
-        store,
-        settings.timeline_max,
-        graph=graph,
-        bucket_size=settings.inbox_bucket_size,
-        hybrid_threshold=settings.hybrid_threshold,
-    )
-    await strategy.ensure_indexes()
     activity = Activity(store.user_activity, settings.timeline_active_days)
-    strategy.activity = activity
-    truth = build_strategy("fanout_on_read", store, settings.timeline_max, graph=graph)
+    strategy = _build(settings, store, graph, activity, settings.timeline_strategy)
+    await strategy.ensure_indexes()
+    truth = _build(settings, store, graph, None, "fanout_on_read")
     limiter = Limiter(store.db[RATE_LIMITS_COLLECTION], parse_rules(settings.rate_limits))
     if limiter.enabled:
         await limiter.ensure_indexes()
@@ -86,7 +111,7 @@ async def build_context(settings: Settings, database: Database) -> AppContext:
 
 
 async def reading_strategy(ctx: AppContext, user_id: ObjectId) -> TimelineStrategy:
-    """Record a read by `user_id` (app.activity) and return the strategy that serves it: the
+    """Record a read by `user_id` (app.domain.activity) and return the strategy that serves it: the
     configured one, or the truth while a return's rebuild is unfinished. Cursors are status
     ids in both, so a cursor from a truth-served page stays valid after the switch back."""
     if await ctx.activity.touch(ctx.commit, user_id):

@@ -8,7 +8,7 @@ import binascii
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from app.errors import BadRequest
+from app.domain.errors import BadRequest
 
 _PREFIX = "v1:"
 

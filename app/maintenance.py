@@ -10,13 +10,17 @@ from typing import Any
 from bson import ObjectId
 
 from app.context import AppContext
-from app.models import utcnow
-from app.store import Store
-from app.strategies.common import truth_timeline
+from app.storage.models import utcnow
+from app.storage.store import Store
+from app.strategies import specs
+from app.strategies.truth import truth_timeline
 
 CONFIG_ID = "service"
-# Strategies with no derived data: always ready to serve any database.
-ALWAYS_BUILT = ("fanout_on_read",)
+
+
+def always_built() -> tuple[str, ...]:
+    """Strategies with no derived data: always ready to serve any database."""
+    return tuple(s.name for s in specs() if s.always_built)
 
 
 class StrategyNotBuilt(Exception):
@@ -62,7 +66,7 @@ async def check(ctx: AppContext, sample: int | None = None) -> CheckReport:
     for uid, handle in users:
         truth = await truth_ids(ctx, uid)
         # What reads serve: an away or returning user's materialized timeline is stale by
-        # design (no fan-out for them) and serves no read until it is rebuilt (app.activity).
+        # design (no fan-out for them) and serves no read until it is rebuilt (app.domain.activity).
         served = ctx.strategy if await ctx.activity.serves_materialized(uid) else ctx.truth
         seen = await served.timeline_ids(uid)
         truth_set, seen_set = set(truth), set(seen)
@@ -75,16 +79,12 @@ async def check(ctx: AppContext, sample: int | None = None) -> CheckReport:
 
 async def infer_built(store: Store) -> list[str]:
     """For a database from before `service_config` existed: which strategies' data is there."""
-    built = set(ALWAYS_BUILT)
-    if await store.timeline_entries.find_one({}, {"_id": 1}):
-        built.add("receiver_copies")
-    if await store.inbox_buckets.find_one({}, {"_id": 1}):
-        built.add("inbox_buckets")
-    if await store.hybrid_entries.find_one({}, {"_id": 1}):
-        built.add("hybrid")
-    statuses = store.statuses
-    if await statuses.find_one({"audience": {"$exists": True}}, {"_id": 1}):
-        built.add("recipients_embedded")
+    built = set(always_built())
+    for spec in specs():
+        if spec.built_probe is not None:
+            collection, flt = spec.built_probe
+            if await store.db[collection].find_one(flt, {"_id": 1}):
+                built.add(spec.name)
     return sorted(built)
 
 
@@ -100,7 +100,7 @@ async def ensure_ready(store: Store, strategy: str) -> str | None:
     doc = await service_config(store)
     if doc is None:
         empty = await store.statuses.find_one({}, {"_id": 1}) is None
-        built = sorted({*ALWAYS_BUILT, strategy}) if empty else await infer_built(store)
+        built = sorted({*always_built(), strategy}) if empty else await infer_built(store)
         if strategy not in built:
             raise StrategyNotBuilt(
                 f"TIMELINE_STRATEGY: {strategy}'s derived data is not in this database (it has "

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal, get_args
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-StrategyName = Literal[
-    "fanout_on_read", "recipients_embedded", "receiver_copies", "hybrid", "inbox_buckets"
-]
-STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
+# A registered strategy's name (app.strategies: the registry is the list, so that adding a
+# strategy touches its own package and one registration line); checked when settings are built.
+StrategyName = str
 
 # Settings that shape derived data, not just reads: environment variable -> Settings field.
 # Their values are recorded with the data and a process configured otherwise is refused
-# (app/recorded_settings.py), since data built under one value is wrong under another.
+# (app/storage/recorded_settings.py), since data built under one value is wrong under another.
 # A setting that joins later is assumed to have shaped existing data with its default.
 DERIVED_DATA_SETTINGS: dict[str, str] = {"TIMELINE_MAX": "timeline_max"}
 
@@ -43,20 +41,22 @@ class Settings(BaseSettings):
     mongodb_db: str = Field("timeline", min_length=1, max_length=60)
     # How many of the newest reachable statuses a timeline holds.
     timeline_max: int = Field(1000, ge=1, le=100_000)
-    # A user who has not read their timeline for this many days gets no fan-out work (app.activity).
+    # A user who has not read their timeline for this many days gets no fan-out work
+    # (app.domain.activity).
     timeline_active_days: int = Field(7, ge=1, le=3650)
     # Entries per inbox_buckets bucket document, 2 (the least that still splits) to
     # MAX_INBOX_BUCKET_SIZE. Not recorded with the data: buckets written under another size are
     # re-cut as they are next written (docs/design.md).
     inbox_bucket_size: int = Field(50, ge=2, le=MAX_INBOX_BUCKET_SIZE)
     # hybrid: authors with more friends than this are merged into pages at read time instead of
-    # fanned out (docs/design.md, "hybrid"). Up to MAX_FRIENDS (5,000, app.graph): above it no
+    # fanned out (docs/design.md, "hybrid"). Up to MAX_FRIENDS (5,000, app.domain.graph): above it
+    # no
     # author would ever be large. Not recorded with the data: pages are exact under any value,
     # and the worker moves an author over at their next friendship change (docs/operations.md).
     hybrid_threshold: int = Field(HYBRID_THRESHOLD_DEFAULT, ge=1, le=5000)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    # Rate limits (app.ratelimit): overrides of the named rules' defaults, as
+    # Rate limits (app.limits.ratelimit): overrides of the named rules' defaults, as
     # "rule=limit/period,..." (e.g. "sign_up=10/1h,posts=600/3h"), or "off" to disable them all.
     rate_limits: str = Field("", max_length=2000)
     # How many proxies in front of the API append to X-Forwarded-For: the client address is the
@@ -71,10 +71,19 @@ class Settings(BaseSettings):
     serve_request_timeout_s: float = Field(15.0, gt=0, le=300)
     serve_write_timeout_s: float = Field(30.0, gt=0, le=600)
 
+    @field_validator("timeline_strategy")
+    @classmethod
+    def _timeline_strategy(cls, value: str) -> str:
+        from app.strategies import names
+
+        if value not in names():
+            raise ValueError(f"unknown strategy {value!r}")
+        return value
+
     @field_validator("rate_limits")
     @classmethod
     def _rate_limits(cls, value: str) -> str:
-        from app.ratelimit import parse_rules
+        from app.limits.ratelimit import parse_rules
 
         parse_rules(value)  # a ValueError names what is wrong
         return value
@@ -99,8 +108,10 @@ def load_settings(**overrides: object) -> Settings:
         err = exc.errors()[0]
         variable = str(err["loc"][0]).upper() if err["loc"] else "configuration"
         if variable == "TIMELINE_STRATEGY":
+            from app.strategies import names
+
             raise ConfigError(
                 f"TIMELINE_STRATEGY: unknown strategy {err.get('input')!r}; "
-                f"choose one of {', '.join(STRATEGY_NAMES)}"
+                f"choose one of {', '.join(names())}"
             ) from None
         raise ConfigError(f"{variable}: {err['msg']} (got {err.get('input')!r})") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from app import pymongo_compat
+from app.storage import pymongo_compat
 
 COMMANDS = {
     "run": ("benchmarks.run", "what each strategy costs, side by side (reads, writes, storage)"),
@@ -21,6 +21,10 @@ COMMANDS = {
     "removals": (
         "benchmarks.removals",
         "what the removal rule's check costs a page, with and without removals in flight",
+    ),
+    "http": (
+        "benchmarks.http",
+        "GET /timeline over HTTP against the raw driver's page, side by side",
     ),
     "load": ("benchmarks.load", "HTTP load against a running service, then a loss check"),
     "fair": ("benchmarks.fair", "one author posting flat out: the others' post-to-visible lag"),
@@ -39,7 +43,8 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # An entry point: PyMongo's Python 3.11 fix first (app.pymongo_compat), as `timeline` does.
+    # An entry point: PyMongo's Python 3.11 fix first (app.storage.pymongo_compat), as `timeline`
+    # does.
     pymongo_compat.apply()
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):

@@ -18,7 +18,7 @@ from bson import ObjectId
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.models import TimelineEntry
+from app.storage.models import TimelineEntry
 from benchmarks.config import PAGE_LIMIT
 from benchmarks.explain import Explained, explain_find
 from benchmarks.monitor import CommandCounter, Window

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.settings import STRATEGY_NAMES
+from app.strategies import STRATEGY_NAMES
 
 # Peers measured beside the strategies: Mastodon's layout (benchmarks/redis_peer.py), skipped
 # with a note when no redis-server is on PATH.

@@ -12,7 +12,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.strategies.base import PageQuery
+from app.strategies.contract import PageQuery
 
 # A blocking sort: it must read every matching document before returning the first one.
 # SORT_MERGE (the merge of ordered index scans) and SORT_KEY_GENERATOR do not block.

@@ -27,12 +27,11 @@ from typing import Any
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from app import statuses
+from app.domain import statuses
+from app.domain.users import by_id
 from app.maintenance import truth_ids
-from app.models import utcnow
-from app.strategies import build_strategy
+from app.storage.models import utcnow
 from app.strategies.hybrid import low_mark
-from app.users import by_id
 from benchmarks.backend import run_and_write
 from benchmarks.config import PAGE_LIMIT
 from benchmarks.loader import StrategyDb, derive, load_truth, open_strategy, workload_timeline
@@ -158,10 +157,8 @@ async def _crossing(sdb: StrategyDb, work: Workload, level: int) -> dict[str, An
     checked = friends[:CROSSING_CHECKS]
     lowered = next(t for t in itertools.count(level) if low_mark(t) >= level)
     for direction, threshold in (("up", level - 1), ("down", lowered)):
-        strategy = build_strategy(
-            "hybrid", ctx.store, TIMELINE_MAX, graph=ctx.graph, hybrid_threshold=threshold
-        )
-        strategy.activity = ctx.activity
+        knob = ctx.settings.model_copy(update={"hybrid_threshold": threshold})
+        strategy = ctx.build_strategy("hybrid", window=True, settings=knob)
         with sdb.counter.window() as w, Stopwatch() as sw:
             await strategy.rebuild_author(author)
         out[direction] = {

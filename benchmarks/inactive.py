@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import secrets
 import statistics
@@ -29,12 +30,12 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from app.context import AppContext, reading_strategy
-from app.embedded import EmbeddedServer
-from app.models import utcnow
-from app.settings import STRATEGY_NAMES
-from app.statuses import post
-from app.strategies.common import truth_timeline
-from app.users import Account, hash_token, new_user_doc
+from app.domain.statuses import post
+from app.domain.users import Account, hash_token, new_user_doc
+from app.storage.embedded import EmbeddedServer
+from app.storage.models import utcnow
+from app.strategies import STRATEGY_NAMES
+from app.strategies.truth import truth_timeline
 from benchmarks.loader import open_strategy
 from benchmarks.monitor import CommandCounter
 from fanout.worker import Worker
@@ -171,9 +172,9 @@ async def measure_one(
     ctx = sdb.ctx
     try:
         author, inactive, active = await _population(ctx, args.friends, args.inactive_share)
-        ctx.strategy.activity = None  # everyone treated as active: no window
-        without, without_derived = await _written_per_post(ctx, counter, author, args.posts)
-        ctx.strategy.activity = ctx.activity
+        # Everyone treated as active: the same strategy built without the window.
+        no_window = dataclasses.replace(ctx, strategy=ctx.build_strategy(ctx.strategy.name))
+        without, without_derived = await _written_per_post(no_window, counter, author, args.posts)
         with_window, with_derived = await _written_per_post(ctx, counter, author, args.posts)
         returning, active_ms, rebuild_s, correct = [], [], [], True
         for uid in inactive[: args.returns]:

@@ -16,11 +16,11 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.context import AppContext, build_context
-from app.db import Database
 from app.maintenance import truth_ids
-from app.models import DOCUMENT_MODELS
 from app.settings import HYBRID_THRESHOLD_DEFAULT, Settings
-from app.strategies.base import Contention
+from app.storage.db import Database
+from app.storage.models import DOCUMENT_MODELS
+from app.strategies.contract import Contention
 from benchmarks.monitor import CommandCounter
 from benchmarks.workload import Workload
 

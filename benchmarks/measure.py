@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from bson import ObjectId
 
-from app import friends, statuses
-from app.users import Account, by_id
+from app.domain import friends, statuses
+from app.domain.users import Account, by_id
 from benchmarks.config import PAGE_LIMIT, SWEEP_BUDGET_S, RunConfig
 from benchmarks.explain import Explained, explain_page
 from benchmarks.loader import StrategyDb
@@ -132,10 +132,14 @@ class StrategyBench:
             "unfriend", lambda: friends.unfriend(self.ctx, me, other.handle)
         )
 
+    async def _page_collection(self) -> str:
+        """The collection a first page is read from (the first user's first page query)."""
+        return (await self.strategy.first_page_query(self.work.user_ids[0], 1)).collection.name
+
     # -- the mix ---------------------------------------------------------------------------------
     async def run_mix(self, tick: Tick) -> Samples:
         out = Samples()
-        page_coll = self.strategy.collection().name
+        page_coll = await self._page_collection()
         explained_users: set[int] = set()
         for op in self.work.ops:
             if op.kind == "read":
@@ -180,7 +184,7 @@ class StrategyBench:
     async def sweep_level(self, friends_count: int) -> ScalingRow:
         """A reader/author with exactly `friends_count` friends: page reads and posts."""
         u = self.work.probes[friends_count]
-        page_coll = self.strategy.collection().name
+        page_coll = await self._page_collection()
         reads = await repeat(self.config.repeats, lambda i: self.read_page(u))
         ex = await self.explain(u)
         matching = await self.matching(u)  # before the posts below add to it

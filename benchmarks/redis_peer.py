@@ -25,15 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
-from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
 
-from app.db import Session
-from app.embedded import free_port, terminate
-from app.graph import Graph
-from app.store import Store
-from app.strategies.base import Page, PageQuery, TimelineStrategy
-from app.strategies.common import hydrate, newest_statuses, truth_timeline
+from app.domain.graph import Graph
+from app.storage.db import Session
+from app.storage.embedded import free_port, terminate
+from app.storage.store import Store
+from app.strategies.contract import Page, PageQuery
+from app.strategies.truth import hydrate, newest_statuses, truth_timeline
 from benchmarks.config import REDIS_PEER
 from benchmarks.measure import StrategyBench
 from benchmarks.monitor import CommandCounter
@@ -93,8 +92,12 @@ def _key(owner: ObjectId) -> str:
     return f"feed:{owner}"
 
 
-class RedisSortedSet(TimelineStrategy):
-    name = NAME  # type: ignore[assignment]  # a benchmark peer, not a service strategy
+class RedisSortedSet:
+    """Mastodon's home feeds: a sorted set of status ids per reader (a TimelineStrategy, for
+    the benchmark only: not registered, so the service never serves it)."""
+
+    name = NAME
+    reads_truth = False
 
     def __init__(
         self,
@@ -104,17 +107,16 @@ class RedisSortedSet(TimelineStrategy):
         redis: Redis,
         counter: CommandCounter | None = None,
     ) -> None:
-        super().__init__(store, graph, max_items)
+        self.store = store
+        self.graph = graph
+        self.max_items = max_items
         self.redis = redis
         self.counter = counter
         # used_memory of the server before any feed (set by the benchmark once connected).
         self.empty_bytes = 0
 
-    def collection(self) -> AsyncCollection[Any]:
-        return self.store.statuses
-
-    async def scope(self, user_id: ObjectId) -> dict[str, Any]:
-        return {}
+    async def ensure_indexes(self) -> None:
+        """Nothing in MongoDB beyond the models' indexes."""
 
     # -- writes --------------------------------------------------------------------------------
     async def _push(self, owners: Sequence[ObjectId], ids: Sequence[ObjectId]) -> None:
@@ -138,6 +140,15 @@ class RedisSortedSet(TimelineStrategy):
                 "redis", len(commands), docs=written * len(commands) // per, nbytes=payload
             )
         return result
+
+    async def prepare_status(self, status: dict[str, Any], *, session: Session) -> None:
+        """Nothing to add to a status."""
+
+    async def after_post(self, status: dict[str, Any]) -> None:
+        """The author's feed took it in `status_created`."""
+
+    async def after_delete(self, status: dict[str, Any]) -> None:
+        """The author's feed lost it in `status_deleted`."""
 
     async def status_created(self, status: dict[str, Any], *, session: Session) -> None:
         await self._push([status["author_id"]], [status["_id"]])
@@ -180,6 +191,12 @@ class RedisSortedSet(TimelineStrategy):
         if truth:
             await self._push([user_id], [s["_id"] for s in truth])
         return len(truth)
+
+    async def rebuild_author(self, user_id: ObjectId) -> int:
+        return 0
+
+    async def rebuild_reader(self, user_id: ObjectId) -> int:
+        return 0  # the peer skips no reader
 
     # -- reads ---------------------------------------------------------------------------------
     async def _ids(

@@ -4,7 +4,7 @@
 Per strategy, in its own database: one reader with `--friends` friends who posted `--posts` each
 (drained, so the reader's timeline is full). Then, interleaved in one run, `--pages` first pages
 as the strategy reads them (`strategy.read`, what a page cost before the rule) and as the API
-serves them (`app.timeline_reads.read_page`, checked against the revocation records): latency
+serves them (`app.domain.timeline_reads.read_page`, checked against the revocation records): latency
 p50 and round trips of each. Then, with the worker stopped, `--deletes` statuses of the reader's
 first page are deleted and `--unfriends` friends unfriend them: the checked pages again, and
 whether any of them showed a removed status (it must not).
@@ -22,12 +22,12 @@ from typing import Any
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from app import friends, statuses
 from app.context import AppContext
-from app.models import utcnow
-from app.settings import STRATEGY_NAMES
-from app.timeline_reads import read_page
-from app.users import Account, hash_token, new_user_doc
+from app.domain import friends, statuses
+from app.domain.timeline_reads import read_page
+from app.domain.users import Account, hash_token, new_user_doc
+from app.storage.models import utcnow
+from app.strategies import STRATEGY_NAMES
 from benchmarks.backend import run_and_write
 from benchmarks.loader import open_strategy
 from benchmarks.monitor import CommandCounter

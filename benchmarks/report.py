@@ -167,7 +167,8 @@ def _sections(results: dict[str, Any]) -> list[str]:
         "strategy needs it).\n\n" + render(READ_COLUMNS, _read_rows(results)),
         "### Refresh (`after` the newest item seen)\n\n" + render(REFRESH_COLUMNS, strategies),
         "## Writes: a post\n\n"
-        "API latency is `app.statuses.post` (status, the strategy's synchronous part and the "
+        "API latency is `app.domain.statuses.post` (status, the strategy's synchronous part and "
+        "the "
         "outbox event, in one transaction); *visible* adds draining the fanout worker, after "
         "which every friend's timeline shows it (fanout_on_read's posts are visible at commit: "
         "its drain is outbox bookkeeping only). Documents and BSON bytes written count every "

@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app.embedded import EmbeddedServer, EmbeddedServerError
+from app.storage.embedded import EmbeddedServer, EmbeddedServerError
 from benchmarks import config as c
 from benchmarks.config import RunConfig
 

@@ -14,7 +14,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from app.db import CONNECT_TIMEOUT_MS, SERVER_SELECTION_TIMEOUT_MS
+from app.storage.db import CONNECT_TIMEOUT_MS, SERVER_SELECTION_TIMEOUT_MS
 from benchmarks import redis_peer, shards
 from benchmarks.baselines import NaiveOnRead, measure_floor
 from benchmarks.config import PAGE_LIMIT, RunConfig

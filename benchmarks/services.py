@@ -22,7 +22,7 @@ from typing import IO
 
 import httpx
 
-from app.embedded import free_port, terminate
+from app.storage.embedded import free_port, terminate
 
 # How long `timeline serve` may take to answer /health (the embedded server starts first).
 SERVE_START_TIMEOUT_S = 90.0
@@ -34,7 +34,8 @@ STOP_TIMEOUT_S = 60.0
 
 
 # The load benchmark measures what the service sustains, from one address and a few tokens far
-# faster than any client may: the rate limits (app.ratelimit) are off for it unless RATE_LIMITS
+# faster than any client may: the rate limits (app.limits.ratelimit) are off for it unless
+# RATE_LIMITS
 # is set (`benchmarks abuse` measures them).
 LOAD_RATE_LIMITS = "off"
 

@@ -1,5 +1,6 @@
 """Routing the commands the service sends as a mongos would, under the shard plan
-(app.sharding.PLAN) with N shards: which shards each command touches, and where the documents
+(app.storage.sharding.plan) with N shards: which shards each command touches, and where the
+documents
 it writes land. No cluster runs here; this is what `benchmarks run --shards` and the
 targeted-query test (tests/test_sharding_targeting.py) measure with.
 
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 
-from app.sharding import PLAN_BY_COLLECTION
+from app.storage.sharding import plan_by_collection
 from benchmarks.stats import mean, rounded
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def route(name: str, cmd: Mapping[str, Any], shards: int, *, written: int = 0) -
     if name in NOT_ROUTED or name in CONTINUATIONS:
         return None
     coll = _collection(name, cmd)
-    plan = PLAN_BY_COLLECTION.get(coll)
+    plan = plan_by_collection().get(coll)
     if plan is None:
         return None
     key = plan.routing_field

@@ -59,7 +59,8 @@ def section(results: dict[str, Any]) -> str:
     return (
         "## Sharded: shards touched per operation (simulated)\n\n"
         "Every command of the measured operations routed as a mongos would under the shard plan "
-        "(app/sharding.py, docs/scaling.md), MongoDB's hashed-key hash, N equal chunks. Mix "
+        "(app/storage/sharding.py, docs/scaling.md), MongoDB's hashed-key hash, N equal chunks. "
+        "Mix "
         "operations are means over the mix (a post, delete, friend or unfriend includes the "
         "worker's handlers); the outbox's own commands (events, leases) are counted apart. The "
         "big author's share is the largest fraction of its posts' documents that one shard "

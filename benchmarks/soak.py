@@ -25,15 +25,16 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from app.models import DONE_EVENT_TTL_SECONDS, IDEMPOTENCY_TTL_SECONDS
 from app.settings import Settings
+from app.storage.models import DONE_EVENT_TTL_SECONDS, IDEMPOTENCY_TTL_SECONDS
 from benchmarks.probe import Probe
 from benchmarks.soak_cluster import Cluster
 from benchmarks.soak_faults import Fault, run_faults
@@ -54,11 +55,16 @@ PROBE_EVERY_S = 1.0
 PROBE_POLL_S = 0.25
 # `timeline check` over every user: far above its ~1 s per 100 users here.
 CHECK_TIMEOUT_S = 900.0
-# The soak's own TTL probe (a scratch database, never the service's): documents whose TTL is
-# 1 s, under a partial index shaped like the done-event one, to see that the embedded server's
-# TTL monitor (every 60 s) removes them while the service runs.
-TTL_PROBE_DB = "soak_ttl_probe"
-TTL_PROBE_DOCS = 100
+# The expiry probe: this many applied events and as many idempotency keys, written into the
+# service's own collections at set-up already past their keep time (events marked `soak_probe`,
+# keys by EXPIRY_PROBE_KEY), which the workers' housekeeping (fanout.housekeeping, once a
+# minute) must have removed by the end. Nobody reads them: the events are done, the keys
+# belong to no user.
+EXPIRY_PROBE_DOCS = 100
+EXPIRY_PROBE_KEY = "soak-expiry-probe"
+# What the housekeeping may still hold past its keep time at the end: a pass runs every 60 s
+# (plus up to 20 % jitter) and may be under way.
+EXPIRY_SLACK_S = 120
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -130,34 +136,66 @@ async def _drained(client: httpx.AsyncClient) -> float:
     raise RuntimeError(f"events still pending after {DRAIN_TIMEOUT_S}s")
 
 
-async def _ttl_probe_start(mongo: AsyncMongoClient[dict[str, Any]]) -> None:
-    coll = mongo[TTL_PROBE_DB]["expiring"]
-    await coll.create_index(
-        "done_at", expireAfterSeconds=1, partialFilterExpression={"state": "done"}
-    )
+async def _expiry_probe_start(mongo: AsyncMongoClient[dict[str, Any]], db_name: str) -> None:
+    db = mongo[db_name]
     now = datetime.now(UTC)
-    await coll.insert_many([{"state": "done", "done_at": now} for _ in range(TTL_PROBE_DOCS)])
-    await coll.insert_one({"state": "pending", "done_at": now})  # outside the partial index
+    done_at = now - timedelta(seconds=DONE_EVENT_TTL_SECONDS + 60)
+    created_at = now - timedelta(seconds=IDEMPOTENCY_TTL_SECONDS + 60)
+    await db.events.insert_many(
+        [
+            {
+                "kind": "status_posted",
+                "author_id": ObjectId(),
+                "state": "done",
+                "attempts": 1,
+                "created_at": done_at,
+                "done_at": done_at,
+                "soak_probe": True,
+            }
+            for _ in range(EXPIRY_PROBE_DOCS)
+        ]
+    )
+    await db.idempotency_keys.insert_many(
+        [
+            {
+                "user_id": ObjectId(),
+                "key": EXPIRY_PROBE_KEY,
+                "body_hash": "",
+                "state": "done",
+                "created_at": created_at,
+            }
+            for _ in range(EXPIRY_PROBE_DOCS)
+        ]
+    )
 
 
 async def _expiry(mongo: AsyncMongoClient[dict[str, Any]], db_name: str) -> dict[str, Any]:
-    """What the TTL indexes should have removed by now, and what is still there."""
+    """What the housekeeping should have removed by now, and what is still there; the TTL
+    indexes left in the service's database (none: the embedded server's monitor scans every
+    document kept under one)."""
     db = mongo[db_name]
     now = datetime.now(UTC)
-    sweep_slack_s = 120  # the monitor runs every 60 s; a sweep may be under way
-    done_cutoff = now.timestamp() - DONE_EVENT_TTL_SECONDS - sweep_slack_s
-    key_cutoff = now.timestamp() - IDEMPOTENCY_TTL_SECONDS - sweep_slack_s
-    probe = mongo[TTL_PROBE_DB]["expiring"]
+    done_cutoff = now - timedelta(seconds=DONE_EVENT_TTL_SECONDS + EXPIRY_SLACK_S)
+    key_cutoff = now - timedelta(seconds=IDEMPOTENCY_TTL_SECONDS + EXPIRY_SLACK_S)
+    ttl_indexes = [
+        f"{name}.{index}"
+        for name in await db.list_collection_names()
+        for index, spec in (await db[name].index_information()).items()
+        if "expireAfterSeconds" in spec
+    ]
     return {
         "done_events_past_ttl": await db.events.count_documents(
-            {"state": "done", "done_at": {"$lt": datetime.fromtimestamp(done_cutoff, UTC)}}
+            {"state": "done", "done_at": {"$lt": done_cutoff}}
         ),
         "idempotency_keys_past_ttl": await db.idempotency_keys.count_documents(
-            {"created_at": {"$lt": datetime.fromtimestamp(key_cutoff, UTC)}}
+            {"created_at": {"$lt": key_cutoff}}
         ),
-        "ttl_probe_inserted": TTL_PROBE_DOCS,
-        "ttl_probe_left": await probe.count_documents({"state": "done"}),
-        "ttl_probe_outside_index_kept": await probe.count_documents({"state": "pending"}),
+        "expiry_probe_inserted": EXPIRY_PROBE_DOCS,
+        "expiry_probe_events_left": await db.events.count_documents({"soak_probe": True}),
+        "expiry_probe_keys_left": await db.idempotency_keys.count_documents(
+            {"key": EXPIRY_PROBE_KEY}
+        ),
+        "ttl_indexes": ttl_indexes,
     }
 
 
@@ -189,7 +227,7 @@ class _Load:
 
 async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     """The whole run against a started `cluster`: setup, the load with its faults, the drain,
-    the ledger check, the TTL expiry and `timeline check`; returns soak.json's content (without
+    the ledger check, the expiry and `timeline check`; returns soak.json's content (without
     the summary)."""
     settings = Settings()
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT + 16, max_keepalive_connections=64)
@@ -201,7 +239,7 @@ async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     ) as client:
         traffic = Traffic(client, random.Random(args.seed))
         setup_start = time.monotonic()
-        probe = await _set_up(client, mongo, traffic, args.users)
+        probe = await _set_up(client, mongo, traffic, args.users, settings.mongodb_db)
         setup_s = time.monotonic() - setup_start
         traffic.away = Away(mongo, settings.mongodb_db, settings.timeline_active_days)
         load = await _load(cluster, args, traffic, probe, mongo, settings)
@@ -243,14 +281,15 @@ async def _set_up(
     mongo: AsyncMongoClient[dict[str, Any]],
     traffic: Traffic,
     users: int,
+    db_name: str,
 ) -> Probe:
-    """The mix's `users` and their first friendships, the lag probe's two users and the TTL
+    """The mix's `users` and their first friendships, the lag probe's two users and the expiry
     probe's documents; returns the lag probe."""
     prefix = f"s{uuid.uuid4().hex[:6]}"
     await traffic.create_users(prefix, users)
     await traffic.befriend_initial()
     probe = await _probe(client, f"{prefix}p")
-    await _ttl_probe_start(mongo)
+    await _expiry_probe_start(mongo, db_name)
     return probe
 
 

@@ -17,7 +17,7 @@ from typing import IO
 
 import httpx
 
-from app.embedded import PIDFILE, free_port, terminate
+from app.storage.embedded import PIDFILE, free_port, terminate
 from benchmarks.services import STOP_TIMEOUT_S, _database_url, _env, _wait_healthy
 
 # A worker killed by the soak is started again after this (the issue: "a few seconds"), as a

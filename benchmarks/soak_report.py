@@ -78,6 +78,9 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "drift_check_exit": result["check"]["exit_code"],
         "failures_outside_fault_windows": len(outside),
         "faults_not_recovered_in_30s": len(slow),
+        # Left by the housekeeping (absent from runs before it: their expiry was the server's).
+        "expiry_probe_left": result["expiry"].get("expiry_probe_events_left", 0)
+        + result["expiry"].get("expiry_probe_keys_left", 0),
     }
     ok = (
         invariants["lost"] == 0
@@ -86,6 +89,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         and invariants["drift_check_exit"] == 0
         and not outside
         and not slow
+        and invariants["expiry_probe_left"] == 0
     )
     return {
         "ok": ok,
@@ -244,11 +248,11 @@ def _report_faults(result: dict[str, Any]) -> list[str]:
 
 
 def _report_memory_and_expiry(result: dict[str, Any]) -> list[str]:
-    """Each process's RSS growth over the flat span, then the TTL indexes' expiry figures."""
+    """Each process's RSS growth over the flat span, then the housekeeping's expiry figures."""
     growth = result["summary"]["memory_growth_over_flat_span"]
     lines = ["", "## Memory (RSS growth over the last two thirds of the run)", ""]
     lines += [f"- {role}: {g}" for role, g in growth.items()]
-    lines += ["", "## Expiry (TTL indexes on the embedded server)", ""]
+    lines += ["", "## Expiry (the workers' housekeeping, fanout.housekeeping)", ""]
     return lines + [f"- {k}: {v}" for k, v in result["expiry"].items()]
 
 

@@ -13,7 +13,7 @@ re-sending an answered post (an idempotent retry, which must return the same sta
 Users go away: every AWAY_EVERY_S one user stops sending for AWAY_S, and their activity record
 is moved back past TIMELINE_ACTIVE_DAYS, as eight silent days would leave it (the service's
 clock is the wall clock; this is the shortened clock of the soak). Their friends' posts skip
-them meanwhile, and their first read back rebuilds their timeline (app/activity.py).
+them meanwhile, and their first read back rebuilds their timeline (app/domain/activity.py).
 """
 
 from __future__ import annotations

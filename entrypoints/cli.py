@@ -7,8 +7,9 @@ import logging
 import sys
 from collections.abc import Callable
 
-from app import pymongo_compat
-from app.settings import STRATEGY_NAMES, ConfigError, Settings, load_settings
+from app.settings import ConfigError, Settings, load_settings
+from app.storage import pymongo_compat
+from app.strategies import STRATEGY_NAMES
 from entrypoints.database import StartupError
 from entrypoints.maintenance import cmd_check, cmd_events, cmd_rebuild, cmd_switch_strategy
 from entrypoints.migrate import MIGRATIONS_DIR, cmd_migrate, cmd_shard
@@ -130,7 +131,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     # PyMongo's async condition waits misbehave on Python 3.11 during outages (500s and hangs);
-    # every process that talks to the database applies the fix first (app.pymongo_compat).
+    # every process that talks to the database applies the fix first (app.storage.pymongo_compat).
     pymongo_compat.apply()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -12,9 +12,9 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from app.context import AppContext, build_context
-from app.db import SERVER_SELECTION_TIMEOUT_MS, connect
-from app.embedded import EmbeddedServer, EmbeddedServerError
 from app.settings import Settings
+from app.storage.db import SERVER_SELECTION_TIMEOUT_MS, connect
+from app.storage.embedded import EmbeddedServer, EmbeddedServerError
 from entrypoints.supervise import EmbeddedSupervisor
 
 log = logging.getLogger("timeline")
@@ -99,7 +99,8 @@ def with_context(settings: Settings, fn: Callable[[AppContext], Awaitable[T]]) -
 async def ensure_strategy_ready(ctx: AppContext) -> None:
     """Refuse to serve a strategy whose derived data this database never had built, or whose
     data was shaped by other values of the settings that shape it (e.g. TIMELINE_MAX)."""
-    from app import maintenance, recorded_settings
+    from app import maintenance
+    from app.storage import recorded_settings
 
     try:
         warning = await maintenance.ensure_ready(ctx.store, ctx.strategy.name)

@@ -13,8 +13,8 @@ from entrypoints.progress import progress
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from app import maintenance, recorded_settings
-    from app.strategies import build_strategy
+    from app import maintenance
+    from app.storage import recorded_settings
     from fanout import switch
 
     async def run(ctx: AppContext) -> int:
@@ -34,17 +34,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
             config = await maintenance.service_config(ctx.store)
             assert config is not None  # mismatches() found a record in it
             names = recorded_settings.derived_strategies(config)
-            strategies = [
-                build_strategy(
-                    n,
-                    ctx.store,
-                    ctx.settings.timeline_max,
-                    graph=ctx.graph,
-                    bucket_size=ctx.settings.inbox_bucket_size,
-                    hybrid_threshold=ctx.settings.hybrid_threshold,
-                )
-                for n in names
-            ]
+            strategies = [ctx.build_strategy(n) for n in names]
         users = await maintenance.user_ids(ctx.store, args.user)
         for strategy in strategies:
             await strategy.ensure_indexes()
@@ -52,7 +42,9 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
                 # Under author leases: safe beside running workers.
                 # A whole rebuild resumes where an interrupted one stopped.
                 key = None if args.user else f"rebuild:{strategy.name}"
-                changed = await switch.rebuild_leased(strategy, users, step, resume_key=key)
+                changed = await switch.rebuild_leased(
+                    ctx.store, strategy, users, step, resume_key=key
+                )
             print(f"rebuilt {strategy.name}: {changed} documents changed")
         if changed_settings:
             await recorded_settings.record(ctx.store, ctx.settings)
@@ -122,13 +114,13 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
             print(f"re-queued {n} dead event(s)")
             return 0 if ids is None or n == len(ids) else 1
         state = "dead" if args.dead else args.state
-        shown = await ctx.queue.list_events(state)
+        shown = await ctx.queue.reader.list_events(state)
         for e in shown:
             print(
                 f"{e['_id']} {e['kind']} author={e['author_id']} attempts={e['attempts']} "
                 f"created={e['created_at']:%Y-%m-%dT%H:%M:%SZ} error={e.get('last_error')}"
             )
-        total = await ctx.queue.count(state)
+        total = await ctx.queue.reader.count(state)
         print(
             f"{total} {state} event(s)"
             + (f", first {len(shown)} shown" if total > len(shown) else "")

@@ -50,8 +50,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_shard(settings: Settings, args: argparse.Namespace) -> int:
-    """Apply the shard plan (app.sharding, docs/scaling.md) through the mongos at MONGODB_URL."""
-    from app import sharding
+    """Apply the shard plan (app.storage.sharding, docs/scaling.md) through the mongos at
+    MONGODB_URL."""
+    from app.storage import sharding
 
     if settings.mongodb_url is None:
         raise StartupError(f"{sharding.NOT_A_MONGOS} (MONGODB_URL is unset: embedded server)")

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from app.embedded import EmbeddedServer, EmbeddedServerError
+from app.storage.embedded import EmbeddedServer, EmbeddedServerError
 
 log = logging.getLogger("timeline.embedded")
 

@@ -1,4 +1,5 @@
-"""The fanout worker: a thin runner that claims outbox events and applies them (app.events)."""
+"""The fanout worker: a thin runner that claims outbox events and applies them
+(app.pipeline.events)."""
 
 from fanout.worker import Worker
 

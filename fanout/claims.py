@@ -18,8 +18,8 @@ from collections import OrderedDict, deque
 
 from bson import ObjectId
 
-from app.models import utcnow
-from app.queue import Queue, QueuedEvent
+from app.pipeline.queue import Queue, QueuedEvent
+from app.storage.models import utcnow
 from fanout.leases import AuthorLeases
 
 # How many authors a worker remembers having served, to order a round least recently served
@@ -103,3 +103,18 @@ class Claims:
         if self.held is not None:
             author, self.held = self.held, None
             await self.leases.release(author, self.owner)
+
+
+async def take_back(events: Queue, leases: AuthorLeases, owner: str) -> int:
+    """Before a worker named `owner` claims anything: hand back at once every event and author
+    lease a dead predecessor of the same name still holds (a worker SIGKILLed and restarted
+    under its `--name`), instead of leaving them until their lease expires. Returns how many
+    events were handed back. Sound only because a live worker's name is unique: the fence and
+    the renewals already tell owners apart by name alone. The events keep their attempt count
+    (a worker that dies on an event every time still parks it after MAX_CLAIMS)."""
+    held = events.events.find({"state": "pending", "lease_owner": owner}, {"_id": 1})
+    ids = [doc["_id"] async for doc in held]
+    for event_id in ids:
+        await events.hand_back(event_id, owner, 0.0)
+    await leases.release_all(owner)
+    return len(ids)

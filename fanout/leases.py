@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from app.store import Collection
+from app.storage.store import Collection
 
 
 class AuthorLeases:
@@ -55,6 +55,11 @@ class AuthorLeases:
 
     async def release(self, author_id: ObjectId, owner: str) -> None:
         await self.coll.delete_one({"_id": author_id, "owner": owner})
+
+    async def release_all(self, owner: str) -> int:
+        """Every lease `owner` holds; how many there were."""
+        result = await self.coll.delete_many({"owner": owner})
+        return int(result.deleted_count)
 
     async def held(self, now: datetime, by_others_than: str) -> list[ObjectId]:
         """Authors whose lease another owner holds: their events are not worth looking at."""

@@ -8,8 +8,7 @@ import time
 
 from app.context import AppContext
 from app.maintenance import CONFIG_ID
-from app.settings import STRATEGY_NAMES
-from app.strategies import TimelineStrategy, build_strategy
+from app.strategies import TimelineStrategy, names
 
 log = logging.getLogger("timeline.worker")
 
@@ -30,21 +29,13 @@ class Maintained:
                 {"_id": CONFIG_ID}, {"maintained": 1}
             )
             own = self.ctx.strategy.name
-            names = [
-                n for n in (doc or {}).get("maintained", []) if n != own and n in STRATEGY_NAMES
-            ]
+            known = names()
+            wanted = [n for n in (doc or {}).get("maintained", []) if n != own and n in known]
             also = {}
-            for name in names:
+            for name in wanted:
                 if name not in self._also:
                     log.info("also maintaining %s's derived data", name)
-                    strategy = build_strategy(
-                        name,
-                        self.ctx.store,
-                        self.ctx.settings.timeline_max,
-                        graph=self.ctx.graph,
-                        bucket_size=self.ctx.settings.inbox_bucket_size,
-                        hybrid_threshold=self.ctx.settings.hybrid_threshold,
-                    )
+                    strategy = self.ctx.build_strategy(name)
                     await strategy.ensure_indexes()
                     also[name] = strategy
                 else:

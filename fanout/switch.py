@@ -27,12 +27,14 @@ from collections.abc import Callable
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
-from app import checkpoint, maintenance, recorded_settings
+from app import maintenance
 from app.context import AppContext
-from app.models import utcnow
+from app.pipeline import checkpoint
 from app.settings import StrategyName
-from app.store import Store
-from app.strategies import TimelineStrategy, build_strategy
+from app.storage import recorded_settings
+from app.storage.models import utcnow
+from app.storage.store import Store
+from app.strategies import TimelineStrategy
 from fanout.leases import AuthorLeases
 from fanout.worker import CONFIG_REFRESH_S, LEASE_S, RENEWALS_PER_LEASE, LeaseLost, Worker
 
@@ -62,7 +64,7 @@ async def _apply_events_before(ctx: AppContext, cutoff: ObjectId) -> None:
     worker = Worker(ctx, name=f"switch:{ObjectId()}")
     worker.config_refresh_s = 0.0  # always the current list of strategies
     try:
-        while await ctx.queue.any_waiting_before(cutoff):
+        while await ctx.queue.reader.any_waiting_before(cutoff):
             if not await worker.process_one():
                 await asyncio.sleep(POLL_S)  # the rest are leased by other workers
     finally:
@@ -73,7 +75,7 @@ async def _acquire_waiting(
     leases: AuthorLeases, author: ObjectId, owner: str, lease_s: float
 ) -> checkpoint.Lease:
     """The author's lease, once the worker applying one of its events lets go; returned as the
-    fence of the writes made under it (app.checkpoint), renewable as the worker's is."""
+    fence of the writes made under it (app.pipeline.checkpoint), renewable as the worker's is."""
     while True:
         sent_at = time.monotonic()
         if await leases.acquire(author, owner, utcnow(), lease_s):
@@ -150,6 +152,7 @@ async def _saved_progress(store: Store, key: str) -> ObjectId | None:
 
 
 async def rebuild_leased(
+    store: Store,
     strategy: TimelineStrategy,
     users: list[tuple[ObjectId, str]],
     progress: Callable[[int, int], None] | None = None,
@@ -157,18 +160,18 @@ async def rebuild_leased(
     *,
     resume_key: str | None = None,
 ) -> int:
-    """`strategy.rebuild` and `rebuild_author` for each user while holding that user's author
-    lease, so that neither interleaves with a worker applying that author's events. The lease is
-    renewed while a user's step runs, as a worker renews its own (a hybrid author crossing down
-    takes tens of seconds), and the step's writes are fenced by it, so a rebuild that stalled
-    past it never writes over a worker's later events: that user is redone under a new lease.
+    """`strategy.rebuild` and `rebuild_author` for each user (of `store`) while holding that
+    user's author lease, so that neither interleaves with a worker applying that author's
+    events. The lease is renewed while a user's step runs, as a worker renews its own (a hybrid
+    author crossing down takes tens of seconds), and the step's writes are fenced by it, so a
+    rebuild that stalled past it never writes over a worker's later events: that user is redone
+    under a new lease.
 
     With `resume_key`, users are taken in id order and the last one done is saved under that key
     (service_config's PROGRESS_ID document) after each user: a run cut short (a crash, Ctrl-C, a
     lease lost for good) resumes after it when called again with the same key, and a run that
     finishes clears it. Returns documents changed."""
     owner = f"rebuild:{ObjectId()}"
-    store = strategy.store
     leases = AuthorLeases(store.author_leases)
     done_until = None if resume_key is None else await _saved_progress(store, resume_key)
     if resume_key is not None:
@@ -208,16 +211,10 @@ async def switch_to(
     await _config_update(ctx.store, {"$addToSet": {"maintained": target}})
     await asyncio.sleep(2 * refresh_s)
     await _apply_events_before(ctx, ObjectId.from_datetime(utcnow()))
-    strategy = build_strategy(
-        target,
-        ctx.store,
-        ctx.settings.timeline_max,
-        graph=ctx.graph,
-        bucket_size=ctx.settings.inbox_bucket_size,
-        hybrid_threshold=ctx.settings.hybrid_threshold,
-    )
+    strategy = ctx.build_strategy(target)
     await strategy.ensure_indexes()
     changed = await rebuild_leased(
+        ctx.store,
         strategy,
         await maintenance.user_ids(ctx.store),
         progress,
@@ -239,7 +236,7 @@ async def retire(store: Store, name: StrategyName) -> None:
         raise SwitchError("this database has no service_config yet: nothing to retire")
     if doc["active_strategy"] == name:
         raise SwitchError(f"{name} is the active strategy; switch to another one first")
-    if name in maintenance.ALWAYS_BUILT:  # nothing to go stale: it stays ready
+    if name in maintenance.always_built():  # nothing to go stale: it stays ready
         await _config_update(store, {"$pull": {"maintained": name}})
     else:
         await _config_update(store, {"$pull": {"maintained": name, "built": name}})

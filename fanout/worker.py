@@ -1,17 +1,18 @@
-"""Claims events from the durable event queue (app.queue) and applies them; N workers may share it.
+"""Claims events from the durable event queue (app.pipeline.queue) and applies them; N workers may
+share it.
 
 Claiming is two leases, an author's and then its oldest event's (fanout.claims). While an
 event runs, a heartbeat renews both leases every LEASE_S / RENEWALS_PER_LEASE; if a
 renewal finds a lease taken over (this worker stalled past LEASE_S), the handler is cancelled
 and the event left to its new owner. If the worker dies, its leases expire after LEASE_S and
 another worker (or this one, restarted) takes the event again: handlers are idempotent, and a
-long fan-out resumes after its last saved batch (app.checkpoint, `resume_after`, one per
+long fan-out resumes after its last saved batch (app.pipeline.checkpoint, `resume_after`, one per
 strategy: while a switch maintains two, each resumes from its own). A failing
 event is retried with exponential backoff and parked as `dead` after MAX_ATTEMPTS failures, or
-after MAX_CLAIMS claims that never finished (a worker crashing on it every time): app.queue
+after MAX_CLAIMS claims that never finished (a worker crashing on it every time): app.pipeline.queue
 moves the events; this module is the loop, the failure policy and the heartbeat. Losing a race
 with other handlers (Contention, a write conflict) is no failure: retried soon, not counted.
-Every derived-data write of a handler is fenced by the lease (app.checkpoint).
+Every derived-data write of a handler is fenced by the lease (app.pipeline.checkpoint).
 """
 
 from __future__ import annotations
@@ -30,16 +31,17 @@ from datetime import timedelta
 from bson import ObjectId
 from pymongo.errors import OperationFailure, PyMongoError
 
-from app import checkpoint, revocations
-from app.checkpoint import LeaseLost as LeaseLost
 from app.context import AppContext
-from app.db import domain_error_from_pymongo
-from app.events import apply_event
+from app.domain import revocations
 from app.metrics import EVENTS_APPLIED, EVENTS_DEAD, EVENTS_FAILED
-from app.models import utcnow
-from app.queue import MAX_CLAIMS, QueuedEvent
+from app.pipeline import checkpoint
+from app.pipeline.checkpoint import LeaseLost as LeaseLost
+from app.pipeline.events import apply_event
+from app.pipeline.queue import MAX_CLAIMS, QueuedEvent
+from app.storage.db import domain_error_from_pymongo
+from app.storage.models import utcnow
 from app.strategies import TimelineStrategy
-from app.strategies.base import Contention
+from app.strategies.contract import Contention
 from fanout.claims import Claims
 from fanout.leases import AuthorLeases
 from fanout.maintained import Maintained
@@ -135,7 +137,7 @@ class Worker:
 
         A renewal that fails with an error (a slow or unreachable database) is tried again at
         the next beat, but not past the lease: once it has run out, another worker may own the
-        event, so the handler must stop (its writes are fenced anyway, app.checkpoint). A
+        event, so the handler must stop (its writes are fenced anyway, app.pipeline.checkpoint). A
         renewal that is merely late (a busy event loop) and still finds the lease this worker's
         keeps it."""
         while True:
@@ -172,7 +174,7 @@ class Worker:
             cp = checkpoint.Checkpoint(progress.get(strategy.name), save_for(strategy.name))
             token = checkpoint.current.set(cp)  # this task's own context
             try:
-                await apply_event(strategy, event)
+                await apply_event(strategy, event, user_activity=self.ctx.store.user_activity)
             finally:
                 checkpoint.current.reset(token)
         # No maintained strategy's derived data holds what the event removed any more.
@@ -180,7 +182,8 @@ class Worker:
             await revocations.settle(self.ctx.store.revocations, event)
 
     async def _apply(self, event: QueuedEvent) -> None:
-        """Apply `event` with a checkpoint, a heartbeat and a fence (app.checkpoint); LeaseLost
+        """Apply `event` with a checkpoint, a heartbeat and a fence (app.pipeline.checkpoint);
+        LeaseLost
         if the lease was lost."""
         # The claim set `lease_until` from this worker's clock; the local deadline starts there.
         claimed_until = event["lease_until"]

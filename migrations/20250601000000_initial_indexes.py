@@ -1,4 +1,4 @@
-"""The indexes of every collection as of the first release (frozen copies of app/models.py).
+"""The indexes of every collection as of the first release (frozen copies of app/storage/models.py).
 
 Forward creates them (Beanie's init_beanie does, for the documents below); Backward drops
 them again. The strategy-specific `(audience, _id)` index is built by `timeline

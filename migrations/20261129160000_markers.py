@@ -1,5 +1,5 @@
 """Read markers (POST /markers): the `markers` collection, one document per user keyed by the
-user's id (frozen copy of app/models.py's `Marker`).
+user's id (frozen copy of app/storage/models.py's `Marker`).
 
 Its only index is `_id`'s, which MongoDB builds with the collection, so Forward just creates the
 collection where it is missing (MongoDB would also create it on the first marker write; creating

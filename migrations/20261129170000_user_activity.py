@@ -1,5 +1,5 @@
 """Inactive users (TIMELINE_ACTIVE_DAYS): the `user_activity` collection, one document per user
-keyed by the user's id, with an index on `last_read_at` (frozen copy of app/models.py's
+keyed by the user's id, with an index on `last_read_at` (frozen copy of app/storage/models.py's
 `UserActivity`).
 
 Forward creates the collection and the index where missing (Beanie would create both at

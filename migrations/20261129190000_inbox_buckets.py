@@ -1,5 +1,5 @@
 """inbox_buckets: the `inbox_buckets` collection and its two indexes (frozen copy of
-app/models.py's `InboxBucket`): the unique chain index (owner_id, hi) and the multikey
+app/storage/models.py's `InboxBucket`): the unique chain index (owner_id, hi) and the multikey
 (items.s, owner_id) index that finds which buckets hold a status.
 
 Forward creates the collection and the indexes where missing (Beanie would create both at

@@ -1,7 +1,9 @@
 """The Mastodon client API's credentials (docs/mastodon.md): the unique partial index on
 `users.email`, and the `oauth_apps` (unique `client_id`) and `access_tokens` (its `user_id`
-index) collections (frozen copies of app/models.py's `User` index and app/models_oauth.py's
-documents). Failed logins are counted by the rate limiter (app.ratelimit), which makes its own
+index) collections (frozen copies of app/storage/models.py's `User` index and
+app/storage/models_oauth.py's
+documents). Failed logins are counted by the rate limiter (app.limits.ratelimit), which makes its
+own
 collection at start-up.
 
 Forward creates what is missing (Beanie would create it at start-up; here the schema change is

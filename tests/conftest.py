@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app import pymongo_compat
-from app.embedded import EmbeddedServer
-from app.settings import STRATEGY_NAMES
+from app.storage import pymongo_compat
+from app.storage.embedded import EmbeddedServer
+from app.strategies import STRATEGY_NAMES
 from tests.harness import TEST_HYBRID_THRESHOLD, Harness, running, test_settings
 
 # The tests are an entry point too: PyMongo's Python 3.11 fix before any client exists.

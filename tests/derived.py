@@ -8,7 +8,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.store import Store
+from app.storage.store import Store
 
 # Every collection some strategy derives from the source of truth (statuses carry audiences
 # under recipients_embedded): a repeated handler must change none of them.

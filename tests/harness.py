@@ -16,13 +16,13 @@ from starlette.applications import Starlette
 
 from app.api import create_app
 from app.context import AppContext
-from app.models import utcnow
 from app.settings import Settings
+from app.storage.models import utcnow
 from fanout.worker import Worker
 
 
 class FakeClock:
-    """The activity clock of app.activity in tests: time passes only by `advance`."""
+    """The activity clock of app.domain.activity in tests: time passes only by `advance`."""
 
     def __init__(self) -> None:
         self.now = utcnow()

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pymongo
 
-from app.embedded import free_port
+from app.storage.embedded import free_port
 from tests.harness import TEST_RATE_LIMITS
 from tests.test_persistence import EXIT_TIMEOUT_S, POLL_S, READY_TIMEOUT_S, TIMELINE
 

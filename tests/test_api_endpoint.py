@@ -13,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import errors
 from app.api import schemas as s
 from app.api.endpoint import Endpoint, Payload, Reply
 from app.api.errors import EXCEPTION_HANDLERS, HTTP_STATUS, http_status
 from app.api.routes import ENDPOINTS
-from app.users import Account
+from app.domain import errors
+from app.domain.users import Account
 
 
 async def public(request: Request) -> Payload | Reply | None:

@@ -15,14 +15,15 @@ import httpx
 import pytest
 from bson import ObjectId
 
-from app import cursors, db
+from app import cursors
 from app.api.endpoint import Endpoint
 from app.api.openapi import ENDPOINTS as DOCUMENTED
 from app.api.parsing import MAX_BODY_BYTES
 from app.api.routes import ENDPOINTS
 from app.api.schemas import MAX_TEXT_CHARS
-from app.embedded import EmbeddedServer
-from app.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
+from app.limits.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
+from app.storage import db
+from app.storage.embedded import EmbeddedServer
 from tests import harness
 from tests.harness import Harness
 
@@ -50,7 +51,7 @@ async def snapshot(h: Harness) -> dict[str, list[dict[str, Any]]]:
     """Every document of every collection of the test's database, in `_id` order: an in-place
     update shows as well as an insert or a delete."""
     db = h.ctx.database.db
-    # Not the rate limit counters: a refused request is counted too (app.ratelimit).
+    # Not the rate limit counters: a refused request is counted too (app.limits.ratelimit).
     names = sorted(set(await db.list_collection_names()) - {RATE_LIMITS_COLLECTION})
     return {name: await db[name].find().sort("_id", 1).to_list() for name in names}
 

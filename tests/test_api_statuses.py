@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from bson import ObjectId
 
-from app.models import Status
+from app.storage.models import Status
 from tests.harness import Harness
 from tests.test_api_errors import assert_error, snapshot
 from tests.test_api_users import assert_recent_rfc3339

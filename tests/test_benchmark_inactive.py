@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.settings import STRATEGY_NAMES
+from app.strategies import STRATEGY_NAMES
 
 FRIENDS = 60
 GOAL = 0.55  # issue 13: at 50 % inactive, receiver_copies' copies per post <= 55 %

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.db import SERVER_SELECTION_TIMEOUT_MS
+from app.storage.db import SERVER_SELECTION_TIMEOUT_MS
 
 TIMELINE = Path(sys.executable).with_name("timeline")
 # A hang guard, not a measurement: Python start-up plus the driver's server selection timeout.

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.models import User
+from app.storage.models import User
 from fanout.worker import Worker
 from tests.harness import Harness
 from tests.worker_workload import (
@@ -78,8 +78,8 @@ async def test_refill_racing_another_refill_keeps_the_window(
     reader = await User.find_one(User.handle == "ooo")
     assert reader is not None
 
-    strategy = h.ctx.strategy
-    upsert = strategy._bulk_upsert  # type: ignore[attr-defined]
+    strategy: Any = h.ctx.strategy
+    upsert = strategy.entries.bulk_upsert
     raced = False
 
     async def racing_upsert(ops: Any) -> int:
@@ -90,7 +90,7 @@ async def test_refill_racing_another_refill_keeps_the_window(
             await h.drain()  # Y's events: remove Y's copies from O, refill O
         return int(await upsert(ops))
 
-    monkeypatch.setattr(strategy, "_bulk_upsert", racing_upsert)
+    monkeypatch.setattr(strategy.entries, "bulk_upsert", racing_upsert)
     await strategy.rebuild(reader.id)
     assert raced
     assert await h.timeline_ids("ooo") == mine[::-1]

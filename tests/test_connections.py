@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from app.api import create_app
-from app.embedded import free_port
+from app.storage.embedded import free_port
 from entrypoints.connections import uvicorn_config
 from entrypoints.serve import KEEP_ALIVE_S
 from tests import harness

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from app import embedded_guard
-from app.embedded import (
+from app.storage import embedded_guard
+from app.storage.embedded import (
     PIDFILE,
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
@@ -44,7 +44,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 from pymongo import MongoClient
-from app.embedded import EmbeddedServer
+from app.storage.embedded import EmbeddedServer
 server = EmbeddedServer(Path(sys.argv[1]), parent_death_signal=sys.argv[2] == "1",
                         watchdog=sys.argv[3] == "1", sync_on_commit=True).start()
 with MongoClient(server.url) as c:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from app.embedded import EmbeddedServer, free_port
+from app.storage.embedded import EmbeddedServer, free_port
 from entrypoints.supervise import CHECK_EVERY_S, EmbeddedSupervisor
 from tests.test_embedded_lifetime import (
     READY_TIMEOUT_S,

@@ -22,6 +22,7 @@ import dataclasses
 import os
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import ClassVar
@@ -38,10 +39,11 @@ from hypothesis.stateful import (
     rule,
 )
 
-from app import cursors, markers
+from app import cursors
 from app.context import AppContext
-from app.queued import QueuedEvent
-from app.settings import STRATEGY_NAMES
+from app.domain import markers
+from app.pipeline.queued import QueuedEvent
+from app.strategies import STRATEGY_NAMES
 from app.strategies.hybrid import low_mark
 from fanout.worker import Worker
 from tests import harness
@@ -338,7 +340,7 @@ class Player:
             health = (await h.client.get("/health")).json()
             assert health["pending_events"] == 0, self.where()
         else:
-            assert await h.ctx.queue.pending_count() == 0, self.where()
+            assert await h.ctx.queue.reader.pending_count() == 0, self.where()
         assert isinstance(s.expect, dict)
         for user, (expected, expected_unread) in s.expect.items():
             if s.a == "api":
@@ -360,7 +362,8 @@ class Player:
 
 
 class FailingWorker(Worker):
-    """A worker whose event fails, before or after its handler ran (app.queue retries it)."""
+    """A worker whose event fails, before or after its handler ran (app.pipeline.queue retries
+    it)."""
 
     def __init__(self, ctx: AppContext, *, fail_after: bool) -> None:
         super().__init__(ctx)
@@ -380,7 +383,7 @@ def without_retryable_writes(url: str) -> str:
     the most in the suite, so they do without (nothing they check depends on a driver retry),
     which also keeps them from slowing down every test that runs after them."""
     if "retrywrites=" in url.lower():
-        return url  # the embedded server's URL already says so (app/embedded.py)
+        return url  # the embedded server's URL already says so (app/storage/embedded.py)
     if "?" in url:
         return f"{url}&retryWrites=false"
     # The driver wants a "/" between the hosts and the options.
@@ -388,14 +391,16 @@ def without_retryable_writes(url: str) -> str:
     return f"{url}{'?' if has_path else '/?'}retryWrites=false"
 
 
-async def play_everywhere(url: str, script: Script, turn: int = 0) -> Crossings:
+async def play_everywhere(
+    url: str, script: Script, turn: int = 0, names: Sequence[str] = STRATEGY_NAMES
+) -> Crossings:
     """Play the script through every strategy, each on a fresh database. Every other play
     takes the no-transaction path (a standalone mongod: events staged before the change,
-    app.outbox), alternating with `turn`, so that across scripts every strategy is checked
+    app.pipeline.outbox), alternating with `turn`, so that across scripts every strategy is checked
     both ways at the cost of one play per strategy. Returns the crossings hybrid made."""
     url = without_retryable_writes(url)
     crossings = Crossings()
-    for i, name in enumerate(STRATEGY_NAMES):
+    for i, name in enumerate(names):
         # inbox_buckets with buckets of 2 or 3 entries: timelines cross bucket edges often.
         extra = {"inbox_bucket_size": 2 + turn % 2} if name == "inbox_buckets" else {}
         settings = harness.test_settings(

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from app.models import utcnow
-from app.queue import CANDIDATE_SCAN
-from app.queued import BACKLOG_TOP_AUTHORS
+from app.pipeline.queue import CANDIDATE_SCAN
+from app.pipeline.queued import BACKLOG_TOP_AUTHORS
+from app.storage.models import utcnow
 from fanout.worker import Worker
 from tests.harness import Harness
 

@@ -10,8 +10,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from app import graph
-from app.models import Friendship, User
+from app.domain import graph
+from app.storage.models import Friendship, User
 from tests.harness import Harness
 from tests.test_outbox import all_events, without_transactions
 

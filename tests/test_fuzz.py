@@ -29,8 +29,8 @@ from schemathesis.checks import positive_data_acceptance
 from app import cursors
 from app.api import create_app
 from app.api.openapi import build_openapi
-from app.embedded import free_port
-from app.errors import DomainError
+from app.domain.errors import DomainError
+from app.storage.embedded import free_port
 from tests import harness
 
 # Per operation (hypothesis examples; schemathesis mixes valid and invalid data). 15 native

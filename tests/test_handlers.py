@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from app import revocations
-from app.events import apply_event
-from app.models import Event, Revocation, utcnow
+from app.domain import revocations
+from app.pipeline.events import apply_event
+from app.storage.models import Event, Revocation, utcnow
 from tests.derived import dump, holders
 from tests.harness import Harness
 from tests.test_equivalence import Player, Script, new_script
@@ -71,7 +71,7 @@ async def recorded_events(*, pending_only: bool = True) -> list[dict[str, Any]]:
 
 async def mark_done(events: list[dict[str, Any]]) -> None:
     """What the worker does once an event is applied: settle its revocation record
-    (app.revocations), mark it done."""
+    (app.domain.revocations), mark it done."""
     for event in events:
         await revocations.settle(Revocation.get_pymongo_collection(), event)
     await Event.get_pymongo_collection().update_many(
@@ -93,11 +93,11 @@ async def test_every_handler_twice_in_a_row_changes_nothing(h: Harness) -> None:
     events = await recorded_events()
     assert len(events) > 10
     for event in events:
-        await apply_event(h.ctx.strategy, event)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
         # Every derived document, ids included: a repeated handler must not even rewrite one.
         once = await dump(h.ctx.store)
         assert any(once.values())
-        await apply_event(h.ctx.strategy, event)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
         assert await dump(h.ctx.store) == once, (
             f"{event['kind']} changed derived data when repeated"
         )
@@ -113,7 +113,7 @@ async def test_replaying_the_whole_history_again_changes_no_timeline(h: Harness)
     await h.drain()
     await assert_matches_model(h, player, script)
     for event in await recorded_events(pending_only=False):
-        await apply_event(h.ctx.strategy, event)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
     await assert_matches_model(h, player, script)
 
 
@@ -122,22 +122,22 @@ async def test_reversed_and_shuffled_orders_converge(h: Harness) -> None:
     player = await play(h, script)
     events = await recorded_events()
     for event in reversed(events):
-        await apply_event(h.ctx.strategy, event)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
     await mark_done(events)
     await assert_matches_model(h, player, script)
     rng = random.Random(7)
     for _ in range(SHUFFLES):
         rng.shuffle(events)
         for event in events:
-            await apply_event(h.ctx.strategy, event)
+            await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
         await assert_matches_model(h, player, script)
 
 
 async def apply_in_order(h: Harness, events: list[dict[str, Any]]) -> None:
     """Apply `events` in the order given, each twice, then mark them all done."""
     for event in events:
-        await apply_event(h.ctx.strategy, event)
-        await apply_event(h.ctx.strategy, event)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
+        await apply_event(h.ctx.strategy, event, user_activity=h.ctx.store.user_activity)
     await mark_done(events)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from app.api.parsing import MAX_BODY_BYTES
 from app.api.schemas import MAX_TEXT_CHARS
-from app.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
+from app.limits.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
 from tests import harness
 from tests.harness import Harness
 
@@ -44,7 +44,7 @@ async def contents(h: Harness) -> dict[str, list[dict[str, Any]]]:
     """Every document of every collection, in `_id` order (not just how many: an in-place
     update must show too)."""
     db = h.ctx.database.db
-    # Not the rate limit counters: a refused request is counted too (app.ratelimit).
+    # Not the rate limit counters: a refused request is counted too (app.limits.ratelimit).
     names = sorted(set(await db.list_collection_names()) - {RATE_LIMITS_COLLECTION})
     return {name: await db[name].find().sort("_id", 1).to_list() for name in names}
 

@@ -10,9 +10,8 @@ import pytest
 from bson import ObjectId
 
 from app import cursors, maintenance
-from app.strategies import build_strategy
 from app.strategies.hybrid import Hybrid, low_mark
-from app.strategies.hybrid_pairs import LargeAudience
+from app.strategies.hybrid.pairs import LargeAudience
 from fanout import switch
 from tests import harness
 from tests.harness import Harness, running
@@ -202,9 +201,8 @@ async def test_a_changed_threshold_needs_no_rebuild(hy: Harness) -> None:
     await h.befriend("amy", "fox")
     await h.drain()
     assert await state(h, "amy") == "large"
-    raised = build_strategy(
-        "hybrid", h.ctx.store, MAX, graph=h.ctx.graph, hybrid_threshold=THRESHOLD + 5
-    )
+    knob = h.ctx.settings.model_copy(update={"hybrid_threshold": THRESHOLD + 5})
+    raised = h.ctx.build_strategy("hybrid", settings=knob)
     for handle in ("rob", "fay", "amy"):
         assert [str(i) for i in await raised.timeline_ids(await uid(h, handle))] == await truth(
             h, handle
@@ -229,6 +227,6 @@ async def test_check_reports_a_lost_pair_and_rebuild_repairs_it(hy: Harness) -> 
     report = await maintenance.check(h.ctx)
     assert [d.handle for d in report.drifted] == ["rob"]  # amy's statuses are missing
     users = await maintenance.user_ids(h.ctx.store)
-    assert await switch.rebuild_leased(h.ctx.strategy, users) > 0
+    assert await switch.rebuild_leased(h.ctx.store, h.ctx.strategy, users) > 0
     assert (await maintenance.check(h.ctx)).ok
-    assert await switch.rebuild_leased(h.ctx.strategy, users) == 0  # idempotent
+    assert await switch.rebuild_leased(h.ctx.store, h.ctx.strategy, users) == 0  # idempotent

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from app.api.routes import ENDPOINTS
-from app.embedded import EmbeddedServer
 from app.settings import ConfigError, load_settings
+from app.storage.embedded import EmbeddedServer
 from tests import harness
 from tests.harness import Harness, running
 

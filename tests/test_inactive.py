@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from app import activity
-from app.activity import ACTIVITY_RESOLUTION
-from app.events import apply_event
-from app.models import TimelineEntry, User, UserActivity
+from app.domain import activity
+from app.domain.activity import ACTIVITY_RESOLUTION
+from app.pipeline.events import apply_event
+from app.storage.models import TimelineEntry, User, UserActivity
 from app.strategies.receiver_copies import ReceiverCopies
 from tests.derived import SKIPS_AWAY, holders
 from tests.harness import FakeClock, Harness
@@ -121,22 +121,24 @@ async def test_rebuild_is_idempotent_and_resumable(
     strategy = h.ctx.strategy
     if isinstance(strategy, ReceiverCopies):
         # Crash half-way: the first reconcile pass writes its copies, then the process dies.
-        real = strategy._reconcile
+        real = strategy.timelines.reconcile
 
         async def crash(user_id: ObjectId) -> int:
             await real(user_id)
             raise RuntimeError("killed mid-rebuild")
 
-        monkeypatch.setattr(strategy, "_reconcile", crash)
+        monkeypatch.setattr(strategy.timelines, "reconcile", crash)
         with pytest.raises(RuntimeError):
-            await apply_event(strategy, event)
+            await apply_event(strategy, event, user_activity=h.ctx.store.user_activity)
         monkeypatch.undo()
         assert not await materialized("alice")  # still served from the truth, still right
         assert await h.timeline_ids("alice") == expected
-    await apply_event(strategy, event)
+    await apply_event(strategy, event, user_activity=h.ctx.store.user_activity)
     assert await materialized("alice")
     before = await copies_of("alice")
-    await apply_event(strategy, event)  # run twice: changes nothing
+    await apply_event(
+        strategy, event, user_activity=h.ctx.store.user_activity
+    )  # run twice: changes nothing
     assert await copies_of("alice") == before
     assert await h.timeline_ids("alice") == expected
     await h.drain()

@@ -18,9 +18,8 @@ from pymongo import monitoring
 from app import cursors
 from app.api.schemas import MAX_TEXT_CHARS
 from app.settings import MAX_INBOX_BUCKET_SIZE
-from app.strategies import build_strategy
 from app.strategies.inbox_buckets import InboxBuckets
-from app.strategies.inbox_chain import MAX_ID, entry
+from app.strategies.inbox_buckets.chain import MAX_ID, entry
 from benchmarks.explain import explain_page
 from entrypoints.migrate import MIGRATIONS_DIR
 from tests import harness
@@ -460,7 +459,7 @@ async def test_a_changed_bucket_size_needs_no_rebuild(h: Harness, mongo_url: str
         # Read under the new size: the same timeline from buckets of 3.
         assert await smaller.timeline_ids("ann", page=2) == list(reversed(posted))
         # Buckets are re-cut as they are written: a rebuild leaves none above 2.
-        strategy = build_strategy("inbox_buckets", smaller.ctx.store, 1000, bucket_size=2)
+        strategy = smaller.ctx.build_strategy("inbox_buckets")
         await strategy.rebuild(ann)
         posted.append((await smaller.post("ann", "more"))["id"])
         assert await assert_sound(smaller, ann, size=2) == [ObjectId(i) for i in reversed(posted)]

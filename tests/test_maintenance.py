@@ -12,7 +12,7 @@ import pytest
 from bson import ObjectId
 
 from app import maintenance
-from app.models import Friendship, User, utcnow
+from app.storage.models import Friendship, User, utcnow
 from fanout import switch
 from fanout.leases import AuthorLeases
 from tests.harness import Harness
@@ -39,7 +39,7 @@ async def rebuild(
 ) -> int:
     """What `timeline rebuild` runs: each user's rebuild under that author's lease."""
     users = await maintenance.user_ids(h.ctx.store, handle)
-    return await switch.rebuild_leased(h.ctx.strategy, users, progress)
+    return await switch.rebuild_leased(h.ctx.store, h.ctx.strategy, users, progress)
 
 
 async def filled(h: Harness) -> None:
@@ -203,7 +203,7 @@ async def test_a_rebuild_step_longer_than_the_lease_renews_it(
 
     monkeypatch.setattr(strategy, "rebuild", slow_rebuild)
     users = await maintenance.user_ids(h.ctx.store, "ann")
-    assert await switch.rebuild_leased(strategy, users, lease_s=SHORT_LEASE_S) > 0
+    assert await switch.rebuild_leased(h.ctx.store, strategy, users, lease_s=SHORT_LEASE_S) > 0
     assert taken_meanwhile == [False]
     assert await h.timeline_ids("ann") == [str(i) for i in await maintenance.truth_ids(h.ctx, ann)]
     assert await h.ctx.store.author_leases.count_documents({}) == 0  # released
@@ -232,11 +232,11 @@ async def test_an_interrupted_rebuild_resumes_after_its_last_user(
     monkeypatch.setattr(strategy, "rebuild", counted)
     resumed = False
     with pytest.raises(Interrupted):
-        await switch.rebuild_leased(strategy, users, resume_key="rebuild:test")
+        await switch.rebuild_leased(h.ctx.store, strategy, users, resume_key="rebuild:test")
     resumed = True
     seen: list[int] = []
     await switch.rebuild_leased(
-        strategy, users, lambda i, n: seen.append(i), resume_key="rebuild:test"
+        h.ctx.store, strategy, users, lambda i, n: seen.append(i), resume_key="rebuild:test"
     )
     ordered = [u for u, _ in sorted(users)]
     assert rebuilt == ordered  # each user once: the run resumed after the third
@@ -245,5 +245,5 @@ async def test_an_interrupted_rebuild_resumes_after_its_last_user(
     assert saved is not None and "rebuild:test" not in saved
     # A run that finished leaves nothing to resume: the next one rebuilds every user.
     rebuilt.clear()
-    await switch.rebuild_leased(strategy, users, resume_key="rebuild:test")
+    await switch.rebuild_leased(h.ctx.store, strategy, users, resume_key="rebuild:test")
     assert rebuilt == ordered

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.passwords import hash_password
+from app.domain.passwords import hash_password
 from tests import harness
 from tests.harness import Harness
 

@@ -19,12 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
-from app.embedded import EmbeddedServer, free_port
+from app.storage.embedded import EmbeddedServer, free_port
 from fanout.worker import Worker
 from tests import harness
 from tests.harness import Harness
 
-# Far above the driver's bounds (app.db: 3 s server selection, 15 s per operation): a request
+# Far above the driver's bounds (app.storage.db: 3 s server selection, 15 s per operation): a
+# request
 # still unanswered after this is hanging, which is the failure this test looks for.
 HANG_BOUND_S = 60.0
 # The worker's lease in this test. An event interrupted by the outage is retried once its lease

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from app import outbox, queue
-from app.models import Event, utcnow
-from app.queue import STAGED_CHECKS, STAGED_GRACE_S
+from app.pipeline import outbox, queue
+from app.pipeline.queue import STAGED_CHECKS, STAGED_GRACE_S
+from app.storage.models import Event, utcnow
 from tests.harness import Harness
 
 

@@ -1,9 +1,10 @@
-"""Password hashes (app/passwords.py): scrypt with a salt per password and its parameters in the
+"""Password hashes (app/domain/passwords.py): scrypt with a salt per password and its parameters in
+the
 stored string; verification refuses anything else without raising."""
 
 from __future__ import annotations
 
-from app import passwords
+from app.domain import passwords
 
 
 async def test_a_hash_verifies_its_password_only() -> None:

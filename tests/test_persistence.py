@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.embedded import START_TIMEOUT_S, STOP_TIMEOUT_S, free_port
+from app.storage.embedded import START_TIMEOUT_S, STOP_TIMEOUT_S, free_port
 from tests.harness import TEST_RATE_LIMITS
 
 TIMELINE = Path(sys.executable).with_name("timeline")

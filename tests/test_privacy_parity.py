@@ -9,8 +9,8 @@ import httpx
 import pytest
 from bson import ObjectId
 
-from app.graph import Graph
-from app.users import MAX_ECHOED_HANDLE
+from app.domain.graph import Graph
+from app.domain.users import MAX_ECHOED_HANDLE
 from tests.harness import Harness
 
 pytestmark = pytest.mark.parametrize("strategy", ["receiver_copies"])

@@ -1,4 +1,5 @@
-"""The event queue (app.queue) as one owner: no other module reaches the `events` collection,
+"""The event queue (app.pipeline.queue) as one owner: no other module reaches the `events`
+collection,
 every event kind has a handler, and a worker that no longer owns an event cannot move it."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from typing import Any, get_args
 import pytest
 from bson import ObjectId
 
-from app.events import HANDLERS, UnknownEvent, apply_event
-from app.models import EventKind
+from app.pipeline.events import HANDLERS, UnknownEvent, apply_event
+from app.storage.models import EventKind
 from tests.harness import Harness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +23,7 @@ OWNERS = {ROOT / "app" / "queue.py", ROOT / "app" / "models.py"}
 def _names_event_model(path: Path) -> bool:
     """Whether `path` imports the Event model or asks it for its collection."""
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        imported = isinstance(node, ast.ImportFrom) and node.module == "app.models"
+        imported = isinstance(node, ast.ImportFrom) and node.module == "app.storage.models"
         if imported and any(alias.name == "Event" for alias in node.names):
             return True
         bound = isinstance(node, ast.Attribute) and node.attr == "get_pymongo_collection"
@@ -48,7 +49,11 @@ def test_every_event_kind_has_a_handler() -> None:
 @pytest.mark.parametrize("strategy", ["receiver_copies"])
 async def test_an_unknown_kind_is_refused(h: Harness) -> None:
     with pytest.raises(UnknownEvent):
-        await apply_event(h.ctx.strategy, {"kind": "status_edited", "author_id": ObjectId()})
+        await apply_event(
+            h.ctx.strategy,
+            {"kind": "status_edited", "author_id": ObjectId()},
+            user_activity=h.ctx.store.user_activity,
+        )
 
 
 @pytest.mark.parametrize("strategy", ["receiver_copies"])
@@ -75,4 +80,4 @@ async def test_only_the_owner_moves_a_claimed_event(h: Harness) -> None:
     await h.ctx.queue.complete(event["_id"], "w1")
     done = await stored()
     assert done is not None and done["state"] == "done"
-    assert await h.ctx.queue.pending_count() == 0
+    assert await h.ctx.queue.reader.pending_count() == 0

@@ -1,5 +1,5 @@
-"""Rate limits (app.ratelimit) with their real defaults, through the API; the pending friend
-request cap (app.friends)."""
+"""Rate limits (app.limits.ratelimit) with their real defaults, through the API; the pending friend
+request cap (app.domain.friends)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import httpx
 import pytest
 from bson import ObjectId
 
-from app import ratelimit
 from app.api import throttle
-from app.friends import MAX_PENDING_OUTGOING
-from app.models import utcnow
-from app.ratelimit import RULES, RateLimited, client_address, parse_rules, rules_for
+from app.domain.friends import MAX_PENDING_OUTGOING
+from app.limits import ratelimit
+from app.limits.ratelimit import RULES, RateLimited, client_address, parse_rules, rules_for
 from app.settings import ConfigError, load_settings
+from app.storage.models import utcnow
 from tests import harness
 from tests.harness import Harness, running
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from bson import ObjectId
 
-from app import maintenance, recorded_settings
-from app.strategies import build_strategy
+from app import maintenance
+from app.storage import recorded_settings
 from fanout import switch
 from tests.harness import Harness, running
 from tests.worker_workload import random_workload, reference_timelines, run_cli, worker_env
@@ -32,7 +32,8 @@ async def first_start(h: Harness) -> None:
 
 async def wrong_under(h: Harness, name: str, max_items: int) -> list[ObjectId]:
     """Users whose timeline under `max_items`, as stored, differs from the reference model."""
-    strategy = build_strategy(name, h.ctx.store, max_items)  # type: ignore[arg-type]
+    knob = h.ctx.settings.model_copy(update={"timeline_max": max_items})
+    strategy = h.ctx.build_strategy(name, settings=knob)
     reference = await reference_timelines(max_items)
     return [u for u, ids in reference.items() if await strategy.timeline_ids(u) != ids]
 

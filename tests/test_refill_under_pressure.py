@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-import app.queue
-from app.queue import MAX_ATTEMPTS
-from app.strategies.receiver_copies import Unsettled
+import app.pipeline.queue
+from app.pipeline.queue import MAX_ATTEMPTS
+from app.strategies.materialized import Unsettled
 from fanout.worker import Worker
 from tests.harness import Harness
 from tests.worker_workload import reference_timelines, unfinished_events
@@ -44,7 +44,7 @@ async def trimmed_reader_holding_a_copy(h: Harness) -> tuple[dict[str, ObjectId]
         await h.post("fri", f"fri {i}")
     status = ObjectId((await h.post("ann", "soon deleted"))["id"])
     await h.drain()
-    await h.ctx.strategy.trim(ids["rea"])  # type: ignore[attr-defined]
+    await h.ctx.strategy.timelines.trim(ids["rea"])  # type: ignore[attr-defined]
     meta = await h.ctx.store.timeline_meta.find_one({"owner_id": ids["rea"]})
     assert meta is not None and meta["trimmed"]
     assert status in await h.ctx.strategy.timeline_ids(ids["rea"])
@@ -71,7 +71,7 @@ async def test_a_delete_leaves_every_timeline_while_friends_keep_posting(
 ) -> None:
     ids, status = await trimmed_reader_holding_a_copy(h)
     strategy: Any = h.ctx.strategy
-    reconcile = strategy._reconcile
+    reconcile = strategy.timelines.reconcile
     posted = 0
 
     async def posting_between_passes(user_id: ObjectId) -> int:
@@ -82,7 +82,7 @@ async def test_a_delete_leaves_every_timeline_while_friends_keep_posting(
             await h.post("fri", f"racing {posted}")
         return changed
 
-    monkeypatch.setattr(strategy, "_reconcile", posting_between_passes)
+    monkeypatch.setattr(strategy.timelines, "reconcile", posting_between_passes)
     await h.delete("ann", str(status))
     await h.drain()
     assert posted > 0  # the refill did race the posts
@@ -100,18 +100,18 @@ async def test_a_delete_whose_refill_fails_still_removes_every_copy(
     still refills the trimmed reader, although no copy is left to say it was a holder."""
     ids, status = await trimmed_reader_holding_a_copy(h)
     strategy: Any = h.ctx.strategy
-    rebuild = strategy.rebuild
+    rebuild = strategy.timelines.rebuild
 
     async def crash(user_id: ObjectId) -> int:
         raise Crash
 
-    monkeypatch.setattr(strategy, "rebuild", crash)
+    monkeypatch.setattr(strategy.timelines, "rebuild", crash)
     await h.delete("ann", str(status))
     with pytest.raises(Crash):
         await strategy.apply_deleted(ids["ann"], status)
     entries = h.ctx.store.timeline_entries
     assert await entries.count_documents({"status_id": status}) == 0
-    monkeypatch.setattr(strategy, "rebuild", rebuild)
+    monkeypatch.setattr(strategy.timelines, "rebuild", rebuild)
     await strategy.apply_deleted(ids["ann"], status)  # the retry
     await assert_model(ids, h)
     owed = await h.ctx.store.timeline_meta.count_documents({"owed": status})
@@ -138,7 +138,7 @@ async def test_contention_is_retried_and_never_parks_an_event(
         await apply_posted(author_id, status_id)
 
     monkeypatch.setattr(strategy, "apply_posted", losing_races)
-    monkeypatch.setattr(app.queue, "BACKOFF_BASE_S", 0.01)  # failures would retry as fast
+    monkeypatch.setattr(app.pipeline.queue, "BACKOFF_BASE_S", 0.01)  # failures would retry as fast
     worker = Worker(h.ctx)
     events = h.ctx.store.events
     deadline = time.monotonic() + SETTLE_S

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from app import sharding
-from app.sharding import PLAN_BY_COLLECTION, model_indexes, shard_database
+from app.storage import sharding
+from app.storage.sharding import model_indexes, plan_by_collection, shard_database
 from tests.test_cli import run
+
+PLAN_BY_COLLECTION = plan_by_collection()
 
 DB = "timeline"
 
@@ -55,7 +57,7 @@ async def _shard(fake: RecordingMongos) -> tuple[int, list[str]]:
 
 def test_every_declared_collection_has_a_plan() -> None:
     missing = [c for c in model_indexes() if c not in PLAN_BY_COLLECTION]
-    assert not missing, f"no row in app.sharding.PLAN (and docs/scaling.md) for {missing}"
+    assert not missing, f"no row in app.storage.sharding.plan() (and docs/scaling.md) for {missing}"
 
 
 def test_unique_indexes_are_prefixed_by_the_shard_key() -> None:
@@ -85,10 +87,11 @@ async def test_command_sequence_on_a_fresh_cluster() -> None:
     assert fake.sent[:2] == [("admin", {"hello": 1}), ("admin", {"enableSharding": DB})]
     sharded = [p for p in PLAN_BY_COLLECTION.values() if p.key is not None]
     shard_cmds = [cmd for _, cmd in fake.sent if "shardCollection" in cmd]
-    assert shard_cmds == [
-        {"shardCollection": f"{DB}.{p.collection}", "key": p.key_document()}
-        for p in sharded
-        if p.collection in model_indexes()
+    planned = {p.collection: p for p in sharded}
+    assert shard_cmds == [  # in the order of the declared collections
+        {"shardCollection": f"{DB}.{name}", "key": planned[name].key_document()}
+        for name in model_indexes()
+        if name in planned
     ]
     # Every collection's indexes, the shard key's included, are created before it is sharded.
     for p in sharded:

@@ -1,7 +1,8 @@
 """Targeted queries: every command a timeline's hot path sends (page read, `before` page,
 refresh, unread count and read marker, post and its fan-out, delete and its removal and
 refills, friend and its backfill, unfriend and its removal) names its collection's shard key
-(app.sharding.PLAN), so that a mongos sends it to one shard or a bounded set of them. A command
+(app.storage.sharding.plan), so that a mongos sends it to one shard or a bounded set of them. A
+command
 listener records what the behaviour workload sends, for every strategy; benchmarks.shards
 routes each command as a mongos would. The broadcasts that remain are listed below with the
 reason each is allowed."""
@@ -58,7 +59,8 @@ INBOX_REMOVAL_BY_STATUS = (
     "reasons as " + REMOVAL_BY_STATUS.split(" removes", 1)[0] + "'s removal by status_id"
 )
 AWAY_USERS = (
-    "fan-out's look for inactive receivers (app.activity.inactive_among): a count of away users "
+    "fan-out's look for inactive receivers (app.domain.activity.inactive_among): a count of away "
+    "users "
     "bounded by the number of receivers, then, only when no more are away than that, the away "
     "users themselves; one range of each shard's last_read_at index. With more away users the "
     "receivers are looked up by _id, targeted"

@@ -34,7 +34,9 @@ def test_memory_growth_is_measured_from_a_restart_on() -> None:
     assert growth["db"] is not None and 0.1 < growth["db"] < 0.3
 
 
-def _result(failures: list[tuple[float, str]], recovered_s: float) -> dict[str, Any]:
+def _result(
+    failures: list[tuple[float, str]], recovered_s: float, expiry_left: int = 0
+) -> dict[str, Any]:
     fault = Fault("api", 100.0, recovered_s=recovered_s)
     return {
         "verdict": {"lost": 0, "duplicated": 0, "resurrected": 0},
@@ -44,6 +46,7 @@ def _result(failures: list[tuple[float, str]], recovered_s: float) -> dict[str, 
         "samples": [],
         "acknowledged_posts": 1,
         "drain_s": 0.1,
+        "expiry": {"expiry_probe_events_left": expiry_left, "expiry_probe_keys_left": 0},
     }
 
 
@@ -54,6 +57,8 @@ def test_failures_count_only_outside_the_fault_windows() -> None:
     assert not outside["ok"] and outside["failures_outside_fault_windows"] == 2
     slow = summarize(_result([], recovered_s=31.0))
     assert not slow["ok"] and slow["faults_not_recovered_in_30s"] == 1
+    unexpired = summarize(_result([], recovered_s=2.0, expiry_left=3))
+    assert not unexpired["ok"] and unexpired["expiry_probe_left"] == 3
 
 
 def test_the_knee_is_the_highest_rate_within_the_lag_bound_with_nothing_lost() -> None:

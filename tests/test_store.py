@@ -1,4 +1,5 @@
-"""Collections are passed in (app.store), not reached through Beanie's class binding: strategies
+"""Collections are passed in (app.storage.store), not reached through Beanie's class binding:
+strategies
 over two stores, and two strategies over one store, run side by side in one process."""
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from app import models
-from app.graph import Graph
-from app.store import Store
-from app.strategies import build_strategy
+from app.context import strategy_over
+from app.domain.graph import Graph
+from app.storage import models
+from app.storage.store import Store
 from tests import harness
 from tests.harness import Harness, running
 from tests.model import Model
@@ -50,9 +51,8 @@ async def test_strategies_over_two_stores_side_by_side(h: Harness) -> None:
         for coll in TRUTH:
             docs = await getattr(first, coll).find({}).to_list()
             await getattr(second, coll).insert_many(docs)
-        graph = Graph(second)
-        embedded = build_strategy("recipients_embedded", second, h.ctx.settings.timeline_max)
-        on_read = build_strategy("fanout_on_read", second, h.ctx.settings.timeline_max, graph=graph)
+        embedded = strategy_over(second, h.ctx.settings, "recipients_embedded")
+        on_read = strategy_over(second, h.ctx.settings, "fanout_on_read")
         await embedded.ensure_indexes()
         for u in users:
             await embedded.rebuild(u)
@@ -66,7 +66,7 @@ async def test_strategies_over_two_stores_side_by_side(h: Harness) -> None:
         # A change to one store's truth is seen only by strategies over that store.
         alice = (await second.users.find_one({"handle": "alice"}))["_id"]
         bob = (await second.users.find_one({"handle": "bob"}))["_id"]
-        await graph.unlink(alice, bob, session=None)
+        await Graph(second).unlink(alice, bob, session=None)
         assert await on_read.timeline_ids(bob) != served[bob]
         assert await h.ctx.truth.timeline_ids(bob) == served[bob]
     finally:
@@ -143,4 +143,4 @@ async def test_two_apps_side_by_side_in_one_process(mongo_url: str) -> None:
             await app.check()
             counted = await app.h.ctx.store.statuses.count_documents({})
             assert counted == len(app.model.statuses)
-            assert await app.h.ctx.queue.pending_count() == 0
+            assert await app.h.ctx.queue.reader.pending_count() == 0

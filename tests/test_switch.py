@@ -14,7 +14,7 @@ import pytest
 from bson import ObjectId
 
 from app import maintenance
-from app.settings import STRATEGY_NAMES
+from app.strategies import STRATEGY_NAMES
 from entrypoints.migrate import MIGRATIONS_DIR
 from fanout import switch
 from tests import harness
@@ -97,7 +97,7 @@ DRAIN_ROUNDS = 400
 async def drain_all(h: Harness) -> None:
     for _ in range(DRAIN_ROUNDS):
         await h.drain()
-        if await h.ctx.queue.pending_count() == 0:
+        if await h.ctx.queue.reader.pending_count() == 0:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("events still pending after the switch's leases should have expired")

@@ -10,8 +10,8 @@ import pytest
 from bson import ObjectId
 
 from app.maintenance import CONFIG_ID
-from app.models import utcnow
-from app.strategies import inbox_buckets, receiver_copies
+from app.storage.models import utcnow
+from app.strategies.materialized import timelines
 from fanout.worker import Worker
 from tests import harness
 from tests.worker_workload import bulk_befriend, bulk_users
@@ -31,8 +31,7 @@ class AfterFirstBatch(Exception):
 async def test_a_retried_fanout_reaches_every_reader_of_both_strategies(
     mongo_url: str, monkeypatch: pytest.MonkeyPatch, active: str, also: str
 ) -> None:
-    monkeypatch.setattr(receiver_copies, "FANOUT_BATCH", BATCH)
-    monkeypatch.setattr(inbox_buckets, "FANOUT_BATCH", BATCH)
+    monkeypatch.setattr(timelines, "FANOUT_BATCH", BATCH)
     async with harness.running(harness.test_settings(mongo_url, active)) as h:
         await h.ctx.store.service_config.update_one(
             {"_id": CONFIG_ID},

@@ -12,7 +12,7 @@ import pytest
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
-from app.models import Event, utcnow
+from app.storage.models import Event, utcnow
 from fanout.worker import Worker
 from tests.harness import Harness
 

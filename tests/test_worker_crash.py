@@ -13,8 +13,8 @@ import pytest
 from bson import ObjectId
 
 from app import maintenance
-from app.models import Event
-from app.store import Collection
+from app.storage.models import Event
+from app.storage.store import Collection
 from app.strategies.hybrid import low_mark
 from app.strategies.inbox_buckets import InboxBuckets
 from tests import harness

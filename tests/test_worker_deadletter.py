@@ -11,8 +11,8 @@ import pytest
 from bson import ObjectId
 from prometheus_client import REGISTRY
 
-from app.models import Event, utcnow
-from app.queue import MAX_ATTEMPTS
+from app.pipeline.queue import MAX_ATTEMPTS
+from app.storage.models import Event, utcnow
 from fanout.worker import Worker
 from tests.harness import Harness
 from tests.worker_workload import run_cli, worker_env

@@ -15,7 +15,8 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect
 
-from app.strategies import common, recipients_embedded
+from app.strategies import recipients_embedded
+from app.strategies.materialized import timelines
 from fanout.worker import Worker
 from tests.harness import Harness
 from tests.worker_workload import reference_timelines, unfinished_events
@@ -48,8 +49,8 @@ async def test_a_backfill_stalled_past_its_lease_does_not_land_after_an_unfriend
     stalled = asyncio.Event()
     # Both handlers read the truth, then write: the stall comes between the two, which is where
     # a paused worker does harm (what it writes is what it read before the unfriend).
-    # receiver_copies' backfill reads its window in common.befriend_window.
-    module: Any = common if strategy == "receiver_copies" else recipients_embedded
+    # receiver_copies' backfill reads its window in MaterializedTimelines._befriend_window.
+    module: Any = timelines if strategy == "receiver_copies" else recipients_embedded
     name = "newest_statuses" if strategy == "receiver_copies" else "window_floor"
     read = getattr(module, name)
 

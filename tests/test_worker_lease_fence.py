@@ -11,9 +11,11 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
-from app.models import utcnow
-from app.queued import QueuedEvent, from_doc
-from app.strategies import hybrid, inbox_buckets, receiver_copies, receiver_entries
+from app.pipeline.queued import QueuedEvent, from_doc
+from app.storage.models import utcnow
+from app.strategies import hybrid
+from app.strategies.materialized import timelines
+from app.strategies.receiver_copies import entries
 from fanout.worker import LeaseLost, Worker
 from tests.derived import holders
 from tests.harness import Harness
@@ -33,7 +35,7 @@ FRIENDS = 2 * BATCH + 5  # three batches
 
 async def taken_over(h: Harness, monkeypatch: pytest.MonkeyPatch) -> tuple[QueuedEvent, ObjectId]:
     """A post to FRIENDS friends whose event `slow` claimed and `fast` then took over."""
-    for module in (receiver_copies, receiver_entries, inbox_buckets, hybrid):
+    for module in (timelines, entries, hybrid):
         monkeypatch.setattr(module, "FANOUT_BATCH", BATCH)
     author = ObjectId((await h.user("ann"))["id"])
     await bulk_befriend(author, await bulk_users(FRIENDS, "f"))

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
-from app import checkpoint
-from app.models import AuthorLease, Event, utcnow
-from app.strategies.receiver_copies import FANOUT_BATCH
+from app.pipeline import checkpoint
+from app.storage.models import AuthorLease, Event, utcnow
+from app.strategies.materialized import FANOUT_BATCH
 from fanout.worker import LeaseLost, Worker
 from tests.harness import Harness
 from tests.worker_workload import bulk_befriend, bulk_users

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.embedded import free_port
+from app.storage.embedded import free_port
 from tests import harness
 from tests.harness import running
 from tests.worker_workload import (

@@ -18,13 +18,13 @@ from typing import Any
 
 from bson import ObjectId
 
-from app import outbox
 from app.context import AppContext
-from app.db import Session
-from app.models import Event, Friendship, Status, TimelineEntry, User, utcnow
+from app.domain.users import hash_token
+from app.pipeline import outbox
 from app.settings import Settings
+from app.storage.db import Session
+from app.storage.models import Event, Friendship, Status, TimelineEntry, User, utcnow
 from app.strategies.inbox_buckets import InboxBuckets
-from app.users import hash_token
 from fanout.worker import Worker
 from tests.harness import Harness
 
@@ -104,7 +104,7 @@ async def inbox_copies_by_owner(
     owners: dict[ObjectId, list[ObjectId]] = {}
     total = 0
     pairs = set()
-    for owner in await strategy.collection().distinct("owner_id"):
+    for owner in await strategy.inbox.coll.distinct("owner_id"):
         ids = (await strategy.inbox.chain(owner)).ids()
         total += len(ids)
         pairs.update((owner, i) for i in ids)

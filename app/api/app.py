@@ -24,8 +24,9 @@ from app.api.parsing import check_query
 from app.api.routes import ENDPOINTS
 from app.api.throttle import RateLimitMiddleware
 from app.context import AppContext, build_context
-from app.db import connect
+from app.domain.users import TokenCache
 from app.settings import Settings
+from app.storage.db import connect
 from app.web import web_routes
 
 log = logging.getLogger("timeline.api")
@@ -33,6 +34,8 @@ log = logging.getLogger("timeline.api")
 
 class State(TypedDict):
     ctx: AppContext
+    # Token look-ups this process remembers for a moment (app.domain.users.TokenCache).
+    tokens: TokenCache
 
 
 class Background(Protocol):
@@ -91,14 +94,16 @@ def create_app(
         database = await connect(url, settings.mongodb_db, embedded=embedded)
         ctx = await build_context(settings, database)
         app.state.ctx = ctx
+        tokens = app.state.tokens = TokenCache()
         service = background(ctx) if background is not None else None
         task = asyncio.create_task(service.run(), name="background") if service else None
         try:
-            yield {"ctx": ctx}
+            yield {"ctx": ctx, "tokens": tokens}
         finally:
             if service is not None and task is not None:
                 service.handle_exit()
                 await task
+            await ctx.limiter.close()
             await database.close()
 
     async def openapi_json(request: Request) -> JSONResponse:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from app.context import AppContext
-from app.errors import Unauthorized
-from app.users import Account, authenticate
+from app.domain.errors import Unauthorized
+from app.domain.users import Account, TokenCache
 
 # Tokens are ~43 characters; anything much longer is not ours and is not worth hashing.
 MAX_TOKEN_CHARS = 512
@@ -17,6 +17,13 @@ def context(request: Request) -> AppContext:
     return ctx
 
 
+def tokens(request: Request) -> TokenCache:
+    """This process's remembered token look-ups (app.domain.users.TokenCache; the lifespan makes
+    it)."""
+    cache: TokenCache = request.state.tokens
+    return cache
+
+
 async def current_user(request: Request) -> Account:
     header = request.headers.get("authorization")
     if not header:
@@ -25,4 +32,4 @@ async def current_user(request: Request) -> Account:
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized("the bearer token is invalid", code="invalid_token")
-    return await authenticate(context(request).store, token)
+    return await tokens(request).authenticate(context(request).store, token)

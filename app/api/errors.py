@@ -11,8 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.db import domain_error_from_pymongo
-from app.errors import (
+from app.domain.errors import (
     BadRequest,
     Conflict,
     DomainError,
@@ -24,7 +23,8 @@ from app.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from app.ratelimit import Quota, RateLimited
+from app.limits.ratelimit import Quota, RateLimited
+from app.storage.db import domain_error_from_pymongo
 
 log = logging.getLogger("timeline.api")
 

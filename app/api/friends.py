@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from app import cursors, friends
+from app import cursors
 from app.api.deps import context
 from app.api.endpoint import Payload, Reply
 from app.api.parsing import cursor_param, json_body, limit_param
 from app.api.schemas import CreateFriendRequest
+from app.domain import friends
+from app.domain.users import Account
 from app.timefmt import rfc3339
-from app.users import Account
 
 
 async def send_request(request: Request, me: Account) -> Payload | Reply:

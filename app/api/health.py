@@ -8,15 +8,15 @@ from starlette.requests import Request
 from app.api.deps import context
 from app.api.endpoint import Payload
 from app.context import AppContext
-from app.errors import Unavailable
-from app.users import handles_by_id
+from app.domain.errors import Unavailable
+from app.domain.users import handles_by_id
 
 
 async def health(request: Request) -> Payload:
     ctx = context(request)
     try:
         await ctx.database.ping()
-        stats = await ctx.queue.backlog()
+        stats = await ctx.queue.reader.backlog()
         inactive = await ctx.activity.count_inactive()
         top = await backlog_authors(ctx)
     except PyMongoError:
@@ -34,6 +34,6 @@ async def health(request: Request) -> Payload:
 async def backlog_authors(ctx: AppContext) -> list[tuple[str, int]]:
     """The authors with the most events waiting (queued.BACKLOG_TOP_AUTHORS of them), by handle
     (a deleted user's events show under its id), most first."""
-    top = await ctx.queue.top_backlogs()
+    top = await ctx.queue.reader.top_backlogs()
     accounts = await handles_by_id(ctx.store, [author for author, _ in top])
     return [(accounts[a].handle if a in accounts else str(a), n) for a, n in top]

@@ -5,13 +5,13 @@ from __future__ import annotations
 from bson import ObjectId
 from starlette.requests import Request
 
-from app import markers
 from app.api.deps import context
 from app.api.endpoint import Payload
 from app.api.parsing import json_body
 from app.api.schemas import UpdateMarkers
 from app.context import reading_strategy
-from app.users import Account
+from app.domain import markers
+from app.domain.users import Account
 
 
 async def get_markers(request: Request, me: Account) -> Payload:

@@ -29,7 +29,7 @@ UNMATCHED = "unmatched"
 # A scrape waits at most this long for the database (Prometheus' default scrape timeout is 10 s).
 SCRAPE_DB_TIMEOUT_S = 2.0
 # Latency buckets in seconds: a page read on mongod takes a few ms, a fan-out post tens of ms,
-# and anything near the 15 s database timeout (app.db) is an outage.
+# and anything near the 15 s database timeout (app.storage.db) is an outage.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
 # The methods we serve; anything else is counted as OTHER (bounded cardinality again).
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"})
@@ -112,7 +112,7 @@ async def metrics_endpoint(request: Request) -> Response:
     ctx = context(request)
     try:
         with pymongo.timeout(SCRAPE_DB_TIMEOUT_S):
-            backlog = await ctx.queue.backlog()
+            backlog = await ctx.queue.reader.backlog()
             top = await backlog_authors(ctx)
         PENDING_EVENTS.set(float(str(backlog["pending_events"])))
         OLDEST_PENDING_AGE.set(float(str(backlog["oldest_pending_age_s"] or 0)))

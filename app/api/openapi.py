@@ -12,7 +12,7 @@ from app.api import schemas as s
 from app.api.endpoint import Endpoint
 from app.api.mastodon.routes import MASTODON_ENDPOINTS
 from app.api.routes import ENDPOINTS as NATIVE_ENDPOINTS
-from app.ratelimit import EXEMPT_PATHS
+from app.limits.ratelimit import EXEMPT_PATHS
 
 # The native API and the Mastodon client API beside it (docs/mastodon.md), in one document.
 ENDPOINTS = (*NATIVE_ENDPOINTS, *MASTODON_ENDPOINTS)
@@ -75,7 +75,7 @@ def _operation(ep: Endpoint, ref: Ref, error: dict[str, Any]) -> dict[str, Any]:
     if ep.auth:
         # 403: a Mastodon API token without the scope (docs/mastodon.md).
         codes |= {401, 403}
-    if ep.path not in EXEMPT_PATHS:  # app.ratelimit counts every other request
+    if ep.path not in EXEMPT_PATHS:  # app.limits.ratelimit counts every other request
         codes.add(429)
     for code in sorted(codes):
         op["responses"][str(code)] = {"description": _REASONS[code], "content": error}

@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from app import cursors
 from app.api.schemas import MAX_IDEMPOTENCY_KEY_CHARS
-from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from app.domain.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -149,7 +149,7 @@ class HealthOut(_Out):
     dead_events: int
     # users whose last timeline read is older than TIMELINE_ACTIVE_DAYS (no fan-out for them)
     inactive_users: int
-    # the authors with the most events waiting, most first (app.queued.BACKLOG_TOP_AUTHORS)
+    # the authors with the most events waiting, most first (app.pipeline.queued.BACKLOG_TOP_AUTHORS)
     backlog_authors: list[BacklogAuthorOut]
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from app import cursors, statuses
+from app import cursors
 from app.api.deps import context
 from app.api.endpoint import Payload, Reply
 from app.api.parsing import cursor_param, idempotency_key, json_body, limit_param
 from app.api.schemas import CreateStatus
-from app.users import Account
+from app.domain import statuses
+from app.domain.users import Account
 
 
 async def post_status(request: Request, me: Account) -> Payload | Reply:

@@ -1,5 +1,6 @@
 """The rate limits at the edge: a pure ASGI middleware that counts each request against the rules
-of app.ratelimit before the application sees it, answers 429 when one is over, and reports the
+of app.limits.ratelimit before the application sees it, answers 429 when one is over, and reports
+the
 tightest counter in `X-RateLimit-*` on every counted response (as Mastodon does, so clients such
 as Mastodon.py can pace themselves)."""
 
@@ -16,7 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response, quota_headers, rate_limited_headers
 from app.context import AppContext
-from app.ratelimit import RateLimited, client_address, client_ip, rules_for, tightest, token_key
+from app.limits.ratelimit import (
+    RateLimited,
+    client_address,
+    client_ip,
+    rules_for,
+    tightest,
+    token_key,
+)
 
 log = logging.getLogger("timeline.api")
 
@@ -30,14 +38,14 @@ _sleep = asyncio.sleep  # (the tests count the delays)
 
 
 def request_address(conn: HTTPConnection | Scope, trusted_hops: int) -> str:
-    """The client address the limits key on (app.ratelimit.client_address)."""
+    """The client address the limits key on (app.limits.ratelimit.client_address)."""
     return client_address(*_peer_and_forwarded(conn), trusted_hops)
 
 
 def request_ip(
     conn: HTTPConnection | Scope, trusted_hops: int
 ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The client's IP (app.ratelimit.client_ip), e.g. to match an allow-list."""
+    """The client's IP (app.limits.ratelimit.client_ip), e.g. to match an allow-list."""
     return client_ip(*_peer_and_forwarded(conn), trusted_hops)
 
 

@@ -9,10 +9,10 @@ from app.api.deps import context
 from app.api.endpoint import Payload
 from app.api.parsing import cursor_param, limit_param
 from app.context import reading_strategy
-from app.errors import BadRequest
-from app.statuses import status_json
-from app.timeline_reads import read_page
-from app.users import Account
+from app.domain.errors import BadRequest
+from app.domain.statuses import status_json
+from app.domain.timeline_reads import read_page
+from app.domain.users import Account
 
 
 async def timeline(request: Request, me: Account) -> Payload:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from app import users
 from app.api.deps import context
 from app.api.endpoint import Payload
 from app.api.parsing import json_body
 from app.api.schemas import CreateUser
-from app.store import Store
+from app.domain import users
+from app.domain.users import Account
+from app.storage.store import Store
 from app.timefmt import rfc3339
-from app.users import Account
 
 
 async def user_json(store: Store, user: Account) -> Payload:

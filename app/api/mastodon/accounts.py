@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from app import users
 from app.api.deps import context
 from app.api.endpoint import Body, Payload
 from app.api.mastodon import entities
 from app.api.mastodon.params import list_param, path_id
 from app.cursors import parse_id
-from app.errors import BadRequest, NotFound
-from app.oauth import require_scope
-from app.users import Account
+from app.domain import users
+from app.domain.errors import BadRequest, NotFound
+from app.domain.oauth import require_scope
+from app.domain.users import Account
 
 # Ids per relationships request: a client asks for a screenful; each id costs three look-ups.
 MAX_RELATIONSHIP_IDS = 40

@@ -21,9 +21,9 @@ from starlette.requests import Request
 
 from app.api.mastodon.avatar import AVATAR_PATH
 from app.context import AppContext
-from app.store import Collection
+from app.domain.users import Account
+from app.storage.store import Collection
 from app.timefmt import rfc3339
-from app.users import Account
 
 # Statuses of this service are seen by the author's friends only: Mastodon's "private".
 VISIBILITY = "private"

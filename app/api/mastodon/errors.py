@@ -21,10 +21,10 @@ from starlette.responses import JSONResponse, Response
 
 from app.api.endpoint import Endpoint
 from app.api.errors import HTTP_STATUS, rate_limited_headers
-from app.db import domain_error_from_pymongo
-from app.errors import DomainError, ValidationFailed
-from app.oauth import InvalidClient, OAuthError
-from app.ratelimit import RateLimited
+from app.domain.errors import DomainError, ValidationFailed
+from app.domain.oauth import InvalidClient, OAuthError
+from app.limits.ratelimit import RateLimited
+from app.storage.db import domain_error_from_pymongo
 
 log = logging.getLogger("timeline.api.mastodon")
 

@@ -1,19 +1,20 @@
 """Friendship as Mastodon's locked accounts: a follow is a friend request, authorizing it makes
-the (mutual) friendship, unfollow ends it. Over app.friends, so every rule of friendship (consent,
+the (mutual) friendship, unfollow ends it. Over app.domain.friends, so every rule of friendship
+(consent,
 the friend limit, crossing requests, the worker's events) is the native API's."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
-from app import friends, users
 from app.api.deps import context
 from app.api.endpoint import Body, Payload
 from app.api.mastodon import entities
 from app.api.mastodon.params import path_id
-from app.errors import NotFound
-from app.oauth import require_scope
-from app.users import Account
+from app.domain import friends, users
+from app.domain.errors import NotFound
+from app.domain.oauth import require_scope
+from app.domain.users import Account
 
 
 async def _other(request: Request) -> Account:
@@ -45,7 +46,8 @@ async def unfollow(request: Request, me: Account) -> Payload:
 
 
 async def follow_requests(request: Request, me: Account) -> Body:
-    """Incoming requests, newest first (at most app.friends.MAX_LISTED_REQUESTS, one page)."""
+    """Incoming requests, newest first (at most app.domain.friends.MAX_LISTED_REQUESTS, one
+    page)."""
     require_scope(me, "read:follows")
     ctx = context(request)
     incoming = (await friends.pending(ctx, me))["incoming"]

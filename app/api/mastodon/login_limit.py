@@ -1,5 +1,5 @@
 """The failed-login limit of `POST /oauth/token`'s password grant, on the service's one rate
-limiter: app.ratelimit's `failed_login` rule, counted per account and per client address in
+limiter: app.limits.ratelimit's `failed_login` rule, counted per account and per client address in
 MongoDB, so every API process shares the counts (docs/security.md, "Rate limits"). Only
 failures count: a person who types their password right is never slowed down. Over the limit
 is a 429 with `Retry-After` and the `X-RateLimit-*` headers, as every other limit.
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from app import ratelimit
 from app.context import AppContext
-from app.oauth import InvalidGrant
-from app.users import Account
+from app.domain.oauth import InvalidGrant
+from app.domain.users import Account
+from app.limits import ratelimit
 
 RULE = "failed_login"
 

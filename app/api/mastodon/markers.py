@@ -1,4 +1,5 @@
-"""`GET`/`POST /api/v1/markers`, home only, over app.markers. Mastodon's clients send no version,
+"""`GET`/`POST /api/v1/markers`, home only, over app.domain.markers. Mastodon's clients send no
+version,
 so a move here is the native unversioned move: forward only, 200 with the stored marker when
 the id is not newer (the native API keeps its versioned 409s for clients that send one)."""
 
@@ -10,13 +11,13 @@ from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 from starlette.requests import Request
 
-from app import markers
 from app.api.deps import context
 from app.api.endpoint import Payload
 from app.api.mastodon.params import ID_PATTERN, body, list_param
-from app.errors import ValidationFailed
-from app.oauth import require_scope
-from app.users import Account
+from app.domain import markers
+from app.domain.errors import ValidationFailed
+from app.domain.oauth import require_scope
+from app.domain.users import Account
 
 TIMELINES = ("home",)
 

@@ -1,5 +1,5 @@
 """`POST /api/v1/apps`, `POST /oauth/token`, `POST /oauth/revoke` and registration
-(`POST /api/v1/accounts`): the handlers over app.oauth."""
+(`POST /api/v1/accounts`): the handlers over app.domain.oauth."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import re
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
-from app import oauth
-from app.api.deps import MAX_TOKEN_CHARS, context
+from app.api.deps import MAX_TOKEN_CHARS, context, tokens
 from app.api.endpoint import Payload
 from app.api.mastodon.errors import RegistrationFailed
 from app.api.mastodon.login_limit import guarded_login
 from app.api.mastodon.params import body
 from app.api.schemas import HANDLE_PATTERN
 from app.api.throttle import request_address
-from app.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
-from app.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
-from app.users import Account
+from app.domain import oauth
+from app.domain.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
+from app.domain.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
+from app.domain.users import Account
 
 OOB = "urn:ietf:wg:oauth:2.0:oob"
 # Free-text fields a client sends and nobody reads here (locale, reason): bounded all the same.
@@ -170,6 +170,7 @@ async def revoke(request: Request) -> Payload:
         # RFC 7009 and Doorkeeper: an unauthenticated revocation is refused as not allowed.
         raise Forbidden("You are not authorized to revoke this token") from None
     await oauth.revoke(store, app, data.token)
+    tokens(request).forget(data.token)  # other processes refuse it within TOKEN_CACHE_S
     return {}
 
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from app.api.parsing import read_body
 from app.cursors import parse_id
-from app.errors import BadRequest, NotFound, UnsupportedMediaType, ValidationFailed
+from app.domain.errors import BadRequest, NotFound, UnsupportedMediaType, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 

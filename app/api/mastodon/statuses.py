@@ -1,4 +1,5 @@
-"""Statuses: post (form or JSON, `Idempotency-Key` honoured), read, delete, over app.statuses.
+"""Statuses: post (form or JSON, `Idempotency-Key` honoured), read, delete, over
+app.domain.statuses.
 
 What this service cannot do is refused, never dropped: media, polls, replies, content warnings,
 scheduling, and any visibility but `private` (a status is seen by its author's friends) are
@@ -13,16 +14,16 @@ from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
-from app import statuses
 from app.api.deps import context
 from app.api.endpoint import Payload
 from app.api.mastodon import entities
 from app.api.mastodon.params import body
 from app.api.parsing import idempotency_key
 from app.api.schemas import MAX_TEXT_CHARS
-from app.errors import ValidationFailed
-from app.oauth import require_scope
-from app.users import Account
+from app.domain import statuses
+from app.domain.errors import ValidationFailed
+from app.domain.oauth import require_scope
+from app.domain.users import Account
 
 # ISO 639 codes are 2–3 letters; a locale tag such as "zh-Hant" a few more.
 MAX_LANGUAGE_CHARS = 16
@@ -63,7 +64,7 @@ def _refuse_unsupported(data: PostStatus) -> None:
 
 
 async def _entity(request: Request, native: dict[str, Any], *, with_text: bool = False) -> Payload:
-    """A status entity from the native status object (app.statuses.status_json)."""
+    """A status entity from the native status object (app.domain.statuses.status_json)."""
     ctx = context(request)
     created = datetime.fromisoformat(native["created_at"].replace("Z", "+00:00"))
     [out] = await entities.statuses(

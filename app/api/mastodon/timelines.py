@@ -1,5 +1,5 @@
 """`GET /api/v1/timelines/home` with Mastodon's paging: the same strategy and the same timeline
-as `GET /timeline` (app.context.reading_strategy, app.timeline_reads' checked reads).
+as `GET /timeline` (app.context.reading_strategy, app.domain.timeline_reads' checked reads).
 
 - `max_id`: older than it; `since_id`: the newest items above it (a gap is possible); `min_id`:
   the items just above it (no gap), and it wins over `since_id`. Always newest first.
@@ -17,10 +17,10 @@ from app.api.endpoint import Body, Reply
 from app.api.mastodon import entities
 from app.api.mastodon.params import flag_param, id_param, limit_param
 from app.context import reading_strategy
-from app.oauth import require_scope
-from app.strategies.base import StatusView
-from app.timeline_reads import read_above, read_page
-from app.users import Account
+from app.domain.oauth import require_scope
+from app.domain.timeline_reads import read_above, read_page
+from app.domain.users import Account
+from app.strategies.contract import StatusView
 
 HOME_PATH = "/api/v1/timelines/home"
 
@@ -33,7 +33,7 @@ async def home(request: Request, me: Account) -> Body | Reply:
     min_id = id_param(request, "min_id")
     ctx = context(request)
     strategy = await reading_strategy(ctx, me.id)
-    revoked = ctx.store.revocations  # removals never lag here either (app.timeline_reads)
+    revoked = ctx.store.revocations  # removals never lag here either (app.domain.timeline_reads)
     views: list[StatusView]
     if flag_param(request, "remote") or flag_param(request, "only_media"):
         views = []  # every status is local, and none has media

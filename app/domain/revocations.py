@@ -1,0 +1,155 @@
+"""Removals never lag: what a delete or an unfriend removed is hidden from every read at once.
+
+Derived data (copies, buckets, audiences, hybrid's large-friend pairs) is brought up to date by
+the worker, so once `DELETE /statuses/{id}` or `DELETE /friends/{handle}` has returned it may
+still hold what was removed, for as long as the worker is behind, stopped, or has parked the
+event as dead. So the removal also writes, in its own transaction (app.pipeline.outbox), a small
+revocation record:
+
+    s:<status id>                  the status was deleted
+    f:<reader id>:<author handle>  the reader no longer sees the author's statuses
+
+Reads of derived data (app.domain.timeline_reads) check their items against these records in one
+query on `_id` (at most one key per item and one per author of the page: ≤ 2 × limit keys).
+The event that carries a record's stamp (`revokes`) deletes the record once every maintained
+strategy has applied it (`settle`), so the collection holds only removals still in flight and
+the check finds nothing almost always. A record is keyed by the newest stamp it stands for
+(`$max`): an older event (an unfriend, a re-friend, an unfriend again) never settles a newer
+removal. Author handles are immutable and never reused (users are not deleted), so a handle
+names one author for good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+
+from app.storage.chunks import chunked
+from app.storage.db import Session
+from app.storage.models import utcnow
+from app.storage.store import Collection
+
+STATUS_PREFIX = "s:"
+FRIEND_PREFIX = "f:"
+# The character after ':' in ASCII: `{"$gt": "f:<id>:", "$lt": "f:<id>;"}` is one reader's range.
+_RANGE_END = ";"
+# The unread count fetches a reader's candidate records at most this many at a time; beyond it
+# (thousands of deletes in flight system-wide, say a stopped worker) it checks its items by key
+# instead, in chunks, which is bounded by TIMELINE_MAX whatever is pending.
+CANDIDATES_CAP = 1000
+# Keys per `$in` when items are checked in chunks: the embedded server's `$in` costs grow with
+# the square of the list (README, "Known limits"), so long lists are split.
+IN_CHUNK = 200
+
+
+def status_key(status_id: ObjectId) -> str:
+    return f"{STATUS_PREFIX}{status_id}"
+
+
+def friend_key(reader_id: ObjectId, author_handle: str) -> str:
+    return f"{FRIEND_PREFIX}{reader_id}:{author_handle}"
+
+
+def stamped(event: dict[str, Any], key: str, rev: ObjectId) -> dict[str, Any]:
+    """`event` carrying the record it settles."""
+    return {**event, "revokes": rev, "revokes_key": key}
+
+
+async def revoke(
+    coll: Collection, stamps: Iterable[tuple[str, ObjectId]], *, session: Session
+) -> None:
+    """Write the records `(key, stamp)` within the removal's transaction (without transactions,
+    before the removal itself: a record for a removal that then fails only hides until its
+    staged event is dropped, never shows what was removed)."""
+    for key, rev in stamps:
+        await coll.update_one(
+            {"_id": key},
+            {"$max": {"rev": rev}, "$setOnInsert": {"at": utcnow()}},
+            upsert=True,
+            session=session,
+        )
+
+
+async def settle(coll: Collection, event: Mapping[str, Any]) -> None:
+    """After every maintained strategy applied `event` (or its change was found never to have
+    landed): delete the record it stands for, unless a newer removal renewed it."""
+    rev, key = event.get("revokes"), event.get("revokes_key")
+    if rev is None or key is None:
+        return
+    await coll.delete_one({"_id": key, "rev": {"$lte": rev}})
+
+
+@dataclass(frozen=True)
+class Item:
+    """What the check needs of a timeline item."""
+
+    id: ObjectId
+    author: str
+
+
+async def hidden(coll: Collection, reader_id: ObjectId, items: Iterable[Item]) -> set[ObjectId]:
+    """The ids of `items` that a removal took from `reader_id`'s timeline: one query, a key per
+    item and per author."""
+    items = list(items)
+    if not items:
+        return set()
+    found = await _existing(coll, _keys(reader_id, items))
+    return _revoked(reader_id, items, found)
+
+
+async def hidden_many(coll: Collection, reader_id: ObjectId, items: list[Item]) -> set[ObjectId]:
+    """`hidden` for more items than a page (the unread count's slow path), in chunks."""
+    out: set[ObjectId] = set()
+    for chunk in chunked(items, IN_CHUNK // 2):
+        out |= await hidden(coll, reader_id, chunk)
+    return out
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The records that may touch one reader's items newer than a point."""
+
+    keys: set[str]
+    complete: bool  # False: more than CANDIDATES_CAP; check the items by key instead
+
+    def hides(self, reader_id: ObjectId, item: Item) -> bool:
+        return bool(
+            status_key(item.id) in self.keys or friend_key(reader_id, item.author) in self.keys
+        )
+
+
+async def pending_for(coll: Collection, reader_id: ObjectId, after: ObjectId | None) -> Pending:
+    """The reader's own friendship records and every status record newer than `after` (status
+    ids grow with time, so their keys sort as the ids do): one query, usually answering none."""
+    mine = f"{FRIEND_PREFIX}{reader_id}:"
+    newer = STATUS_PREFIX if after is None else status_key(after)
+    flt = {
+        "$or": [
+            {"_id": {"$gt": mine, "$lt": f"{FRIEND_PREFIX}{reader_id}{_RANGE_END}"}},
+            {"_id": {"$gt": newer, "$lt": STATUS_PREFIX[:-1] + _RANGE_END}},
+        ]
+    }
+    docs = await coll.find(flt, {"_id": 1}).limit(CANDIDATES_CAP + 1).to_list()
+    return Pending({d["_id"] for d in docs[:CANDIDATES_CAP]}, len(docs) <= CANDIDATES_CAP)
+
+
+def _keys(reader_id: ObjectId, items: list[Item]) -> list[str]:
+    keys = {status_key(i.id) for i in items}
+    keys |= {friend_key(reader_id, i.author) for i in items}
+    return sorted(keys)
+
+
+async def _existing(coll: Collection, keys: list[str]) -> set[str]:
+    docs = await coll.find({"_id": {"$in": keys}}, {"_id": 1}).to_list()
+    return {d["_id"] for d in docs}
+
+
+def _revoked(reader_id: ObjectId, items: list[Item], found: set[str]) -> set[ObjectId]:
+    if not found:
+        return set()
+    return {
+        i.id for i in items if status_key(i.id) in found or friend_key(reader_id, i.author) in found
+    }

@@ -1,0 +1,98 @@
+"""Reading a timeline so that removals never lag: the pages and the unread count that every API
+serves, over whichever strategy serves the reader.
+
+A strategy reads its derived data, which may still hold a status deleted or an author unfriended
+a moment ago (the worker removes them later). Each page is checked against the revocation
+records (app.domain.revocations: one more query, ≤ 2 × limit keys) before it is returned; items a
+removal took are left out and, when the timeline has more, the page is read again a little
+longer, so it still holds `limit` items and its cursors stay positions in the same timeline.
+Strategies that read the source of truth (`reads_truth`) are served as they are, at no cost.
+"""
+
+from __future__ import annotations
+
+from bson import ObjectId
+
+from app.domain import revocations
+from app.domain.revocations import Item
+from app.storage.store import Collection
+from app.strategies.contract import Page, StatusView, TimelineStrategy
+
+# A page that lost items to the check is read again, longer by what it lost, at most this many
+# times in all: each read after the first happens only while removals are in flight for this
+# reader, and after the last one the page is returned shorter, with a cursor past what it
+# skipped (the next page goes on from there), rather than reading on without bound.
+MAX_PAGE_READS = 4
+
+
+def _items(views: list[StatusView]) -> list[Item]:
+    return [Item(v.id, v.author) for v in views]
+
+
+async def read_page(
+    coll: Collection,
+    strategy: TimelineStrategy,
+    user_id: ObjectId,
+    *,
+    limit: int,
+    before: ObjectId | None = None,
+    after: ObjectId | None = None,
+) -> Page:
+    """A page of `user_id`'s timeline as `strategy.read` gives it, less what a removal took.
+    `coll` is the store's `revocations`."""
+    if strategy.reads_truth:
+        return await strategy.read(user_id, limit=limit, before=before, after=after)
+    # One more than the page, checked too: whether a next page exists must not be inferred
+    # from an item that is hidden.
+    want = limit + 1
+    for _ in range(MAX_PAGE_READS):
+        page = await strategy.read(user_id, limit=want, before=before, after=after)
+        gone = await revocations.hidden(coll, user_id, _items(page.items))
+        kept = [v for v in page.items if v.id not in gone]
+        # Done when the page ends the timeline or holds more than `limit` visible items; else
+        # items were hidden and the timeline goes on: read again, longer by what was hidden.
+        if len(kept) > limit or not (page.has_older or page.gap):
+            break
+        want = limit + 1 + len(gone)
+    more = len(kept) > limit or page.has_older
+    return Page(
+        kept[:limit],
+        has_older=more,
+        gap=after is not None and (len(kept) > limit or page.gap),
+        resume_before=page.items[-1].id if page.items else None,
+    )
+
+
+async def count_newer(
+    coll: Collection, strategy: TimelineStrategy, user_id: ObjectId, after: ObjectId | None
+) -> int:
+    """How many items of the timeline are newer than `after` (all when None), at most
+    `max_items`, leaving out what a removal took. One query on the revocation records first; only
+    when some may touch this reader are the items themselves read (bounded by `max_items`)."""
+    if strategy.reads_truth:
+        return await strategy.count_newer(user_id, after)
+    pending = await revocations.pending_for(coll, user_id, after)
+    if not pending.keys:
+        return await strategy.count_newer(user_id, after)
+    page = await strategy.read(user_id, limit=strategy.max_items, after=after)
+    items = _items(page.items)
+    if pending.complete:
+        return sum(1 for i in items if not pending.hides(user_id, i))
+    gone = await revocations.hidden_many(coll, user_id, items)
+    return sum(1 for i in items if i.id not in gone)
+
+
+async def read_above(
+    coll: Collection, strategy: TimelineStrategy, user_id: ObjectId, *, limit: int, above: ObjectId
+) -> list[StatusView]:
+    """The `limit` items of the timeline just above `above` (the oldest of those newer than it),
+    newest first: no gap between `above` and the page (Mastodon's `min_id`). Built on the checked
+    count and pages, so it is the same timeline as every other read, on every strategy: it reads
+    the items above `above` (at most `max_items`) and keeps the oldest `limit`. A post arriving
+    between the count and the read shows as a gap, and the read is repeated wider."""
+    want = max(limit, await count_newer(coll, strategy, user_id, above))
+    while True:
+        page = await read_page(coll, strategy, user_id, limit=want, after=above)
+        if not page.gap or want >= strategy.max_items:
+            return page.items[-limit:]
+        want = min(2 * want, strategy.max_items)

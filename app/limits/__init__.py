@@ -1,0 +1,1 @@
+"""Abuse resistance: rate limits counted in MongoDB, and the named rules."""
