@@ -26,10 +26,15 @@ install-dev: $(DEVSTAMP)
 run: install
 	$(BIN)/timeline serve
 
+# pytest on TEST_WORKERS processes (pytest-xdist, each with its own embedded server), then the
+# modules marked `serial` (state shared across a module) in one process: README, "Testing".
+TEST_WORKERS ?= 2
+
 test: install-dev
 	$(BIN)/ruff check app entrypoints fanout benchmarks migrations tests
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial"
+	$(BIN)/pytest -m serial
 
 lint: install-dev
 	$(BIN)/ruff check app entrypoints fanout benchmarks migrations tests

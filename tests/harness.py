@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import pymongo
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
@@ -97,17 +98,29 @@ class Harness:
         return await self.worker.drain()
 
 
+# Bounds that only turn a hang into a failure, on what a test sets up and cleans up, never on
+# what it checks. Under `make test` (two pytest workers on two cores, each with its own server,
+# beside other work) a test's app start (its indexes) took over asgi-lifespan's default 5 s, and
+# dropping a crash test's database (2,500 friends; 1.7 s alone) outlasted the service's own 15 s
+# operation timeout (app.db), failing the test after it had passed.
+LIFESPAN_TIMEOUT_S = 60.0
+DROP_TIMEOUT_S = 120.0
+
+
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Harness]:
     app = create_app(settings)
-    async with LifespanManager(app) as manager:
+    async with LifespanManager(
+        app, startup_timeout=LIFESPAN_TIMEOUT_S, shutdown_timeout=LIFESPAN_TIMEOUT_S
+    ) as manager:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             ctx: AppContext = app.state.ctx
             try:
                 yield Harness(client=client, app=app, ctx=ctx, worker=Worker(ctx))
             finally:
-                await ctx.database.client.drop_database(settings.mongodb_db)
+                with pymongo.timeout(DROP_TIMEOUT_S):
+                    await ctx.database.client.drop_database(settings.mongodb_db)
 
 
 # HYBRID_THRESHOLD in tests: an author with two friends or more is merged in at read time, so

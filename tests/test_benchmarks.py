@@ -20,6 +20,11 @@ from benchmarks.loader import CHECK_SAMPLE
 from benchmarks.redis_peer import redis_server_path
 from benchmarks.run import parser
 
+# Not on xdist's workers (`make test` runs it in its own pytest process after them): the
+# benchmark run of the module-scoped fixture (26 s, nearly all of the module's time) then runs
+# once, never once on each worker.
+pytestmark = pytest.mark.serial
+
 # Smaller than --quick: two sweep levels are enough to see growth with friend count, and 100
 # friends keep the friend list in one batch (101 documents), so round trips are exact.
 SWEEP = (10, 100)

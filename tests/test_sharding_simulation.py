@@ -26,6 +26,10 @@ from benchmarks.shards import (
 from tests.test_benchmarks import ARGS, RUN_TIMEOUT_S
 
 SHARD_COUNTS = (1, 4)
+# Not on xdist's workers (`make test` runs it in its own pytest process after them): the
+# sharded benchmark run of the module-scoped fixture (22 s) then runs once, never once on each
+# worker.
+pytestmark = pytest.mark.serial
 
 
 def test_hash_is_mongodb_shaped() -> None:
