@@ -8,23 +8,36 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import monitoring
+from pymongo import AsyncMongoClient
 
 from app.api import throttle
 from app.domain import activity, oauth
 from app.domain.users import TOKEN_CACHE_S, TokenCache
 from app.limits import ratelimit
+from app.storage import db
 from benchmarks.monitor import CommandCounter, Window
 from tests import harness
 from tests.harness import Harness, running
 
-# Every client created after this import reports its commands here; only commands inside an
-# open window are counted (benchmarks.monitor).
+# The commands of this module's clients (only those inside an open window are counted,
+# benchmarks.monitor). Attached to the clients these tests create, not registered process-wide:
+# a global listener makes PyMongo draw operation ids from the global `random` in every test of
+# the process, which hypothesis-driven tests then see as a strategy using `random`.
 COMMANDS = CommandCounter()
-monitoring.register(COMMANDS)
+
+
+@pytest.fixture(autouse=True)
+def counted_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = db.make_client
+
+    def make_client(url: str, **kwargs: Any) -> AsyncMongoClient[Any]:
+        return plain(url, event_listeners=[COMMANDS], **kwargs)
+
+    monkeypatch.setattr(db, "make_client", make_client)
 
 
 class Ticks:

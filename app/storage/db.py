@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pymongo
 from beanie import init_beanie
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -38,12 +38,18 @@ Session = AsyncClientSession | None
 
 
 def make_client(
-    url: str, *, timeout_ms: int | None = OPERATION_TIMEOUT_MS
+    url: str,
+    *,
+    timeout_ms: int | None = OPERATION_TIMEOUT_MS,
+    event_listeners: Sequence[monitoring._EventListener] = (),
 ) -> AsyncMongoClient[Any]:
+    """A client with the service's timeouts; `event_listeners` watch only this client's commands
+    (a test or a benchmark counting round trips), unlike PyMongo's process-wide `register`."""
     kwargs: dict[str, Any] = {
         "serverSelectionTimeoutMS": SERVER_SELECTION_TIMEOUT_MS,
         "connectTimeoutMS": CONNECT_TIMEOUT_MS,
         "tz_aware": True,
+        "event_listeners": list(event_listeners),
     }
     if timeout_ms is not None:
         kwargs["timeoutMS"] = timeout_ms
