@@ -11,12 +11,15 @@ from typing import Any
 
 import httpx
 import pymongo
+import pytest
 from asgi_lifespan import LifespanManager
+from pymongo import AsyncMongoClient, monitoring
 from starlette.applications import Starlette
 
 from app.api import create_app
 from app.context import AppContext
 from app.settings import Settings
+from app.storage import db
 from app.storage.models import utcnow
 from fanout.worker import Worker
 
@@ -146,3 +149,18 @@ def test_settings(url: str, strategy: str, timeline_max: int = 1000, **extra: An
         timeline_max=timeline_max,
         **extra,
     )
+
+
+def listen_to_clients(
+    monkeypatch: pytest.MonkeyPatch, listener: monitoring.CommandListener
+) -> None:
+    """Attach `listener` to the database clients the test's apps create from now on. Not
+    `monitoring.register`: a listener registered for the whole process makes PyMongo draw every
+    operation id from the global `random`, which hypothesis-driven tests in the same process
+    then take for a strategy using `random`."""
+    plain = db.make_client
+
+    def make_client(url: str, **kwargs: Any) -> AsyncMongoClient[Any]:
+        return plain(url, event_listeners=[listener], **kwargs)
+
+    monkeypatch.setattr(db, "make_client", make_client)

@@ -49,11 +49,11 @@ SERVER_START_TIMEOUT_S = 30.0
 # fuzzing case; and schemathesis' items share one node id under pytest 9.2, which xdist's
 # grouping schedulers (loadfile, loadgroup) collapse into one item, running 1 case of 40.
 # The warning ignored is a false alarm here: the server under test runs in a thread of this
-# process, and once any command listener is registered for the whole process (other test modules
-# register theirs at import, e.g. tests/test_inbox_buckets.py), PyMongo draws each operation's id
-# from the global `random` module (pymongo._telemetry._generate_op_id_or_none), which hypothesis,
-# drawing a case in the test's thread at that moment, takes for a strategy using `random` (6 to
-# 11 of the 40 cases failed so when such a module was collected in the same run).
+# process, and once a command listener is registered for the whole process (benchmarks/fanout.py
+# and benchmarks/http.py register theirs when a test runs them in-process), PyMongo draws each
+# operation's id from the global `random` module (pymongo._telemetry._generate_op_id_or_none),
+# which hypothesis, drawing a case in the test's thread at that moment, takes for a strategy
+# using `random` (6 to 11 of the 40 cases failed so while a test module registered one).
 pytestmark = [
     pytest.mark.serial,
     pytest.mark.filterwarnings(

@@ -8,20 +8,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import AsyncMongoClient
 
 from app.api import throttle
 from app.domain import activity, oauth
 from app.domain.users import TOKEN_CACHE_S, TokenCache
 from app.limits import ratelimit
-from app.storage import db
 from benchmarks.monitor import CommandCounter, Window
 from tests import harness
-from tests.harness import Harness, running
+from tests.harness import Harness, listen_to_clients, running
 
 # The commands of this module's clients (only those inside an open window are counted,
 # benchmarks.monitor). Attached to the clients these tests create, not registered process-wide:
@@ -32,12 +29,7 @@ COMMANDS = CommandCounter()
 
 @pytest.fixture(autouse=True)
 def counted_clients(monkeypatch: pytest.MonkeyPatch) -> None:
-    plain = db.make_client
-
-    def make_client(url: str, **kwargs: Any) -> AsyncMongoClient[Any]:
-        return plain(url, event_listeners=[COMMANDS], **kwargs)
-
-    monkeypatch.setattr(db, "make_client", make_client)
+    listen_to_clients(monkeypatch, COMMANDS)
 
 
 class Ticks:

@@ -23,7 +23,7 @@ from app.strategies.inbox_buckets.chain import MAX_ID, entry
 from benchmarks.explain import explain_page
 from entrypoints.migrate import MIGRATIONS_DIR
 from tests import harness
-from tests.harness import Harness, running
+from tests.harness import Harness, listen_to_clients, running
 
 SIZE = 3
 pytestmark = pytest.mark.parametrize("strategy", ["inbox_buckets"])
@@ -255,7 +255,11 @@ class Finds(monitoring.CommandListener):
 
 
 FINDS = Finds()
-monitoring.register(FINDS)
+
+
+@pytest.fixture(autouse=True)
+def counted_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    listen_to_clients(monkeypatch, FINDS)
 
 
 @contextmanager

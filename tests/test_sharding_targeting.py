@@ -19,7 +19,7 @@ from bson import ObjectId
 from pymongo import monitoring
 
 from benchmarks.shards import route
-from tests.harness import Harness
+from tests.harness import Harness, listen_to_clients
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,11 @@ def _filter_keys(name: str, cmd: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 _RECORDER = Recorder()
-monitoring.register(_RECORDER)
+
+
+@pytest.fixture(autouse=True)
+def recorded_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    listen_to_clients(monkeypatch, _RECORDER)
 
 
 @pytest.fixture
