@@ -59,11 +59,10 @@ INBOX_REMOVAL_BY_STATUS = (
     "reasons as " + REMOVAL_BY_STATUS.split(" removes", 1)[0] + "'s removal by status_id"
 )
 AWAY_USERS = (
-    "fan-out's look for inactive receivers (app.domain.activity.inactive_among): a count of away "
-    "users "
-    "bounded by the number of receivers, then, only when no more are away than that, the away "
-    "users themselves; one range of each shard's last_read_at index. With more away users the "
-    "receivers are looked up by _id, targeted"
+    "fan-out's look for inactive receivers (app.domain.activity.inactive_among): a count of "
+    "away users bounded by the number of receivers, then, only when no more are away than that,"
+    " the away users themselves; one range of each shard's last_read_at index. With more away "
+    "users the receivers are looked up by _id, targeted"
 )
 HYBRID_CROSSING = (
     "hybrid's crossing of HYBRID_THRESHOLD: an author's pairs with their friends (one per "
