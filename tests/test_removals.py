@@ -6,12 +6,16 @@ the peek step of tests/test_equivalence.py."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, cast
 
 import pytest
 from bson import ObjectId
 
 from app import cursors
+from app.domain import revocations
+from app.domain.timeline_reads import read_page
+from app.strategies.contract import Page, TimelineStrategy
 from tests.harness import Harness
 
 
@@ -60,7 +64,74 @@ async def test_a_delete_is_gone_from_every_read_at_once(h: Harness) -> None:
     assert fresh["gap"] is False
     await h.drain()
     assert await everything(h, "bob", page=2) == want
-    assert await h.ctx.store.revocations.count_documents({}) == 0  # settled by the worker
+    # Settled by the worker (kept a little longer, revocations.SETTLED_KEEP_S).
+    assert await h.ctx.store.revocations.count_documents({"settled": {"$exists": False}}) == 0
+
+
+class DrainAfterRead:
+    """The configured strategy, with the worker drained right after its first page read: the
+    removal is applied and its record settled between the page's read and its check."""
+
+    def __init__(self, h: Harness) -> None:
+        self.h = h
+        self.inner = h.ctx.strategy
+        self.drained = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def read(self, user_id: ObjectId, **kw: Any) -> Page:
+        page = await self.inner.read(user_id, **kw)
+        if not self.drained:
+            self.drained = await self.h.drain()
+        return page
+
+
+async def test_a_removal_applied_between_a_pages_read_and_its_check_stays_hidden(
+    h: Harness,
+) -> None:
+    """The worker applies the delete (and settles its record) after the page was read from
+    derived data that still held the status, before the page is checked: the record must still
+    be there to hide it. Deleting records on settle showed the deleted status here."""
+    made = await friends_with_history(h, 3)
+    await h.delete("amy", made[1]["id"])
+    bob = await h.ctx.store.users.find_one({"handle": "bob"})
+    assert bob is not None
+    racing = DrainAfterRead(h)
+    page = await read_page(
+        h.ctx.store.revocations, cast(TimelineStrategy, racing), bob["_id"], limit=10
+    )
+    if not h.ctx.strategy.reads_truth:
+        assert racing.drained, "the race was not staged"
+    assert [str(v.id) for v in page.items] == [made[2]["id"], made[0]["id"]]
+
+
+async def test_settled_records_go_after_their_keep_time(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(revocations, "SETTLED_KEEP_S", 0.0)
+    made = await friends_with_history(h, 2)
+    await h.delete("amy", made[0]["id"])
+    await h.drain()
+    assert await h.ctx.store.revocations.count_documents({"settled": {"$exists": True}}) == 1
+    await asyncio.sleep(0.01)  # the server's clock has moved past the first settle
+    await h.delete("amy", made[1]["id"])
+    await h.drain()
+    # The second settle deleted the first record; the second is settled and kept.
+    left = await h.ctx.store.revocations.find({}).to_list()
+    assert [d["_id"] for d in left] == [revocations.status_key(ObjectId(made[1]["id"]))]
+    assert "settled" in left[0]
+
+
+async def test_befriending_again_ends_the_settled_records_at_once(h: Harness) -> None:
+    made = await friends_with_history(h, 2)
+    await h.unfriend("amy", "bob")
+    await h.drain()
+    assert await h.ctx.store.revocations.count_documents({"settled": {"$exists": True}}) == 2
+    await h.befriend("amy", "bob")
+    assert await h.ctx.store.revocations.count_documents({}) == 0
+    await h.drain()
+    assert await everything(h, "bob", page=2) == [s["id"] for s in reversed(made)]
 
 
 async def test_an_unfriend_hides_both_sides_at_once(h: Harness) -> None:

@@ -38,9 +38,10 @@ def _limit_reached() -> Conflict:
     return Conflict(f"a user may have at most {graph.MAX_FRIENDS} friends", code="friend_limit")
 
 
-async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: ObjectId) -> bool:
+async def _befriend(ctx: AppContext, me: Account, them: Account, request_from: ObjectId) -> bool:
     """Turn the pending request `request_from` → other into a friendship. False: no such request.
     Conflict (friend_limit), the request left pending, when either side has graph.MAX_FRIENDS."""
+    a, b = id_of(me), id_of(them)
     requests = ctx.store.friend_requests
     other = b if request_from == a else a
     pending_request = {"from_id": request_from, "to_id": other}
@@ -72,6 +73,13 @@ async def _befriend(ctx: AppContext, a: ObjectId, b: ObjectId, request_from: Obj
         # retry finds it gone: 404.)
         await requests.delete_one(pending_request, session=session)
         await requests.delete_one({"from_id": other, "to_id": request_from}, session=session)
+        # An earlier unfriend's settled records would hide each side from the other a little
+        # longer (app.domain.revocations): the friendship ends that at once.
+        await revocations.forget_friendship(
+            ctx.store.revocations,
+            [revocations.friend_key(a, them.handle), revocations.friend_key(b, me.handle)],
+            session=session,
+        )
 
     events = outbox.friendship_events(a, b, friends=True)
     try:
@@ -95,7 +103,7 @@ async def request(
         return "accepted", False
     requests = ctx.store.friend_requests
     if await requests.find_one({"from_id": other_id, "to_id": my_id}, {"_id": 1}) and (
-        await _befriend(ctx, my_id, other_id, request_from=other_id)
+        await _befriend(ctx, me, other, request_from=other_id)
     ):
         return "accepted", False
     # Early refusal of a request that could not be accepted now; accepting checks again, and
@@ -114,7 +122,7 @@ async def request(
         pass  # the same request sent twice at once
     # Requests crossing at the same moment: whoever sees both settles them.
     if await requests.find_one({"from_id": other_id, "to_id": my_id}, {"_id": 1}) and (
-        await _befriend(ctx, my_id, other_id, request_from=other_id)
+        await _befriend(ctx, me, other, request_from=other_id)
     ):
         return "accepted", False
     if await ctx.graph.are_friends(my_id, other_id):
@@ -140,7 +148,7 @@ async def _check_pending_limit(ctx: AppContext, my_id: ObjectId, other_id: Objec
 
 async def accept(ctx: AppContext, me: Account, from_handle: str) -> None:
     other = await by_handle(ctx.store, from_handle)
-    if not await _befriend(ctx, id_of(me), id_of(other), request_from=id_of(other)):
+    if not await _befriend(ctx, me, other, request_from=id_of(other)):
         raise NotFound(f"no pending request from {from_handle!r}", code="request_not_found")
 
 

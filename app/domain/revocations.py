@@ -11,9 +11,17 @@ revocation record:
 
 Reads of derived data (app.domain.timeline_reads) check their items against these records in one
 query on `_id` (at most one key per item and one per author of the page: ≤ 2 × limit keys).
-The event that carries a record's stamp (`revokes`) deletes the record once every maintained
-strategy has applied it (`settle`), so the collection holds only removals still in flight and
-the check finds nothing almost always. A record is keyed by the newest stamp it stands for
+The event that carries a record's stamp (`revokes`) *settles* the record once every maintained
+strategy has applied it (`settle`), and a settled record is deleted SETTLED_KEEP_S later, so the
+collection holds only removals in flight or just applied and the check finds nothing almost
+always. Why not delete it at once: a page is checked after it is read (the check needs its
+items), so a record deleted between a page's read and its check, by a worker that applied the
+removal just after the read, would let the page show what was removed. A settled record keeps
+hiding for SETTLED_KEEP_S, and a page whose read and check took longer than CHECK_WITHIN_S
+(app.domain.timeline_reads) is read again. Checks made *before* the read (the unread count's
+`pending_for`) skip settled records: their removal had reached every timeline before the read.
+A new friendship deletes the pair's settled records (`forget_friendship`): what they hide is
+then visible again, at once. A record is keyed by the newest stamp it stands for
 (`$max`): an older event (an unfriend, a re-friend, an unfriend again) never settles a newer
 removal. Author handles are immutable and never reused (users are not deleted), so a handle
 names one author for good.
@@ -23,9 +31,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
+from pymongo import ReturnDocument
 
 from app.storage.chunks import chunked
 from app.storage.db import Session
@@ -40,6 +50,11 @@ _RANGE_END = ";"
 # (thousands of deletes in flight system-wide, say a stopped worker) it checks its items by key
 # instead, in chunks, which is bounded by TIMELINE_MAX whatever is pending.
 CANDIDATES_CAP = 1000
+# How long a settled record is kept (module docstring): well above CHECK_WITHIN_S, the longest a
+# page's read and check may take, so a record a page needs is always still there; short, as it
+# keeps hiding a re-befriended author's statuses only until the friendship deletes it (a status
+# record hides a status that is gone for good anyway).
+SETTLED_KEEP_S = 10.0
 # Keys per `$in` when items are checked in chunks: the embedded server's `$in` costs grow with
 # the square of the list (README, "Known limits"), so long lists are split.
 IN_CHUNK = 200
@@ -65,21 +80,55 @@ async def revoke(
     before the removal itself: a record for a removal that then fails only hides until its
     staged event is dropped, never shows what was removed)."""
     for key, rev in stamps:
-        await coll.update_one(
-            {"_id": key},
-            {"$max": {"rev": rev}, "$setOnInsert": {"at": utcnow()}},
-            upsert=True,
+        # A settled record of an older removal of the same key (an unfriend after an unfriend
+        # and a re-friend) is in flight again: unsettled, for the new event to settle.
+        renewed = await coll.update_one(
+            {"_id": key, "rev": {"$lt": rev}},
+            {"$set": {"rev": rev}, "$unset": {"settled": "", "settled_by": "", "befriended": ""}},
             session=session,
         )
+        if renewed.matched_count == 0:
+            await coll.update_one(
+                {"_id": key},
+                {"$max": {"rev": rev}, "$setOnInsert": {"at": utcnow()}},
+                upsert=True,
+                session=session,
+            )
 
 
 async def settle(coll: Collection, event: Mapping[str, Any]) -> None:
     """After every maintained strategy applied `event` (or its change was found never to have
-    landed): delete the record it stands for, unless a newer removal renewed it."""
+    landed): mark the record it stands for settled, by the server's clock, unless a newer
+    removal renewed it; and delete the records settled more than SETTLED_KEEP_S before, by the
+    same clock (one range delete on the `settled` index, almost always of nothing or a few)."""
     rev, key = event.get("revokes"), event.get("revokes_key")
     if rev is None or key is None:
         return
-    await coll.delete_one({"_id": key, "rev": {"$lte": rev}})
+    # A friendship made again since: nothing is left to hide (`forget_friendship`).
+    dropped = await coll.delete_one({"_id": key, "rev": {"$lte": rev}, "befriended": True})
+    if dropped.deleted_count:
+        return
+    marked = await coll.find_one_and_update(
+        {"_id": key, "rev": {"$lte": rev}, "settled": {"$exists": False}},
+        {"$currentDate": {"settled": True}, "$set": {"settled_by": ObjectId()}},
+        projection={"settled": 1},
+        return_document=ReturnDocument.AFTER,
+    )
+    if marked is not None:
+        cutoff = marked["settled"] - timedelta(seconds=SETTLED_KEEP_S)
+        await coll.delete_many({"settled": {"$lt": cutoff}})
+
+
+async def forget_friendship(coll: Collection, keys: Iterable[str], *, session: Session) -> None:
+    """A new friendship's part (within its transaction): the pair's friendship records go as
+    soon as nothing is left to hide. A settled one is deleted now (it would otherwise hide each
+    side from the other for up to SETTLED_KEEP_S more); one still in flight (the unfriend not
+    yet applied) keeps hiding until its event settles it, which then deletes it at once instead
+    of keeping it (`befriended`). A page read while the two friendships overlap it may show
+    either state."""
+    ids = sorted(keys)
+    await coll.delete_many({"_id": {"$in": ids}, "settled": {"$exists": True}}, session=session)
+    await coll.update_many({"_id": {"$in": ids}}, {"$set": {"befriended": True}}, session=session)
 
 
 @dataclass(frozen=True)
@@ -123,14 +172,17 @@ class Pending:
 
 async def pending_for(coll: Collection, reader_id: ObjectId, after: ObjectId | None) -> Pending:
     """The reader's own friendship records and every status record newer than `after` (status
-    ids grow with time, so their keys sort as the ids do): one query, usually answering none."""
+    ids grow with time, so their keys sort as the ids do), not yet settled: one query, usually
+    answering none. For a check made before the items are read."""
     mine = f"{FRIEND_PREFIX}{reader_id}:"
     newer = STATUS_PREFIX if after is None else status_key(after)
     flt = {
         "$or": [
             {"_id": {"$gt": mine, "$lt": f"{FRIEND_PREFIX}{reader_id}{_RANGE_END}"}},
             {"_id": {"$gt": newer, "$lt": STATUS_PREFIX[:-1] + _RANGE_END}},
-        ]
+        ],
+        # Read before the items: a settled removal had reached every timeline by then.
+        "settled": {"$exists": False},
     }
     docs = await coll.find(flt, {"_id": 1}).limit(CANDIDATES_CAP + 1).to_list()
     return Pending({d["_id"] for d in docs[:CANDIDATES_CAP]}, len(docs) <= CANDIDATES_CAP)

@@ -7,13 +7,22 @@ records (app.domain.revocations: one more query, ≤ 2 × limit keys) before it 
 removal took are left out and, when the timeline has more, the page is read again a little
 longer, so it still holds `limit` items and its cursors stay positions in the same timeline.
 Strategies that read the source of truth (`reads_truth`) are served as they are, at no cost.
+
+The check follows the read, so it must not take long: a record settled and deleted in between
+would let the page show what its removal took. Records outlive their settle by
+revocations.SETTLED_KEEP_S, and a page whose read and check took longer than CHECK_WITHIN_S
+(a paused process, a stalled server) is read and checked again; one that never makes it in time
+is refused as unavailable (503) rather than served unchecked.
 """
 
 from __future__ import annotations
 
+import time
+
 from bson import ObjectId
 
 from app.domain import revocations
+from app.domain.errors import Unavailable
 from app.domain.revocations import Item
 from app.storage.store import Collection
 from app.strategies.contract import Page, StatusView, TimelineStrategy
@@ -23,6 +32,15 @@ from app.strategies.contract import Page, StatusView, TimelineStrategy
 # reader, and after the last one the page is returned shorter, with a cursor past what it
 # skipped (the next page goes on from there), rather than reading on without bound.
 MAX_PAGE_READS = 4
+# The longest a page's read and its check may take together: half of how long a settled record
+# is kept, a margin for the two processes' clocks running at slightly different rates.
+CHECK_WITHIN_S = revocations.SETTLED_KEEP_S / 2
+
+
+class CheckTooSlow(Unavailable):
+    """A page could not be read and checked within CHECK_WITHIN_S, every time it was tried."""
+
+    code = "timeline_busy"
 
 
 def _items(views: list[StatusView]) -> list[Item]:
@@ -45,15 +63,23 @@ async def read_page(
     # One more than the page, checked too: whether a next page exists must not be inferred
     # from an item that is hidden.
     want = limit + 1
+    checked: tuple[Page, list[StatusView]] | None = None
     for _ in range(MAX_PAGE_READS):
+        started = time.monotonic()
         page = await strategy.read(user_id, limit=want, before=before, after=after)
         gone = await revocations.hidden(coll, user_id, _items(page.items))
+        if time.monotonic() - started > CHECK_WITHIN_S:
+            continue  # a record settled meanwhile may be gone already: read again
         kept = [v for v in page.items if v.id not in gone]
+        checked = page, kept
         # Done when the page ends the timeline or holds more than `limit` visible items; else
         # items were hidden and the timeline goes on: read again, longer by what was hidden.
         if len(kept) > limit or not (page.has_older or page.gap):
             break
         want = limit + 1 + len(gone)
+    if checked is None:
+        raise CheckTooSlow("the timeline could not be read in time; retry")
+    page, kept = checked
     more = len(kept) > limit or page.has_older
     return Page(
         kept[:limit],
@@ -74,12 +100,16 @@ async def count_newer(
     pending = await revocations.pending_for(coll, user_id, after)
     if not pending.keys:
         return await strategy.count_newer(user_id, after)
-    page = await strategy.read(user_id, limit=strategy.max_items, after=after)
-    items = _items(page.items)
-    if pending.complete:
-        return sum(1 for i in items if not pending.hides(user_id, i))
-    gone = await revocations.hidden_many(coll, user_id, items)
-    return sum(1 for i in items if i.id not in gone)
+    for _ in range(MAX_PAGE_READS):
+        started = time.monotonic()
+        page = await strategy.read(user_id, limit=strategy.max_items, after=after)
+        items = _items(page.items)
+        if pending.complete:
+            return sum(1 for i in items if not pending.hides(user_id, i))
+        gone = await revocations.hidden_many(coll, user_id, items)
+        if time.monotonic() - started <= CHECK_WITHIN_S:
+            return sum(1 for i in items if i.id not in gone)
+    raise CheckTooSlow("the unread count could not be read in time; retry")
 
 
 async def read_above(

@@ -283,8 +283,9 @@ class Revocation(Document):
     """A removal that derived data may still hold (app.domain.revocations): `_id` is `s:<status id>`
     for a deleted status, `f:<reader id>:<author handle>` for an ended friendship's one side.
     `rev` is the stamp of the newest delete or unfriend it stands for. Written in the removal's
-    own transaction, deleted by the worker once its event is applied; reads check their items
-    against it, so only `_id`'s index is needed."""
+    own transaction; reads check their items against it by `_id`. Once its event is applied
+    it gets `settled` (the server's time, written by the worker only) and is deleted
+    SETTLED_KEEP_S later by a range delete on `settled`."""
 
     id: str  # type: ignore[assignment]  # the key above, not a generated id
     rev: PydanticObjectId
@@ -292,6 +293,7 @@ class Revocation(Document):
 
     class Settings:
         name = "revocations"
+        indexes = [IndexModel([("settled", ASCENDING)], sparse=True)]
 
 
 DOCUMENT_MODELS: list[type[Document]] = [
