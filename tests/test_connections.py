@@ -16,7 +16,7 @@ import uvicorn
 
 from app.api import create_app
 from app.storage.embedded import free_port
-from entrypoints.connections import uvicorn_config
+from entrypoints.connections import MAX_HEAD_BYTES, uvicorn_config
 from entrypoints.serve import KEEP_ALIVE_S
 from tests import harness
 
@@ -119,6 +119,24 @@ def test_a_connection_that_sends_nothing_is_closed(served: Served) -> None:
             time.sleep(0.1)
     finally:
         sock.close()
+
+
+def test_a_request_head_over_the_limit_is_refused_and_closed(served: Served) -> None:
+    """httptools takes a head of any size (h11 had a limit): the protocol counts it."""
+    sock = served.connect()
+    try:
+        big = b"x" * (MAX_HEAD_BYTES + 1)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + big + b"\r\n\r\n")
+        sock.settimeout(SLACK_S)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 400"), reply[:80]
+    finally:
+        sock.close()
+    with served.client() as client:  # a head within the limit is served
+        r = client.get("/health", headers={"X-Big": "x" * (MAX_HEAD_BYTES // 2)})
+        assert r.status_code == 200
 
 
 def test_a_client_that_stops_reading_is_cut_off(served: Served) -> None:
