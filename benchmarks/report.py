@@ -212,7 +212,9 @@ def render_report(results: dict[str, Any], plots: Sequence[str]) -> str:
         *[f"- {line}" for line in conclusions(results)],
         "",
     ]
-    body = _sections(results)
+    from benchmarks.goals import section as goals_section
+
+    body = [g for g in [goals_section(results)] if g] + _sections(results)
     if "shards" in results:
         from benchmarks.shards_report import section
 

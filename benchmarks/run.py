@@ -266,10 +266,12 @@ async def _run(config: RunConfig, console: Console) -> dict[str, Any]:
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
+    from benchmarks.goals import goals_json
     from benchmarks.plots import write_plots
     from benchmarks.report import render_report
 
     out.mkdir(parents=True, exist_ok=True)
+    results["goals"] = goals_json(results)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plots = write_plots(results, out)
     (out / "report.md").write_text(render_report(results, [p.name for p in plots]))
