@@ -190,3 +190,20 @@ async def test_hybrid_ex_friend_sees_no_large_author_post_made_after_the_unfrien
     assert r.status_code == 404
     assert await everything(h, "bob", page=2) == []
     assert await everything(h, "cat", page=2) == [late["id"]]
+
+
+async def test_a_removal_that_never_happened_hides_nothing_once_its_event_is_dropped(
+    h: Harness,
+) -> None:
+    """A staged delete whose change never landed: its record goes at once when the event is
+    dropped (nothing left derived data, so there is no page to protect)."""
+    made = await friends_with_history(h, 1)
+    key, rev = revocations.status_key(ObjectId(made[0]["id"])), ObjectId()
+    await revocations.revoke(h.ctx.store.revocations, [(key, rev)], session=None)
+    staged = {"_id": ObjectId(), "state": "staged", "revokes": rev, "revokes_key": key}
+    await h.ctx.store.events.insert_one(staged)
+    hidden = [] if not h.ctx.strategy.reads_truth else [made[0]["id"]]
+    assert await everything(h, "bob", page=2) == hidden  # hidden while the delete may land
+    assert await h.ctx.queue.discard_one_staged(staged["_id"])
+    assert await h.ctx.store.revocations.count_documents({}) == 0
+    assert await everything(h, "bob", page=2) == [made[0]["id"]]

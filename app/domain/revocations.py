@@ -119,6 +119,15 @@ async def settle(coll: Collection, event: Mapping[str, Any]) -> None:
         await coll.delete_many({"settled": {"$lt": cutoff}})
 
 
+async def withdraw(coll: Collection, event: Mapping[str, Any]) -> None:
+    """The removal of `event` never happened (its staged event is dropped): delete the record at
+    once, unless a newer removal renewed it. Nothing left derived data, so no page read before
+    this can have been missing anything, and nothing needs to stay hidden."""
+    rev, key = event.get("revokes"), event.get("revokes_key")
+    if rev is not None and key is not None:
+        await coll.delete_one({"_id": key, "rev": {"$lte": rev}})
+
+
 async def forget_friendship(coll: Collection, keys: Iterable[str], *, session: Session) -> None:
     """A new friendship's part (within its transaction): the pair's friendship records go as
     soon as nothing is left to hide. A settled one is deleted now (it would otherwise hide each

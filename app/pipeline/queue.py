@@ -116,7 +116,7 @@ class Queue:
         carried (app.domain.revocations): nothing was removed, so nothing stays hidden."""
         dropped = await self.events.find_one_and_delete({"_id": event_id, "state": "staged"})
         if dropped is not None:
-            await revocations.settle(self.revocations, dropped)
+            await revocations.withdraw(self.revocations, dropped)
         return dropped is not None
 
     # -- the staged path's checks (the worker's side) -------------------------------------------
