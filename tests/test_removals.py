@@ -13,7 +13,7 @@ import pytest
 from bson import ObjectId
 
 from app import cursors
-from app.domain import revocations
+from app.domain import revocations, timeline_reads
 from app.domain.timeline_reads import read_page
 from app.strategies.contract import Page, TimelineStrategy
 from tests.harness import Harness
@@ -87,12 +87,15 @@ class DrainAfterRead:
         return page
 
 
+@pytest.mark.parametrize("candidates", [timeline_reads.PAGE_CANDIDATES, 0])
 async def test_a_removal_applied_between_a_pages_read_and_its_check_stays_hidden(
-    h: Harness,
+    h: Harness, monkeypatch: pytest.MonkeyPatch, candidates: int
 ) -> None:
     """The worker applies the delete (and settles its record) after the page was read from
-    derived data that still held the status, before the page is checked: the record must still
-    be there to hide it. Deleting records on settle showed the deleted status here."""
+    derived data that still held the status: the page must not show it, whether its records
+    were asked for before the read or (0 candidates: too many in flight) checked by key after
+    it. Deleting records on settle showed the deleted status in the second case."""
+    monkeypatch.setattr(timeline_reads, "PAGE_CANDIDATES", candidates)
     made = await friends_with_history(h, 3)
     await h.delete("amy", made[1]["id"])
     bob = await h.ctx.store.users.find_one({"handle": "bob"})

@@ -127,12 +127,19 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...]], Allowed] = {
         "ten on the embedded server: a race there that this look's timing hides, not fixed",
         only_in=frozenset({"unread count"}),
     ),
-    ("find", "revocations", ("$or",)): Allowed(
-        "the unread count's look for removals in flight that may touch the reader (app."
-        "revocations.pending_for): two ranges of revocations' ranged _id key (the reader's f: "
-        "records, status records newer than the marker), which mongos sends to the chunks "
-        "holding those ranges; this simulation routes by exact key values only",
-        only_in=frozenset({"unread count"}),
+    ("find", "revocations", ("$or", "settled")): Allowed(
+        "the look for removals in flight that may touch the reader, before a page or the "
+        "unread count reads its items (app.domain.revocations.pending_for): two ranges of "
+        "revocations' ranged _id key (the reader's f: records, status records in the page's "
+        "id range), which mongos sends to the chunks holding those ranges; this simulation "
+        "routes by exact key values only",
+        only_in=frozenset({"unread count", "page read", "refresh"}),
+    ),
+    ("delete", "revocations", ("settled",)): Allowed(
+        "the settle's expiry of records settled over SETTLED_KEEP_S ago (app.domain."
+        "revocations.settle): one range of the sparse `settled` index, a few documents, on "
+        "every shard; in the worker, after a removal is applied, never in the API",
+        only_in=frozenset({"removal (worker)"}),
     ),
     ("find", "author_leases", ("owner", "until")): Allowed(
         "the claim's list of authors other workers hold: live leases only, a few documents"

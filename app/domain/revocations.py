@@ -179,22 +179,31 @@ class Pending:
         )
 
 
-async def pending_for(coll: Collection, reader_id: ObjectId, after: ObjectId | None) -> Pending:
-    """The reader's own friendship records and every status record newer than `after` (status
-    ids grow with time, so their keys sort as the ids do), not yet settled: one query, usually
-    answering none. For a check made before the items are read."""
+async def pending_for(
+    coll: Collection,
+    reader_id: ObjectId,
+    after: ObjectId | None,
+    *,
+    before: ObjectId | None = None,
+    cap: int = CANDIDATES_CAP,
+) -> Pending:
+    """The reader's own friendship records and the status records between `after` and `before`
+    (status ids grow with time, so their keys sort as the ids do), not yet settled: one query
+    on two ranges of `_id`, usually answering none, at most `cap` keys (else `complete` is
+    False). For a check made *before* the items are read: a record settled by then had its
+    removal applied to every timeline before the read."""
     mine = f"{FRIEND_PREFIX}{reader_id}:"
     newer = STATUS_PREFIX if after is None else status_key(after)
+    older = STATUS_PREFIX[:-1] + _RANGE_END if before is None else status_key(before)
     flt = {
         "$or": [
             {"_id": {"$gt": mine, "$lt": f"{FRIEND_PREFIX}{reader_id}{_RANGE_END}"}},
-            {"_id": {"$gt": newer, "$lt": STATUS_PREFIX[:-1] + _RANGE_END}},
+            {"_id": {"$gt": newer, "$lt": older}},
         ],
-        # Read before the items: a settled removal had reached every timeline by then.
         "settled": {"$exists": False},
     }
-    docs = await coll.find(flt, {"_id": 1}).limit(CANDIDATES_CAP + 1).to_list()
-    return Pending({d["_id"] for d in docs[:CANDIDATES_CAP]}, len(docs) <= CANDIDATES_CAP)
+    docs = await coll.find(flt, {"_id": 1}).limit(cap + 1).to_list()
+    return Pending({d["_id"] for d in docs[:cap]}, len(docs) <= cap)
 
 
 def _keys(reader_id: ObjectId, items: list[Item]) -> list[str]:

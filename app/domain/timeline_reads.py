@@ -2,14 +2,19 @@
 serves, over whichever strategy serves the reader.
 
 A strategy reads its derived data, which may still hold a status deleted or an author unfriended
-a moment ago (the worker removes them later). Each page is checked against the revocation
-records (app.domain.revocations: one more query, ≤ 2 × limit keys) before it is returned; items a
-removal took are left out and, when the timeline has more, the page is read again a little
-longer, so it still holds `limit` items and its cursors stay positions in the same timeline.
-Strategies that read the source of truth (`reads_truth`) are served as they are, at no cost.
+a moment ago (the worker removes them later). So every page and count is checked against the
+revocation records (app.domain.revocations); items a removal took are left out and, when the
+timeline has more, the page is read again a little longer, so it still holds `limit` items and
+its cursors stay positions in the same timeline. Strategies that read the source of truth
+(`reads_truth`) are served as they are, at no cost.
 
-The check follows the read, so it must not take long: a record settled and deleted in between
-would let the page show what its removal took. Records outlive their settle by
+The check comes first when it can: the records in flight that could touch the page (the
+reader's friendship records, status records in the page's id range) are asked for by range
+*before* the items are read, one query that almost always answers none. Any removal that had
+returned before the request then either has its record among them or was applied to every
+derived timeline (and settled) before the read. When too many are in flight (PAGE_CANDIDATES),
+the page is checked *after* its read, by its items' keys; a record settled and deleted in
+between would let the page show what its removal took, so records outlive their settle by
 revocations.SETTLED_KEEP_S, and a page whose read and check took longer than CHECK_WITHIN_S
 (a paused process, a stalled server) is read and checked again; one that never makes it in time
 is refused as unavailable (503) rather than served unchecked.
@@ -32,8 +37,12 @@ from app.strategies.contract import Page, StatusView, TimelineStrategy
 # reader, and after the last one the page is returned shorter, with a cursor past what it
 # skipped (the next page goes on from there), rather than reading on without bound.
 MAX_PAGE_READS = 4
-# The longest a page's read and its check may take together: half of how long a settled record
-# is kept, a margin for the two processes' clocks running at slightly different rates.
+# Records a page asks for before its read (`revocations.pending_for`): removals in flight in
+# the page's range, almost always none; past this many (a stopped worker and a burst of
+# deletes) the page is checked by its items' keys instead, a bounded query of 2 × limit keys.
+PAGE_CANDIDATES = 100
+# The longest a page's read and its check by keys may take together: half of how long a
+# settled record is kept, a margin for the two processes' clocks running at different rates.
 CHECK_WITHIN_S = revocations.SETTLED_KEEP_S / 2
 
 
@@ -57,9 +66,18 @@ async def read_page(
     after: ObjectId | None = None,
 ) -> Page:
     """A page of `user_id`'s timeline as `strategy.read` gives it, less what a removal took.
-    `coll` is the store's `revocations`."""
+    `coll` is the store's `revocations`.
+
+    The records that could touch the page are asked for first, by range (the reader's
+    friendship records, status records in the page's id range; `revocations.pending_for`),
+    before the page is read: one cheap query that almost always answers none. Only when more
+    than PAGE_CANDIDATES are in flight (a stopped worker and many deletes) is the page checked
+    after its read, by its items' keys, in time (module docstring)."""
     if strategy.reads_truth:
         return await strategy.read(user_id, limit=limit, before=before, after=after)
+    pending = await revocations.pending_for(
+        coll, user_id, after, before=before, cap=PAGE_CANDIDATES
+    )
     # One more than the page, checked too: whether a next page exists must not be inferred
     # from an item that is hidden.
     want = limit + 1
@@ -67,9 +85,13 @@ async def read_page(
     for _ in range(MAX_PAGE_READS):
         started = time.monotonic()
         page = await strategy.read(user_id, limit=want, before=before, after=after)
-        gone = await revocations.hidden(coll, user_id, _items(page.items))
-        if time.monotonic() - started > CHECK_WITHIN_S:
-            continue  # a record settled meanwhile may be gone already: read again
+        items = _items(page.items)
+        if pending.complete:
+            gone = {i.id for i in items if pending.hides(user_id, i)}
+        else:
+            gone = await revocations.hidden(coll, user_id, items)
+            if time.monotonic() - started > CHECK_WITHIN_S:
+                continue  # a record settled meanwhile may be gone already: read again
         kept = [v for v in page.items if v.id not in gone]
         checked = page, kept
         # Done when the page ends the timeline or holds more than `limit` visible items; else
