@@ -53,9 +53,11 @@ async def uid(h: Harness, handle: str) -> ObjectId:
 
 
 async def assert_sound(h: Harness, owner: ObjectId, size: int = SIZE) -> list[ObjectId]:
-    """Every bucket of `owner` is on its chain, within its size and range, newest first, and no
-    status is held twice. Returns the chain's ids."""
+    """Once its loose entries are folded in, every bucket of `owner` is on its chain, within its
+    size and range, newest first, and no status is held twice. Returns the chain's ids."""
+    await inbox(h).fold(owner)
     chain = await inbox(h).inbox.chain(owner)
+    assert chain.loose == []
     assert chain.orphans == []
     ids = chain.ids()
     assert len(ids) == len(set(ids)), "a status held twice"

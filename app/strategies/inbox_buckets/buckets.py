@@ -56,6 +56,7 @@ from app.pipeline.checkpoint import fenced
 from app.storage.db import Session
 from app.storage.store import Collection
 from app.strategies.inbox_buckets.chain import (
+    HEAD_S,
     MAX_ID,
     MIN_ID,
     PLACE_ATTEMPTS,
@@ -65,7 +66,10 @@ from app.strategies.inbox_buckets.chain import (
     Entry,
     chunks,
     half,
+    head_filter,
+    is_loose,
 )
+from app.strategies.inbox_buckets.loose import Loose
 
 T = TypeVar("T")
 
@@ -78,6 +82,7 @@ class Inbox:
         self.coll = coll
         self.size = size
         self.cap = cap
+        self.loose = Loose(coll)
 
     async def _update_one(
         self, flt: dict[str, Any], update: dict[str, Any], session: Session
@@ -94,7 +99,8 @@ class Inbox:
         self, owner: ObjectId, hi: ObjectId, fields: dict[str, int] | None = None
     ) -> dict[str, Any] | None:
         """The owner's bucket whose range ends at `hi`, whole or only `fields` (a projection)."""
-        return await self.coll.find_one({"owner_id": owner, "hi": hi}, fields)
+        flt = head_filter(owner) if hi == MAX_ID else {"owner_id": owner, "hi": hi}
+        return await self.coll.find_one(flt, fields)
 
     async def holder(self, owner: ObjectId, status_id: ObjectId) -> dict[str, Any] | None:
         """The chain bucket holding `status_id`. An interrupted split's copy may hold it too;
@@ -103,10 +109,13 @@ class Inbox:
         part cut from a head whose older entries were merged in can lie below the head's range
         while that split is in flight; it is then the only holder until the cut links it."""
         found = await self.coll.find({"items.s": status_id, "owner_id": owner}).to_list()
+        found = [b for b in found if not is_loose(b)]
         return max(found, key=lambda b: b["hi"]) if found else None
 
     async def chain(self, owner: ObjectId, *, session: Session = None) -> Chain:
-        docs = await self.coll.find({"owner_id": owner}, session=session).to_list()
+        everything = await self.coll.find({"owner_id": owner}, session=session).to_list()
+        loose = sorted((d for d in everything if is_loose(d)), key=lambda d: d["s"], reverse=True)
+        docs = [d for d in everything if not is_loose(d)]
         by_hi = {d["hi"]: d for d in docs}
         buckets: list[dict[str, Any]] = []
         current = by_hi.get(MAX_ID)
@@ -114,7 +123,7 @@ class Inbox:
             buckets.append(current)
             current = by_hi.get(current["lo"]) if current["lo"] < current["hi"] else None
         on_chain = {id(b) for b in buckets}
-        return Chain(buckets, [d for d in docs if id(d) not in on_chain])
+        return Chain(buckets, [d for d in docs if id(d) not in on_chain], loose)
 
     # -- the one-write append ------------------------------------------------------------------
     def append_op(self, owner: ObjectId, item: Entry) -> UpdateOne:
@@ -226,6 +235,7 @@ class Inbox:
             "_id": owner,
             "owner_id": owner,
             "hi": MAX_ID,
+            "s": HEAD_S,
             "lo": MIN_ID,
             "items": newest,
             "count": len(newest),
@@ -388,7 +398,7 @@ class Inbox:
         )
 
     def _empty_head(self, owner: ObjectId) -> dict[str, Any]:
-        return {"hi": MAX_ID, "lo": MIN_ID, "items": [], "count": 0, "v": 0}
+        return {"hi": MAX_ID, "s": HEAD_S, "lo": MIN_ID, "items": [], "count": 0, "v": 0}
 
     # -- removals ------------------------------------------------------------------------------
     async def _pull(
@@ -417,14 +427,26 @@ class Inbox:
     async def remove_status(
         self, owner: ObjectId, status_id: ObjectId, *, session: Session = None
     ) -> int:
-        """Remove one status from the owner's chain (and from any interrupted split's copy).
-        A sealed bucket holding it (a merge in flight) is merged first, then the status is
-        removed from the bucket that took it."""
+        """Remove one status from the owner's timeline, chain and loose entry, by the removal
+        protocol (module docstring, "Loose entries"): tombstone, chain, bury."""
+        which = {"s": status_id}
+        await self.loose.mark_gone(owner, which)
+        removed = await self.unchain(owner, status_id, session=session)
+        await self.loose.bury(owner, which)
+        return removed
+
+    async def unchain(
+        self, owner: ObjectId, status_id: ObjectId, *, session: Session = None
+    ) -> int:
+        """Remove one status from the owner's chain (and from any interrupted split's copy),
+        not from its loose entries. A sealed bucket holding it (a merge in flight) is merged
+        first, then the status is removed from the bucket that took it."""
         removed = 0
         for _ in range(PLACE_ATTEMPTS):
             found = await self.coll.find(
                 {"items.s": status_id, "owner_id": owner}, session=session
             ).to_list()
+            found = [b for b in found if not is_loose(b)]
             if not found:
                 return removed
             if any(b.get("sealed") for b in found):
@@ -453,11 +475,31 @@ class Inbox:
         raise Conflict(f"the buckets of {owner} kept changing")
 
     async def remove(
-        self, owner: ObjectId, select: Callable[[Chain], set[ObjectId]], *, session: Session = None
+        self,
+        owner: ObjectId,
+        select: Callable[[Chain], set[ObjectId]],
+        loose: dict[str, Any] | Callable[[Entry], bool] | None = None,
+        *,
+        session: Session = None,
     ) -> int:
         """Remove the entries `select(chain)` names from the owner's chain, whatever changes
-        concurrently. Returns how many this call removed."""
-        return (await self._remove(owner, select, None, session))[0]
+        concurrently, and the loose entries `loose` names (a filter of loose documents, or a
+        test of their entries), by the removal protocol: those are tombstoned first and buried
+        after. Returns how many chain entries this call removed."""
+        which: dict[str, Any] | None = None
+        if callable(loose):
+            test = loose
+            docs = await self.loose.all(owner)
+            doomed = [d["s"] for d in docs if "gone" not in d and test(d["items"][0])]
+            which = {"s": {"$in": doomed}} if doomed else None
+        elif loose is not None:
+            which = loose
+        if which is not None:
+            await self.loose.mark_gone(owner, which)
+        removed = (await self._remove(owner, select, None, session))[0]
+        if which is not None:
+            await self.loose.bury(owner, which)
+        return removed
 
     async def _remove(
         self,

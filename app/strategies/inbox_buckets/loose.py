@@ -1,0 +1,126 @@
+"""Loose entries of inbox_buckets: what a fan-out writes (one insert per receiver), in the head's
+index range, until a fold moves them into the chain (fold.py, buckets.py "Loose entries").
+
+A loose document is {owner_id, hi: MAX_ID, s: status id, items: [entry]}; the unique
+(owner_id, hi, s) index makes a repeated insert of the same (owner, status) a duplicate, which a
+retried fan-out ignores. Two optional fields carry the fold/removal protocol:
+- `folding`: the token (an ObjectId: its time is the claim's) of the fold that claimed it;
+- `gone`: a removal took its status out of the owner's timeline (an ObjectId: its time is the
+  removal's). The document stays as a *tombstone* while a fold may still have the entry in
+  flight: reads hide every entry (chain or loose) whose status has a tombstone, and the fold
+  that claimed it pulls the entry from the chain before deleting it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bson import ObjectId
+from pymongo.errors import BulkWriteError
+
+from app.pipeline.checkpoint import fenced
+from app.storage.store import Collection
+from app.strategies.inbox_buckets.chain import HEAD_S, MAX_ID, Entry, loose_range
+
+# Loose entries a page reads beside the head, in the same query (the first page's bound): the
+# head and LOOSE_READ + 1 loose documents (the one more says whether any lie below). 64 is more
+# than a reader gets between two fold passes unless over a hundred of their friends post within
+# FOLD_AGE_S (fanout/fold.py), and a page that needs what lies below them reads the rest in a
+# second query and folds the owner, so the next page is back within the bound. Each loose
+# document is one entry (~300 B with the text), so 65 of them read ~20 KB, a third of a
+# 50-entry bucket's worth more than the head alone.
+LOOSE_READ = 64
+# Mongo's duplicate key error: a retried fan-out's insert of a loose entry that is there.
+DUPLICATE_KEY = 11000
+
+
+def loose_doc(owner: ObjectId, item: Entry) -> dict[str, Any]:
+    return {"owner_id": owner, "hi": MAX_ID, "s": item["s"], "items": [item]}
+
+
+class Loose:
+    """The loose documents of one inbox collection."""
+
+    def __init__(self, coll: Collection) -> None:
+        self.coll = coll
+
+    async def insert(self, owners: list[ObjectId], item: Entry) -> int:
+        """One loose `item` per owner, one unordered bulk insert; the owners that hold it loose
+        already (a retry) are skipped. Returns how many were inserted."""
+        if not owners:
+            return 0
+        docs = [loose_doc(o, item) for o in owners]
+        try:
+            async with fenced():
+                result = await self.coll.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            return int(exc.details.get("nInserted", len(owners) - len(errors)))
+        return len(result.inserted_ids)
+
+    async def top(
+        self, owner: ObjectId, fields: dict[str, int] | None = None
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The owner's head and its newest LOOSE_READ + 1 loose documents (tombstones
+        included), newest first: one query, one index range."""
+        cursor = (
+            self.coll.find({"owner_id": owner, "hi": MAX_ID}, fields)
+            .sort([("s", -1)])
+            .limit(LOOSE_READ + 2)
+        )
+        docs = await cursor.to_list()
+        if docs and docs[0].get("s", HEAD_S) == HEAD_S and docs[0]["_id"] == owner:
+            return docs[0], docs[1:]
+        return None, docs[: LOOSE_READ + 1]
+
+    async def below(
+        self,
+        owner: ObjectId,
+        s: ObjectId,
+        fields: dict[str, int] | None = None,
+        *,
+        limit: int = 0,
+    ) -> list[dict[str, Any]]:
+        """The loose documents of the owner below status `s` (all, or the newest `limit`),
+        newest first (the rare read past LOOSE_READ, a fold's batch)."""
+        flt = {"owner_id": owner, "hi": MAX_ID, "s": {"$lt": s}}
+        return await self.coll.find(flt, fields).sort([("s", -1)]).limit(limit).to_list()
+
+    async def all(self, owner: ObjectId) -> list[dict[str, Any]]:
+        return await self.below(owner, HEAD_S)
+
+    async def mark_gone(self, owner: ObjectId, which: dict[str, Any]) -> None:
+        """Step (a) of a removal: tombstone the owner's loose documents matching `which`. A
+        document already marked keeps its first mark (its time says how long it has waited)."""
+        flt = {**loose_range(owner), **which, "gone": {"$exists": False}}
+        async with fenced():
+            await self.coll.update_many(flt, {"$set": {"gone": ObjectId()}})
+
+    async def bury(self, owner: ObjectId, which: dict[str, Any]) -> None:
+        """Step (c) of a removal: delete the tombstones matching `which` that no fold claimed
+        (a claimed one is its fold's to delete, after it pulled the entry from the chain)."""
+        flt = {
+            **loose_range(owner),
+            **which,
+            "gone": {"$exists": True},
+            "folding": {"$exists": False},
+        }
+        async with fenced():
+            await self.coll.delete_many(flt)
+
+
+def merge(items: list[Entry], loose: list[dict[str, Any]]) -> list[Entry]:
+    """The entries of `items` (chain entries) and of the live documents of `loose`, each status
+    once, newest first, without any status that has a tombstone in `loose`."""
+    gone = {d["s"] for d in loose if "gone" in d}
+    by_s: dict[ObjectId, Entry] = {}
+    for item in items:
+        by_s.setdefault(item["s"], item)
+    for doc in loose:
+        if "gone" not in doc and doc["items"]:
+            by_s.setdefault(doc["s"], doc["items"][0])
+    kept = [i for s, i in by_s.items() if s not in gone]
+    kept.sort(key=lambda i: i["s"], reverse=True)
+    return kept
