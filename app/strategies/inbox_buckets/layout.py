@@ -42,7 +42,9 @@ class Buckets:
         return await self.inbox.loose.insert(owners, entry(status)), []
 
     async def place(self, owner: ObjectId, statuses: list[dict[str, Any]]) -> int:
-        return await self.inbox.place(owner, [entry(s) for s in statuses])
+        # What the owner holds loose is in their timeline already: the fold moves it.
+        held = {d["s"] for d in await self.inbox.loose.all(owner) if "gone" not in d}
+        return await self.inbox.place(owner, [entry(s) for s in statuses if s["_id"] not in held])
 
     async def items(self, owner: ObjectId, floor: ObjectId | None = None) -> list[Item]:
         chain = await self.inbox.chain(owner)
