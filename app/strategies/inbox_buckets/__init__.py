@@ -170,8 +170,11 @@ class InboxBuckets:
                 found = await walk.collect(self.inbox, owner, want, fields)
         else:
             found = await walk.collect(self.inbox, owner, want, fields)
-        if walk.read_past_loose:
-            await self.folder.fold(owner)  # the next page is back within LOOSE_READ
+        if walk.crowded:
+            # More than LOOSE_READ wait: folded now, so the next page's query is back within
+            # the bound (on mongod the index order bounds it anyway; the embedded server sorts
+            # the owner's whole head range in memory).
+            await self.folder.fold(owner)
         return found[:want]
 
     async def _exact_below(self, owner: ObjectId, before: ObjectId, want: int) -> list[Entry]:
@@ -247,13 +250,13 @@ class _Walk:
         after: ObjectId | None,
     ) -> None:
         self.more_loose = len(loose) > LOOSE_READ
+        self.crowded = self.more_loose
         self.known_to = loose[-1]["s"] if self.more_loose else MIN_ID
         self.loose = loose
         self.before = before
         self.after = after
         self.bucket = head
         self.items: list[Entry] = list(head["items"]) if head is not None else []
-        self.read_past_loose = False
 
     def live_loose(self) -> int:
         return sum(1 for d in self.loose if "gone" not in d)
@@ -262,7 +265,6 @@ class _Walk:
         self.loose = self.loose + await inbox.loose.below(owner, self.known_to, fields)
         self.more_loose = False
         self.known_to = MIN_ID
-        self.read_past_loose = True
 
     def at(self, start: dict[str, Any] | None, before: ObjectId) -> None:
         self.bucket = start
