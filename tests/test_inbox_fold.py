@@ -6,6 +6,7 @@ is exact with loose entries present; the fold pass folds only what is old enough
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -16,10 +17,11 @@ from bson import ObjectId
 from pymongo import monitoring
 
 from app.strategies.inbox_buckets import InboxBuckets
-from app.strategies.inbox_buckets.chain import MAX_ID, Entry
+from app.strategies.inbox_buckets.chain import MAX_ID, MIN_ID, Entry
 from app.strategies.inbox_buckets.fold import FOLD_CLAIM_S
 from app.strategies.inbox_buckets.loose import LOOSE_READ
 from benchmarks.explain import explain_page
+from entrypoints.migrate import MIGRATIONS_DIR
 from fanout.fold import FOLD_AGE_S, fold_due
 from tests.harness import Harness, listen_to_clients
 
@@ -329,3 +331,57 @@ async def test_the_fold_pass_folds_only_what_is_old_enough(h: Harness) -> None:
     assert await loose_left(h, owner) == []
     assert (await strategy.inbox.chain(owner)).ids() == [young, old]
     assert await fold_due(strategy, now) == 0
+
+
+def loose_entries_migration() -> Any:
+    path = MIGRATIONS_DIR / "20261206180000_inbox_loose_entries.py"
+    spec = importlib.util.spec_from_file_location("inbox_loose_entries", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def index_names(h: Harness) -> set[str]:
+    return {i["name"] async for i in await h.ctx.store.inbox_buckets.list_indexes()}
+
+
+async def test_the_migration_carries_a_chain_of_the_previous_layout_over_and_back(
+    h: Harness,
+) -> None:
+    """A chain as the previous layout wrote it (heads without `s`, the unique (owner_id, hi)
+    index): forward marks the heads and swaps the indexes, and the timeline reads the same and
+    takes loose entries; backward carries live loose entries into the chain and drops
+    tombstones; forward again restores the layout."""
+    owner = ObjectId()
+    strategy = strategy_of(h)
+    coll = h.ctx.store.inbox_buckets
+    for name in ("owner_id_1_hi_1_s_1", "hi_1_s_1"):
+        await coll.drop_index(name)
+    await coll.create_index([("owner_id", 1), ("hi", 1)], unique=True)
+    head = [item(n, owner) for n in (5, 4, 3)]
+    await coll.insert_one(
+        {"_id": owner, "owner_id": owner, "hi": MAX_ID, "lo": oid(3), "items": head}
+        | {"count": 5, "v": 2}
+    )
+    lower = [item(n, owner) for n in (2, 1)]
+    await coll.insert_one({"owner_id": owner, "hi": oid(3), "lo": MIN_ID, "items": lower, "v": 1})
+    migration = loose_entries_migration()
+    assert await migration.forward(h.ctx.store.db) == 1
+    assert {"owner_id_1_hi_1_s_1", "hi_1_s_1"} <= await index_names(h)
+    assert "owner_id_1_hi_1" not in await index_names(h)
+    assert await shown(h, owner) == [5, 4, 3, 2, 1]
+    await deliver(h, owner, [6, 7])  # refused by the old unique index
+    assert await shown(h, owner) == [7, 6, 5, 4, 3, 2, 1]
+    assert await migration.forward(h.ctx.store.db) == 0  # nothing left to do
+    await strategy.inbox.loose.mark_gone(owner, {"s": oid(7)})  # a removal in flight
+    assert await migration.backward(h.ctx.store.db) == 1
+    assert "owner_id_1_hi_1" in await index_names(h)
+    assert await loose_left(h, owner) == []
+    stored = await coll.find_one({"_id": owner})
+    assert stored is not None and "s" not in stored and stored["count"] == 6
+    assert [i["s"] for i in stored["items"]] == [oid(6), oid(5), oid(4), oid(3)]
+    assert await migration.forward(h.ctx.store.db) == 1
+    assert await shown(h, owner) == [6, 5, 4, 3, 2, 1]
+    await strategy.fold(owner)
+    assert await chain_numbers(h, owner) == [6, 5, 4, 3, 2, 1]
