@@ -101,7 +101,7 @@ class Folder:
         claimed = await self.coll.find({**mine, "folding": token}).to_list()
         if not claimed or _age_s(token, ObjectId()) > FOLD_CLAIM_S / 2:
             return 0, []
-        if await self.inbox.place(owner, [d["items"][0] for d in claimed]):
+        if await self.inbox.place(owner, [d["items"][0] for d in claimed if d["items"]]):
             await self.trim(owner)
         ids = [d["s"] for d in claimed]
         async with fenced():
