@@ -164,8 +164,13 @@ async def test_a_removal_in_the_middle_of_a_fold_is_never_shown(
             await strategy.timelines.layout.remove_author(owner, other)
         assert doomed not in await shown(h, owner)  # the removal has returned
 
-    hooks = {"before" if when == "after_claim" else "after": remove}
-    ran = around_place(h, monkeypatch, **hooks)
+    async def unseen() -> None:  # the fold placed it back: its tombstone hides it
+        assert doomed not in await shown(h, owner)
+
+    if when == "after_claim":
+        ran = around_place(h, monkeypatch, before=remove, after=unseen)
+    else:
+        ran = around_place(h, monkeypatch, after=remove)
     await strategy.fold(owner)
     assert ran
     monkeypatch.undo()
@@ -175,16 +180,45 @@ async def test_a_removal_in_the_middle_of_a_fold_is_never_shown(
     assert await loose_left(h, owner) == []
 
 
-async def test_a_removal_before_the_claim_keeps_the_entry_out(h: Harness) -> None:
-    """A tombstone left by a removal in flight (its first step done) is not claimed."""
+async def test_a_removal_before_the_claim_keeps_the_entry_out(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tombstone left by a removal in flight (its first step done), before the fold's read or
+    between that read and the claim, is not claimed: the fold never places its entry."""
     owner = ObjectId()
     strategy = strategy_of(h)
     await deliver(h, owner, [1, 2])
     await strategy.inbox.loose.mark_gone(owner, {"s": oid(2)})  # step (a) only, so far
     assert await shown(h, owner) == [1]
+    await deliver(h, owner, [3])
+    coll = strategy.folder.coll
+
+    class Racing:
+        """The collection, with a removal's first step landing right before the claim (after
+        the fold read which entries are live)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(coll, name)
+
+        async def update_many(self, *args: Any, **kwargs: Any) -> Any:
+            await strategy.inbox.loose.mark_gone(owner, {"s": oid(3)})
+            return await coll.update_many(*args, **kwargs)
+
+    monkeypatch.setattr(strategy.folder, "coll", Racing())
+    placed: list[ObjectId] = []
+    place = strategy.inbox.place
+
+    async def recorded(owner: ObjectId, items: list[Entry], **kwargs: Any) -> int:
+        placed.extend(i["s"] for i in items)
+        return await place(owner, items, **kwargs)
+
+    monkeypatch.setattr(strategy.inbox, "place", recorded)
     await strategy.fold(owner)
+    monkeypatch.undo()
+    assert placed == [oid(1)]
     assert await chain_numbers(h, owner) == [1]
-    await strategy.inbox.remove_status(owner, oid(2))  # the removal finishes: buried
+    await strategy.inbox.remove_status(owner, oid(2))  # the removals finish: buried
+    await strategy.inbox.remove_status(owner, oid(3))
     assert await loose_left(h, owner) == []
     assert await shown(h, owner) == [1]
 
@@ -193,23 +227,28 @@ async def test_a_removal_before_the_claim_keeps_the_entry_out(h: Harness) -> Non
 async def test_a_fold_cut_short_is_finished_by_the_next(
     h: Harness, monkeypatch: pytest.MonkeyPatch, crash: str
 ) -> None:
-    """A fold that dies after its claim or after its placement leaves every entry shown once;
-    a removal meanwhile is not shown either, although its tombstone is the dead fold's (a
-    removal never deletes a claimed tombstone); the next fold re-claims the live entries, and
-    once the dead claim is FOLD_CLAIM_S old, pulls the removed one and deletes its tombstone."""
+    """A removal returns after a fold's claim, then the fold dies before or after its placement
+    (which put the removed entry back in the chain): the entry is not shown (its tombstone is
+    the dead fold's, which a removal never deletes), every other one is shown once; the next
+    fold re-claims the live entries, and once the dead claim is FOLD_CLAIM_S old, pulls the
+    removed entry from the chain and deletes its tombstone."""
     owner = ObjectId()
     strategy = strategy_of(h)
     await deliver(h, owner, [1, 2, 3])
 
+    async def remove() -> None:
+        await strategy.inbox.remove_status(owner, oid(2))
+        if crash == "after_claim":
+            raise RuntimeError("killed")
+
     async def die() -> None:
         raise RuntimeError("killed")
 
-    around_place(h, monkeypatch, **{"before" if crash == "after_claim" else "after": die})
+    around_place(h, monkeypatch, before=remove, after=die)
     with pytest.raises(RuntimeError):
         await strategy.fold(owner)
     monkeypatch.undo()
-    assert await shown(h, owner) == [3, 2, 1]
-    await strategy.inbox.remove_status(owner, oid(2))
+    assert await chain_numbers(h, owner) == ([] if crash == "after_claim" else [3, 2, 1])
     assert await shown(h, owner) == [3, 1]
     assert [d["s"] for d in await loose_left(h, owner)] == [oid(3), oid(2), oid(1)]
     await strategy.fold(owner)  # the live ones; the dead fold's tombstone is too young
@@ -319,18 +358,22 @@ async def test_a_first_page_is_one_query_over_the_head_and_few_loose_entries(
 
 
 async def test_the_fold_pass_folds_only_what_is_old_enough(h: Harness) -> None:
-    owner = ObjectId()
+    """An owner with an entry older than FOLD_AGE_S is folded (all of their entries); an owner
+    with young ones only waits for a later pass."""
+    owner, waiting = ObjectId(), ObjectId()
     strategy = strategy_of(h)
     now = datetime.now(UTC)
     old = ObjectId.from_datetime(now - timedelta(seconds=2 * FOLD_AGE_S))
     young = ObjectId.from_datetime(now)
-    for s in (old, young):
-        entry = {"s": s, "a": owner, "n": "someone", "t": "x", "c": now}
-        await strategy.inbox.loose.insert([owner], entry)
-    assert await fold_due(strategy, now) == 2  # the owner of the old one: all of theirs
+    for who, s in ((owner, old), (owner, young), (waiting, young)):
+        entry = {"s": s, "a": who, "n": "someone", "t": "x", "c": now}
+        await strategy.inbox.loose.insert([who], entry)
+    assert await fold_due(strategy, now) == 2
     assert await loose_left(h, owner) == []
     assert (await strategy.inbox.chain(owner)).ids() == [young, old]
+    assert [d["s"] for d in await loose_left(h, waiting)] == [young]
     assert await fold_due(strategy, now) == 0
+    assert await fold_due(strategy, now + timedelta(seconds=2 * FOLD_AGE_S)) == 1
 
 
 def loose_entries_migration() -> Any:
