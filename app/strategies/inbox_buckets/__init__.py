@@ -1,22 +1,28 @@
 """inbox buckets (fan-out on write, bucketed): each reader's timeline is a chain of bucket
-documents of up to INBOX_BUCKET_SIZE entries, newest first (buckets.py),
-each carrying what a page shows of its status; a page is the head bucket, or the bucket holding
-the `before` cursor, and the one below it when the page needs more, and nothing else.
+documents of up to INBOX_BUCKET_SIZE entries, newest first (buckets.py), plus loose entries a
+fan-out inserted and no fold has moved into the chain yet (loose.py, fold.py); every entry
+carries what a page shows of its status. A first page is one query of the head and the newest
+LOOSE_READ + 1 loose entries, and the bucket below the head when the page needs more; a
+`before` page reads the head range too, then the cursor's bucket and the one below.
 
 Cost model: a page reads at most 1 + ceil((limit + 1) / ceil(INBOX_BUCKET_SIZE / 2)) buckets
-(a head split leaves half a bucket on each side; 2 for the default page of 20 and buckets of 50,
-and a first page of up to 24 is the head alone) by point look-ups, whatever the friend count,
-the timeline's length and what was removed, on any server. A post costs one conditional update
-of each receiver's head (the entry: ids, handle, text, time), in unordered bulk writes; once per
-INBOX_BUCKET_SIZE / 2 appends a receiver's head splits (an insert and an update), and a timeline
-at TIMELINE_MAX also trims its oldest entry (a read of the chain and an update).
+by point look-ups besides the head range (2 for the default page of 20 and buckets of 50, and a
+first page of up to 24 is the head alone), whatever the friend count, the timeline's length and
+what was removed; the head range holds the owner's unfolded entries, at most LOOSE_READ + 1 of
+them read (on mongod, in index order; the embedded server sorts the range, bounded by the fold).
+A post costs one insert per receiver (the entry: ids, handle, text, time), in unordered bulk
+inserts. A fold (the worker pool's pass, fanout/fold.py, after FOLD_AGE_S) moves a reader's
+loose entries into the chain with one placement: a push per bucket touched, a split per half a
+bucket, and a trim at TIMELINE_MAX, amortized over what the reader received meanwhile.
 The fan-out, backfills, removals, refills and rebuilds are the materialized-timeline machinery
 (app.strategies.materialized) over the bucket layout (layout.py); this module adds the author's
-own writes after the API's commit, and pages that walk the chain.
+own writes after the API's commit, pages that merge the head range and walk the chain, and the
+fold.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from bson import ObjectId
@@ -24,7 +30,7 @@ from bson import ObjectId
 from app.storage.db import Session
 from app.storage.shard_plan import ShardPlan
 from app.strategies.collaborators import Collaborators
-from app.strategies.contract import Page, PageQuery, StatusView
+from app.strategies.contract import Contention, Page, PageQuery, StatusView
 from app.strategies.inbox_buckets.buckets import Inbox
 from app.strategies.inbox_buckets.chain import MAX_ID, MIN_ID, Chain, Entry, entry, view
 from app.strategies.inbox_buckets.fold import Folder
@@ -33,15 +39,18 @@ from app.strategies.inbox_buckets.loose import LOOSE_READ, merge
 from app.strategies.materialized import MaterializedTimelines
 from app.strategies.truth import hydrate
 
+log = logging.getLogger("timeline.inbox_buckets")
+
 COLLECTION = "inbox_buckets"
 # How its collection spreads over a cluster (app/storage/sharding.py, docs/scaling.md).
 SHARDS = (
     ShardPlan(
         COLLECTION,
         (("owner_id", "hashed"), ("hi", 1)),
-        "owner-local like timeline_entries: a page's bucket look-ups, an append to the head and "
-        "a rebuild hit one shard; the unique (owner_id, hi) chain index is prefixed by the key, "
-        "and `hi` as suffix lets a heavy reader's range split",
+        "owner-local like timeline_entries: a page's head range and bucket look-ups, a loose "
+        "entry's insert and a rebuild hit one shard; the unique (owner_id, hi, s) chain index is "
+        "prefixed by the key, and `hi` as suffix lets a heavy reader's range split (the fold "
+        "pass's (hi, s) scan is a broadcast, off the request path)",
     ),
 )
 DEFAULT_BUCKET_SIZE = 50
@@ -69,25 +78,25 @@ class InboxBuckets:
         """Nothing to add to a status."""
 
     async def status_created(self, status: dict[str, Any], *, session: Session) -> None:
-        """The author's entry is appended after the commit (`after_post`)."""
+        """The author's entry is inserted after the commit (`after_post`)."""
 
     async def status_deleted(self, status: dict[str, Any], *, session: Session) -> None:
         """The author's entry goes after the commit (`after_delete`)."""
 
     # -- after the API's transaction ---------------------------------------------------------
-    # The author's own bucket is written after the API's transaction commits, not in it: the
-    # worker writes heads with plain writes, and on the embedded server a plain write that meets
+    # The author's own entry is written after the API's transaction commits, not in it: the
+    # worker writes this collection with plain writes, and on the embedded server a plain write that meets
     # a transaction's uncommitted write is retried inside the server until that transaction
     # ends, which livelocked concurrent clients (tests/test_concurrent_clients.py); running
     # the worker's writes in transactions instead stalled a worker whose killed predecessor
     # left one open (tests/test_worker_crash.py). After the commit, not before: entries carry
-    # the text, so an append for a post whose transaction then failed would show a status that
+    # the text, so an entry for a post whose transaction then failed would show a status that
     # never existed. A crash before these steps leaves them to the change's event.
     async def after_post(self, status: dict[str, Any]) -> None:
         author = status["author_id"]
         # A loose entry, as the fan-out writes for friends: one insert, folded later.
         await self.inbox.loose.insert([author], entry(status))
-        # A delete that committed and was fanned out before the append above found nothing to
+        # A delete that committed and was fanned out before the insert above found nothing to
         # remove: undo it. A delete committed after this look finds the entry itself.
         mine = {"author_id": author, "_id": status["_id"]}
         if await self.statuses.find_one(mine, {"_id": 1}) is None:
@@ -173,8 +182,12 @@ class InboxBuckets:
         if walk.crowded:
             # More than LOOSE_READ wait: folded now, so the next page's query is back within
             # the bound (on mongod the index order bounds it anyway; the embedded server sorts
-            # the owner's whole head range in memory).
-            await self.folder.fold(owner)
+            # the owner's whole head range in memory). A busy owner is left to the fold pass:
+            # the page is answered either way.
+            try:
+                await self.folder.fold(owner)
+            except Contention as exc:
+                log.info("fold of %s on read left to the fold pass: %r", owner, exc)
         return found[:want]
 
     async def _exact_below(self, owner: ObjectId, before: ObjectId, want: int) -> list[Entry]:

@@ -261,7 +261,7 @@ class Inbox:
         self, owner: ObjectId, bucket: dict[str, Any], add: list[Entry], session: Session
     ) -> bool:
         """Add `add` to `bucket`: a split past `size` is conditional on the bucket's version;
-        entries that fit are pushed under conditions that commute with concurrent appends
+        entries that fit are pushed under conditions that commute with concurrent pushes
         (still in range, room left, not there yet), so busy heads do not starve it."""
         merged = sorted(bucket["items"] + add, key=lambda i: i["s"], reverse=True)
         lo = min(bucket["lo"], merged[-1]["s"])
