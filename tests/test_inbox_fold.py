@@ -19,7 +19,7 @@ from pymongo import monitoring
 from app.strategies.inbox_buckets import InboxBuckets
 from app.strategies.inbox_buckets.chain import MAX_ID, MIN_ID, Entry
 from app.strategies.inbox_buckets.fold import FOLD_CLAIM_S
-from app.strategies.inbox_buckets.loose import LOOSE_READ
+from app.strategies.inbox_buckets.loose import LOOSE_READ, LayoutOutdated
 from benchmarks.explain import explain_page
 from entrypoints.migrate import MIGRATIONS_DIR
 from fanout.fold import FOLD_AGE_S, fold_due
@@ -409,8 +409,15 @@ async def test_the_migration_carries_a_chain_of_the_previous_layout_over_and_bac
     )
     lower = [item(n, owner) for n in (2, 1)]
     await coll.insert_one({"owner_id": owner, "hi": oid(3), "lo": MIN_ID, "items": lower, "v": 1})
+    # Before the migration the new version refuses to start, and a delivery fails loudly
+    # instead of taking the old index's refusal for a retry's duplicate.
+    with pytest.raises(LayoutOutdated):
+        await strategy.ensure_indexes()
+    with pytest.raises(LayoutOutdated):
+        await strategy.inbox.loose.insert([owner], item(6, owner))
     migration = loose_entries_migration()
     assert await migration.forward(h.ctx.store.db) == 1
+    await strategy.ensure_indexes()
     assert {"owner_id_1_hi_1_s_1", "hi_1_s_1"} <= await index_names(h)
     assert "owner_id_1_hi_1" not in await index_names(h)
     assert await shown(h, owner) == [5, 4, 3, 2, 1]

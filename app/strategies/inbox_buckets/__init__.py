@@ -35,7 +35,7 @@ from app.strategies.inbox_buckets.buckets import Inbox
 from app.strategies.inbox_buckets.chain import MAX_ID, MIN_ID, Chain, Entry, entry, view
 from app.strategies.inbox_buckets.fold import Folder
 from app.strategies.inbox_buckets.layout import Buckets
-from app.strategies.inbox_buckets.loose import LOOSE_READ, merge
+from app.strategies.inbox_buckets.loose import LOOSE_READ, check_layout, merge
 from app.strategies.materialized import MaterializedTimelines
 from app.strategies.truth import hydrate
 
@@ -72,7 +72,9 @@ class InboxBuckets:
         self.folder = Folder(inbox, self.timelines.trim, self.timelines.rebuild)
 
     async def ensure_indexes(self) -> None:
-        """Its indexes are on the Beanie model (app.storage.models.InboxBucket)."""
+        """Its indexes are on the Beanie model (app.storage.models.InboxBucket); a collection
+        still of the previous layout is refused (LayoutOutdated: `timeline migrate`)."""
+        await check_layout(self.inbox.coll)
 
     async def prepare_status(self, status: dict[str, Any], *, session: Session) -> None:
         """Nothing to add to a status."""
@@ -85,13 +87,14 @@ class InboxBuckets:
 
     # -- after the API's transaction ---------------------------------------------------------
     # The author's own entry is written after the API's transaction commits, not in it: the
-    # worker writes this collection with plain writes, and on the embedded server a plain write that meets
-    # a transaction's uncommitted write is retried inside the server until that transaction
-    # ends, which livelocked concurrent clients (tests/test_concurrent_clients.py); running
-    # the worker's writes in transactions instead stalled a worker whose killed predecessor
-    # left one open (tests/test_worker_crash.py). After the commit, not before: entries carry
-    # the text, so an entry for a post whose transaction then failed would show a status that
-    # never existed. A crash before these steps leaves them to the change's event.
+    # worker writes this collection with plain writes, and on the embedded server a plain
+    # write that meets a transaction's uncommitted write is retried inside the server until
+    # that transaction ends, which livelocked concurrent clients
+    # (tests/test_concurrent_clients.py); running the worker's writes in transactions instead
+    # stalled a worker whose killed predecessor left one open (tests/test_worker_crash.py).
+    # After the commit, not before: entries carry the text, so an entry for a post whose
+    # transaction then failed would show a status that never existed. A crash before these
+    # steps leaves them to the change's event.
     async def after_post(self, status: dict[str, Any]) -> None:
         author = status["author_id"]
         # A loose entry, as the fan-out writes for friends: one insert, folded later.

@@ -34,6 +34,26 @@ LOOSE_READ = 64
 DUPLICATE_KEY = 11000
 
 
+# The previous layout's unique chain index, which refuses loose entries.
+OLD_CHAIN_INDEX = "owner_id_1_hi_1"
+OUTDATED = (
+    "inbox_buckets: the collection still has the previous layout's unique (owner_id, hi) "
+    "index, which refuses loose entries; run `timeline migrate` "
+    "(migrations/20261206180000_inbox_loose_entries.py)"
+)
+
+
+class LayoutOutdated(RuntimeError):
+    """The inbox collection is of the previous layout: `timeline migrate` has not run."""
+
+
+async def check_layout(coll: Collection) -> None:
+    """Refuse to write loose entries into a collection of the previous layout."""
+    names = {i["name"] async for i in await coll.list_indexes()}
+    if OLD_CHAIN_INDEX in names:
+        raise LayoutOutdated(OUTDATED)
+
+
 def loose_doc(owner: ObjectId, item: Entry) -> dict[str, Any]:
     return {"owner_id": owner, "hi": MAX_ID, "s": item["s"], "items": [item]}
 
@@ -57,8 +77,19 @@ class Loose:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
+            refused = [docs[e["index"]]["owner_id"] for e in errors]
+            await self._held(refused, item)
             return int(exc.details.get("nInserted", len(owners) - len(errors)))
         return len(result.inserted_ids)
+
+    async def _held(self, owners: list[ObjectId], item: Entry) -> None:
+        """Check that each of `owners` refused `item` because it holds it loose (a retry), not
+        because of another unique index: the previous layout's (owner_id, hi), before
+        `timeline migrate` (which would drop every delivery silently)."""
+        flt = {"owner_id": {"$in": owners}, "hi": MAX_ID, "s": item["s"]}
+        held = {d["owner_id"] async for d in self.coll.find(flt, {"owner_id": 1})}
+        if len(held) < len(set(owners)):
+            raise LayoutOutdated(OUTDATED)
 
     async def top(
         self, owner: ObjectId, fields: dict[str, int] | None = None
