@@ -45,7 +45,8 @@ FOLD_SCAN = 1000
 
 async def fold_due(strategy: InboxBuckets, now: datetime) -> int:
     """Fold the owners of up to FOLD_SCAN loose entries whose status is older than FOLD_AGE_S
-    at `now`; returns how many loose documents went."""
+    at `now`, the owners whose reads asked for a fold first (loose.FOLD_REQUEST_S, the oldest
+    `s`); returns how many loose documents went."""
     cutoff = ObjectId.from_datetime(now - timedelta(seconds=FOLD_AGE_S))
     cursor = (
         strategy.inbox.coll.find({"hi": MAX_ID, "s": {"$lt": cutoff}}, {"owner_id": 1})

@@ -330,31 +330,37 @@ async def test_a_first_page_is_one_query_over_the_head_and_few_loose_entries(
     h: Harness,
 ) -> None:
     """A first page is one query, the head and the newest LOOSE_READ + 1 loose entries of one
-    index range; a read that meets more than LOOSE_READ folds the owner, so the next first
-    page's query examines at most the head and LOOSE_READ + 1 loose entries on any server (the
-    embedded server sorts the whole range in memory; mongod reads it in index order)."""
+    index range; a read that meets more than LOOSE_READ asks for a fold, which the next fold
+    pass does whatever the entries' age, so the next first page's query examines at most the
+    head and LOOSE_READ + 1 loose entries on any server (the embedded server sorts the whole
+    range in memory; mongod reads it in index order)."""
     owner = ObjectId()
     strategy = strategy_of(h)
     await strategy.inbox.place(owner, [item(n, owner) for n in range(1, 4)])
-    many = list(range(100, 100 + 2 * LOOSE_READ))
+    many = sorted(ObjectId() for _ in range(2 * LOOSE_READ))  # just posted: young
     await h.ctx.store.inbox_buckets.insert_many(
-        [{"owner_id": owner, "hi": MAX_ID, "s": oid(n), "items": [item(n, owner)]} for n in many]
+        [
+            {"owner_id": owner, "hi": MAX_ID, "s": s, "items": [{**item(0, owner), "s": s}]}
+            for s in many
+        ]
     )
     query = await strategy.first_page_query(owner, 20)
     assert query.filter == {"owner_id": owner, "hi": MAX_ID}
     assert (query.sort, query.limit) == ([("s", -1)], 1 + LOOSE_READ + 1)
     with counting() as finds:
         page = await strategy.read(owner, limit=20)
-    assert finds.queries[0] == "inbox_buckets"  # the head range, first
-    assert [v.id for v in page.items] == [oid(n) for n in reversed(many)][:20]
-    assert await loose_left(h, owner) == []  # crowded: folded
+    assert finds.queries == ["inbox_buckets"]  # the head range, and nothing else
+    assert [v.id for v in page.items] == many[::-1][:20]
+    assert len(await loose_left(h, owner)) == len(many) + 1  # and a fold request
+    assert await fold_due(strategy, datetime.now(UTC)) == len(many) + 1  # young, but asked
+    assert await loose_left(h, owner) == []
     explained = await explain_page(h.ctx.store.db, await strategy.first_page_query(owner, 20))
     assert explained.docs_examined <= 1 + LOOSE_READ + 1, explained
     with counting() as finds:
         again = await strategy.read(owner, limit=20)
     assert finds.queries == ["inbox_buckets"]  # one round trip: the head holds the page
     assert again.items == page.items
-    assert await shown(h, owner) == [*reversed(many), 3, 2, 1]
+    assert await strategy.timeline_ids(owner) == [*many[::-1], oid(3), oid(2), oid(1)]
 
 
 async def test_the_fold_pass_folds_only_what_is_old_enough(h: Harness) -> None:

@@ -101,7 +101,8 @@ class Folder:
         claimed = await self.coll.find({**mine, "folding": token}).to_list()
         if not claimed or _age_s(token, ObjectId()) > FOLD_CLAIM_S / 2:
             return 0, []
-        if await self.inbox.place(owner, [d["items"][0] for d in claimed if d["items"]]):
+        entries = [d["items"][0] for d in claimed if d["items"]]  # a fold request has none
+        if entries and await self.inbox.place(owner, entries):
             await self.trim(owner)
         ids = [d["s"] for d in claimed]
         async with fenced():

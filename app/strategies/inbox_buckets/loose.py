@@ -16,11 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 from bson import ObjectId
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from app.pipeline.checkpoint import fenced
 from app.storage.store import Collection
-from app.strategies.inbox_buckets.chain import HEAD_S, MAX_ID, Entry, loose_range
+from app.strategies.inbox_buckets.chain import HEAD_S, MAX_ID, MIN_ID, Entry, loose_range
 
 # Loose entries a page reads beside the head, in the same query (the first page's bound): the
 # head and LOOSE_READ + 1 loose documents (the one more says whether any lie below). 64 is more
@@ -30,6 +30,11 @@ from app.strategies.inbox_buckets.chain import HEAD_S, MAX_ID, Entry, loose_rang
 # document is one entry (~300 B with the text), so 65 of them read ~20 KB, a third of a
 # 50-entry bucket's worth more than the head alone.
 LOOSE_READ = 64
+# The `s` of an owner's fold request: a loose document without an entry that a read which met
+# more than LOOSE_READ loose entries inserts, so that the fold pass (which scans loose documents
+# oldest `s` first) folds that owner at its next pass whatever their age. The smallest id: one
+# per owner (the unique index), first in the pass's scan, last in the owner's range.
+FOLD_REQUEST_S = MIN_ID
 # Mongo's duplicate key error: a retried fan-out's insert of a loose entry that is there.
 DUPLICATE_KEY = 11000
 
@@ -121,6 +126,16 @@ class Loose:
 
     async def all(self, owner: ObjectId) -> list[dict[str, Any]]:
         return await self.below(owner, HEAD_S)
+
+    async def request_fold(self, owner: ObjectId) -> None:
+        """Ask the fold pass to fold the owner at its next pass (FOLD_REQUEST_S); once is
+        enough: a request already there is left as it is."""
+        request = {"owner_id": owner, "hi": MAX_ID, "s": FOLD_REQUEST_S, "items": []}
+        try:
+            async with fenced():
+                await self.coll.insert_one(request)
+        except DuplicateKeyError:
+            pass
 
     async def mark_gone(self, owner: ObjectId, which: dict[str, Any]) -> None:
         """Step (a) of a removal: tombstone the owner's loose documents matching `which`. A
