@@ -25,8 +25,9 @@ from app.strategies.inbox_buckets.chain import HEAD_S, MAX_ID, MIN_ID, Entry, lo
 # Loose entries a page reads beside the head, in the same query (the first page's bound): the
 # head and LOOSE_READ + 1 loose documents (the one more says whether any lie below). 64 is more
 # than a reader gets between two fold passes unless over a hundred of their friends post within
-# FOLD_AGE_S (fanout/fold.py), and a page that needs what lies below them reads the rest in a
-# second query and folds the owner, so the next page is back within the bound. Each loose
+# FOLD_AGE_S (fanout/fold.py); a page that needs what lies below them reads the rest in a
+# second query, and a read that meets more asks the fold pass to fold the owner at its next
+# pass (FOLD_REQUEST_S), so pages are back within the bound within FOLD_INTERVAL_S. Each loose
 # document is one entry (~300 B with the text), so 65 of them read ~20 KB, a third of a
 # 50-entry bucket's worth more than the head alone.
 LOOSE_READ = 64
