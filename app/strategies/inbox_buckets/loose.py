@@ -13,6 +13,7 @@ retried fan-out ignores. Two optional fields carry the fold/removal protocol:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bson import ObjectId
@@ -36,6 +37,12 @@ LOOSE_READ = 64
 # oldest `s` first) folds that owner at its next pass whatever their age. The smallest id: one
 # per owner (the unique index), first in the pass's scan, last in the owner's range.
 FOLD_REQUEST_S = MIN_ID
+# How long a process remembers the fold requests it made: the reads of a crowded owner until the
+# pass has folded it (a pass every FOLD_INTERVAL_S, 5 s) do not insert theirs again (a round trip
+# each). A request lost meanwhile (folded, then crowded again) is made again after this long.
+FOLD_REQUEST_MEMORY_S = 10.0
+# Owners remembered at most (then forgotten all at once): the memory stays small.
+FOLD_REQUEST_MEMORY_SIZE = 10_000
 # Mongo's duplicate key error: a retried fan-out's insert of a loose entry that is there.
 DUPLICATE_KEY = 11000
 
@@ -69,6 +76,8 @@ class Loose:
 
     def __init__(self, coll: Collection) -> None:
         self.coll = coll
+        # owner -> when this process last asked for a fold (time.monotonic())
+        self._requested: dict[ObjectId, float] = {}
 
     async def insert(self, owners: list[ObjectId], item: Entry) -> int:
         """One loose `item` per owner, one unordered bulk insert; the owners that hold it loose
@@ -130,7 +139,14 @@ class Loose:
 
     async def request_fold(self, owner: ObjectId) -> None:
         """Ask the fold pass to fold the owner at its next pass (FOLD_REQUEST_S); once is
-        enough: a request already there is left as it is."""
+        enough: a request already there is left as it is, and one this process made within
+        FOLD_REQUEST_MEMORY_S is not sent again."""
+        now = time.monotonic()
+        if now - self._requested.get(owner, -FOLD_REQUEST_MEMORY_S) < FOLD_REQUEST_MEMORY_S:
+            return
+        if len(self._requested) >= FOLD_REQUEST_MEMORY_SIZE:
+            self._requested.clear()
+        self._requested[owner] = now
         request = {"owner_id": owner, "hi": MAX_ID, "s": FOLD_REQUEST_S, "items": []}
         try:
             async with fenced():
