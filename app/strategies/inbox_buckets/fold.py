@@ -102,7 +102,7 @@ class Folder:
         if not claimed or _age_s(token, ObjectId()) > FOLD_CLAIM_S / 2:
             return 0, []
         entries = [d["items"][0] for d in claimed if d["items"]]  # a fold request has none
-        if entries and await self.inbox.place(owner, entries):
+        if entries and await self.inbox.place(owner, entries) and await self._over_cap(owner):
             await self.trim(owner)
         ids = [d["s"] for d in claimed]
         async with fenced():
@@ -115,6 +115,12 @@ class Folder:
             {**mine, "s": {"$in": ids}, "folding": token, "gone": {"$exists": True}}
         ).to_list()
         return result.deleted_count, left
+
+    async def _over_cap(self, owner: ObjectId) -> bool:
+        """Whether the chain may hold more than TIMELINE_MAX: its head's `count` (which only
+        over-states) says so; a trim's read of the whole chain is saved otherwise."""
+        head = await self.inbox.bucket(owner, MAX_ID, {"count": 1})
+        return head is None or int(head.get("count", 0)) > self.inbox.cap
 
     async def _trimmed(self, owner: ObjectId) -> bool:
         head = await self.inbox.bucket(owner, MAX_ID, {"trimmed": 1})
