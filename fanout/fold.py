@@ -23,10 +23,12 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from app.context import AppContext
+from app.storage.chunks import chunked
 from app.storage.models import utcnow
 from app.strategies.contract import Contention
 from app.strategies.inbox_buckets import InboxBuckets
 from app.strategies.inbox_buckets.chain import MAX_ID
+from app.strategies.inbox_buckets.fold import FOLD_OWNERS
 
 log = logging.getLogger("timeline.fold")
 
@@ -55,11 +57,11 @@ async def fold_due(strategy: InboxBuckets, now: datetime) -> int:
     )
     owners = list(dict.fromkeys([d["owner_id"] async for d in cursor]))
     folded = 0
-    for owner in owners:
+    for batch in chunked(owners, FOLD_OWNERS):
         try:
-            folded += await strategy.fold(owner)
-        except Contention as exc:  # a busy owner: the next pass folds it
-            log.info("fold of %s left for the next pass: %r", owner, exc)
+            folded += await strategy.fold_many(batch)
+        except Contention as exc:  # a busy owner: the next pass folds it, the rest are done
+            log.info("a fold left an owner for the next pass: %r", exc)
     return folded
 
 

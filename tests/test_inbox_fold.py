@@ -17,7 +17,7 @@ from bson import ObjectId
 from pymongo import monitoring
 
 from app.strategies.inbox_buckets import InboxBuckets
-from app.strategies.inbox_buckets.chain import MAX_ID, MIN_ID, Entry
+from app.strategies.inbox_buckets.chain import MAX_ID, MIN_ID, Conflict, Entry
 from app.strategies.inbox_buckets.fold import FOLD_CLAIM_S
 from app.strategies.inbox_buckets.loose import LOOSE_READ, LayoutOutdated
 from benchmarks.explain import explain_page
@@ -441,3 +441,33 @@ async def test_the_migration_carries_a_chain_of_the_previous_layout_over_and_bac
     assert await shown(h, owner) == [6, 5, 4, 3, 2, 1]
     await strategy.fold(owner)
     assert await chain_numbers(h, owner) == [6, 5, 4, 3, 2, 1]
+
+
+async def test_owners_folded_together_keep_a_busy_ones_claims(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass folds its owners together; one whose placement keeps meeting concurrent changes
+    keeps its loose entries (claimed, shown as before) while the others are folded, and the
+    pass reports it; the next fold takes it over."""
+    busy, calm = ObjectId(), ObjectId()
+    strategy = strategy_of(h)
+    await deliver(h, busy, [1, 2])
+    await deliver(h, calm, [3, 4])
+    place = strategy.inbox.place
+
+    async def contended(owner: ObjectId, items: list[Entry], **kwargs: Any) -> int:
+        if owner == busy:
+            raise Conflict("kept changing")
+        return await place(owner, items, **kwargs)
+
+    monkeypatch.setattr(strategy.inbox, "place", contended)
+    with pytest.raises(Conflict):
+        await strategy.fold_many([busy, calm])
+    monkeypatch.undo()
+    assert await loose_left(h, calm) == []
+    assert await chain_numbers(h, calm) == [4, 3]
+    assert all("folding" in d for d in await loose_left(h, busy))
+    assert await shown(h, busy) == [2, 1]
+    assert await fold_due(strategy, datetime.now(UTC) + timedelta(days=1)) == 2
+    assert await chain_numbers(h, busy) == [2, 1]
+    assert await loose_left(h, busy) == []

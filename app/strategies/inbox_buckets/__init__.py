@@ -243,6 +243,10 @@ class InboxBuckets:
         """Fold the owner's loose entries into their chain (fold.py); returns how many went."""
         return await self.folder.fold(owner)
 
+    async def fold_many(self, owners: list[ObjectId]) -> int:
+        """`fold` for several owners (at most fold.FOLD_OWNERS), their bookkeeping batched."""
+        return await self.folder.fold_many(owners)
+
 
 class _Walk:
     """One page's walk down an owner's chain, merging the loose entries read with the head.

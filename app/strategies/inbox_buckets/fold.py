@@ -23,6 +23,7 @@ from typing import Any
 from bson import ObjectId
 
 from app.pipeline.checkpoint import fenced
+from app.strategies.contract import Contention
 from app.strategies.inbox_buckets.buckets import Inbox
 from app.strategies.inbox_buckets.chain import HEAD_S, MAX_ID, loose_range
 
@@ -36,7 +37,18 @@ FOLD_BATCH = 500
 # of a stall of FOLD_CLAIM_S / 2 inside the placement itself.
 FOLD_CLAIM_S = 60.0
 
+# Owners one fold pass folds together (their claims, read-backs and deletes are one command
+# each): bounded `$in` lists.
+FOLD_OWNERS = 100
+
 Refill = Callable[[ObjectId], Awaitable[Any]]
+
+
+def _by_owner(docs: list[dict[str, Any]]) -> dict[ObjectId, list[dict[str, Any]]]:
+    grouped: dict[ObjectId, list[dict[str, Any]]] = {}
+    for doc in docs:
+        grouped.setdefault(doc["owner_id"], []).append(doc)
+    return grouped
 
 
 def _age_s(token: ObjectId, now: ObjectId) -> float:
@@ -54,27 +66,38 @@ class Folder:
         self.trim = trim
         self.refill = refill
 
-    async def fold(self, owner: ObjectId, docs: list[dict[str, Any]] | None = None) -> int:
-        """Fold up to FOLD_BATCH of the owner's loose documents (`docs`, when the caller has just
-        read them) into the chain; returns how many loose documents went."""
-        if docs is None:
-            docs = await self.inbox.loose.below(owner, HEAD_S, limit=FOLD_BATCH)
-        docs = docs[:FOLD_BATCH]
+    async def fold(self, owner: ObjectId) -> int:
+        """Fold up to FOLD_BATCH of the owner's loose documents into the chain; returns how many
+        loose documents went."""
+        return await self.fold_many([owner])
+
+    async def fold_many(self, owners: list[ObjectId]) -> int:
+        """Fold up to FOLD_BATCH loose documents of each of `owners` (at most FOLD_OWNERS), the
+        claim, the read-back and the deletes of all of them in one command each; returns how
+        many loose documents went. An owner whose placement kept meeting concurrent changes
+        keeps its claims (the next fold re-claims them); the first such Contention is raised
+        once every other owner is done."""
+        scope = {"owner_id": {"$in": owners}, "hi": MAX_ID}
+        cursor = self.coll.find({**scope, "s": {"$lt": HEAD_S}}).sort([("s", -1)])
+        found = await cursor.limit(FOLD_BATCH * len(owners)).to_list()
+        docs = [d for group in _by_owner(found).values() for d in group[:FOLD_BATCH]]
         now = ObjectId()
         cleanup = [
             d
             for d in docs
             if "gone" in d and _age_s(d.get("folding") or d["gone"], now) > FOLD_CLAIM_S
         ]
-        folded = 0
-        live = [d["s"] for d in docs if "gone" not in d]
+        live = [d["_id"] for d in docs if "gone" not in d]
+        folded, busy = 0, None
         if live:
-            done, removed_meanwhile = await self._fold_live(owner, live)
+            done, removed_meanwhile, busy = await self._fold_live(scope, live)
             folded += done
             cleanup += removed_meanwhile
-        pulled = 0
+        pulled: set[ObjectId] = set()
         for doc in cleanup:
-            pulled += await self.inbox.unchain(owner, doc["s"])
+            owner = doc["owner_id"]
+            if await self.inbox.unchain(owner, doc["s"]):
+                pulled.add(owner)
             claim = doc.get("folding")
             same = {"folding": claim} if claim is not None else {"folding": {"$exists": False}}
             async with fenced():
@@ -82,39 +105,50 @@ class Folder:
                     {**loose_range(owner), "_id": doc["_id"], "gone": doc["gone"], **same}
                 )
             folded += result.deleted_count
-        if pulled and await self._trimmed(owner):
-            # The pulled entry may have pushed a true one out at a trim in between.
-            await self.refill(owner)
+        for owner in pulled:
+            if await self._trimmed(owner):
+                # The pulled entry may have pushed a true one out at a trim in between.
+                await self.refill(owner)
+        if busy is not None:
+            raise busy
         return folded
 
     async def _fold_live(
-        self, owner: ObjectId, live: list[ObjectId]
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """Steps 1-3 for the live loose documents of statuses `live`: how many went, and the
-        claimed ones tombstoned meanwhile (whose entry the caller pulls from the chain)."""
+        self, scope: dict[str, Any], live: list[ObjectId]
+    ) -> tuple[int, list[dict[str, Any]], Contention | None]:
+        """Steps 1-3 for the live loose documents `live` (ids) of the owners of `scope`: how
+        many went, the claimed ones tombstoned meanwhile (whose entry the caller pulls from the
+        chain), and the first Contention of a placement (that owner's claims are kept)."""
         token = ObjectId()
-        mine = {**loose_range(owner), "s": {"$in": live}}
+        mine = {**scope, "_id": {"$in": live}}
         async with fenced():
             await self.coll.update_many(
                 {**mine, "gone": {"$exists": False}}, {"$set": {"folding": token}}
             )
         claimed = await self.coll.find({**mine, "folding": token}).to_list()
         if not claimed or _age_s(token, ObjectId()) > FOLD_CLAIM_S / 2:
-            return 0, []
-        entries = [d["items"][0] for d in claimed if d["items"]]  # a fold request has none
-        if entries and await self.inbox.place(owner, entries) and await self._over_cap(owner):
-            await self.trim(owner)
-        ids = [d["s"] for d in claimed]
+            return 0, [], None
+        placed: list[ObjectId] = []
+        busy: Contention | None = None
+        for owner, group in _by_owner(claimed).items():
+            entries = [d["items"][0] for d in group if d["items"]]  # a fold request has none
+            try:
+                new = bool(entries) and bool(await self.inbox.place(owner, entries))
+                if new and await self._over_cap(owner):
+                    await self.trim(owner)
+            except Contention as exc:
+                busy = busy or exc
+                continue
+            placed += [d["_id"] for d in group]
+        if not placed:
+            return 0, [], busy
+        done = {**scope, "_id": {"$in": placed}, "folding": token}
         async with fenced():
-            result = await self.coll.delete_many(
-                {**mine, "s": {"$in": ids}, "folding": token, "gone": {"$exists": False}}
-            )
-        if result.deleted_count == len(claimed):
-            return result.deleted_count, []
-        left = await self.coll.find(
-            {**mine, "s": {"$in": ids}, "folding": token, "gone": {"$exists": True}}
-        ).to_list()
-        return result.deleted_count, left
+            result = await self.coll.delete_many({**done, "gone": {"$exists": False}})
+        if result.deleted_count == len(placed):
+            return result.deleted_count, [], busy
+        left = await self.coll.find({**done, "gone": {"$exists": True}}).to_list()
+        return result.deleted_count, left, busy
 
     async def _over_cap(self, owner: ObjectId) -> bool:
         """Whether the chain may hold more than TIMELINE_MAX: its head's `count` (which only
