@@ -23,6 +23,7 @@ from typing import Any
 from bson import ObjectId
 
 from app.pipeline.checkpoint import fenced
+from app.storage.chunks import chunked
 from app.strategies.contract import Contention
 from app.strategies.inbox_buckets.buckets import Inbox
 from app.strategies.inbox_buckets.chain import HEAD_S, MAX_ID, loose_range
@@ -37,6 +38,9 @@ FOLD_BATCH = 500
 # of a stall of FOLD_CLAIM_S / 2 inside the placement itself.
 FOLD_CLAIM_S = 60.0
 
+# Loose document ids per claim: bounded `$in` lists (app.storage.chunks; the embedded server's
+# `$in` costs grow with the square of the list: a claim of 3,000 ids outlasted the 15 s timeout).
+CLAIM_IDS = 100
 # Owners one fold pass folds together (their claims, read-backs and deletes are one command
 # each): bounded `$in` lists.
 FOLD_OWNERS = 100
@@ -120,15 +124,17 @@ class Folder:
         many went, the claimed ones tombstoned meanwhile (whose entry the caller pulls from the
         chain), and the first Contention of a placement (that owner's claims are kept)."""
         token = ObjectId()
-        mine = {**scope, "_id": {"$in": live}}
-        async with fenced():
-            await self.coll.update_many(
-                {**mine, "gone": {"$exists": False}}, {"$set": {"folding": token}}
-            )
-        claimed = await self.coll.find({**mine, "folding": token}).to_list()
+        for chunk in chunked(live, CLAIM_IDS):
+            async with fenced():
+                await self.coll.update_many(
+                    {**scope, "_id": {"$in": chunk}, "gone": {"$exists": False}},
+                    {"$set": {"folding": token}},
+                )
+        claimed = await self.coll.find({**scope, "folding": token}).to_list()
         if not claimed or _age_s(token, ObjectId()) > FOLD_CLAIM_S / 2:
             return 0, [], None
-        placed: list[ObjectId] = []
+        placed: list[ObjectId] = []  # owners
+        held = 0  # their claimed documents
         busy: Contention | None = None
         for owner, group in _by_owner(claimed).items():
             entries = [d["items"][0] for d in group if d["items"]]  # a fold request has none
@@ -139,13 +145,14 @@ class Folder:
             except Contention as exc:
                 busy = busy or exc
                 continue
-            placed += [d["_id"] for d in group]
+            placed.append(owner)
+            held += len(group)
         if not placed:
             return 0, [], busy
-        done = {**scope, "_id": {"$in": placed}, "folding": token}
+        done = {"owner_id": {"$in": placed}, "hi": MAX_ID, "folding": token}
         async with fenced():
             result = await self.coll.delete_many({**done, "gone": {"$exists": False}})
-        if result.deleted_count == len(placed):
+        if result.deleted_count == held:
             return result.deleted_count, [], busy
         left = await self.coll.find({**done, "gone": {"$exists": True}}).to_list()
         return result.deleted_count, left, busy
