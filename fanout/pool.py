@@ -13,6 +13,7 @@ from pymongo.errors import PyMongoError
 
 from app.context import AppContext
 from fanout.claims import take_back
+from fanout.fold import FoldPass
 from fanout.housekeeping import Housekeeping
 from fanout.worker import LEASE_S, Worker
 
@@ -49,6 +50,8 @@ class WorkerPool:
             for i in range(concurrency)
         ]
         self.housekeeping = Housekeeping(ctx.store)
+        # inbox_buckets' loose entries folded into chains (fanout.fold), beside the loops.
+        self.fold = FoldPass(ctx)
 
     @property
     def applied(self) -> int:
@@ -63,7 +66,9 @@ class WorkerPool:
                 continue
             if handed:
                 log.info("%s: took back %d events its predecessor held", w.name, handed)
-        await asyncio.gather(*(w.run() for w in self.workers), self.housekeeping.run())
+        await asyncio.gather(
+            *(w.run() for w in self.workers), self.housekeeping.run(), self.fold.run()
+        )
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -74,3 +79,4 @@ class WorkerPool:
         for w in self.workers:
             w.handle_exit()
         self.housekeeping.handle_exit()
+        self.fold.handle_exit()

@@ -9,6 +9,7 @@ from typing import Any
 from bson import ObjectId
 
 from app.storage.store import Store
+from app.strategies.inbox_buckets.chain import is_loose
 
 # Every collection some strategy derives from the source of truth (statuses carry audiences
 # under recipients_embedded): a repeated handler must change none of them.
@@ -43,10 +44,17 @@ async def holders(store: Store, strategy: str, status_id: ObjectId) -> list[Obje
         coll = store.timeline_entries if strategy == "receiver_copies" else store.hybrid_entries
         return sorted([d["owner_id"] async for d in coll.find({"status_id": status_id})])
     if strategy == "inbox_buckets":
-        owners = []
+        # A loose entry (not folded yet) of a status the owner's chain holds too is one copy:
+        # reads and the fold merge the two (app/strategies/inbox_buckets/loose.py).
+        chained: list[ObjectId] = []
+        loose: set[ObjectId] = set()
         async for bucket in store.inbox_buckets.find({"items.s": status_id}):
-            owners += [bucket["owner_id"] for i in bucket["items"] if i["s"] == status_id]
-        return sorted(owners)
+            if is_loose(bucket):
+                if "gone" not in bucket:
+                    loose.add(bucket["owner_id"])
+                continue
+            chained += [bucket["owner_id"] for i in bucket["items"] if i["s"] == status_id]
+        return sorted(chained + [o for o in loose if o not in chained])
     if strategy == "recipients_embedded":
         status = await store.statuses.find_one({"_id": status_id}, {"audience": 1})
         return sorted((status or {}).get("audience") or [])

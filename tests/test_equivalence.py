@@ -43,8 +43,11 @@ from app import cursors
 from app.context import AppContext
 from app.domain import markers
 from app.pipeline.queued import QueuedEvent
+from app.storage.models import utcnow
 from app.strategies import STRATEGY_NAMES
 from app.strategies.hybrid import low_mark
+from app.strategies.inbox_buckets import InboxBuckets
+from fanout.fold import fold_due
 from fanout.worker import Worker
 from tests import harness
 from tests.derived import Crossings
@@ -213,6 +216,9 @@ class Script:
 # step that fails half the time before its handler runs and half the time after (failing:
 # retried with backoff, so events wait while others go ahead). Reads are checked in each.
 WORKER_MODES = ("stopped", "slow", "failing")
+# inbox_buckets: every this-many-th step folds every loose entry (fanout.fold); odd, so that
+# folds fall both right after posts and after the worker's steps.
+FOLD_EVERY = 3
 
 
 class Player:
@@ -247,6 +253,12 @@ class Player:
                 await self.between_steps()
 
     async def between_steps(self) -> None:
+        if self.h.ctx.strategy.name == "inbox_buckets" and self.at % FOLD_EVERY == 0:
+            # Loose entries folded into the chains now and then, as the pool's fold pass does:
+            # reads and checks meet chains with and without loose entries.
+            strategy = self.h.ctx.strategy
+            assert isinstance(strategy, InboxBuckets)
+            await fold_due(strategy, utcnow() + timedelta(days=1))
         if self.worker_mode == "slow":
             await self.h.worker.process_one()
         elif self.worker_mode == "failing":

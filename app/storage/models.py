@@ -115,26 +115,44 @@ class Status(Document):
         ]
 
 
+# Names of inbox_buckets' indexes that the loose-entries migration creates (and its backward
+# step drops): fixed so the migration and the model agree.
+INBOX_CHAIN_INDEX = "owner_id_1_hi_1_s_1"
+INBOX_FOLD_INDEX = "hi_1_s_1"
+
+
 class InboxBucket(Document):
     """inbox_buckets: up to INBOX_BUCKET_SIZE entries (`s` status id, `a` author id, and what a
     page shows: `n` handle, `t` text, `c` created_at) of one owner's timeline whose status ids
     lie in [lo, hi), newest first (app/strategies/inbox_buckets/buckets.py). The head has
-    `_id` = the owner's id and hi = the greatest ObjectId, and carries `count`, `trimmed` and
-    `owed`; the bucket below bucket B has hi == B.lo."""
+    `_id` = the owner's id, hi = the greatest ObjectId and `s` = the greatest ObjectId, and
+    carries `count`, `trimmed` and `owed`; the bucket below bucket B has hi == B.lo and no `s`.
+    A loose entry (a fan-out's, not folded into the chain yet) has hi = the greatest ObjectId,
+    `s` its status id and one entry in `items` (app/strategies/inbox_buckets/loose.py); no `lo`."""
 
     owner_id: PydanticObjectId
     hi: PydanticObjectId
-    lo: PydanticObjectId
+    lo: PydanticObjectId | None = None
+    s: PydanticObjectId | None = None
     items: list[dict[str, Any]] = Field(default_factory=list)
     v: int = 0
 
     class Settings:
         name = "inbox_buckets"
         indexes = [
-            # The chain's links: a page walks it by point look-ups on (owner, hi).
-            IndexModel([("owner_id", ASCENDING), ("hi", ASCENDING)], unique=True),
+            # The chain's links: a page walks it by point look-ups on (owner, hi); the head
+            # (s = MAX_ID) and the loose entries (s = their status) are one range of it, head
+            # first when read by `s` descending (a first page's one query).
+            IndexModel(
+                [("owner_id", ASCENDING), ("hi", ASCENDING), ("s", ASCENDING)],
+                unique=True,
+                name=INBOX_CHAIN_INDEX,
+            ),
             # Which buckets hold a status: a `before` cursor's bucket, a delete's holders.
             IndexModel([("items.s", ASCENDING), ("owner_id", ASCENDING)]),
+            # The fold pass's scan (fanout/fold.py): loose entries by age of their status,
+            # every owner's at once (hi = MAX_ID, s below a cutoff).
+            IndexModel([("hi", ASCENDING), ("s", ASCENDING)], name=INBOX_FOLD_INDEX),
         ]
 
 

@@ -1,24 +1,42 @@
-"""The bucket chains behind inbox_buckets: an owner's timeline as a chain of bucket documents.
+"""The bucket chains behind inbox_buckets: an owner's timeline as a chain of bucket documents,
+plus loose entries not folded into it yet.
 
 Each bucket of `inbox_buckets` holds the entries (`s` status id, `a` author id and the page's
 fields, chain.py) whose status ids lie in its range [lo, hi), newest first,
 never more than `size` of them:
-- the head has `_id` = the owner's id and hi = MAX_ID; it also carries the owner's bookkeeping:
-  `count` (an upper bound of the entries of the whole chain, see below), `trimmed` and `owed`
-  (the refill duties, as receiver_copies' timeline_meta);
-- the bucket below bucket B is the one with hi == B.lo (unique index (owner_id, hi)): a reader
-  walks the chain newest first by point look-ups, one document each, and a `before` cursor finds
-  its bucket through the multikey (items.s, owner_id) index. The last bucket has lo = MIN_ID.
+- the head has `_id` = the owner's id, hi = MAX_ID and s = MAX_ID; it also carries the owner's
+  bookkeeping: `count` (an upper bound of the entries of the chain, see below), `trimmed` and
+  `owed` (the refill duties, as receiver_copies' timeline_meta);
+- the bucket below bucket B is the one with hi == B.lo and no `s` (unique index
+  (owner_id, hi, s)): a reader walks the chain newest first by point look-ups, one document
+  each, and a `before` cursor finds its bucket through the multikey (items.s, owner_id) index.
+  The last bucket has lo = MIN_ID.
 
-Writes:
-- a new status reaches a receiver with one conditional update of the head (`append_op`): it
-  matches only if the status is not there yet, falls in the head's range, the head has room
-  and the timeline is below TIMELINE_MAX, so a repeated fan-out changes nothing;
-- anything else (a full head or timeline, an older status, a backfill) goes through `place`,
-  which reads the chain and writes each bucket it changes with a condition on that bucket's
+Loose entries (loose.py). A fan-out does not write buckets: it inserts one document per
+receiver, {owner_id, hi: MAX_ID, s: status id, items: [entry]}, in unordered bulk inserts (a
+retry's duplicates fail on the unique index and are skipped). On the embedded server an insert
+costs ~0.05 ms where an update of a head rewrites the whole bucket (0.76 ms at 50 entries), and
+mongod writes one new document per insert either way. Head and loose entries are one range of
+the chain index, head first by `s` descending: a page reads the head and the newest
+LOOSE_READ + 1 loose entries in one query and merges them (each status once: a fold may have
+copied an entry before deleting its loose document). The visible timeline is the TIMELINE_MAX
+newest of (chain + loose entries - tombstoned statuses). A fold (fold.py) moves loose entries
+into the chain with `place`, off the post's path (the worker pool's fold pass, fanout/fold.py:
+entries older than FOLD_AGE_S, and first the owners whose reads met more than LOOSE_READ).
+
+The removal protocol (a delete, an unfriend, a rebuild's removals), for status S of owner O:
+(a) O's loose document of S, if any, is marked `gone` (a tombstone; it stays); (b) S is removed
+from the chain as below; (c) the tombstone is deleted unless a fold has claimed it (`folding`),
+in which case that fold pulls S from the chain after its own placement and then deletes it.
+Reads hide every entry whose status has a tombstone, so a fold that placed S after (b) never
+shows it: once a removal has returned, no read shows S, whatever the folds do.
+
+Chain writes:
+- `place` reads the chain and writes each bucket it changes with a condition on that bucket's
   version `v`, splitting a bucket that would exceed `size` (the lower part is inserted first,
   then the bucket is cut above it: a crash between leaves an unreachable copy, which the next
-  `place` deletes), and retries on a conflict;
+  `place` deletes), and retries on a conflict; entries that fit are pushed under conditions
+  that commute with concurrent pushes;
 - a removal that leaves a bucket (not the head) under half full merges it into the bucket above
   it (`_compact`): the bucket is sealed (no write changes it any more), then the bucket
   above takes its entries and its range in one write (readers go from it to the bucket below),
@@ -28,18 +46,17 @@ Writes:
   the last one holds at least half a bucket once a change has finished: a chain has at most
   ceil(TIMELINE_MAX / (size / 2)) + 2 documents and a page of up to half a bucket reads two.
 
-`count` only ever over-states: it is raised before entries are placed in the chain and lowered
-only by entries this process removed itself. The head update of `append_op` requires
-count < TIMELINE_MAX, so the chain never holds more than TIMELINE_MAX entries once a change
-has finished (the trim of `place` runs before it returns), and a page is just the stored
-entries: no count of what lies above a cursor is needed.
+`count` only ever over-states the chain: it is raised before entries are placed and lowered
+only by entries this process removed itself. The trim that follows a placement (the caller's)
+keeps the chain at TIMELINE_MAX once a change has finished.
 
-Removals (one status, any set of entries: an unfriended author's, what a rebuild finds wrong, the
-trim to TIMELINE_MAX) change each bucket with a condition on its version, and the head's `count`
-is lowered only by what was removed here, so it keeps over-stating, never under-stating. After a
-removal the chain is compacted (`_compact`), so that whatever was removed a chain holds at most
-ceil(TIMELINE_MAX / ceil(size / 2)) + 2 documents and a page reads its first bucket and at most
-ceil((limit + 1) / ceil(size / 2)) more (one for a page of up to half a bucket).
+Removals from the chain (one status, any set of entries: an unfriended author's, what a
+rebuild finds wrong, the trim to TIMELINE_MAX) change each bucket with a condition on its
+version, and the head's `count` is lowered only by what was removed here, so it keeps
+over-stating, never under-stating. After a removal the chain is compacted (`_compact`), so that
+whatever was removed a chain holds at most ceil(TIMELINE_MAX / ceil(size / 2)) + 2 documents and
+a page reads its first bucket and at most ceil((limit + 1) / ceil(size / 2)) more (one for a
+page of up to half a bucket).
 """
 
 from __future__ import annotations
@@ -48,7 +65,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from bson import ObjectId
-from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 from pymongo.results import UpdateResult
 
@@ -56,6 +72,7 @@ from app.pipeline.checkpoint import fenced
 from app.storage.db import Session
 from app.storage.store import Collection
 from app.strategies.inbox_buckets.chain import (
+    HEAD_S,
     MAX_ID,
     MIN_ID,
     PLACE_ATTEMPTS,
@@ -65,7 +82,10 @@ from app.strategies.inbox_buckets.chain import (
     Entry,
     chunks,
     half,
+    head_filter,
+    is_loose,
 )
+from app.strategies.inbox_buckets.loose import Loose
 
 T = TypeVar("T")
 
@@ -78,6 +98,7 @@ class Inbox:
         self.coll = coll
         self.size = size
         self.cap = cap
+        self.loose = Loose(coll)
 
     async def _update_one(
         self, flt: dict[str, Any], update: dict[str, Any], session: Session
@@ -94,7 +115,8 @@ class Inbox:
         self, owner: ObjectId, hi: ObjectId, fields: dict[str, int] | None = None
     ) -> dict[str, Any] | None:
         """The owner's bucket whose range ends at `hi`, whole or only `fields` (a projection)."""
-        return await self.coll.find_one({"owner_id": owner, "hi": hi}, fields)
+        flt = head_filter(owner) if hi == MAX_ID else {"owner_id": owner, "hi": hi}
+        return await self.coll.find_one(flt, fields)
 
     async def holder(self, owner: ObjectId, status_id: ObjectId) -> dict[str, Any] | None:
         """The chain bucket holding `status_id`. An interrupted split's copy may hold it too;
@@ -103,10 +125,13 @@ class Inbox:
         part cut from a head whose older entries were merged in can lie below the head's range
         while that split is in flight; it is then the only holder until the cut links it."""
         found = await self.coll.find({"items.s": status_id, "owner_id": owner}).to_list()
+        found = [b for b in found if not is_loose(b)]
         return max(found, key=lambda b: b["hi"]) if found else None
 
     async def chain(self, owner: ObjectId, *, session: Session = None) -> Chain:
-        docs = await self.coll.find({"owner_id": owner}, session=session).to_list()
+        everything = await self.coll.find({"owner_id": owner}, session=session).to_list()
+        loose = sorted((d for d in everything if is_loose(d)), key=lambda d: d["s"], reverse=True)
+        docs = [d for d in everything if not is_loose(d)]
         by_hi = {d["hi"]: d for d in docs}
         buckets: list[dict[str, Any]] = []
         current = by_hi.get(MAX_ID)
@@ -114,37 +139,7 @@ class Inbox:
             buckets.append(current)
             current = by_hi.get(current["lo"]) if current["lo"] < current["hi"] else None
         on_chain = {id(b) for b in buckets}
-        return Chain(buckets, [d for d in docs if id(d) not in on_chain])
-
-    # -- the one-write append ------------------------------------------------------------------
-    def append_op(self, owner: ObjectId, item: Entry) -> UpdateOne:
-        return UpdateOne(*self._append(owner, item))
-
-    def _append(self, owner: ObjectId, item: Entry) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The one-write append's filter and update."""
-        return (
-            {
-                "_id": owner,  # first: the embedded server then looks the head up by `_id`
-                "owner_id": owner,
-                "lo": {"$lte": item["s"]},
-                "count": {"$lt": self.cap},
-                f"items.{self.size - 1}": {"$exists": False},
-                "items.s": {"$ne": item["s"]},
-            },
-            {
-                "$push": {"items": {"$each": [item], "$sort": {"s": -1}}},
-                "$inc": {"count": 1, "v": 1},
-            },
-        )
-
-    async def append(self, owner: ObjectId, item: Entry, *, session: Session = None) -> bool:
-        """Put `item` in the owner's chain: the one-write append, else `place` (then True: the
-        caller trims; the one-write append never takes the chain past `cap`)."""
-        result = await self._update_one(*self._append(owner, item), session)
-        if result.matched_count == 0:
-            await self.place(owner, [item], session=session)
-            return True
-        return False
+        return Chain(buckets, [d for d in docs if id(d) not in on_chain], loose)
 
     # -- the general placement -----------------------------------------------------------------
     async def place(self, owner: ObjectId, items: list[Entry], *, session: Session = None) -> int:
@@ -226,6 +221,7 @@ class Inbox:
             "_id": owner,
             "owner_id": owner,
             "hi": MAX_ID,
+            "s": HEAD_S,
             "lo": MIN_ID,
             "items": newest,
             "count": len(newest),
@@ -265,7 +261,7 @@ class Inbox:
         self, owner: ObjectId, bucket: dict[str, Any], add: list[Entry], session: Session
     ) -> bool:
         """Add `add` to `bucket`: a split past `size` is conditional on the bucket's version;
-        entries that fit are pushed under conditions that commute with concurrent appends
+        entries that fit are pushed under conditions that commute with concurrent pushes
         (still in range, room left, not there yet), so busy heads do not starve it."""
         merged = sorted(bucket["items"] + add, key=lambda i: i["s"], reverse=True)
         lo = min(bucket["lo"], merged[-1]["s"])
@@ -388,7 +384,7 @@ class Inbox:
         )
 
     def _empty_head(self, owner: ObjectId) -> dict[str, Any]:
-        return {"hi": MAX_ID, "lo": MIN_ID, "items": [], "count": 0, "v": 0}
+        return {"hi": MAX_ID, "s": HEAD_S, "lo": MIN_ID, "items": [], "count": 0, "v": 0}
 
     # -- removals ------------------------------------------------------------------------------
     async def _pull(
@@ -417,14 +413,26 @@ class Inbox:
     async def remove_status(
         self, owner: ObjectId, status_id: ObjectId, *, session: Session = None
     ) -> int:
-        """Remove one status from the owner's chain (and from any interrupted split's copy).
-        A sealed bucket holding it (a merge in flight) is merged first, then the status is
-        removed from the bucket that took it."""
+        """Remove one status from the owner's timeline, chain and loose entry, by the removal
+        protocol (module docstring, "Loose entries"): tombstone, chain, bury."""
+        which = {"s": status_id}
+        await self.loose.mark_gone(owner, which)
+        removed = await self.unchain(owner, status_id, session=session)
+        await self.loose.bury(owner, which)
+        return removed
+
+    async def unchain(
+        self, owner: ObjectId, status_id: ObjectId, *, session: Session = None
+    ) -> int:
+        """Remove one status from the owner's chain (and from any interrupted split's copy),
+        not from its loose entries. A sealed bucket holding it (a merge in flight) is merged
+        first, then the status is removed from the bucket that took it."""
         removed = 0
         for _ in range(PLACE_ATTEMPTS):
             found = await self.coll.find(
                 {"items.s": status_id, "owner_id": owner}, session=session
             ).to_list()
+            found = [b for b in found if not is_loose(b)]
             if not found:
                 return removed
             if any(b.get("sealed") for b in found):
@@ -453,11 +461,33 @@ class Inbox:
         raise Conflict(f"the buckets of {owner} kept changing")
 
     async def remove(
-        self, owner: ObjectId, select: Callable[[Chain], set[ObjectId]], *, session: Session = None
+        self,
+        owner: ObjectId,
+        select: Callable[[Chain], set[ObjectId]],
+        loose: dict[str, Any] | Callable[[Entry], bool] | None = None,
+        *,
+        session: Session = None,
     ) -> int:
         """Remove the entries `select(chain)` names from the owner's chain, whatever changes
-        concurrently. Returns how many this call removed."""
-        return (await self._remove(owner, select, None, session))[0]
+        concurrently, and the loose entries `loose` names (a filter of loose documents, or a
+        test of their entries), by the removal protocol: those are tombstoned first and buried
+        after. Returns how many chain entries this call removed."""
+        which: dict[str, Any] | None = None
+        if callable(loose):
+            test = loose
+            docs = await self.loose.all(owner)
+            doomed = [
+                d["s"] for d in docs if "gone" not in d and d["items"] and test(d["items"][0])
+            ]
+            which = {"s": {"$in": doomed}} if doomed else None
+        elif loose is not None:
+            which = loose
+        if which is not None:
+            await self.loose.mark_gone(owner, which)
+        removed = (await self._remove(owner, select, None, session))[0]
+        if which is not None:
+            await self.loose.bury(owner, which)
+        return removed
 
     async def _remove(
         self,

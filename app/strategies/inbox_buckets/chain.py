@@ -4,7 +4,7 @@ the id bounds, entries, and an owner's chain as read at one moment."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
@@ -20,6 +20,29 @@ PLACE_ATTEMPTS = 16
 # The filter a write adds so that it never changes a sealed bucket: one being merged into the
 # bucket above it, whose entries must stay as they were when it was sealed (buckets.py).
 UNSEALED = {"sealed": {"$exists": False}}
+# Loose entries (buckets.py, "Loose entries"): a fan-out inserts one document per receiver in
+# the head's index range, {owner_id, hi: MAX_ID, s: status id, items: [entry]}; the head itself
+# carries s = MAX_ID, so it sorts first in that range and the unique (owner_id, hi, s) index
+# keeps one head and one loose document per status. Lower buckets carry no `s` (null in the
+# index: still one per (owner_id, hi)).
+HEAD_S = MAX_ID
+
+
+def head_filter(owner: ObjectId) -> dict[str, Any]:
+    """The filter of the owner's head alone: its `_id` is the owner's (`_id` first: the embedded
+    server then looks it up by id); loose documents have ids of their own."""
+    return {"_id": owner, "owner_id": owner, "hi": MAX_ID}
+
+
+def loose_range(owner: ObjectId) -> dict[str, Any]:
+    """The filter of the owner's loose documents (live ones and tombstones)."""
+    return {"owner_id": owner, "hi": MAX_ID, "s": {"$lt": HEAD_S}}
+
+
+def is_loose(doc: Mapping[str, Any]) -> bool:
+    """Whether a document of the collection is a loose entry (or its tombstone), not a bucket."""
+    return doc.get("hi") == MAX_ID and doc.get("s", HEAD_S) != HEAD_S
+
 
 # {"s": status id, "a": author id, "n": author handle, "t": text, "c": created_at}: the page's
 # fields travel with the entry, so that a page is its one or two buckets and nothing else
@@ -57,9 +80,15 @@ class Chain:
 
     buckets: list[dict[str, Any]]
     orphans: list[dict[str, Any]]
+    #: the owner's loose documents, live ones and tombstones (`gone`), newest first
+    loose: list[dict[str, Any]] = field(default_factory=list)
 
     def ids(self) -> list[ObjectId]:
         return [i["s"] for b in self.buckets for i in b["items"]]
+
+    def ids_items(self) -> list[Entry]:
+        """The chain's entries, newest first (loose ones not included)."""
+        return [i for b in self.buckets for i in b["items"]]
 
     def by_author(self, author_id: ObjectId) -> set[ObjectId]:
         return {i["s"] for b in self.buckets for i in b["items"] if i["a"] == author_id}

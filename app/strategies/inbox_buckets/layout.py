@@ -1,9 +1,12 @@
 """inbox_buckets' layout for the materialized-timeline machinery: each reader's timeline is a
-chain of buckets (buckets.py), and the refill duties (`trimmed`, `owed`) live on the head.
+chain of buckets (buckets.py) plus loose entries not folded into it yet (loose.py), and the
+refill duties (`trimmed`, `owed`) live on the head.
 
-A fan-out batch is one unordered bulk write of conditional head appends (`Inbox.append_op`);
-the receivers whose head did not take it (full, missing, at TIMELINE_MAX, or already holding
-the status) take the general placement, and are trimmed by the caller."""
+A fan-out batch is one unordered bulk insert of loose entries, one per receiver (a retry's
+duplicates are skipped); the fold (fold.py) moves them into the chains later, off the post's
+path. Nothing a delivery writes grows a chain, so no receiver needs a trim after it. Backfills
+and refills (`place`) write the chain directly, as before. `items` is what a page shows: chain
+and live loose entries, without tombstoned statuses."""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from app.metrics import FANOUT_BATCH_SIZE
 from app.pipeline.checkpoint import fenced
 from app.storage.chunks import chunked
 from app.strategies.inbox_buckets.buckets import Inbox
-from app.strategies.inbox_buckets.chain import MAX_ID, Chain, entry
+from app.strategies.inbox_buckets.chain import MAX_ID, Chain, Entry, entry
+from app.strategies.inbox_buckets.loose import merge
 from app.strategies.materialized import Item
 
 # Owners per `$in` look-up (which receivers hold a status, which heads are trimmed or owed):
@@ -34,54 +38,38 @@ class Buckets:
     async def deliver(
         self, owners: list[ObjectId], status: dict[str, Any]
     ) -> tuple[int, list[ObjectId]]:
-        item = entry(status)
         FANOUT_BATCH_SIZE.observe(len(owners))
-        ops = [self.inbox.append_op(o, item) for o in owners]
-        async with fenced():
-            result = await self.coll.bulk_write(ops, ordered=False)
-        if result.matched_count == len(owners):
-            return len(owners), []
-        # Some heads were full, missing, at TIMELINE_MAX or already held the status: those
-        # that do not hold it take the general path.
-        holding = await self._holding(owners, item["s"])
-        placed = [o for o in owners if o not in holding]
-        for owner in placed:
-            await self.inbox.place(owner, [item])
-        return len(owners), placed
-
-    async def _holding(self, owners: list[ObjectId], status_id: ObjectId) -> set[ObjectId]:
-        """Those of `owners` whose head holds `status_id`. Only a head is surely on the chain:
-        an interrupted split's lower part holds entries the chain may not (a crash before the
-        cut), and counting it skipped the placement for good. One lower on the chain only
-        costs `place` a read that finds it there."""
-        held: set[ObjectId] = set()
-        for chunk in chunked(owners, OWNERS_PER_QUERY):
-            cursor = self.coll.find(
-                {"items.s": status_id, "owner_id": {"$in": chunk}}, {"owner_id": 1, "hi": 1}
-            )
-            held.update([d["owner_id"] async for d in cursor if d["hi"] == MAX_ID])
-        return held
+        return await self.inbox.loose.insert(owners, entry(status)), []
 
     async def place(self, owner: ObjectId, statuses: list[dict[str, Any]]) -> int:
-        return await self.inbox.place(owner, [entry(s) for s in statuses])
+        # What the owner holds loose is in their timeline already: the fold moves it.
+        held = {d["s"] for d in await self.inbox.loose.all(owner) if "gone" not in d}
+        return await self.inbox.place(owner, [entry(s) for s in statuses if s["_id"] not in held])
 
     async def items(self, owner: ObjectId, floor: ObjectId | None = None) -> list[Item]:
         chain = await self.inbox.chain(owner)
-        found = [(i["s"], i["a"]) for b in chain.buckets for i in b["items"]]
+        shown = merge(chain.ids_items(), chain.loose)
+        found = [(i["s"], i["a"]) for i in shown]
         return found if floor is None else [(s, a) for s, a in found if s >= floor]
 
     async def remove(self, owner: ObjectId, doomed: Callable[[ObjectId, ObjectId], bool]) -> int:
         def select(chain: Chain) -> set[ObjectId]:
             return {i["s"] for b in chain.buckets for i in b["items"] if doomed(i["s"], i["a"])}
 
-        return await self.inbox.remove(owner, select)
+        def loose(item: Entry) -> bool:
+            return doomed(item["s"], item["a"])
+
+        return await self.inbox.remove(owner, select, loose)
 
     async def remove_author(self, owner: ObjectId, author_id: ObjectId) -> int:
-        return await self.inbox.remove(owner, lambda chain: chain.by_author(author_id))
+        return await self.inbox.remove(
+            owner, lambda chain: chain.by_author(author_id), {"items.a": author_id}
+        )
 
     async def holders(self, status_id: ObjectId) -> set[ObjectId]:
         # By status id alone (a broadcast on a cluster): the holders are on every shard anyway,
-        # as for receiver_copies' removal by status (docs/scaling.md).
+        # as for receiver_copies' removal by status (docs/scaling.md). Loose entries (and
+        # tombstones, whose removal a retry then finishes) count: they are in the same index.
         cursor = self.coll.find({"items.s": status_id}, {"owner_id": 1})
         return {d["owner_id"] async for d in cursor}
 
