@@ -7,12 +7,15 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from bson import ObjectId
 
 from app.domain import friends, statuses
 from app.domain.users import Account, by_id
+from app.storage.models import utcnow
+from app.strategies.inbox_buckets import InboxBuckets
 from benchmarks.config import PAGE_LIMIT, SWEEP_BUDGET_S, RunConfig
 from benchmarks.explain import Explained, explain_page
 from benchmarks.loader import StrategyDb
@@ -32,6 +35,7 @@ from benchmarks.results import (
 )
 from benchmarks.stats import Stopwatch, mean, ms, percentile, rounded
 from benchmarks.workload import Op, Workload
+from fanout.fold import FOLD_AGE_S, fold_due
 from fanout.worker import Worker
 
 # First-page reads of the mix that are also explained: explain re-runs the query, so this bounds
@@ -54,6 +58,9 @@ class Samples:
     # Every read's counting window, for `--shards` (benchmarks.shards routes their commands).
     read_windows: list[Window] = field(default_factory=list)
     refresh_windows: list[Window] = field(default_factory=list)
+    # What folding the mix's loose entries wrote (inbox_buckets; None for the others): the
+    # posts' deferred part, counted in their documents and bytes per post.
+    fold_window: Window | None = None
 
 
 class StrategyBench:
@@ -97,6 +104,20 @@ class StrategyBench:
         at best (each matching key once), the bound a test can check on any server."""
         query = await self.strategy.first_page_query(self.work.user_ids[u], PAGE_LIMIT)
         return await query.collection.count_documents(query.filter)
+
+    # -- inbox_buckets' fold -----------------------------------------------------------------------
+    async def fold_all(self) -> Window | None:
+        """What a deployment's fold pass (fanout/fold.py) does to loose entries within
+        FOLD_AGE_S, done for all of them now: before anything is measured (a running service
+        has folded what loading left) and after the mix (the cost the posts deferred). Only
+        inbox_buckets has loose entries; None for the rest."""
+        if not isinstance(self.strategy, InboxBuckets):
+            return None
+        later = utcnow() + timedelta(seconds=FOLD_AGE_S + 1)
+        with self.sdb.counter.window() as w:
+            while await fold_due(self.strategy, later):
+                pass
+        return w
 
     # -- writes ----------------------------------------------------------------------------------
     async def _write(self, kind: str, op: Callable[[], Any]) -> WriteSample:
@@ -160,6 +181,7 @@ class StrategyBench:
                 kind, sample = await self.write(op)
                 out.writes.setdefault(kind, []).append(sample)
             tick(1)
+        out.fold_window = await self.fold_all()
         return out
 
     # -- storage ---------------------------------------------------------------------------------
@@ -222,7 +244,7 @@ def summarize_strategy(samples: Samples, storage: Storage) -> StrategySummary:
     none = OpSummary.of([])
     return StrategySummary(
         read=read,
-        write=WriteSummary.of(ops.get("post") or none),
+        write=WriteSummary.of(ops.get("post") or none, fold=samples.fold_window),
         reconcile=ReconcileSummary(
             docs_per_friend=(ops.get("friend") or none).docs,
             docs_per_unfriend=(ops.get("unfriend") or none).docs,

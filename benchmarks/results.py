@@ -120,7 +120,9 @@ class OpSummary:
 
 @dataclass
 class WriteSummary:
-    """The posts of the mix."""
+    """The posts of the mix. Documents and bytes per post include what the posts deferred to a
+    later pass (inbox_buckets' fold of its loose entries, shared over the mix's posts), also
+    shown on its own (`fold_*`, None where nothing is deferred)."""
 
     p50_ms: float | None
     p99_ms: float | None
@@ -130,19 +132,34 @@ class WriteSummary:
     bytes_written_per_post: float | None
     docs_by_collection: dict[str, float]
     posts: int
+    fold_docs_per_post: float | None = None
+    fold_bytes_per_post: float | None = None
 
     @classmethod
-    def of(cls, post: OpSummary) -> WriteSummary:
+    def of(cls, post: OpSummary, *, fold: Window | None = None) -> WriteSummary:
+        n = post.count
+        fold_docs = fold.docs_written / n if fold is not None and n else None
+        fold_bytes = fold.bytes_written / n if fold is not None and n else None
+        by_coll = dict(post.docs_by_collection)
+        if fold is not None and n:
+            for coll, docs in fold.docs_by_collection.items():
+                by_coll[coll] = round(by_coll.get(coll, 0.0) + docs / n, 2)
         return cls(
             p50_ms=post.p50_ms,
             p99_ms=post.p99_ms,
             visible_p50_ms=post.visible_p50_ms,
             visible_p99_ms=post.visible_p99_ms,
-            docs_written_per_post=post.docs,
-            bytes_written_per_post=post.bytes,
-            docs_by_collection=post.docs_by_collection,
-            posts=post.count,
+            docs_written_per_post=_plus(post.docs, fold_docs, 2),
+            bytes_written_per_post=_plus(post.bytes, fold_bytes, 0),
+            docs_by_collection=by_coll,
+            posts=n,
+            fold_docs_per_post=rounded(fold_docs) if fold_docs is not None else None,
+            fold_bytes_per_post=rounded(fold_bytes, 0) if fold_bytes is not None else None,
         )
+
+
+def _plus(a: float | None, b: float | None, digits: int) -> float | None:
+    return a if b is None or a is None else rounded(a + b, digits)
 
 
 @dataclass

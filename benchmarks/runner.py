@@ -160,11 +160,13 @@ async def measure(
 ) -> StrategyBench:
     """The mix, storage and sweep of one loaded strategy, into `results`."""
     config, work = bench.config, bench.work
+    await bench.fold_all()  # what a running service's fold pass has done since loading
     storage = await bench.storage()
     samples = await bench.run_mix(phases.start(f"{name}: mix", len(work.ops)))
     results["strategies"][name] = summarize_strategy(samples, storage).as_json()
     tick = phases.start(f"{name}: sweep", len(config.sweep))
     for level in config.sweep:
+        await bench.fold_all()  # the previous level's posts, as the pass would within seconds
         results["scaling"].append((await bench.sweep_level(level)).as_json())
         tick(1)
     if config.shards:
