@@ -1,5 +1,7 @@
 """What a soak run records every SAMPLE_EVERY_S: memory of each process, storage, the backlog,
-freshness and API latency in that window (benchmarks/soak.py)."""
+freshness and API latency in that window (benchmarks/soak.py). Its own reads of the database
+must not stop the server it measures: SecantusDB answers collStats and filtered counts by
+walking records under its storage lock."""
 
 from __future__ import annotations
 
