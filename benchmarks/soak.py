@@ -5,11 +5,12 @@ It starts `timeline db` (the embedded database), `timeline serve --no-worker` an
 worker` processes in a temporary directory, as a deployment runs them, and drives a seeded,
 open-loop mix at R operations a second for N minutes on loopback (benchmarks/soak_traffic.py),
 bounded by --max-ops. Faults are injected on a schedule (benchmarks/soak_faults.py). Every 10 s
-it records each process's RSS, the data directory's bytes, documents and bytes per collection,
-events by state, the backlog, post-to-visible lag and API latency in that window
-(benchmarks/soak_sampler.py). At the end: the drain, `timeline check` over every user, and the
-ledger check of every acknowledged write (benchmarks/soak_ledger.py). It writes soak.json, the
-plots and report.md to --out (benchmarks/soak_report.py) and exits 1 if an invariant failed.
+it records each process's RSS, the data directory's bytes, documents per collection (every
+30 s; their bytes at the first and the final sample), events by state, the backlog,
+post-to-visible lag and API latency in that window (benchmarks/soak_sampler.py). At the end:
+the drain, `timeline check` over every user, and the ledger check of every acknowledged write
+(benchmarks/soak_ledger.py). It writes soak.json, the plots and report.md to --out
+(benchmarks/soak_report.py) and exits 1 if an invariant failed.
 """
 
 from __future__ import annotations

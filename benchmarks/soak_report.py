@@ -37,7 +37,8 @@ def _outside_windows(result: dict[str, Any]) -> list[tuple[float, str]]:
 def memory_growth(samples: list[dict[str, Any]]) -> dict[str, float | None]:
     """Per process: growth of RSS over the flat span (median of the first ENDS samples of the
     span against the last ENDS). A process restarted by a fault inside the span is measured
-    from its restart on (its RSS starts afresh)."""
+    from its restart on (its RSS starts afresh): from the last sample that missed it, or whose
+    pid (`pids`, absent from older runs) differs from the one before."""
     if not samples:
         return {}
     t_end = samples[-1]["t_s"]
@@ -46,8 +47,12 @@ def memory_growth(samples: list[dict[str, Any]]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for role in roles:
         values = [s["rss_bytes"].get(role) for s in span]
-        # From the last gap (a restart) on.
-        last_gap = max((i for i, v in enumerate(values) if v is None), default=-1)
+        pids = [s.get("pids", {}).get(role) for s in span]
+        # From the last gap or change of pid (a restart) on.
+        restarts = [i for i, v in enumerate(values) if v is None] + [
+            i - 1 for i in range(1, len(pids)) if pids[i] and pids[i - 1] and pids[i] != pids[i - 1]
+        ]
+        last_gap = max(restarts, default=-1)
         tail = [v for v in values[last_gap + 1 :] if v is not None]
         if len(tail) < 2 * ENDS:
             out[role] = None
@@ -272,7 +277,7 @@ def _report_storage(samples: list[dict[str, Any]]) -> list[str]:
     c0, c1 = first["collections"] or {}, last["collections"] or {}
     for name in sorted(c1):
         d0 = c0.get(name, {}).get("docs")
-        lines.append(f"| {name} | {d0} | {c1[name]['docs']} | {_mib(c1[name]['bytes'])} |")
+        lines.append(f"| {name} | {d0} | {c1[name]['docs']} | {_mib(c1[name].get('bytes'))} |")
     lines.append(
         f"| data directory | | | {_mib(first['data_dir_bytes'])} -> "
         f"{_mib(last['data_dir_bytes'])} |"

@@ -68,3 +68,14 @@ def test_the_knee_is_the_highest_rate_within_the_lag_bound_with_nothing_lost() -
     assert knee([point(4, 300), point(8, 1900), point(16, 2500)]) == 8
     assert knee([point(4, 300), point(8, 1000, lost=1)]) == 4
     assert knee([point(4, 2001)]) is None
+
+
+def test_memory_growth_starts_again_where_the_pid_changes() -> None:
+    # The database server restarts between two samples (no sample misses it): 100 -> 150
+    # under its first pid, then 80 -> 84 under the second.
+    samples = []
+    for t in range(0, 200, 10):
+        pid, rss = (1, 100 + t // 2) if t < 100 else (2, 80 + (t - 100) // 25)
+        samples.append({"t_s": t, "rss_bytes": {"db-server": rss}, "pids": {"db-server": pid}})
+    growth = memory_growth(samples)["db-server"]
+    assert growth is not None and growth == round((83 - 80) / 80, 3)
