@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.goals import goals, section
+from benchmarks.monitor import Window
+from benchmarks.results import OpSummary, WriteSummary
 
 
 def results(inbox_visible_ms: float, inbox_mixed_ms: float, keys: int) -> dict[str, Any]:
@@ -54,3 +56,24 @@ def test_no_goal_of_the_big_post_without_a_5000_friend_level() -> None:
     small = results(1200.0, 14.0, 30)
     small["meta"]["sweep"] = [10, 100]
     assert not any("5,000" in g.goal for g in goals(small))
+
+
+def test_a_posts_deferred_fold_is_counted_in_its_bytes_and_documents() -> None:
+    post = OpSummary(
+        count=4,
+        p50_ms=1.0,
+        p99_ms=2.0,
+        visible_p50_ms=3.0,
+        visible_p99_ms=4.0,
+        docs=10.0,
+        bytes=1000.0,
+        docs_by_collection={"inbox_buckets": 8.0, "events": 2.0},
+    )
+    fold = Window(docs_written=40, bytes_written=2000)
+    fold.docs_by_collection.update({"inbox_buckets": 40})
+    with_fold = WriteSummary.of(post, fold=fold)
+    assert (with_fold.docs_written_per_post, with_fold.bytes_written_per_post) == (20.0, 1500.0)
+    assert (with_fold.fold_docs_per_post, with_fold.fold_bytes_per_post) == (10.0, 500.0)
+    assert with_fold.docs_by_collection == {"inbox_buckets": 18.0, "events": 2.0}
+    alone = WriteSummary.of(post)
+    assert (alone.bytes_written_per_post, alone.fold_bytes_per_post) == (1000.0, None)
