@@ -20,7 +20,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from bson import ObjectId
-from pymongo.errors import PyMongoError
 
 from app.context import AppContext
 from app.storage.chunks import chunked
@@ -29,13 +28,12 @@ from app.strategies.contract import Contention
 from app.strategies.inbox_buckets import InboxBuckets
 from app.strategies.inbox_buckets.chain import MAX_ID
 from app.strategies.inbox_buckets.fold import FOLD_OWNERS
+from fanout.periodic import run_periodically
 
 log = logging.getLogger("timeline.fold")
 
 # How often a pass runs. Each pass with nothing to fold is one empty index range read.
 FOLD_INTERVAL_S = 5.0
-# Each process's interval is jittered by up to this fraction (as housekeeping's).
-INTERVAL_JITTER = 0.2
 # How old a loose entry's status must be before a pass folds it. Longer amortizes a chain write
 # (a head rewrite: ~0.8 ms and a bucket's bytes on the embedded server) over more of an owner's
 # entries; shorter keeps fewer loose entries per page. 30 s: a reader receiving a post a second
@@ -98,18 +96,14 @@ class FoldPass:
         return folded
 
     async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except PyMongoError as exc:
-                log.warning("fold skipped a pass (database unavailable): %r", exc)
-            except Exception:  # a bug here must not stop the claim loops beside it
-                log.exception("fold pass failed")
-            wait = self.interval_s * (1 + self.rng.uniform(-INTERVAL_JITTER, INTERVAL_JITTER))
-            try:
-                await asyncio.wait_for(self._stop.wait(), wait)
-            except TimeoutError:
-                pass
+        await run_periodically(
+            self.run_once,
+            name="fold",
+            log=log,
+            interval_s=self.interval_s,
+            rng=self.rng,
+            stop=self._stop,
+        )
 
     def handle_exit(self) -> None:
         self._stop.set()

@@ -26,20 +26,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import PyMongoError
 
 from app.limits.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
 from app.storage.models import DONE_EVENT_TTL_SECONDS, IDEMPOTENCY_TTL_SECONDS, utcnow
 from app.storage.store import Store
+from fanout.periodic import run_periodically
 
 log = logging.getLogger("timeline.housekeeping")
 
 # How often a pass runs: as often as mongod's TTL monitor, so an expired document is gone within
 # about a minute of its time, as before.
 HOUSEKEEPING_INTERVAL_S = 60.0
-# Each process's interval is jittered by up to this fraction, so that the passes of several
-# worker processes started together drift apart instead of deleting side by side.
-INTERVAL_JITTER = 0.2
 # Documents per delete: the longest any request waits behind a pass is about one such delete
 # (its index entries and one fsynced commit). On the embedded server a range delete of 500
 # took 80-160 ms, of 1,000 200 ms, of 5,000 2 s (it grows faster than the count).
@@ -179,18 +176,14 @@ class Housekeeping:
         return pruned
 
     async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except PyMongoError as exc:
-                log.warning("housekeeping skipped a pass (database unavailable): %r", exc)
-            except Exception:  # a bug here must not stop the claim loops beside it
-                log.exception("housekeeping pass failed")
-            wait = self.interval_s * (1 + self.rng.uniform(-INTERVAL_JITTER, INTERVAL_JITTER))
-            try:
-                await asyncio.wait_for(self._stop.wait(), wait)
-            except TimeoutError:
-                pass
+        await run_periodically(
+            self.run_once,
+            name="housekeeping",
+            log=log,
+            interval_s=self.interval_s,
+            rng=self.rng,
+            stop=self._stop,
+        )
 
     def handle_exit(self) -> None:
         self._stop.set()
