@@ -13,7 +13,6 @@ each other (claims by token) and against removals (tombstones).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from app.strategies.contract import Contention
 from app.strategies.inbox_buckets import InboxBuckets
 from app.strategies.inbox_buckets.chain import MAX_ID
 from app.strategies.inbox_buckets.fold import FOLD_OWNERS
-from fanout.periodic import run_periodically
+from fanout.periodic import PeriodicPass
 
 log = logging.getLogger("timeline.fold")
 
@@ -63,9 +62,11 @@ async def fold_due(strategy: InboxBuckets, now: datetime) -> int:
     return folded
 
 
-class FoldPass:
+class FoldPass(PeriodicPass):
     """`run()` folds at once and then every FOLD_INTERVAL_S (jittered) until `handle_exit()`; a
-    failed pass is logged and skipped, never ends the loop."""
+    failed pass is logged and skipped, never ends the loop (fanout.periodic)."""
+
+    name = "fold"
 
     def __init__(
         self,
@@ -75,6 +76,7 @@ class FoldPass:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__(interval_s=interval_s, clock=clock, rng=rng)
         built = ctx.strategy
         if not isinstance(built, InboxBuckets):
             # Loose entries exist only where inbox_buckets is written: the configured strategy,
@@ -82,11 +84,6 @@ class FoldPass:
             built = ctx.build_strategy("inbox_buckets")
         assert isinstance(built, InboxBuckets)
         self.strategy = built
-        self.interval_s = interval_s
-        self.clock = clock
-        self.rng = rng or random.Random()
-        self.passes = 0
-        self._stop = asyncio.Event()
 
     async def run_once(self) -> int:
         folded = await fold_due(self.strategy, self.clock())
@@ -94,16 +91,3 @@ class FoldPass:
         if folded:
             log.info("folded %d loose inbox entries", folded)
         return folded
-
-    async def run(self) -> None:
-        await run_periodically(
-            self.run_once,
-            name="fold",
-            log=log,
-            interval_s=self.interval_s,
-            rng=self.rng,
-            stop=self._stop,
-        )
-
-    def handle_exit(self) -> None:
-        self._stop.set()

@@ -30,7 +30,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from app.limits.ratelimit import COLLECTION as RATE_LIMITS_COLLECTION
 from app.storage.models import DONE_EVENT_TTL_SECONDS, IDEMPOTENCY_TTL_SECONDS, utcnow
 from app.storage.store import Store
-from fanout.periodic import run_periodically
+from fanout.periodic import PeriodicPass
 
 log = logging.getLogger("timeline.housekeeping")
 
@@ -143,10 +143,12 @@ async def prune(
     return Pruned(done_events=events, idempotency_keys=keys, rate_limit_counters=counters)
 
 
-class Housekeeping:
+class Housekeeping(PeriodicPass):
     """`run()` prunes at once and then every HOUSEKEEPING_INTERVAL_S (jittered) until
     `handle_exit()`; a failed pass (a database outage) is logged and skipped, never ends the
     loop."""
+
+    name = "housekeeping"
 
     def __init__(
         self,
@@ -156,12 +158,8 @@ class Housekeeping:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__(interval_s=interval_s, clock=clock, rng=rng)
         self.store = store
-        self.interval_s = interval_s
-        self.clock = clock
-        self.rng = rng or random.Random()
-        self.passes = 0
-        self._stop = asyncio.Event()
 
     async def run_once(self) -> Pruned:
         pruned = await prune(self.store, now=self.clock())
@@ -174,16 +172,3 @@ class Housekeeping:
                 pruned.rate_limit_counters,
             )
         return pruned
-
-    async def run(self) -> None:
-        await run_periodically(
-            self.run_once,
-            name="housekeeping",
-            log=log,
-            interval_s=self.interval_s,
-            rng=self.rng,
-            stop=self._stop,
-        )
-
-    def handle_exit(self) -> None:
-        self._stop.set()

@@ -9,8 +9,11 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from pymongo.errors import PyMongoError
+
+from app.storage.models import utcnow
 
 # Each process's interval is jittered by up to this fraction, so that the passes of several
 # worker processes started together drift apart instead of running side by side.
@@ -39,3 +42,40 @@ async def run_periodically(
             await asyncio.wait_for(stop.wait(), wait)
         except TimeoutError:
             pass
+
+
+class PeriodicPass:
+    """The loop's state for a pass class: `run()` runs `run_once()` at once and then every
+    `interval_s` (jittered) until `handle_exit()`; `passes` counts the passes run, `clock` is
+    what a pass takes for now (a fake in tests). Subclasses set `name` and `run_once`."""
+
+    name = "pass"
+
+    def __init__(
+        self,
+        *,
+        interval_s: float,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.passes = 0
+        self._stop = asyncio.Event()
+
+    async def run_once(self) -> object:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        await run_periodically(
+            self.run_once,
+            name=self.name,
+            log=logging.getLogger(f"timeline.{self.name}"),
+            interval_s=self.interval_s,
+            rng=self.rng,
+            stop=self._stop,
+        )
+
+    def handle_exit(self) -> None:
+        self._stop.set()
