@@ -239,6 +239,7 @@ async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         base_url=cluster.url, limits=limits, timeout=httpx.Timeout(REQUEST_TIMEOUT_S)
     ) as client:
         traffic = Traffic(client, random.Random(args.seed))
+        started_at = datetime.now(UTC)  # the run's start, for soak.json's `meta`
         setup_start = time.monotonic()
         probe = await _set_up(client, mongo, traffic, args.users, settings.mongodb_db)
         setup_s = time.monotonic() - setup_start
@@ -252,7 +253,7 @@ async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     await mongo.close()
     check = await asyncio.to_thread(_timeline_check, cluster)
     return {
-        "meta": _meta(args, setup_s, load),
+        "meta": _meta(args, setup_s, load, started_at),
         "samples": load.sampler.samples,
         "faults": [f.as_dict() for f in load.faults],
         "failures": [(round(s.at - load.started, 2), s.code) for s in traffic.failures],
@@ -342,8 +343,11 @@ async def _load(
     return _Load(started, load_s, drain_s, sampler, faults, stop_early)
 
 
-def _meta(args: argparse.Namespace, setup_s: float, load: _Load) -> dict[str, Any]:
-    """soak.json's `meta`: the run's settings, how long setup and load took, and how it ran."""
+def _meta(
+    args: argparse.Namespace, setup_s: float, load: _Load, started_at: datetime
+) -> dict[str, Any]:
+    """soak.json's `meta`: the run's settings, when it started (before the set-up; it was the
+    time of writing, the run's end, before), how long setup and load took, and how it ran."""
     return {
         "minutes": args.minutes,
         "rate": args.rate,
@@ -354,7 +358,7 @@ def _meta(args: argparse.Namespace, setup_s: float, load: _Load) -> dict[str, An
         "setup_s": round(setup_s, 1),
         "load_s": round(load.load_s, 1),
         "ended_early": load.stop_early.is_set(),
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": started_at.isoformat(timespec="seconds"),
         "command": "python -m benchmarks soak " + " ".join(sys.argv[2:]),
     }
 

@@ -7,6 +7,7 @@ run's figures are in docs/bench/soak; this is the same command, shorter."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,15 @@ ARGS = ["--minutes", "1", "--rate", "15", "--users", "30", "--workers", "2", "--
 
 
 def test_a_minute_of_traffic_and_faults_loses_nothing(tmp_path: Path) -> None:
+    before = datetime.now(UTC)
     code = soak.main([*ARGS, "--out", str(tmp_path)])
+    after = datetime.now(UTC)
     result = json.loads((tmp_path / "soak.json").read_text())
     summary, verdict = result["summary"], result["verdict"]
+    # `started_at` is the run's start: before its set-up and its minute of load, not the end.
+    started = datetime.fromisoformat(result["meta"]["started_at"])
+    assert before.replace(microsecond=0) <= started
+    assert started + timedelta(seconds=result["meta"]["load_s"]) <= after
     assert verdict["problems"] == []
     assert (verdict["lost"], verdict["duplicated"], verdict["resurrected"]) == (0, 0, 0)
     assert result["check"]["exit_code"] == 0, result["check"]
