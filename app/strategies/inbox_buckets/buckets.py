@@ -85,6 +85,7 @@ from app.strategies.inbox_buckets.chain import (
     head_filter,
     is_loose,
 )
+from app.strategies.inbox_buckets.heads import fill_heads
 from app.strategies.inbox_buckets.loose import Loose
 
 T = TypeVar("T")
@@ -140,6 +141,15 @@ class Inbox:
             current = by_hi.get(current["lo"]) if current["lo"] < current["hi"] else None
         on_chain = {id(b) for b in buckets}
         return Chain(buckets, [d for d in docs if id(d) not in on_chain], loose)
+
+    # -- the fold's common case ----------------------------------------------------------------
+    async def fill_heads(
+        self, groups: dict[ObjectId, list[Entry]]
+    ) -> dict[ObjectId, dict[str, Any]]:
+        """Each owner's `groups[owner]` into its head where it has room (heads.py: one update per
+        batch, each distinct entry sent once); returns the heads as read afterwards (the
+        entries' ids, `lo`, `count`). What did not land is for `place`."""
+        return await fill_heads(self.coll, self.size, groups)
 
     # -- the general placement -----------------------------------------------------------------
     async def place(self, owner: ObjectId, items: list[Entry], *, session: Session = None) -> int:

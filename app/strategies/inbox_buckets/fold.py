@@ -3,8 +3,11 @@
 Steps, each idempotent, any of them may be cut short by a crash (buckets.py, "Loose entries"):
 1. claim: the owner's live loose documents get this fold's token (`folding`, a new ObjectId),
    unless tombstoned (`gone`); the fold reads back which carry its token;
-2. place: those entries go into the chain by `Inbox.place` (splits, the cap, the trimmed mark,
-   all as for any placement), and the timeline is trimmed (with the refill a trim owes);
+2. place: those entries go into the chain: into the heads that have room for them by one
+   pipeline update per batch of owners (heads.py: each distinct entry sent once, each head
+   changed atomically under the push's conditions), the rest by `Inbox.place` (splits, the cap,
+   the trimmed mark, all as for any placement); then a timeline over TIMELINE_MAX is trimmed
+   (with the refill a trim owes);
 3. delete each claimed document still carrying the token and no tombstone. One tombstoned
    meanwhile (a removal came in between) has its entry pulled from the chain by the fold
    itself (the removal may have looked at the chain before step 2 put it back), then its
@@ -136,14 +139,24 @@ class Folder:
         claimed = await self.coll.find({**scope, "folding": token}).to_list()
         if not claimed or _age_s(token, ObjectId()) > FOLD_CLAIM_S / 2:
             return 0, [], None
+        groups = _by_owner(claimed)
+        # a fold request has no entry
+        entries = {o: [d["items"][0] for d in group if d["items"]] for o, group in groups.items()}
+        heads = await self.inbox.fill_heads({o: e for o, e in entries.items() if e})
         placed: list[ObjectId] = []  # owners
         held = 0  # their claimed documents
         busy: Contention | None = None
-        for owner, group in _by_owner(claimed).items():
-            entries = [d["items"][0] for d in group if d["items"]]  # a fold request has none
+        for owner, group in groups.items():
+            head = heads.get(owner)
+            there = {i["s"] for i in head["items"]} if head is not None else set()
+            rest = [i for i in entries[owner] if i["s"] not in there]
             try:
-                new = bool(entries) and bool(await self.inbox.place(owner, entries))
-                if new and await self._over_cap(owner):
+                if rest:  # what the heads could not take: the general placement
+                    await self.inbox.place(owner, rest)
+                    over = await self._over_cap(owner)
+                else:
+                    over = head is not None and int(head.get("count", 0)) > self.inbox.cap
+                if entries[owner] and over:
                     await self.trim(owner)
             except Contention as exc:
                 busy = busy or exc

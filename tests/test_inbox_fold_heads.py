@@ -1,0 +1,296 @@
+"""The fold's one-write path (app/strategies/inbox_buckets/heads.py): claimed entries go into
+the heads that have room by one pipeline update per batch, each distinct entry sent once; the
+update re-checks each head's conditions as it writes it (room, range, not there yet, not
+sealed), raises `count` and moves `v` with the entries; what a head refuses is placed by
+`Inbox.place`; a removal between the claim and the head write, or after it, is never shown; a
+fold cut short after the head write is finished by the next one, which adds nothing twice."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import bson
+import pytest
+from bson import ObjectId
+from pymongo import monitoring
+
+from app.strategies.inbox_buckets import InboxBuckets
+from app.strategies.inbox_buckets.chain import MAX_ID, Entry
+from app.strategies.inbox_buckets.heads import fill_pipeline, heads_filter
+from tests.harness import Harness, listen_to_clients
+from tests.test_inbox_fold import chain_numbers, deliver, item, loose_left, oid, shown
+
+SIZE = 6
+pytestmark = pytest.mark.parametrize("strategy", ["inbox_buckets"])
+
+
+@pytest.fixture
+def inbox_bucket_size() -> int:
+    return SIZE
+
+
+class Writes(monitoring.CommandListener):
+    """The write commands sent while `on`."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.sent: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.on and event.command_name in ("insert", "update", "delete"):
+            self.sent.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+WRITES = Writes()
+
+
+@pytest.fixture(autouse=True)
+def counted_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    listen_to_clients(monkeypatch, WRITES)
+
+
+@contextmanager
+def recording() -> Iterator[Writes]:
+    WRITES.on, WRITES.sent = True, []
+    try:
+        yield WRITES
+    finally:
+        WRITES.on = False
+
+
+def strategy_of(h: Harness) -> InboxBuckets:
+    strategy = h.ctx.strategy
+    assert isinstance(strategy, InboxBuckets)
+    return strategy
+
+
+async def head_of(h: Harness, owner: ObjectId) -> dict[str, Any]:
+    head = await strategy_of(h).inbox.bucket(owner, MAX_ID)
+    assert head is not None
+    return head
+
+
+async def with_head(h: Harness, owner: ObjectId, numbers: list[int]) -> None:
+    """A chain for `owner` holding `numbers` (placed directly: no loose entries)."""
+    await strategy_of(h).inbox.place(owner, [item(n, owner) for n in numbers])
+
+
+def around_heads(
+    h: Harness,
+    monkeypatch: pytest.MonkeyPatch,
+    before: Callable[[], Awaitable[None]] | None = None,
+    after: Callable[[], Awaitable[None]] | None = None,
+) -> list[bool]:
+    """Run `before()` / `after()` once, around the next fold's head write (after its claim,
+    before its deletes)."""
+    inbox = strategy_of(h).inbox
+    fill = inbox.fill_heads
+    ran: list[bool] = []
+
+    async def hooked(groups: dict[ObjectId, list[Entry]]) -> dict[ObjectId, dict[str, Any]]:
+        first = not ran
+        ran.append(True)
+        if first and before is not None:
+            await before()
+        heads = await fill(groups)
+        if first and after is not None:
+            await after()
+        return heads
+
+    monkeypatch.setattr(inbox, "fill_heads", hooked)
+    return ran
+
+
+async def test_a_post_reaching_many_heads_is_sent_once(h: Harness) -> None:
+    """Three owners with room in their heads receive the same two statuses: one fold of them
+    writes the heads with one update that carries each entry's text once (not once per owner),
+    no `$push` and no separate `$inc` of `count`; the heads hold them in order, `count` and `v`
+    moved with them."""
+    owners = [ObjectId() for _ in range(3)]
+    strategy = strategy_of(h)
+    for owner in owners:
+        await with_head(h, owner, [1, 2])
+    versions = [(await head_of(h, o))["v"] for o in owners]
+    for n in (3, 4):
+        status = item(n, owners[0])
+        status["t"] = f"the one text of status {n}"
+        assert await strategy.inbox.loose.insert(owners, status) == 3
+    with recording() as writes:
+        assert await strategy.fold_many(owners) == 6
+    updates = [u for c in writes.sent if "update" in c for u in c["updates"]]
+    pipelines = [u for u in updates if isinstance(u["u"], list)]
+    assert len(pipelines) == 1
+    assert not [u for u in updates if isinstance(u["u"], dict) and "$push" in u["u"]]
+    assert not [
+        u for u in updates if isinstance(u["u"], dict) and "count" in u["u"].get("$inc", {})
+    ]
+    sent = b"".join(bson.encode(c) for c in writes.sent)
+    assert sent.count(b"the one text of status 3") == 1
+    assert sent.count(b"the one text of status 4") == 1
+    for owner, v in zip(owners, versions, strict=True):
+        head = await head_of(h, owner)
+        assert [int(str(i["s"]), 16) for i in head["items"]] == [4, 3, 2, 1]
+        assert head["count"] == 4 and head["v"] == v + 1
+        assert "_fold_new" not in head and "_fold_fits" not in head
+        assert await shown(h, owner) == [4, 3, 2, 1]
+        assert await loose_left(h, owner) == []
+
+
+@pytest.mark.parametrize("refusal", ["no_room", "below_range", "present", "sealed"])
+async def test_the_update_refuses_a_head_that_changed_since_the_look(
+    h: Harness, refusal: str
+) -> None:
+    """The pipeline's own conditions, as the server writes each head (a concurrent change may
+    land between the fold's read of the heads and its update): a head without room for all,
+    one whose range no longer holds an entry, one that holds an entry already and a sealed one
+    are left exactly as they were; a head beside them in the same update takes its entries."""
+    strategy = strategy_of(h)
+    coll = strategy.inbox.coll
+    refused, taken = ObjectId(), ObjectId()
+    await with_head(h, taken, [10])
+    base = {"no_room": [10, 11, 12, 13, 14], "below_range": [10], "present": [10, 15]}
+    await with_head(h, refused, base.get(refusal, [10]))
+    if refusal == "below_range":
+        await coll.update_one({"_id": refused}, {"$set": {"lo": oid(16)}})
+    if refusal == "sealed":
+        await coll.update_one({"_id": refused}, {"$set": {"sealed": True}})
+    before = await head_of(h, refused)
+    groups = {refused: [item(15, refused), item(20, refused)], taken: [item(20, taken)]}
+    await coll.update_many(heads_filter(list(groups)), fill_pipeline(groups, SIZE))
+    assert await head_of(h, refused) == before
+    head = await head_of(h, taken)
+    assert [int(str(i["s"]), 16) for i in head["items"]] == [20, 10]
+    assert head["count"] == 2
+
+
+async def test_a_repeated_head_write_adds_nothing(h: Harness) -> None:
+    """The same update twice (a fold cut short after it, then retried): the second changes
+    nothing, not even `count` or `v`."""
+    owner = ObjectId()
+    strategy = strategy_of(h)
+    await with_head(h, owner, [1])
+    groups = {owner: [item(2, owner), item(3, owner)]}
+    coll = strategy.inbox.coll
+    await coll.update_many(heads_filter([owner]), fill_pipeline(groups, SIZE))
+    once = await head_of(h, owner)
+    assert once["count"] == 3
+    await coll.update_many(heads_filter([owner]), fill_pipeline(groups, SIZE))
+    assert await head_of(h, owner) == once
+
+
+async def test_a_text_that_looks_like_an_expression_is_stored_as_sent(h: Harness) -> None:
+    """Entries travel as literals: a text starting with `$` (or a `$$` variable) is a text."""
+    owner = ObjectId()
+    strategy = strategy_of(h)
+    await with_head(h, owner, [1])
+    odd = item(2, owner)
+    odd["t"], odd["n"] = "$items", "$$ROOT"
+    assert await strategy.inbox.loose.insert([owner], odd) == 1
+    await strategy.fold(owner)
+    head = await head_of(h, owner)
+    assert head["items"][0]["t"] == "$items" and head["items"][0]["n"] == "$$ROOT"
+    page = await strategy.read(owner, limit=5)
+    assert page.items[0].text == "$items"
+
+
+async def test_what_a_head_cannot_take_is_placed_as_before(h: Harness) -> None:
+    """Owners whose heads are missing or full, folded with one whose head has room: the first
+    get a head (or a split) by `place`, the other by the head write; all end in order once."""
+    roomy, full, headless = ObjectId(), ObjectId(), ObjectId()
+    strategy = strategy_of(h)
+    await with_head(h, roomy, [1])
+    await with_head(h, full, [1, 2, 3, 4, 5])
+    await deliver(h, roomy, [7, 8])
+    await deliver(h, full, [7, 8])
+    await deliver(h, headless, [7, 8])
+    assert await strategy.fold_many([roomy, full, headless]) == 6
+    assert await chain_numbers(h, roomy) == [8, 7, 1]
+    assert await chain_numbers(h, full) == [8, 7, 5, 4, 3, 2, 1]
+    assert len((await strategy.inbox.chain(full)).buckets) == 2  # split by `place`
+    assert await chain_numbers(h, headless) == [8, 7]
+    for owner in (roomy, full, headless):
+        assert await loose_left(h, owner) == []
+        assert (await head_of(h, owner))["count"] == len(await chain_numbers(h, owner))
+
+
+@pytest.mark.parametrize("when", ["before_write", "after_write"])
+async def test_a_removal_around_the_head_write_is_never_shown(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """A delete that returns after the fold's claim, before or after the head write put its
+    entry in the head: no read shows it from then on; the fold pulls it from the head and
+    deletes its tombstone; every other entry ends in the head once."""
+    owner = ObjectId()
+    strategy = strategy_of(h)
+    await with_head(h, owner, [1])
+    await deliver(h, owner, [2, 3, 4])
+
+    async def remove() -> None:
+        await strategy.inbox.remove_status(owner, oid(3))
+        assert 3 not in await shown(h, owner)
+
+    async def unseen() -> None:
+        assert 3 not in await shown(h, owner)
+
+    if when == "before_write":
+        ran = around_heads(h, monkeypatch, before=remove, after=unseen)
+    else:
+        ran = around_heads(h, monkeypatch, after=remove)
+    await strategy.fold(owner)
+    assert ran
+    monkeypatch.undo()
+    assert await shown(h, owner) == [4, 2, 1]
+    assert await chain_numbers(h, owner) == [4, 2, 1]
+    assert await loose_left(h, owner) == []
+    assert (await head_of(h, owner))["count"] >= 3  # over-states at worst, never under
+
+
+async def test_a_fold_cut_short_after_the_head_write_is_finished_by_the_next(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold dies right after its head write (its claims still there): every entry is shown
+    once meanwhile; the next fold re-claims them, adds nothing twice and deletes them."""
+    owner = ObjectId()
+    strategy = strategy_of(h)
+    await with_head(h, owner, [1])
+    await deliver(h, owner, [2, 3])
+
+    async def die() -> None:
+        raise RuntimeError("killed")
+
+    around_heads(h, monkeypatch, after=die)
+    with pytest.raises(RuntimeError):
+        await strategy.fold(owner)
+    monkeypatch.undo()
+    assert await chain_numbers(h, owner) == [3, 2, 1]
+    assert await shown(h, owner) == [3, 2, 1]
+    assert len(await loose_left(h, owner)) == 2
+    v = (await head_of(h, owner))["v"]
+    assert await strategy.fold(owner) == 2
+    assert await chain_numbers(h, owner) == [3, 2, 1]
+    assert (await head_of(h, owner))["v"] == v  # nothing written twice
+    assert await loose_left(h, owner) == []
+    assert await shown(h, owner) == [3, 2, 1]
+
+
+@pytest.mark.parametrize("timeline_max", [4])
+async def test_a_head_write_past_timeline_max_is_trimmed(h: Harness) -> None:
+    """Entries the head takes that carry the timeline past TIMELINE_MAX: the fold trims it
+    (from the count it read back), and reads never showed more."""
+    owner = ObjectId()
+    strategy = strategy_of(h)
+    await with_head(h, owner, [1, 2, 3])
+    await deliver(h, owner, [4, 5])
+    assert await shown(h, owner) == [5, 4, 3, 2]
+    await strategy.fold(owner)
+    assert await chain_numbers(h, owner) == [5, 4, 3, 2]
+    assert await shown(h, owner) == [5, 4, 3, 2]
+    assert (await head_of(h, owner)).get("trimmed")
