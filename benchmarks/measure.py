@@ -16,6 +16,7 @@ from app.domain import friends, statuses
 from app.domain.users import Account, by_id
 from app.storage.models import utcnow
 from app.strategies.inbox_buckets import InboxBuckets
+from app.strategies.inbox_buckets.chain import HEAD_S, MAX_ID
 from benchmarks.config import PAGE_LIMIT, SWEEP_BUDGET_S, RunConfig
 from benchmarks.explain import Explained, explain_page
 from benchmarks.loader import StrategyDb
@@ -33,6 +34,7 @@ from benchmarks.results import (
     WriteSample,
     WriteSummary,
 )
+from benchmarks.rewrite import rewritten, sizes, updated_ids
 from benchmarks.stats import Stopwatch, mean, ms, percentile, rounded
 from benchmarks.workload import Op, Workload
 from fanout.fold import FOLD_AGE_S, fold_due
@@ -106,17 +108,35 @@ class StrategyBench:
         return await query.collection.count_documents(query.filter)
 
     # -- inbox_buckets' fold -----------------------------------------------------------------------
-    async def fold_all(self) -> Window | None:
+    async def fold_all(self, *, rewrite: bool = False) -> Window | None:
         """What a deployment's fold pass (fanout/fold.py) does to loose entries within
         FOLD_AGE_S, done for all of them now: before anything is measured (a running service
         has folded what loading left) and after the mix (the cost the posts deferred). Only
-        inbox_buckets has loose entries; None for the rest."""
+        inbox_buckets has loose entries; None for the rest. With `rewrite`, the window also
+        says what the server rewrote (`bytes_rewritten`, benchmarks/rewrite.py): the sizes it
+        needs are read outside the window."""
         if not isinstance(self.strategy, InboxBuckets):
             return None
+        coll = self.strategy.inbox.coll
+        counter = self.sdb.counter
+        recording = counter.record
+        before: dict[Any, int] = {}
+        if rewrite:
+            loose = coll.find({"hi": MAX_ID, "s": {"$lt": HEAD_S}}, {"_id": 1})
+            before = await sizes(coll, [d["_id"] async for d in loose])
+            counter.record = True
         later = utcnow() + timedelta(seconds=FOLD_AGE_S + 1)
-        with self.sdb.counter.window() as w:
-            while await fold_due(self.strategy, later):
-                pass
+        try:
+            with counter.window() as w:
+                while await fold_due(self.strategy, later):
+                    pass
+        finally:
+            counter.record = recording
+        if rewrite:
+            after = await sizes(coll, updated_ids(w.sent, coll.name))
+            w.bytes_rewritten = rewritten(w.sent, coll.name, before, after)
+            if not recording:
+                w.sent = []
         return w
 
     # -- writes ----------------------------------------------------------------------------------
@@ -181,7 +201,7 @@ class StrategyBench:
                 kind, sample = await self.write(op)
                 out.writes.setdefault(kind, []).append(sample)
             tick(1)
-        out.fold_window = await self.fold_all()
+        out.fold_window = await self.fold_all(rewrite=True)
         return out
 
     # -- storage ---------------------------------------------------------------------------------

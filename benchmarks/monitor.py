@@ -42,24 +42,65 @@ class Window:
     bytes_written: int = 0
     docs_by_collection: Counter[str] = field(default_factory=Counter)
     sent: list[Sent] = field(default_factory=list)
+    # What the server rewrote for the window's writes (BSON bytes of the documents they changed,
+    # benchmarks/rewrite.py), where measured; None elsewhere.
+    bytes_rewritten: int | None = None
 
     def queries(self, collection: str) -> int:
         """`find` and `aggregate` commands on `collection` (a cursor's getMores not included)."""
         return self.commands[("find", collection)] + self.commands[("aggregate", collection)]
 
 
-def _payload_bytes(name: str, command: Mapping[str, Any]) -> int:
-    """BSON bytes of the documents a write command carries (inserted documents, update specs)."""
-    if name == "insert":
-        return sum(len(bson.encode(d)) for d in command.get("documents", []))
-    if name == "update":
-        return sum(len(bson.encode(u["u"])) for u in command.get("updates", []) if "u" in u)
-    if name == "findAndModify" and isinstance(command.get("update"), Mapping):
-        return len(bson.encode(command["update"]))
+def _bson_size(value: Any) -> int:
+    """BSON bytes of a document, or of an array (an update's or `$merge`'s pipeline) as the
+    array it is sent as (a document keyed "0", "1", ...)."""
+    if isinstance(value, Mapping):
+        return len(bson.encode(value))
+    if isinstance(value, list):
+        return len(bson.encode({str(k): v for k, v in enumerate(value)}))
     return 0
 
 
-def _docs_written(name: str, reply: Mapping[str, Any]) -> int:
+def writes_through_pipeline(name: str, command: Mapping[str, Any]) -> bool:
+    """An `aggregate` whose pipeline writes (`$merge` or `$out`): counted as a write."""
+    if name != "aggregate":
+        return False
+    stages = command.get("pipeline", [])
+    return any(isinstance(s, Mapping) and ("$merge" in s or "$out" in s) for s in stages)
+
+
+def _payload_bytes(name: str, command: Mapping[str, Any]) -> int:
+    """BSON bytes of what a write command carries for the server to write: inserted documents,
+    update specs (a document or a pipeline), a writing aggregate's pipeline. Filters, options
+    and the command's envelope are not counted, for every strategy alike; nor is what the
+    server rewrites itself (a whole document for a small update: see `fold_rewrite_*`)."""
+    if name == "insert":
+        return sum(_bson_size(d) for d in command.get("documents", []))
+    if name == "update":
+        return sum(_bson_size(u["u"]) for u in command.get("updates", []) if "u" in u)
+    if name == "findAndModify":
+        return _bson_size(command.get("update"))
+    if writes_through_pipeline(name, command):
+        return _bson_size(command.get("pipeline", []))
+    return 0
+
+
+def one_document_pipeline(command: Mapping[str, Any]) -> bool:
+    """A writing aggregate whose first stage matches one `_id` (a value, not an operator): it
+    writes at most one document."""
+    stages = command.get("pipeline", [])
+    first = stages[0] if stages and isinstance(stages[0], Mapping) else {}
+    match = first.get("$match")
+    return isinstance(match, Mapping) and "_id" in match and not isinstance(match["_id"], Mapping)
+
+
+def _docs_written(name: str, reply: Mapping[str, Any], command: Mapping[str, Any]) -> int:
+    if name == "aggregate":
+        # A writing aggregate's reply is a cursor: it does not say what `$merge` or `$out`
+        # wrote. One that starts by matching one `_id` (inbox_buckets' split of a head into a
+        # new lower bucket) is counted as the one document it may write: an upper bound (none
+        # when the match failed). Any other is counted as none: no strategy sends one.
+        return 1 if one_document_pipeline(command) else 0
     if name == "findAndModify":
         return int(reply.get("lastErrorObject", {}).get("n", 0))
     if name == "update":
@@ -76,6 +117,8 @@ class CommandCounter(monitoring.CommandListener):
         self.record = record
         self._windows: list[Window] = []
         self._started: dict[int, tuple[str, str, int, Sent | None]] = {}
+        # Writing aggregates in flight (their reply alone does not say what they wrote).
+        self._commands: dict[int, Mapping[str, Any]] = {}
 
     @contextmanager
     def window(self) -> Iterator[Window]:
@@ -110,15 +153,17 @@ class CommandCounter(monitoring.CommandListener):
             w.commands[(name, collection)] += 1
             if sent is not None:
                 w.sent.append(sent)
-        if name in WRITE_COMMANDS:
+        if name in WRITE_COMMANDS or writes_through_pipeline(name, cmd):
             self._started[event.request_id] = (name, collection, _payload_bytes(name, cmd), sent)
+            if name == "aggregate":
+                self._commands[event.request_id] = cmd
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         started = self._started.pop(event.request_id, None)
         if started is None:
             return
         name, collection, nbytes, sent = started
-        docs = _docs_written(name, event.reply)
+        docs = _docs_written(name, event.reply, self._commands.pop(event.request_id, {}))
         if sent is not None:
             sent.written = docs
         for w in self._windows:
@@ -128,3 +173,4 @@ class CommandCounter(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         self._started.pop(event.request_id, None)
+        self._commands.pop(event.request_id, None)

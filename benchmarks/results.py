@@ -122,7 +122,9 @@ class OpSummary:
 class WriteSummary:
     """The posts of the mix. Documents and bytes per post include what the posts deferred to a
     later pass (inbox_buckets' fold of its loose entries, shared over the mix's posts), also
-    shown on its own (`fold_*`, None where nothing is deferred)."""
+    shown on its own (`fold_*`, None where nothing is deferred). Bytes are what the client
+    sends (benchmarks/monitor.py); `fold_rewrite_bytes_per_post` is what the server rewrote for
+    the fold (whole documents), shown beside them and counted in neither."""
 
     p50_ms: float | None
     p99_ms: float | None
@@ -134,12 +136,17 @@ class WriteSummary:
     posts: int
     fold_docs_per_post: float | None = None
     fold_bytes_per_post: float | None = None
+    # What the server rewrote for the fold (the documents it changed, whole; bytes written is
+    # what the client sent): benchmarks/rewrite.py. Not part of bytes_written_per_post.
+    fold_rewrite_bytes_per_post: float | None = None
 
     @classmethod
     def of(cls, post: OpSummary, *, fold: Window | None = None) -> WriteSummary:
         n = post.count
         fold_docs = fold.docs_written / n if fold is not None and n else None
         fold_bytes = fold.bytes_written / n if fold is not None and n else None
+        rewrite = fold.bytes_rewritten if fold is not None else None
+        fold_rewrite = rewrite / n if rewrite is not None and n else None
         by_coll = dict(post.docs_by_collection)
         if fold is not None and n:
             for coll, docs in fold.docs_by_collection.items():
@@ -155,6 +162,9 @@ class WriteSummary:
             posts=n,
             fold_docs_per_post=rounded(fold_docs) if fold_docs is not None else None,
             fold_bytes_per_post=rounded(fold_bytes, 0) if fold_bytes is not None else None,
+            fold_rewrite_bytes_per_post=(
+                rounded(fold_rewrite, 0) if fold_rewrite is not None else None
+            ),
         )
 
 

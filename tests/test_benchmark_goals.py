@@ -75,5 +75,10 @@ def test_a_posts_deferred_fold_is_counted_in_its_bytes_and_documents() -> None:
     assert (with_fold.docs_written_per_post, with_fold.bytes_written_per_post) == (20.0, 1500.0)
     assert (with_fold.fold_docs_per_post, with_fold.fold_bytes_per_post) == (10.0, 500.0)
     assert with_fold.docs_by_collection == {"inbox_buckets": 18.0, "events": 2.0}
+    assert with_fold.fold_rewrite_bytes_per_post is None  # not measured for this window
+    fold.bytes_rewritten = 20_000
+    measured = WriteSummary.of(post, fold=fold)
+    assert measured.fold_rewrite_bytes_per_post == 5000.0
+    assert measured.bytes_written_per_post == 1500.0  # what the client sent, only
     alone = WriteSummary.of(post)
     assert (alone.bytes_written_per_post, alone.fold_bytes_per_post) == (1000.0, None)

@@ -1,9 +1,11 @@
 """The fold's one-write path (app/strategies/inbox_buckets/heads.py): claimed entries go into
 the heads that have room by one pipeline update per batch, each distinct entry sent once; the
 update re-checks each head's conditions as it writes it (room, range, not there yet, not
-sealed), raises `count` and moves `v` with the entries; what a head refuses is placed by
-`Inbox.place`; a removal between the claim and the head write, or after it, is never shown; a
-fold cut short after the head write is finished by the next one, which adds nothing twice."""
+sealed), raises `count` and moves `v` with the entries; a full head is split on the server
+first (no stored entry sent), by the split protocol (lower part first, cut on the version); what
+a head refuses is placed by `Inbox.place`; a removal between the claim and the head write, or
+after it, is never shown; a fold cut short after the head write is finished by the next one,
+which adds nothing twice."""
 
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ import bson
 import pytest
 from bson import ObjectId
 from pymongo import monitoring
+from pymongo.errors import OperationFailure
 
 from app.strategies.inbox_buckets import InboxBuckets
-from app.strategies.inbox_buckets.chain import MAX_ID, Entry
-from app.strategies.inbox_buckets.heads import fill_pipeline, heads_filter
+from app.strategies.inbox_buckets.chain import MAX_ID, MIN_ID, Entry
+from app.strategies.inbox_buckets.heads import HEAD_FIELDS, fill_pipeline, heads_filter, split
 from tests.harness import Harness, listen_to_clients
 from tests.test_inbox_fold import chain_numbers, deliver, item, loose_left, oid, shown
 
@@ -203,7 +206,8 @@ async def test_a_text_that_looks_like_an_expression_is_stored_as_sent(h: Harness
 
 async def test_what_a_head_cannot_take_is_placed_as_before(h: Harness) -> None:
     """Owners whose heads are missing or full, folded with one whose head has room: the first
-    get a head (or a split) by `place`, the other by the head write; all end in order once."""
+    gets a head by `place`, the full one a split, the other the head write; all end in order,
+    each entry once."""
     roomy, full, headless = ObjectId(), ObjectId(), ObjectId()
     strategy = strategy_of(h)
     await with_head(h, roomy, [1])
@@ -214,7 +218,7 @@ async def test_what_a_head_cannot_take_is_placed_as_before(h: Harness) -> None:
     assert await strategy.fold_many([roomy, full, headless]) == 6
     assert await chain_numbers(h, roomy) == [8, 7, 1]
     assert await chain_numbers(h, full) == [8, 7, 5, 4, 3, 2, 1]
-    assert len((await strategy.inbox.chain(full)).buckets) == 2  # split by `place`
+    assert len((await strategy.inbox.chain(full)).buckets) == 2  # split to make room
     assert await chain_numbers(h, headless) == [8, 7]
     for owner in (roomy, full, headless):
         assert await loose_left(h, owner) == []
@@ -294,3 +298,98 @@ async def test_a_head_write_past_timeline_max_is_trimmed(h: Harness) -> None:
     assert await chain_numbers(h, owner) == [5, 4, 3, 2]
     assert await shown(h, owner) == [5, 4, 3, 2]
     assert (await head_of(h, owner)).get("trimmed")
+
+
+async def test_a_head_without_room_is_split_on_the_server(h: Harness) -> None:
+    """Owners whose heads are full receive a status: the fold splits each head on the server
+    (the lower part inserted by an aggregate's `$merge`, the head cut by a pipeline update) and
+    writes the entry into it, sending no stored entry again: the only entry text in the write
+    commands is the new one's, once. Each part holds at least half a bucket, the lower part
+    names its parent and the version it was cut from, `count` is the chain's."""
+    owners = [ObjectId() for _ in range(2)]
+    strategy = strategy_of(h)
+    for owner in owners:
+        await with_head(h, owner, [1, 2, 3, 4, 5, 6])
+    versions = [(await head_of(h, o))["v"] for o in owners]
+    status = item(9, owners[0])
+    status["t"] = "the new status"
+    assert await strategy.inbox.loose.insert(owners, status) == 2
+    with recording() as writes:
+        assert await strategy.fold_many(owners) == 2
+    sent = b"".join(bson.encode(c) for c in writes.sent)
+    assert sent.count(b"the new status") == 1
+    assert b"status 1" not in sent and b"status 6" not in sent
+    assert not [c for c in writes.sent if "insert" in c]  # the lower parts: by the aggregates
+    for owner, v in zip(owners, versions, strict=True):
+        chain = await strategy.inbox.chain(owner)
+        head, lower = chain.buckets
+        assert [int(str(i["s"]), 16) for i in head["items"]] == [9, 6, 5, 4]
+        assert [int(str(i["s"]), 16) for i in lower["items"]] == [3, 2, 1]
+        assert lower["hi"] == head["lo"] == oid(4) and lower["lo"] == MIN_ID
+        assert lower["p"] == owner and lower["pv"] == v and head["v"] == v + 2
+        assert head["count"] == 7 and not chain.orphans
+        assert await shown(h, owner) == [9, 6, 5, 4, 3, 2, 1]
+
+
+async def test_a_split_of_a_head_that_changed_since_the_look_leaves_an_orphan_only(
+    h: Harness,
+) -> None:
+    """A head read, then changed (its version moved) before the split: the split's lower part
+    is not inserted (its `$match` is on the version) and the cut is refused; a lower part
+    inserted by a split whose cut then failed is an orphan the next placement deletes."""
+    owner = ObjectId()
+    strategy = strategy_of(h)
+    coll = strategy.inbox.coll
+    await with_head(h, owner, [1, 2, 3, 4, 5, 6])
+    stale = await coll.find_one({"_id": owner}, HEAD_FIELDS)
+    assert stale is not None
+    await coll.update_one({"_id": owner}, {"$inc": {"v": 1}})
+    assert not await split(coll, stale, oid(4))
+    assert await coll.count_documents({"owner_id": owner}) == 1
+    fresh = await coll.find_one({"_id": owner}, HEAD_FIELDS)
+    assert fresh is not None
+
+    class CutFails:
+        """The collection, with the head's version moving between the insert and the cut."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(coll, name)
+
+        async def update_one(self, *args: Any, **kwargs: Any) -> Any:
+            await coll.update_one({"_id": owner}, {"$inc": {"v": 1}})
+            return await coll.update_one(*args, **kwargs)
+
+    assert not await split(CutFails(), fresh, oid(4))  # type: ignore[arg-type]
+    chain = await strategy.inbox.chain(owner)
+    assert len(chain.buckets) == 1 and len(chain.orphans) == 1
+    assert await shown(h, owner) == [6, 5, 4, 3, 2, 1]
+    await strategy.inbox.place(owner, [item(7, owner)])
+    chain = await strategy.inbox.chain(owner)
+    assert not chain.orphans
+    assert await chain_numbers(h, owner) == [7, 6, 5, 4, 3, 2, 1]
+
+
+async def test_where_merge_cannot_write_the_split_is_placed_as_before(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that refuses the split's `$merge` (a sharded collection's `on` must hold the
+    shard key): the fold places the entries by `Inbox.place`, which splits as it always did."""
+    owner = ObjectId()
+    strategy = strategy_of(h)
+    coll = strategy.inbox.coll
+    await with_head(h, owner, [1, 2, 3, 4, 5, 6])
+    await deliver(h, owner, [9])
+
+    class Sharded:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(coll, name)
+
+        async def aggregate(self, *args: Any, **kwargs: Any) -> Any:
+            raise OperationFailure("$merge 'on' fields must include the shard key", 51190)
+
+    monkeypatch.setattr(strategy.inbox, "coll", Sharded())
+    assert await strategy.fold(owner) == 1
+    monkeypatch.undo()
+    assert await chain_numbers(h, owner) == [9, 6, 5, 4, 3, 2, 1]
+    assert len((await strategy.inbox.chain(owner)).buckets) == 2
+    assert await loose_left(h, owner) == []
