@@ -149,7 +149,14 @@ class Inbox:
         """Each owner's `groups[owner]` into its head where it has room (heads.py: one update per
         batch, each distinct entry sent once); returns the heads as read afterwards (the
         entries' ids, `lo`, `count`). What did not land is for `place`."""
-        return await fill_heads(self.coll, self.size, groups)
+        return await fill_heads(self.coll, self.size, groups, self._collected_head)
+
+    async def _collected_head(self, owner: ObjectId) -> dict[str, Any] | None:
+        """The owner's head once what interrupted splits and merges left is finished."""
+        chain = await self.chain(owner)
+        if await self._collect(chain, None):
+            chain = await self.chain(owner)
+        return chain.buckets[0] if chain.buckets else None
 
     # -- the general placement -----------------------------------------------------------------
     async def place(self, owner: ObjectId, items: list[Entry], *, session: Session = None) -> int:

@@ -45,7 +45,7 @@ Needs MongoDB 5.2+ (`$sortArray`) or the embedded server.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from bson import ObjectId
@@ -218,14 +218,28 @@ def _ids(entries: str) -> dict[str, Any]:
     return {"$map": {"input": entries, "as": "e", "in": "$$e.s"}}
 
 
+# Reads an owner's chain, finishes what interrupted splits and merges left (`Inbox._collect`,
+# as every placement does first), and returns its head as it is then (None: no head).
+Collect = Callable[[ObjectId], Awaitable[Mapping[str, Any] | None]]
+
+
 async def _takes(
-    coll: Collection, head: Mapping[str, Any], items: Sequence[Entry], size: int
+    coll: Collection,
+    head: Mapping[str, Any],
+    items: Sequence[Entry],
+    size: int,
+    collect: Collect,
 ) -> bool:
-    """Whether `head` can take `items` in one write, once split on the server if it must."""
+    """Whether `head` can take `items` in one write, once split on the server if it must. A
+    split first collects the chain (an orphan of an interrupted split could hold the key the
+    split's lower part needs), as `Inbox.place` does before any placement."""
     if fits(head, items, size):
         return True
-    cut = room(head, items, size)
-    return cut is not None and await split(coll, head, cut)
+    if room(head, items, size) is None:
+        return False
+    current = await collect(head["owner_id"])
+    cut = room(current, items, size) if current is not None else None
+    return current is not None and cut is not None and await split(coll, current, cut)
 
 
 def heads_filter(owners: Sequence[ObjectId]) -> dict[str, Any]:
@@ -245,7 +259,7 @@ async def read_heads(
 
 
 async def fill_heads(
-    coll: Collection, size: int, groups: Mapping[ObjectId, Sequence[Entry]]
+    coll: Collection, size: int, groups: Mapping[ObjectId, Sequence[Entry]], collect: Collect
 ) -> dict[ObjectId, dict[str, Any]]:
     """Put each owner's `groups[owner]` into its head where it fits (the module's conditions,
     checked on a read of the heads, then again by the update itself); returns every owner's
@@ -255,7 +269,7 @@ async def fill_heads(
     ready: dict[ObjectId, Sequence[Entry]] = {}
     for owner, items in groups.items():
         head = heads.get(owner)
-        if head is not None and await _takes(coll, head, items, size):
+        if head is not None and await _takes(coll, head, items, size, collect):
             ready[owner] = items
     if not ready:
         return heads
