@@ -139,6 +139,35 @@ def fill_pipeline(groups: Mapping[ObjectId, Sequence[Entry]], size: int) -> list
     """The update pipeline that puts each owner's `groups[owner]` into its head, under the
     module's conditions (each head's own, re-checked as written). Entries are literals: a text
     starting with `$` is never read as a field path."""
+    if_fits = _if_fits(f"${FITS}")
+    fresh = f"${FRESH}"
+    return [
+        {"$set": {FRESH: _taken(groups)}},
+        {"$set": {FITS: _fits(fresh, size)}},
+        {
+            "$set": {
+                "items": if_fits(
+                    {
+                        "$sortArray": {
+                            "input": {"$concatArrays": ["$items", fresh]},
+                            "sortBy": {"s": -1},
+                        }
+                    },
+                    "$items",
+                ),
+                "count": if_fits(
+                    {"$add": [{"$ifNull": ["$count", 0]}, {"$size": fresh}]}, "$count"
+                ),
+                "v": if_fits({"$add": ["$v", 1]}, "$v"),
+            }
+        },
+        {"$unset": [FRESH, FITS]},
+    ]
+
+
+def _taken(groups: Mapping[ObjectId, Sequence[Entry]]) -> dict[str, Any]:
+    """The expression of the entries a head takes: the batch's distinct entries are one literal
+    array, each owner's list names its own by index."""
     entries: list[Entry] = []
     index: dict[ObjectId, int] = {}
     mine = []
@@ -149,67 +178,45 @@ def fill_pipeline(groups: Mapping[ObjectId, Sequence[Entry]], size: int) -> list
                 entries.append(item)
         mine.append({"o": owner, "k": [index[i["s"]] for i in items]})
     own = {
-        "$arrayElemAt": [
-            {
-                "$filter": {
-                    "input": {"$literal": mine},
-                    "as": "m",
-                    "cond": {"$eq": ["$$m.o", "$owner_id"]},
-                }
-            },
-            0,
-        ]
+        "$filter": {
+            "input": {"$literal": mine},
+            "as": "m",
+            "cond": {"$eq": ["$$m.o", "$owner_id"]},
+        }
     }
-    taken = {
+    return {
         "$map": {
-            "input": {"$ifNull": [{"$let": {"vars": {"m": own}, "in": "$$m.k"}}, []]},
+            "input": {
+                "$ifNull": [
+                    {"$let": {"vars": {"m": {"$arrayElemAt": [own, 0]}}, "in": "$$m.k"}},
+                    [],
+                ]
+            },
             "as": "k",
             "in": {"$arrayElemAt": [{"$literal": entries}, "$$k"]},
         }
     }
-    fresh = f"${FRESH}"
+
+
+def _fits(fresh: str, size: int) -> dict[str, Any]:
+    """The expression of `fits` for the entries at `fresh`, on the head as the server has it."""
     fresh_ids = _ids(fresh)
-    return [
-        {"$set": {FRESH: taken}},
-        {
-            "$set": {
-                FITS: {
-                    "$and": [
-                        {"$eq": [{"$type": "$sealed"}, "missing"]},
-                        {"$gt": [{"$size": fresh}, 0]},
-                        {"$eq": [{"$size": {"$setIntersection": [fresh_ids, _ids("$items")]}}, 0]},
-                        {"$gte": [{"$min": fresh_ids}, "$lo"]},
-                        {"$lte": [{"$add": [{"$size": "$items"}, {"$size": fresh}]}, size]},
-                    ]
-                }
-            }
-        },
-        {
-            "$set": {
-                "items": {
-                    "$cond": [
-                        f"${FITS}",
-                        {
-                            "$sortArray": {
-                                "input": {"$concatArrays": ["$items", fresh]},
-                                "sortBy": {"s": -1},
-                            }
-                        },
-                        "$items",
-                    ]
-                },
-                "count": {
-                    "$cond": [
-                        f"${FITS}",
-                        {"$add": [{"$ifNull": ["$count", 0]}, {"$size": fresh}]},
-                        "$count",
-                    ]
-                },
-                "v": {"$cond": [f"${FITS}", {"$add": ["$v", 1]}, "$v"]},
-            }
-        },
-        {"$unset": [FRESH, FITS]},
-    ]
+    return {
+        "$and": [
+            {"$eq": [{"$type": "$sealed"}, "missing"]},
+            {"$gt": [{"$size": fresh}, 0]},
+            {"$eq": [{"$size": {"$setIntersection": [fresh_ids, _ids("$items")]}}, 0]},
+            {"$gte": [{"$min": fresh_ids}, "$lo"]},
+            {"$lte": [{"$add": [{"$size": "$items"}, {"$size": fresh}]}, size]},
+        ]
+    }
+
+
+def _if_fits(flag: str) -> Callable[[Any, Any], dict[str, Any]]:
+    def choose(then: Any, otherwise: Any) -> dict[str, Any]:
+        return {"$cond": [flag, then, otherwise]}
+
+    return choose
 
 
 def _ids(entries: str) -> dict[str, Any]:
