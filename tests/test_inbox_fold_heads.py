@@ -393,3 +393,29 @@ async def test_where_merge_cannot_write_the_split_is_placed_as_before(
     assert await chain_numbers(h, owner) == [9, 6, 5, 4, 3, 2, 1]
     assert len((await strategy.inbox.chain(owner)).buckets) == 2
     assert await loose_left(h, owner) == []
+
+
+async def test_two_folds_racing_on_the_heads_agree(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second fold of the same owner runs whole between the first's claim and its head
+    write: it takes over the claims and writes the head; the first finds its entries there,
+    adds nothing (no second write of the head) and deletes nothing of the second's."""
+    owner = ObjectId()
+    strategy = strategy_of(h)
+    await with_head(h, owner, [1])
+    await deliver(h, owner, [2, 3])
+    second: list[int] = []
+
+    async def race() -> None:
+        second.append(await strategy.fold(owner))
+
+    ran = around_heads(h, monkeypatch, before=race)
+    first = await strategy.fold(owner)
+    assert len(ran) == 2 and second == [2] and first == 0
+    monkeypatch.undo()
+    head = await head_of(h, owner)
+    assert [int(str(i["s"]), 16) for i in head["items"]] == [3, 2, 1]
+    assert head["count"] == 3
+    assert await loose_left(h, owner) == []
+    assert await shown(h, owner) == [3, 2, 1]

@@ -12,8 +12,10 @@ what was removed; the head range holds the owner's unfolded entries, at most LOO
 them read (on mongod, in index order; the embedded server sorts the range, bounded by the fold).
 A post costs one insert per receiver (the entry: ids, handle, text, time), in unordered bulk
 inserts. A fold (the worker pool's pass, fanout/fold.py, after FOLD_AGE_S) moves a reader's
-loose entries into the chain with one placement: a push per bucket touched, a split per half a
-bucket, and a trim at TIMELINE_MAX, amortized over what the reader received meanwhile.
+loose entries into the chain: one head write for what the reader received meanwhile (one
+pipeline update for a batch of readers, each distinct entry sent once: heads.py), a split on
+the server per half a bucket, and a trim at TIMELINE_MAX; what a head cannot take is placed as
+any placement (a push per bucket touched, splits).
 The fan-out, backfills, removals, refills and rebuilds are the materialized-timeline machinery
 (app.strategies.materialized) over the bucket layout (layout.py); this module adds the author's
 own writes after the API's commit, pages that merge the head range and walk the chain, and the

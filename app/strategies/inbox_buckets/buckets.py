@@ -21,8 +21,10 @@ the chain index, head first by `s` descending: a page reads the head and the new
 LOOSE_READ + 1 loose entries in one query and merges them (each status once: a fold may have
 copied an entry before deleting its loose document). The visible timeline is the TIMELINE_MAX
 newest of (chain + loose entries - tombstoned statuses). A fold (fold.py) moves loose entries
-into the chain with `place`, off the post's path (the worker pool's fold pass, fanout/fold.py:
-entries older than FOLD_AGE_S, and first the owners whose reads met more than LOOSE_READ).
+into the chain, off the post's path (the worker pool's fold pass, fanout/fold.py: entries older
+than FOLD_AGE_S, and first the owners whose reads met more than LOOSE_READ): into the heads with
+room by one pipeline update per batch, full heads split on the server first (heads.py,
+`fill_heads`), the rest with `place`.
 
 The removal protocol (a delete, an unfriend, a rebuild's removals), for status S of owner O:
 (a) O's loose document of S, if any, is marked `gone` (a tombstone; it stays); (b) S is removed
