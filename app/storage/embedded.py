@@ -66,9 +66,10 @@ OPLOG_MAX_ENTRIES = 5_000
 # data) while its Python objects (tracemalloc) held 19-22 MiB, WiredTiger's cache 2-8 MiB, and
 # the malloc arenas' free space and the other threads' arenas most of the rest. With these
 # settings the growth fell by a fifth to a third in 10- and 20-minute soaks, lag unchanged; the
-# rest is WiredTiger's cache and objects inside SecantusDB (docs/benchmarks.md, "The database
-# server's memory"). The GIL serialises the server's allocations anyway, so two arenas cost it
-# little; a fixed mmap threshold sends blocks of 128 KiB and more to mmap, returned when freed.
+# rest is WiredTiger's cache (bounded by `cache_mb` since) and the session and cursor objects
+# SecantusDB never frees (docs/benchmarks.md, "The database server's memory"). The GIL
+# serialises the server's allocations anyway, so two arenas cost it little; a fixed mmap
+# threshold sends blocks of 128 KiB and more to mmap, returned when freed.
 SERVER_MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
