@@ -30,6 +30,20 @@ HYBRID_THRESHOLD_DEFAULT = 1000
 MAX_INBOX_BUCKET_SIZE = 500
 
 
+# The embedded server's WiredTiger cache, in MiB (EMBEDDED_DB_CACHE_MB). SecantusDB's own default
+# is 1 GiB, so its cache never evicts and grows with every page the service touches: in the
+# soak it was the largest part of the server's RSS growth (about 1 MiB a minute of 1.8 in a
+# 10-minute soak, and it keeps growing with the data; docs/benchmarks.md, "The database server's
+# memory"). 32 MiB holds the soak hour's working set less the cold tail, so the cache fills
+# within minutes and then stays put, and pages it evicts are read back from the OS page cache.
+# The floor keeps a transaction's dirty budget (SecantusDB allows 15 % of the cache: 2.4 MiB at
+# 16) far above the service's largest transaction and a fan-out batch (FANOUT_BATCH entries,
+# about 1 MiB with their index entries); the ceiling only catches a mistaken unit (64 GiB).
+EMBEDDED_DB_CACHE_MB_DEFAULT = 32
+EMBEDDED_DB_CACHE_MB_MIN = 16
+EMBEDDED_DB_CACHE_MB_MAX = 65_536
+
+
 class Settings(BaseSettings):
     """Configuration from environment variables (and an optional `.env`), see README."""
 
@@ -39,6 +53,10 @@ class Settings(BaseSettings):
     mongodb_url: str | None = None
     timeline_data_dir: Path = Path("./data")
     mongodb_db: str = Field("timeline", min_length=1, max_length=60)
+    # The embedded server's WiredTiger cache (MONGODB_URL unset only), in MiB.
+    embedded_db_cache_mb: int = Field(
+        EMBEDDED_DB_CACHE_MB_DEFAULT, ge=EMBEDDED_DB_CACHE_MB_MIN, le=EMBEDDED_DB_CACHE_MB_MAX
+    )
     # How many of the newest reachable statuses a timeline holds.
     timeline_max: int = Field(1000, ge=1, le=100_000)
     # A user who has not read their timeline for this many days gets no fan-out work

@@ -47,7 +47,10 @@ def check_reachable(url: str) -> None:
 
 def start_embedded(settings: Settings, port: int | None = None) -> EmbeddedServer:
     server = EmbeddedServer(
-        settings.timeline_data_dir / "db", port=port, sync_on_commit=EMBEDDED_SYNC_ON_COMMIT
+        settings.timeline_data_dir / "db",
+        port=port,
+        sync_on_commit=EMBEDDED_SYNC_ON_COMMIT,
+        cache_mb=settings.embedded_db_cache_mb,
     )
     try:
         server.start()

@@ -173,6 +173,11 @@ class Pending:
     keys: set[str]
     complete: bool  # False: more than CANDIDATES_CAP; check the items by key instead
 
+    @classmethod
+    def of(cls, ids: list[str], cap: int) -> Pending:
+        """From a query limited to `cap` + 1 records."""
+        return cls(set(ids[:cap]), len(ids) <= cap)
+
     def hides(self, reader_id: ObjectId, item: Item) -> bool:
         return bool(
             status_key(item.id) in self.keys or friend_key(reader_id, item.author) in self.keys
@@ -192,18 +197,26 @@ async def pending_for(
     on two ranges of `_id`, usually answering none, at most `cap` keys (else `complete` is
     False). For a check made *before* the items are read: a record settled by then had its
     removal applied to every timeline before the read."""
+    flt = {**ranges_for(reader_id, after, before), "settled": {"$exists": False}}
+    docs = await coll.find(flt, {"_id": 1}).limit(cap + 1).to_list()
+    return Pending.of([d["_id"] for d in docs], cap)
+
+
+def ranges_for(
+    reader_id: ObjectId, after: ObjectId | None, before: ObjectId | None
+) -> dict[str, Any]:
+    """The filter of every record that may touch the reader's items between `after` and
+    `before`, settled or not: the reader's friendship records and the status records of that
+    id range (status ids grow with time, so their keys sort as the ids do)."""
     mine = f"{FRIEND_PREFIX}{reader_id}:"
     newer = STATUS_PREFIX if after is None else status_key(after)
     older = STATUS_PREFIX[:-1] + _RANGE_END if before is None else status_key(before)
-    flt = {
+    return {
         "$or": [
             {"_id": {"$gt": mine, "$lt": f"{FRIEND_PREFIX}{reader_id}{_RANGE_END}"}},
             {"_id": {"$gt": newer, "$lt": older}},
-        ],
-        "settled": {"$exists": False},
+        ]
     }
-    docs = await coll.find(flt, {"_id": 1}).limit(cap + 1).to_list()
-    return Pending({d["_id"] for d in docs[:cap]}, len(docs) <= cap)
 
 
 def _keys(reader_id: ObjectId, items: list[Item]) -> list[str]:

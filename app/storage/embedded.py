@@ -33,6 +33,7 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from app.settings import EMBEDDED_DB_CACHE_MB_DEFAULT
 from app.storage import embedded_guard
 
 log = logging.getLogger("timeline.embedded")
@@ -65,9 +66,10 @@ OPLOG_MAX_ENTRIES = 5_000
 # data) while its Python objects (tracemalloc) held 19-22 MiB, WiredTiger's cache 2-8 MiB, and
 # the malloc arenas' free space and the other threads' arenas most of the rest. With these
 # settings the growth fell by a fifth to a third in 10- and 20-minute soaks, lag unchanged; the
-# rest is WiredTiger's cache and objects inside SecantusDB (docs/benchmarks.md, "The database
-# server's memory"). The GIL serialises the server's allocations anyway, so two arenas cost it
-# little; a fixed mmap threshold sends blocks of 128 KiB and more to mmap, returned when freed.
+# rest is WiredTiger's cache (bounded by `cache_mb` since) and the session and cursor objects
+# SecantusDB never frees (docs/benchmarks.md, "The database server's memory"). The GIL
+# serialises the server's allocations anyway, so two arenas cost it little; a fixed mmap
+# threshold sends blocks of 128 KiB and more to mmap, returned when freed.
 SERVER_MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
@@ -144,7 +146,8 @@ class EmbeddedServer:
     `parent_death_signal` and `watchdog` are the two guards against outliving this process;
     both are on unless a test turns one off to check the other. The server's oplog holds at most
     `oplog_max_entries` entries (plus the 1,000 writes between two of its prunes) and none older
-    than `oplog_retention_s`, so its files and memory grow with the live data only."""
+    than `oplog_retention_s`, so its files and memory grow with the live data only. Its
+    WiredTiger cache holds at most `cache_mb` MiB (EMBEDDED_DB_CACHE_MB, app/settings.py)."""
 
     def __init__(
         self,
@@ -157,6 +160,7 @@ class EmbeddedServer:
         watchdog: bool = True,
         oplog_retention_s: int = OPLOG_RETENTION_S,
         oplog_max_entries: int = OPLOG_MAX_ENTRIES,
+        cache_mb: int = EMBEDDED_DB_CACHE_MB_DEFAULT,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
@@ -166,6 +170,7 @@ class EmbeddedServer:
         self.watchdog = watchdog
         self.oplog_retention_s = oplog_retention_s
         self.oplog_max_entries = oplog_max_entries
+        self.cache_mb = cache_mb
         self.process: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
 
@@ -205,6 +210,8 @@ class EmbeddedServer:
             str(self.oplog_retention_s),
             "--oplog-max-entries",
             str(self.oplog_max_entries),
+            "--cache-size",
+            f"{self.cache_mb}M",
         ]
         if self.sync_on_commit:
             cmd.append("--sync-on-commit")

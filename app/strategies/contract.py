@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
@@ -75,6 +75,32 @@ class PageQuery:
     sort: list[tuple[str, int]]
     limit: int
     projection: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Prelude:
+    """Records of another collection that a page's read brings back in the same command: the
+    removals that may touch the page (app.domain.timeline_reads). `filter` selects them, at most
+    `limit` are returned (the caller asks for one more than it can use)."""
+
+    collection: AsyncCollection[Any]
+    filter: dict[str, Any]
+    limit: int
+
+
+@runtime_checkable
+class ReadsWithPrelude(Protocol):
+    """A strategy whose first page and refresh are one query can read a `Prelude` with it, in
+    one round trip instead of two (an aggregate over the prelude's collection with the page's
+    query as its `$unionWith`). Optional: pages of other strategies read the records first, in
+    their own query."""
+
+    async def read_with(
+        self, prelude: Prelude, user_id: ObjectId, *, limit: int, after: ObjectId | None
+    ) -> tuple[Page, list[Any]]:
+        """`read(user_id, limit=limit, after=after)` and the `_id`s of the prelude's records,
+        from one command."""
+        ...
 
 
 class TimelineStrategy(Protocol):

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from bson import ObjectId
 
 from app.storage.store import Collection
-from app.strategies.contract import PAGE_PROJECTION_FIELDS, Page, PageQuery, StatusView
+from app.strategies.contract import PAGE_PROJECTION_FIELDS, Page, PageQuery, Prelude, StatusView
 
 IdRange = dict[str, ObjectId]
 
@@ -71,10 +71,46 @@ class Documents:
             .sort(self.id_field, -1)
             .limit(limit)
         )
-        return [
-            StatusView(d[self.id_field], d["author"], d["text"], d["created_at"])
-            async for d in cursor
-        ]
+        return [self._view(d) async for d in cursor]
+
+    async def find_with(
+        self, prelude: Prelude, scope: dict[str, Any], id_range: IdRange | None, limit: int
+    ) -> tuple[list[StatusView], list[Any]]:
+        """`find`, and the `_id`s of the prelude's records, in one command: the page's query (the
+        same filter, sort, limit and projection, so the same index) as an aggregate, with the
+        records as its `$unionWith`. Not the other way round: SecantusDB plans a `$unionWith`
+        sub-pipeline without the index (a page among 2,200 entries cost its server 31 ms so,
+        6.7 ms as the outer pipeline). Records come back as `{record: _id}`, a field no page
+        document has."""
+        cursor = await self.collection.aggregate(
+            [
+                {"$match": self._filter(scope, id_range)},
+                {"$sort": {self.id_field: -1}},
+                {"$limit": limit},
+                {"$project": self.projection()},
+                {
+                    "$unionWith": {
+                        "coll": prelude.collection.name,
+                        "pipeline": [
+                            {"$match": prelude.filter},
+                            {"$limit": prelude.limit},
+                            {"$project": {"_id": 0, "record": "$_id"}},
+                        ],
+                    }
+                },
+            ]
+        )
+        views: list[StatusView] = []
+        records: list[Any] = []
+        async for d in cursor:
+            if "record" in d:
+                records.append(d["record"])
+            else:
+                views.append(self._view(d))
+        return views, records
+
+    def _view(self, d: dict[str, Any]) -> StatusView:
+        return StatusView(d[self.id_field], d["author"], d["text"], d["created_at"])
 
     async def count(self, scope: dict[str, Any], id_range: IdRange | None) -> int:
         """The database stops after `max_items` index keys, so the cost is bounded like a
@@ -107,23 +143,42 @@ async def read_page(
 ) -> Page:
     """A page of the timeline `scope` selects; items beyond the `max_items` newest are never
     returned."""
-    if after is not None:
-        # Refresh: the newest items above `after`; a gap if more arrived than fit.
-        found = await items.find(scope, {"$gt": after}, min(limit + 1, max_items))
-        gap = len(found) > limit
-        return Page(found[:limit], has_older=gap, gap=gap)
-    remaining = max_items
-    id_range = None
-    if before is not None:
-        # Items at or above the cursor use up part of the TIMELINE_MAX window.
-        above = await items.count(scope, {"$gte": before})
-        remaining = max_items - above
-        if remaining <= 0:
-            return Page([], has_older=False, gap=False)
-        id_range = {"$lt": before}
-    fetch = min(limit + 1, remaining)
-    found = await items.find(scope, id_range, fetch)
+    if before is None:
+        found = await items.find(scope, _newer(after), min(limit + 1, max_items))
+        return _newest(found, limit, after)
+    # Items at or above the cursor use up part of the TIMELINE_MAX window.
+    above = await items.count(scope, {"$gte": before})
+    remaining = max_items - above
+    if remaining <= 0:
+        return Page([], has_older=False, gap=False)
+    found = await items.find(scope, {"$lt": before}, min(limit + 1, remaining))
     return Page(found[:limit], has_older=len(found) > limit, gap=False)
+
+
+async def read_newest_with(
+    items: Documents,
+    prelude: Prelude,
+    scope: dict[str, Any],
+    max_items: int,
+    *,
+    limit: int,
+    after: ObjectId | None,
+) -> tuple[Page, list[Any]]:
+    """`read_page`'s first page or refresh (`after`), and the prelude's record ids, in one
+    command (`Documents.find_with`)."""
+    found, records = await items.find_with(prelude, scope, _newer(after), min(limit + 1, max_items))
+    return _newest(found, limit, after), records
+
+
+def _newer(after: ObjectId | None) -> IdRange | None:
+    return None if after is None else {"$gt": after}
+
+
+def _newest(found: list[StatusView], limit: int, after: ObjectId | None) -> Page:
+    """A first page, or a refresh (the newest items above `after`: a gap if more arrived than
+    fit), from the newest `limit` + 1 items of the range."""
+    more = len(found) > limit
+    return Page(found[:limit], has_older=more, gap=after is not None and more)
 
 
 async def count_newer(items: Items, scope: dict[str, Any], after: ObjectId | None) -> int:

@@ -18,9 +18,15 @@ from bson import ObjectId
 from app.storage.db import Session
 from app.storage.shard_plan import ShardPlan
 from app.strategies.collaborators import Collaborators
-from app.strategies.contract import Page, PageQuery
+from app.strategies.contract import Page, PageQuery, Prelude
 from app.strategies.materialized import MaterializedTimelines
-from app.strategies.paging import Documents, count_newer, read_page, timeline_ids
+from app.strategies.paging import (
+    Documents,
+    count_newer,
+    read_newest_with,
+    read_page,
+    timeline_ids,
+)
 from app.strategies.receiver_copies.entries import Entries
 
 ENTRIES = "timeline_entries"
@@ -96,6 +102,14 @@ class ReceiverCopies:
         scope = {"owner_id": user_id}
         return await read_page(
             self.pages, scope, self.max_items, limit=limit, before=before, after=after
+        )
+
+    async def read_with(
+        self, prelude: Prelude, user_id: ObjectId, *, limit: int, after: ObjectId | None
+    ) -> tuple[Page, list[Any]]:
+        scope = {"owner_id": user_id}
+        return await read_newest_with(
+            self.pages, prelude, scope, self.max_items, limit=limit, after=after
         )
 
     async def count_newer(self, user_id: ObjectId, after: ObjectId | None) -> int:
