@@ -92,16 +92,7 @@ async def read_page(
     # One more than the page, checked too: whether a next page exists must not be inferred
     # from an item that is hidden.
     want = limit + 1
-    together = None
-    if before is None and isinstance(strategy, ReadsWithPrelude):
-        together = await _read_with_records(coll, strategy, user_id, limit=want, after=after)
-    if together is None:
-        read = None
-        pending = await revocations.pending_for(
-            coll, user_id, after, before=before, cap=PAGE_CANDIDATES
-        )
-    else:
-        read, pending = together
+    read, pending = await _records(coll, strategy, user_id, limit=want, before=before, after=after)
     checked: tuple[Page, list[StatusView]] | None = None
     for _ in range(MAX_PAGE_READS):
         started = time.monotonic()
@@ -133,6 +124,27 @@ async def read_page(
         gap=after is not None and (len(kept) > limit or page.gap),
         resume_before=page.items[-1].id if page.items else None,
     )
+
+
+async def _records(
+    coll: Collection,
+    strategy: TimelineStrategy,
+    user_id: ObjectId,
+    *,
+    limit: int,
+    before: ObjectId | None,
+    after: ObjectId | None,
+) -> tuple[Page | None, revocations.Pending]:
+    """The records that may touch the page, with its first read when one command gives both
+    (`_read_with_records`), else asked for before any read (None: nothing read yet)."""
+    if before is None and isinstance(strategy, ReadsWithPrelude):
+        together = await _read_with_records(coll, strategy, user_id, limit=limit, after=after)
+        if together is not None:
+            return together
+    pending = await revocations.pending_for(
+        coll, user_id, after, before=before, cap=PAGE_CANDIDATES
+    )
+    return None, pending
 
 
 async def _read_with_records(
