@@ -31,16 +31,21 @@ MAX_INBOX_BUCKET_SIZE = 500
 
 
 # The embedded server's WiredTiger cache, in MiB (EMBEDDED_DB_CACHE_MB). SecantusDB's own default
-# is 1 GiB, so its cache never evicts and grows with every page the service touches: in the
-# soak it was the largest part of the server's RSS growth (about 1 MiB a minute of 1.8 in a
-# 10-minute soak, and it keeps growing with the data; docs/benchmarks.md, "The database server's
-# memory"). 32 MiB holds the soak hour's working set less the cold tail, so the cache fills
-# within minutes and then stays put, and pages it evicts are read back from the OS page cache.
-# The floor keeps a transaction's dirty budget (SecantusDB allows 15 % of the cache: 2.4 MiB at
-# 16) far above the service's largest transaction and a fan-out batch (FANOUT_BATCH entries,
-# about 1 MiB with their index entries); the ceiling only catches a mistaken unit (64 GiB).
-EMBEDDED_DB_CACHE_MB_DEFAULT = 32
-EMBEDDED_DB_CACHE_MB_MIN = 16
+# is 1 GiB, which this service rarely fills, so the cache grew with every page touched and was the
+# largest part of the server's RSS growth in the soak (docs/benchmarks.md, "The database server's
+# memory"). A smaller cache keeps that bounded, but not too small: with 32 MiB the server wedged
+# for good in the middle of a `benchmarks run` (2026-12-07), every thread waiting in WiredTiger's
+# eviction (`__wt_cache_eviction_worker`) under recipients_embedded's `$set` of a 5,000-id
+# audience (a multikey index of 5,000 keys) and the oplog prune SecantusDB runs inside that
+# write's transaction; uncommitted pages cannot be evicted, so a cache too small for the largest
+# transactions and the rest of the working set never drains. 256 MiB is what the whole test
+# suite runs with (hundreds of databases on one server, 2,500-friend fan-outs, killed workers;
+# the benchmark runs before the 32 had SecantusDB's 1 GiB). The floor, 128: SecantusDB writes an
+# insert in chunks of up to 4 MiB, which it says pin 2-3 times that in the cache, and notes that
+# an 11 MB write wedged a 128 MiB cache before it chunked; the ceiling only catches a mistaken
+# unit (64 GiB).
+EMBEDDED_DB_CACHE_MB_DEFAULT = 256
+EMBEDDED_DB_CACHE_MB_MIN = 128
 EMBEDDED_DB_CACHE_MB_MAX = 65_536
 
 

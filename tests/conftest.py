@@ -19,11 +19,12 @@ pymongo_compat.apply()
 
 
 # The WiredTiger cache of a test session's embedded server, in MiB. One server holds every
-# database of an xdist worker's tests (hundreds, several 2,500-friend fan-outs among them), far
-# more at once than one deployment's data, which EMBEDDED_DB_CACHE_MB (32) is sized for. With
-# 32 here, one fresh-clone `make test` of three saw tests/test_worker_crash.py's restarted worker
-# apply nothing for 180 s (no error logged; standalone it passed 9 of 9): an eviction stall is
-# suspected, not confirmed (docs/operations.md, "Its memory").
+# database of an xdist worker's tests (hundreds, several 2,500-friend fan-outs among them), more
+# at once than one deployment's data. With 32 here, one fresh-clone `make test` of three saw
+# tests/test_worker_crash.py's restarted worker apply nothing for 180 s (no error logged), the
+# signature of the eviction wedge later caught in the act at 32 MiB (app/settings.py,
+# EMBEDDED_DB_CACHE_MB_DEFAULT, now 256 too); kept as its own constant so that a smaller
+# deployment default never shrinks the test server.
 TEST_SERVER_CACHE_MB = 256
 
 

@@ -55,7 +55,7 @@ def test_the_server_gets_the_allocator_settings_unless_the_operator_set_them(
 def test_the_server_runs_with_the_configured_cache_size(tmp_path: Path) -> None:
     settings = harness.test_settings("mongodb://unused", "receiver_copies")
     settings = settings.model_copy(
-        update={"timeline_data_dir": tmp_path, "embedded_db_cache_mb": 48}
+        update={"timeline_data_dir": tmp_path, "embedded_db_cache_mb": 160}
     )
     server = start_embedded(settings)  # it starts, so SecantusDB accepted the size
     try:
@@ -63,7 +63,7 @@ def test_the_server_runs_with_the_configured_cache_size(tmp_path: Path) -> None:
         args = _cmdline(server.process.pid)
     finally:
         server.stop()
-    assert args[args.index("--cache-size") + 1] == "48M"
+    assert args[args.index("--cache-size") + 1] == "160M"
 
 
 def test_the_cache_size_defaults_to_the_setting_and_is_bounded(tmp_path: Path) -> None:
