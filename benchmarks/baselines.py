@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.storage.models import TimelineEntry
+from app.strategies.receiver_copies.entries import entry
 from benchmarks.config import PAGE_LIMIT
 from benchmarks.explain import Explained, explain_find
 from benchmarks.monitor import CommandCounter, Window
@@ -35,6 +38,24 @@ FLOOR_READS = 200
 FLOOR_INSERT_REPEATS = 3
 
 Tick = Callable[[int], None]
+
+
+async def raw_insert_many(
+    db: AsyncDatabase[Any], owners: list[ObjectId], status: dict[str, Any]
+) -> float:
+    """The floor of one fan-out: seconds for one unordered insert_many of a ready-made entry of
+    `status` per owner into a fresh scratch collection with the indexes of `timeline_entries`
+    (dropped after). The owners are the real receivers, so the entries land where a fan-out's
+    do in the indexes, not at their right edge as fresh ids would."""
+    scratch = db[f"scratch_{uuid.uuid4().hex[:8]}"]
+    await scratch.create_indexes(list(TimelineEntry.Settings.indexes))
+    fresh = {**status, "_id": ObjectId()}
+    docs = [entry(o, fresh) for o in owners]
+    start = time.perf_counter()
+    await scratch.insert_many(docs, ordered=False)
+    elapsed = time.perf_counter() - start
+    await scratch.drop()
+    return elapsed
 
 
 class NaiveOnRead:

@@ -46,10 +46,10 @@ from app.domain.statuses import post
 from app.domain.users import Account, hash_token, new_user_doc
 from app.settings import load_settings
 from app.storage.db import connect
-from app.storage.models import TimelineEntry, utcnow
+from app.storage.models import utcnow
 from app.strategies.materialized import FANOUT_BATCH
-from app.strategies.receiver_copies.entries import entry
 from benchmarks.backend import run_and_write
+from benchmarks.baselines import raw_insert_many
 from fanout.worker import Worker
 
 DEFAULT_FRIENDS = 5000
@@ -163,19 +163,6 @@ async def _author_with_friends(ctx: AppContext, n: int) -> Account:
     edges += [{"user_id": f["_id"], "friend_id": author.id, "since": now} for f in friends]
     await ctx.store.friendships.insert_many(edges)
     return author
-
-
-async def _raw_insert_many(db: Any, owners: list[ObjectId], status: dict[str, Any]) -> float:
-    """Seconds for one unordered insert_many of one entry per owner, same indexes."""
-    scratch = db[f"scratch_{uuid.uuid4().hex[:8]}"]
-    await scratch.create_indexes(TimelineEntry.Settings.indexes)
-    fresh = {**status, "_id": ObjectId()}
-    docs = [entry(o, fresh) for o in owners]
-    start = time.perf_counter()
-    await scratch.insert_many(docs, ordered=False)
-    elapsed = time.perf_counter() - start
-    await scratch.drop()
-    return elapsed
 
 
 @dataclass
@@ -299,7 +286,7 @@ async def _strategy(url: str, name: str, args: argparse.Namespace) -> dict[str, 
         # Alternate the two so that a busy machine slows both alike; report medians.
         for _ in range(args.repeat):
             runs.append(await _fan_out(ctx, author, friends))
-            floor.append(await _raw_insert_many(database.db, [author.id, *friends], like))
+            floor.append(await raw_insert_many(database.db, [author.id, *friends], like))
         if args.profile == name:
             profile = await _profile(ctx, author, friends, args.server_pid)
     finally:

@@ -17,6 +17,7 @@ from app.domain.users import Account, by_id
 from app.storage.models import utcnow
 from app.strategies.inbox_buckets import InboxBuckets
 from app.strategies.inbox_buckets.chain import HEAD_S, MAX_ID
+from benchmarks.baselines import raw_insert_many
 from benchmarks.config import PAGE_LIMIT, SWEEP_BUDGET_S, RunConfig
 from benchmarks.explain import Explained, explain_page
 from benchmarks.loader import StrategyDb
@@ -230,14 +231,40 @@ class StrategyBench:
         reads = await repeat(self.config.repeats, lambda i: self.read_page(u))
         ex = await self.explain(u)
         matching = await self.matching(u)  # before the posts below add to it
-        posts = await repeat(
-            self.config.repeats,
-            lambda i: self.post(u, f"sweep post {i} at {friends_count} friends"),
-        )
+        receivers = self._receivers(u)
+        floor: list[float] = []
+
+        async def post_then_floor(i: int) -> WriteSample:
+            # Each post is paired with the floor of its fan-out, measured right after it in the
+            # same database: the ratio compares two moments of the same machine and server
+            # state (its cache, its other data), not a post with a floor timed minutes earlier
+            # on an empty server.
+            sample = await self.post(u, f"sweep post {i} at {friends_count} friends")
+            floor.append(await raw_insert_many(self.sdb.db, receivers, self._floor_status(u)))
+            return sample
+
+        posts = await repeat(self.config.repeats, post_then_floor)
         self.sweep_windows[friends_count] = ([w for _, w in reads], [p.window for p in posts])
-        return ScalingRow.of(
+        row = ScalingRow.of(
             self.strategy.name, friends_count, ex, reads, page_coll, matching=matching, posts=posts
         )
+        return replace(row, write_floor_ms=ms(percentile(floor, 50)))
+
+    def _receivers(self, u: int) -> list[ObjectId]:
+        """The author `u` and its friends: the owners of a post's entries."""
+        ids = self.work.user_ids
+        friends = [ids[b if a == u else a] for a, b in self.work.friendships if u in (a, b)]
+        return [ids[u], *friends]
+
+    def _floor_status(self, u: int) -> dict[str, Any]:
+        now = utcnow()
+        return {
+            "_id": ObjectId(),
+            "author_id": self.work.user_ids[u],
+            "author": self.work.handles[u],
+            "text": self.work.text(0),
+            "created_at": now,
+        }
 
 
 async def repeat(times: int, fn: Callable[[int], Awaitable[T]]) -> list[T]:

@@ -182,7 +182,8 @@ def _sections(results: dict[str, Any]) -> list[str]:
         "## Scaling sweep: a reader/author with F friends\n\n"
         "Reads: one page of the probe user's timeline; writes: a post by the probe user, "
         "until visible to all F friends. *× floor* compares the time until visible with raw "
-        "`insert_many` of F+1 ready-made entries.\n\n" + render(SCALING_COLUMNS, scaling),
+        "`insert_many` of F+1 ready-made entries for the same receivers, one right after each "
+        "post in the strategy's database (the medians).\n\n" + render(SCALING_COLUMNS, scaling),
     ]
 
 

@@ -226,6 +226,9 @@ class ScalingRow:
     write_bytes: float | None = None
     write_p50_ms: float | None = None
     write_visible_p50_ms: float | None = None
+    # The floor of the same fan-out, each post paired with one raw insert_many right after it
+    # (the median); None: the run's floor rate stands in (benchmarks.runner.add_floor_ratios).
+    write_floor_ms: float | None = None
 
     @classmethod
     def of(

@@ -99,7 +99,8 @@ async def _naive(
 
 def add_floor_ratios(results: dict[str, Any]) -> None:
     """Each strategy against the floor: read p50 over the floor's, and in the sweep, the time
-    until a post is visible over the time raw insert_many needs for one entry per receiver."""
+    until a post is visible over the time raw insert_many needs for one entry per receiver:
+    the level's own floor, measured beside its posts, where it has one (else the run's rate)."""
     floor = results["baselines"].get("floor")
     if not floor:
         return
@@ -109,7 +110,9 @@ def add_floor_ratios(results: dict[str, Any]) -> None:
         if entry and entry["read"]["p50_ms"] and base:
             entry["vs_floor"] = {"read_p50": round(entry["read"]["p50_ms"] / base, 2)}
     for row in results["scaling"]:
-        floor_ms = (row["friends"] + 1) / rate * 1000 if rate else None
+        floor_ms = row.get("write_floor_ms") or (
+            (row["friends"] + 1) / rate * 1000 if rate else None
+        )
         row["write_floor_ms"] = rounded(floor_ms, 3)
         visible = row.get("write_visible_p50_ms")
         row["write_vs_floor"] = rounded(visible / floor_ms) if visible and floor_ms else None

@@ -166,6 +166,21 @@ def test_docs_written_per_post_grow_with_friends_only_for_copies(results: dict[s
         assert mine[big]["write_docs"] == mine[small]["write_docs"], name
 
 
+def test_each_level_is_compared_with_its_own_floor(results: dict[str, Any]) -> None:
+    """A level's posts are paired with raw insert_many of as many entries, timed right after
+    each in the strategy's database: each row has its own floor, and its ratio is over that one
+    (not over the run's single rate, timed first on an empty server)."""
+    rate = results["baselines"]["floor"]["insert_many_entries_per_s"]
+    own = set()
+    for name in ("receiver_copies", "inbox_buckets", "fanout_on_read"):
+        for friends, row in rows(results, name).items():
+            assert row["write_floor_ms"] > 0, (name, friends)
+            ratio = row["write_visible_p50_ms"] / row["write_floor_ms"]
+            assert abs(row["write_vs_floor"] - ratio) < 0.01, (name, friends)
+            own.add(row["write_floor_ms"] != round((friends + 1) / rate * 1000, 3))
+    assert True in own  # measured, not the run's rate restated
+
+
 def key_bound(plan: str, matching: float | None = None) -> float | None:
     """Keys a page may examine. When the index gives the order: limit + 1 for one index range,
     plus one per merged scan for mongod's SORT_MERGE of `$in` values. With a blocking SORT (the
