@@ -28,8 +28,15 @@ from app.strategies.materialized import FANOUT_BATCH, Item
 
 # Trimming an owner costs one query over TIMELINE_MAX index keys, so it is done on about one
 # insert in TRIM_EVERY (chosen by a hash, deterministic). Reads never show more than
-# TIMELINE_MAX, so the bound on storage is TIMELINE_MAX + ~TRIM_EVERY entries per owner.
-TRIM_EVERY = 16
+# TIMELINE_MAX, so the bound on storage is TIMELINE_MAX + ~TRIM_EVERY entries per owner. 32, not
+# 16 as before: the checks were the largest cost of a big fan-out above its inserts (580 ms of
+# a 5,000-friend fan-out's 2.1 s on the benchmark's data, its inserts 1.3 s; docs/benchmarks.md,
+# "Fan-out throughput"), and the price is at most ~3 % more entries than TIMELINE_MAX per owner.
+TRIM_EVERY = 32
+# Owners per trim check (`over`): one `$in` list each. The embedded server's `$in` costs grow
+# with the square of the list (a check of 62 owners among 55,000 entries took 99 ms in one
+# list, 49-74 ms in lists of 8 or 16); on mongod it is a few more round trips per fan-out batch.
+TRIM_CHECK_OWNERS = 16
 # Owners per `$in` look-up or update of their meta documents (app.storage.chunks).
 OWNERS_PER_QUERY = FANOUT_BATCH
 # Status ids per `$in` delete of an owner's entries (app.storage.chunks).
@@ -109,18 +116,19 @@ class Entries:
             return int(exc.details.get("nInserted", 0))
 
     async def over(self, owners: list[ObjectId]) -> list[ObjectId]:
-        """Those of `owners` holding more than TIMELINE_MAX entries: one counting query for
-        the whole list instead of one query per owner."""
-        if not owners:
-            return []
-        cursor = await self.entries.aggregate(
-            [
-                {"$match": {"owner_id": {"$in": owners}}},
-                {"$group": {"_id": "$owner_id", "n": {"$sum": 1}}},
-                {"$match": {"n": {"$gt": self.max_items}}},
-            ]
-        )
-        return [d["_id"] async for d in cursor]
+        """Those of `owners` holding more than TIMELINE_MAX entries: one counting query per
+        TRIM_CHECK_OWNERS owners instead of one query per owner."""
+        found: list[ObjectId] = []
+        for chunk in chunked(owners, TRIM_CHECK_OWNERS):
+            cursor = await self.entries.aggregate(
+                [
+                    {"$match": {"owner_id": {"$in": chunk}}},
+                    {"$group": {"_id": "$owner_id", "n": {"$sum": 1}}},
+                    {"$match": {"n": {"$gt": self.max_items}}},
+                ]
+            )
+            found += [d["_id"] async for d in cursor]
+        return found
 
     # -- Layout --------------------------------------------------------------------------------
     async def deliver(
