@@ -118,8 +118,10 @@ def test_route_operation_unions_shards_and_shares_writes() -> None:
     assert op.broadcasts == 0 and op.commands == 2
     assert op.shards == {shard_of(a, 4)} | {shard_of(o, 4) for o in owners}
     assert op.docs_written == pytest.approx(100)
-    share = op.largest_write_share()
-    assert share is not None and 0.25 <= share < 0.4
+    # The share is the busiest shard's part of the writes, computed here from the same hash
+    # (random owners: a range such as [0.25, 0.4) failed once in CI-like runs, at 0.43).
+    per_shard = Counter(shard_of(o, 4) for o in owners)
+    assert op.largest_write_share() == pytest.approx(max(per_shard.values()) / len(owners))
     everything = route_operation(sent, 4)
     assert everything.broadcasts == 1 and everything.shards == {0, 1, 2, 3}
 
