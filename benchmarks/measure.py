@@ -231,7 +231,7 @@ class StrategyBench:
         reads = await repeat(self.config.repeats, lambda i: self.read_page(u))
         ex = await self.explain(u)
         matching = await self.matching(u)  # before the posts below add to it
-        receivers = self._receivers(u)
+        receivers, like = self._receivers(u), self._floor_status(u)
         floor: list[float] = []
 
         async def post_then_floor(i: int) -> WriteSample:
@@ -240,7 +240,7 @@ class StrategyBench:
             # state (its cache, its other data), not a post with a floor timed minutes earlier
             # on an empty server.
             sample = await self.post(u, f"sweep post {i} at {friends_count} friends")
-            floor.append(await raw_insert_many(self.sdb.db, receivers, self._floor_status(u)))
+            floor.append(await raw_insert_many(self.sdb.db, receivers, like))
             return sample
 
         posts = await repeat(self.config.repeats, post_then_floor)
@@ -257,13 +257,12 @@ class StrategyBench:
         return [ids[u], *friends]
 
     def _floor_status(self, u: int) -> dict[str, Any]:
-        now = utcnow()
+        """A status by `u` to copy in the floor's entries (raw_insert_many gives it its id)."""
         return {
-            "_id": ObjectId(),
             "author_id": self.work.user_ids[u],
             "author": self.work.handles[u],
             "text": self.work.text(0),
-            "created_at": now,
+            "created_at": utcnow(),
         }
 
 
