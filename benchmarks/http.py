@@ -12,14 +12,19 @@ machine's moments slow all kinds alike:
 - `http`: `GET /timeline` on one keep-alive connection by a minimal HTTP/1.1 client (a request
   written as bytes, the response read by its Content-Length, the status checked), so that the
   figure is the service's cost and hardly the client's;
-- `httpx`: the same request through `httpx.AsyncClient`, what a Python client sees.
+- `httpx`: the same request through `httpx.AsyncClient`, what a Python client sees;
+- `bare`: `GET /timeline`, by the same minimal client, of the leanest HTTP service of the same
+  page on the same stack (benchmarks/bare_http.py: one Starlette route on uvicorn, the
+  service's own `read_page` and body, no middleware, authentication or response model), so
+  that the run says what any service on this stack reaches and what the service's web layer
+  costs above it. Its body must be the service's, byte for byte (`bare_body_matches`).
 
 A kind's rate in a round is its pages over the time they took; the ratio of a round is its
-`http` rate over its `driver` rate, and the report gives the median ratio and its spread over
-the rounds (min, max), and each process's CPU per page (Linux /proc: where the time goes).
-Rate limits are counted as in production (`RATE_LIMITS` with every rule's limit raised so that
-the benchmark is never refused). Last, the round trips of one `GET /timeline`: the same app
-in this process, its client's commands counted (benchmarks.monitor).
+`http` (or `httpx`, `bare`) rate over its `driver` rate, and the report gives the median ratio
+and its spread over the rounds (min, max), and each process's CPU per page (Linux /proc: where
+the time goes). Rate limits are counted as in production (`RATE_LIMITS` with every rule's limit
+raised so that the benchmark is never refused). Last, the round trips of one `GET /timeline`:
+the same app in this process, its client's commands counted (benchmarks.monitor).
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,7 @@ from pymongo import AsyncMongoClient, monitoring
 from app.api import create_app
 from app.context import strategy_over
 from app.settings import load_settings
+from app.storage.embedded import free_port, terminate
 from app.storage.store import Store
 from benchmarks.monitor import CommandCounter, Window
 from benchmarks.services import serve_on_database
@@ -62,7 +70,12 @@ WARMUP_PAGES = 30
 TEXT = "a status of typical length, " * 6
 # How long the in-process worker may take to fan the statuses out.
 FANOUT_TIMEOUT_S = 120.0
-KINDS = ("driver", "http", "httpx")
+KINDS = ("driver", "http", "httpx", "bare")
+# The repository root: the bare service is started from it (`-m uvicorn benchmarks.bare_http:app`).
+ROOT = Path(__file__).resolve().parents[1]
+# How long the bare service may take to answer its first page, and to stop.
+BARE_START_S = 30.0
+BARE_STOP_S = 10.0
 # Requests whose round trips are counted, the first to warm up (`round_trips`).
 WARM_TRIES = 4
 
@@ -181,6 +194,8 @@ def _processes() -> dict[str, int]:
             found["api"] = pid
         elif b"secantus" in cmd.lower():
             found["database"] = pid
+        elif b"benchmarks.bare_http" in cmd:
+            found["bare"] = pid
     return found
 
 
@@ -256,8 +271,40 @@ async def round_trips(
     return min(windows[1:], key=lambda w: w.round_trips)
 
 
+@contextmanager
+def bare_service(mongodb_url: str, reader: ObjectId) -> Iterator[str]:
+    """benchmarks/bare_http.py under uvicorn (the protocol and loop `timeline serve` runs), as a
+    child process serving `reader`'s first page; its URL once it answers."""
+    port = free_port()
+    env = dict(os.environ, MONGODB_URL=mongodb_url, MONGODB_DB=DB_NAME, BARE_READER=str(reader))
+    argv = ["--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "benchmarks.bare_http:app", *argv, "--no-access-log"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + BARE_START_S
+        while True:
+            try:
+                httpx.get(f"{url}/timeline", timeout=BARE_START_S).raise_for_status()
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the bare service did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        terminate(proc, BARE_STOP_S)
+
+
 async def measure(url: str, mongodb_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+        AsyncExitStack() as stack,
+    ):
         headers = await _seed(client, args.entries)
         mongo: AsyncMongoClient[Any] = AsyncMongoClient(mongodb_url, tz_aware=True)
         store = Store.bind(mongo[DB_NAME])
@@ -268,6 +315,10 @@ async def measure(url: str, mongodb_url: str, args: argparse.Namespace) -> dict[
         query = await strategy.first_page_query(ObjectId(reader["_id"]), PAGE + 1)
         raw = RawHttp(url, "/timeline", headers)
         first = await raw.get()
+        bare = RawHttp(
+            stack.enter_context(bare_service(mongodb_url, reader["_id"])), "/timeline", {}
+        )
+        bare_matches = await bare.get() == first
 
         async def driver() -> list[Any]:
             cursor = query.collection.find(query.filter, query.projection)
@@ -280,6 +331,7 @@ async def measure(url: str, mongodb_url: str, args: argparse.Namespace) -> dict[
             "driver": driver,
             "http": raw.get,
             "httpx": via_httpx,
+            "bare": bare.get,
         }
         pids = _processes()
         try:
@@ -291,11 +343,12 @@ async def measure(url: str, mongodb_url: str, args: argparse.Namespace) -> dict[
             documents = len(await driver())
         finally:
             await raw.close()
+            await bare.close()
             await mongo.close()
     counter = CommandCounter()
     with _counted(counter):
         w = await round_trips(mongodb_url, headers, counter, args.rate_limits)
-    return _result(args, blocks, documents, len(first), w)
+    return {**_result(args, blocks, documents, len(first), w), "bare_body_matches": bare_matches}
 
 
 def _result(
@@ -316,7 +369,7 @@ def _result(
 
     ratios = {
         kind: [h / d for h, d in zip(rates[kind], rates["driver"], strict=True)]
-        for kind in ("http", "httpx")
+        for kind in ("http", "httpx", "bare")
     }
     return {
         "strategy": "receiver_copies",
@@ -330,6 +383,11 @@ def _result(
         "pages_per_s": {kind: spread(rates[kind]) for kind in KINDS},
         "ratio_http_over_driver": spread(ratios["http"]),
         "ratio_httpx_over_driver": spread(ratios["httpx"]),
+        # The stack's own floor (benchmarks/bare_http.py), and the service over it.
+        "ratio_bare_over_driver": spread(ratios["bare"]),
+        "ratio_http_over_bare": spread(
+            [h / b for h, b in zip(rates["http"], rates["bare"], strict=True)]
+        ),
         # CPU milliseconds per page of each process over all of a kind's blocks (the API's idle
         # worker and the rate limits' background sync are in `api` in every kind's blocks).
         "cpu_ms_per_page": {
