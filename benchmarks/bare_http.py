@@ -28,6 +28,7 @@ from app.api.timeline import page_json
 from app.context import strategy_over
 from app.domain.timeline_reads import read_page
 from app.settings import load_settings
+from app.storage import pymongo_compat
 from app.storage.db import make_client
 from app.storage.store import Store
 
@@ -36,6 +37,9 @@ STRATEGY = "receiver_copies"
 
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    # An entry point of its own (a child process): PyMongo's Python 3.11 fix before its client,
+    # as every other (app.storage.pymongo_compat).
+    pymongo_compat.apply()
     settings = load_settings(_env_file=None)
     client = make_client(settings.mongodb_url or "")
     store = Store.bind(client[settings.mongodb_db])
