@@ -128,6 +128,33 @@ async def test_racing_posts_end_with_the_newest_id_and_count_every_change(
     assert home["version"] == base + len(moved)
 
 
+# Rounds of racing first moves in `test_racing_first_moves_end_at_the_newest_id_every_time`: the
+# race it guards lost the newest move about once in tens of rounds before the fix.
+FIRST_MOVE_ROUNDS = 12
+
+
+async def test_racing_first_moves_end_at_the_newest_id_every_time(h: Harness) -> None:
+    """A first move whose update decided before the document existed, then found another
+    move's marker stored, answered that older marker instead of moving (app.domain.markers):
+    fresh users, each racing RACERS first moves, must all end at the newest id."""
+    await h.user("alice")
+    ids = [(await h.post("alice", f"s{i}"))["id"] for i in range(RACERS)]
+    order = ids[::2] + ids[1::2][::-1]
+    for n in range(FIRST_MOVE_ROUNDS):
+        reader = f"reader{n}"
+        await h.user(reader)
+        responses = await asyncio.gather(*(mark(h, reader, i) for i in order))
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+        moved = [
+            r.json()["home"]["version"]
+            for r, sent in zip(responses, order, strict=True)
+            if r.json()["home"]["last_read_id"] == sent
+        ]
+        home = (await markers(h, reader))["home"]
+        assert home["last_read_id"] == ids[-1], f"round {n}"
+        assert sorted(moved) == list(range(1, home["version"] + 1)), f"round {n}"
+
+
 async def test_racing_posts_with_one_version_let_exactly_one_through(h: Harness) -> None:
     await h.user("alice")
     ids = [(await h.post("alice", f"s{i}"))["id"] for i in range(RACERS + 1)]
