@@ -154,19 +154,29 @@ async def move_home(
             with contextlib.suppress(DuplicateKeyError):
                 await coll.insert_one({"_id": user_id})
             continue
-        stored = _home(doc)
-        stored_version = NO_MARKER_VERSION if stored is None else stored.version
-        if version is not None and version != stored_version:
-            raise Conflict(
-                f"the marker is at version {stored_version}, not {version}: read it again"
-            )
-        if stored is not None and stored.last_read_id >= last_read_id:
+        stored = _standing(doc, last_read_id, version)
+        if stored is not None:
             return stored  # not newer than the stored marker: unchanged
-        # Newer than the stored marker, yet the update did not apply: it decided on an older
-        # state (a racing first move's document created after the update's snapshot, say), so
-        # it decides again. Answering the stored marker here lost the newest of racing first
-        # moves (a full-suite run, 2026-12-07: 16 racers ended at the second newest id).
     raise Conflict("the marker kept changing meanwhile; retry")
+
+
+def _standing(
+    doc: dict[str, Any] | None, last_read_id: ObjectId, version: int | None
+) -> HomeMarker | None:
+    """After a move's update did not apply, what `doc` (read after it) decides: the stored
+    marker when it is at least as new as `last_read_id`, `Conflict` for a stale `version`, None
+    to decide again."""
+    stored = _home(doc)
+    stored_version = NO_MARKER_VERSION if stored is None else stored.version
+    if version is not None and version != stored_version:
+        raise Conflict(f"the marker is at version {stored_version}, not {version}: read it again")
+    if stored is not None and stored.last_read_id >= last_read_id:
+        return stored
+    # Newer than the stored marker, yet the update did not apply: it decided on an older state
+    # (a racing first move's document created after the update's snapshot, say). Answering the
+    # stored marker here lost the newest of racing first moves (a full-suite run, 2026-12-07:
+    # 16 racers ended at the second newest id).
+    return None
 
 
 async def unread_count(
