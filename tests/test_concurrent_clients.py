@@ -120,4 +120,24 @@ async def test_concurrent_clients_and_workers_converge_to_the_model(h: Harness) 
     model, ids = model_of(cs)
     for user in USERS:
         expected = [str(ids[n]) for n in model.timeline(user)]
-        assert await h.timeline_ids(user, page=2) == expected, user
+        got = await h.timeline_ids(user, page=2)
+        assert got == expected, await diagnosis(h, user, got, expected)
+
+
+async def diagnosis(h: Harness, user: str, got: list[str], expected: list[str]) -> str:
+    """What a failure needs to be understood after the fact (the race is rare and its state is
+    gone with the test's database): the reader's raw materialized entries and meta, its activity
+    record and every revocation record left."""
+    store = h.ctx.store
+    found = await store.users.find_one({"handle": user}, {"_id": 1})
+    owner = found["_id"] if found else None
+    entries = await store.timeline_entries.find(
+        {"owner_id": owner}, {"status_id": 1, "author": 1}
+    ).to_list()
+    return (
+        f"{user}: read {got}, the model {expected}; "
+        f"entries {[(str(e['status_id']), e['author']) for e in entries]}; "
+        f"meta {await store.timeline_meta.find_one({'owner_id': owner})}; "
+        f"activity {await store.user_activity.find_one({'_id': owner})}; "
+        f"revocations {await store.revocations.find({}).to_list()}"
+    )

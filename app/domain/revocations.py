@@ -104,19 +104,26 @@ async def settle(coll: Collection, event: Mapping[str, Any]) -> None:
     rev, key = event.get("revokes"), event.get("revokes_key")
     if rev is None or key is None:
         return
-    # A friendship made again since: nothing is left to hide (`forget_friendship`).
-    dropped = await coll.delete_one({"_id": key, "rev": {"$lte": rev}, "befriended": True})
-    if dropped.deleted_count:
-        return
     marked = await coll.find_one_and_update(
         {"_id": key, "rev": {"$lte": rev}, "settled": {"$exists": False}},
         {"$currentDate": {"settled": True}, "$set": {"settled_by": ObjectId()}},
-        projection={"settled": 1},
+        projection={"settled": 1, "befriended": 1},
         return_document=ReturnDocument.AFTER,
     )
-    if marked is not None:
-        cutoff = marked["settled"] - timedelta(seconds=SETTLED_KEEP_S)
-        await coll.delete_many({"settled": {"$lt": cutoff}})
+    if marked is None:
+        return
+    if marked.get("befriended"):
+        # A friendship made again since: nothing is left to hide (`forget_friendship`). Looked at
+        # after the mark, not before it: a friendship made between a look before and the mark
+        # found the record unsettled (so flagged it, not deleted it), and the record then stayed
+        # settled, hiding the friend's statuses until another removal's settle swept it
+        # (tests/test_concurrent_clients.py, a fresh-clone run on 2026-12-07: a reader's whole
+        # timeline, one friend's three statuses, hidden after the drain). A friendship made
+        # after the mark finds the record settled and deletes it itself.
+        await coll.delete_one({"_id": key, "rev": {"$lte": rev}, "befriended": True})
+        return
+    cutoff = marked["settled"] - timedelta(seconds=SETTLED_KEEP_S)
+    await coll.delete_many({"settled": {"$lt": cutoff}})
 
 
 async def withdraw(coll: Collection, event: Mapping[str, Any]) -> None:
