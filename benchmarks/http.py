@@ -55,7 +55,7 @@ from app.settings import load_settings
 from app.storage.embedded import free_port, terminate
 from app.storage.store import Store
 from benchmarks.monitor import CommandCounter, Window
-from benchmarks.services import serve_on_database
+from benchmarks.services import serve_on_database, wait_answering
 
 # The page every kind reads: the API's default limit.
 PAGE = 20
@@ -73,8 +73,7 @@ FANOUT_TIMEOUT_S = 120.0
 KINDS = ("driver", "http", "httpx", "bare")
 # The repository root: the bare service is started from it (`-m uvicorn benchmarks.bare_http:app`).
 ROOT = Path(__file__).resolve().parents[1]
-# How long the bare service may take to answer its first page, and to stop.
-BARE_START_S = 30.0
+# How long the bare service may take to stop.
 BARE_STOP_S = 10.0
 # Requests whose round trips are counted, the first to warm up (`round_trips`).
 WARM_TRIES = 4
@@ -286,15 +285,7 @@ def bare_service(mongodb_url: str, reader: ObjectId) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + BARE_START_S
-        while True:
-            try:
-                httpx.get(f"{url}/timeline", timeout=BARE_START_S).raise_for_status()
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the bare service did not start") from None
-                time.sleep(0.2)
+        wait_answering(proc, f"{url}/timeline", "the bare service")
         yield url
     finally:
         terminate(proc, BARE_STOP_S)

@@ -78,17 +78,23 @@ def _process(
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str) -> None:
+    wait_answering(proc, f"{url}/health", "timeline serve (its log: serve.log)")
+
+
+def wait_answering(proc: subprocess.Popen[bytes], url: str, name: str) -> None:
+    """Until `url` answers 200 (RuntimeError if `proc` exits first or SERVE_START_TIMEOUT_S
+    passes); `name` is the process in the error."""
     deadline = time.monotonic() + SERVE_START_TIMEOUT_S
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"timeline serve exited with {proc.returncode}; see serve.log")
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timeline serve did not answer within {SERVE_START_TIMEOUT_S}s")
+            raise RuntimeError(f"{name} did not answer within {SERVE_START_TIMEOUT_S}s")
         time.sleep(0.2)
 
 
